@@ -1,0 +1,166 @@
+/**
+ * The datastore interface. SQLite (embedded default) implements it now, PostgreSQL later;
+ * one conformance suite (test/datastore/conformance.ts) holds every implementation to it.
+ * Records use plain strings for SPIFFE IDs (validated at the API edge) and epoch
+ * milliseconds for times. No proto type ever reaches this layer.
+ */
+import type { Selector } from '../spiffe/selector.js';
+
+/** A registration entry: who (selectors under a parent) gets which SPIFFE ID. */
+export interface RegistrationEntry {
+  /** Server-assigned UUID. */
+  readonly id: string;
+  readonly spiffeId: string;
+  readonly parentId: string;
+  /** Normalised (sorted, unique); at least one. */
+  readonly selectors: readonly Selector[];
+  /** 0 = the server's default. */
+  readonly x509SvidTtlSeconds: number;
+  /** 0 = the server's default. */
+  readonly jwtSvidTtlSeconds: number;
+  readonly dnsNames: readonly string[];
+  /** Trust domain IDs (`spiffe://other.org`) whose bundles the workload also gets. */
+  readonly federatesWith: readonly string[];
+  readonly admin: boolean;
+  readonly downstream: boolean;
+  readonly hint: string;
+  /** Epoch ms after which the entry is no longer served; 0 = never. */
+  readonly entryExpiresAt: number;
+  /** Bumped on every update. */
+  readonly revision: number;
+  readonly createdAt: number;
+}
+
+/** The fields a caller supplies to create an entry (id, revision, createdAt are assigned). */
+export type NewRegistrationEntry = Omit<RegistrationEntry, 'id' | 'revision' | 'createdAt'> & { readonly id?: string };
+
+/** How a selector filter matches an entry's selectors. */
+export type SelectorMatch = 'exact' | 'subset' | 'superset' | 'any';
+
+/** Filters for listing and counting entries; all given ones must hold. */
+export interface EntryFilter {
+  readonly spiffeId?: string;
+  readonly parentId?: string;
+  /** Entries whose parent is any of these. */
+  readonly parentIds?: readonly string[];
+  readonly selectors?: { readonly selectors: readonly Selector[]; readonly match: SelectorMatch };
+  /** Entries that federate with this trust domain ID. */
+  readonly federatesWith?: string;
+  readonly hint?: string;
+  readonly downstream?: boolean;
+}
+
+/** A page request; `pageToken` is opaque, from the previous page. */
+export interface PageRequest {
+  readonly pageSize?: number;
+  readonly pageToken?: string;
+}
+
+/** A page of results; `nextPageToken` is empty on the last page. */
+export interface Page<T> {
+  readonly items: T[];
+  readonly nextPageToken: string;
+}
+
+/** An agent that passed node attestation. */
+export interface AttestedNode {
+  readonly spiffeId: string;
+  readonly attestationType: string;
+  /** Serial (hex) of the agent's current SVID; '' once evicted. */
+  readonly certSerial: string;
+  readonly certNotAfter: number;
+  /** Serial of an SVID issued but not yet confirmed in use by the agent (during renewal); ''. */
+  readonly newCertSerial: string;
+  readonly newCertNotAfter: number;
+  readonly selectors: readonly Selector[];
+  readonly banned: boolean;
+  readonly canReattest: boolean;
+  readonly createdAt: number;
+  readonly updatedAt: number;
+}
+
+/** Filters for listing agents. */
+export interface NodeFilter {
+  readonly banned?: boolean;
+  readonly attestationType?: string;
+  /** Agents whose certificate expires before this time (ms). */
+  readonly expiresBefore?: number;
+}
+
+/** A join token as stored: only its hash, never the token itself. */
+export interface JoinTokenRecord {
+  /** Non-secret ID used in the agent's SPIFFE ID and in logs. */
+  readonly tokenId: string;
+  /** SHA-256 of the token, hex. */
+  readonly tokenHash: string;
+  readonly expiresAt: number;
+  readonly createdAt: number;
+}
+
+/** A trust bundle as stored: the SPIFFE bundle document (JWKS JSON) for one trust domain. */
+export interface BundleRecord {
+  /** Trust domain ID, `spiffe://example.org`. */
+  readonly trustDomainId: string;
+  /** The SPIFFE bundle document (JWKS with spiffe_sequence, spiffe_refresh_hint). */
+  readonly document: string;
+  readonly updatedAt: number;
+}
+
+/** One change to the entries, in the order it happened (for push sync and, later, several servers). */
+export interface EntryEvent {
+  /** Monotonic, increasing. */
+  readonly eventId: number;
+  readonly entryId: string;
+  readonly kind: 'created' | 'updated' | 'deleted';
+  readonly at: number;
+}
+
+/** The storage behind the server. Every method may throw SigilError (ERR_NOT_FOUND, ERR_ALREADY_EXISTS, ERR_INVALID_ARGUMENT, ERR_UNAVAILABLE). */
+export interface Datastore {
+  // registration entries
+  createEntry(entry: NewRegistrationEntry): Promise<RegistrationEntry>;
+  /** Creates an entry unless one with the same (spiffeId, parentId, selectors) exists; returns which. */
+  createEntryIfNotExists(entry: NewRegistrationEntry): Promise<{ entry: RegistrationEntry; created: boolean }>;
+  getEntry(id: string): Promise<RegistrationEntry | undefined>;
+  /** Replaces the mutable fields; bumps `revision`. ERR_NOT_FOUND when absent. */
+  updateEntry(entry: Omit<RegistrationEntry, 'revision' | 'createdAt'>): Promise<RegistrationEntry>;
+  /** Deletes and returns the entry; ERR_NOT_FOUND when absent. */
+  deleteEntry(id: string): Promise<RegistrationEntry>;
+  listEntries(filter?: EntryFilter, page?: PageRequest): Promise<Page<RegistrationEntry>>;
+  countEntries(filter?: EntryFilter): Promise<number>;
+  /** Events with eventId > afterEventId, oldest first, at most `limit`. */
+  listEntryEvents(afterEventId: number, limit?: number): Promise<EntryEvent[]>;
+  /** The newest event ID (0 when none). */
+  latestEntryEventId(): Promise<number>;
+  /** Deletes events older than `beforeMs`. */
+  pruneEntryEvents(beforeMs: number): Promise<number>;
+
+  // attested nodes
+  createAttestedNode(node: Omit<AttestedNode, 'createdAt' | 'updatedAt'>): Promise<AttestedNode>;
+  getAttestedNode(spiffeId: string): Promise<AttestedNode | undefined>;
+  /** Replaces the node's mutable fields; ERR_NOT_FOUND when absent. */
+  updateAttestedNode(node: Omit<AttestedNode, 'createdAt' | 'updatedAt'>): Promise<AttestedNode>;
+  deleteAttestedNode(spiffeId: string): Promise<AttestedNode>;
+  listAttestedNodes(filter?: NodeFilter, page?: PageRequest): Promise<Page<AttestedNode>>;
+  countAttestedNodes(filter?: NodeFilter): Promise<number>;
+
+  // join tokens
+  createJoinToken(token: Omit<JoinTokenRecord, 'createdAt'>): Promise<JoinTokenRecord>;
+  /** Atomically removes and returns the token with this hash (one-time use); undefined when absent. */
+  consumeJoinToken(tokenHash: string): Promise<JoinTokenRecord | undefined>;
+  listJoinTokens(): Promise<JoinTokenRecord[]>;
+  pruneJoinTokens(beforeMs: number): Promise<number>;
+
+  // bundles (own and federated)
+  getBundle(trustDomainId: string): Promise<BundleRecord | undefined>;
+  /** Creates or replaces. */
+  setBundle(trustDomainId: string, document: string): Promise<BundleRecord>;
+  deleteBundle(trustDomainId: string): Promise<void>;
+  listBundles(): Promise<BundleRecord[]>;
+
+  // CA journal: the CA's own opaque state (key IDs, certificates, phases); never private keys
+  getCaJournal(trustDomainId: string): Promise<Uint8Array | undefined>;
+  setCaJournal(trustDomainId: string, journal: Uint8Array): Promise<void>;
+
+  close(): Promise<void>;
+}
