@@ -1,0 +1,239 @@
+/**
+ * The server's configuration: one YAML file plus command-line flags (flags win), checked
+ * against one schema that rejects unknown keys and reports every problem at once with
+ * the key named, then resolved (durations to milliseconds, paths to absolute) and frozen.
+ */
+import { readFileSync } from 'node:fs';
+import { isAbsolute, join, resolve } from 'node:path';
+import { parse as parseYaml } from 'yaml';
+import { z } from 'zod';
+import { SigilError } from '../common/errors.js';
+import { parseDuration } from '../common/duration.js';
+import { TrustDomain } from '../spiffe/spiffe-id.js';
+
+const KEY_TYPES = ['ec-p256', 'ec-p384', 'rsa-2048'] as const;
+const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] as const;
+
+const duration = z.string().refine(
+  (s) => {
+    try {
+      return parseDuration(s) > 0;
+    } catch {
+      return false;
+    }
+  },
+  { message: 'must be a positive duration such as 90s, 5m, 1h30m' },
+);
+
+const hostPort = z.string().regex(/^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):\d{1,5}$/, 'must be host:port, e.g. 0.0.0.0:8081');
+
+const trustDomain = z.string().refine(
+  (s) => {
+    try {
+      TrustDomain.parse(s);
+      return true;
+    } catch {
+      return false;
+    }
+  },
+  { message: 'must be a valid trust domain name such as example.org' },
+);
+
+/** The schema of the YAML file (and of flags, merged into it). */
+export const serverConfigSchema = z.strictObject({
+  trustDomain,
+  dataDir: z.string().min(1),
+  logLevel: z.enum(LOG_LEVELS).default('info'),
+  agentApi: z.strictObject({ address: hostPort.default('0.0.0.0:8081') }).default({ address: '0.0.0.0:8081' }),
+  adminApi: z.strictObject({ socketPath: z.string().min(1).optional() }).default({}),
+  datastore: z.strictObject({ sqlitePath: z.string().min(1).optional() }).default({}),
+  keyManager: z
+    .strictObject({
+      type: z.enum(['disk', 'memory']).default('disk'),
+      kekFile: z.string().min(1).optional(),
+      dir: z.string().min(1).optional(),
+    })
+    .default({ type: 'disk' }),
+  ca: z
+    .strictObject({
+      keyType: z.enum(KEY_TYPES).default('ec-p256'),
+      jwtKeyType: z.enum(KEY_TYPES).default('ec-p256'),
+      ttl: duration.default('24h'),
+      upstream: z.strictObject({ certFile: z.string().min(1), keyFile: z.string().min(1) }).optional(),
+    })
+    .default({ keyType: 'ec-p256', jwtKeyType: 'ec-p256', ttl: '24h' }),
+  svid: z
+    .strictObject({
+      defaultX509Ttl: duration.default('1h'),
+      defaultJwtTtl: duration.default('5m'),
+      agentTtl: duration.default('1h'),
+    })
+    .default({ defaultX509Ttl: '1h', defaultJwtTtl: '5m', agentTtl: '1h' }),
+  bundleRefreshHint: duration.default('5m'),
+  nodeAttestors: z
+    .strictObject({
+      joinToken: z.strictObject({ defaultTtl: duration.default('10m') }).optional(),
+      x509pop: z.strictObject({ caBundleFile: z.string().min(1) }).optional(),
+    })
+    .default({ joinToken: { defaultTtl: '10m' } }),
+  health: z.strictObject({ address: hostPort }).optional(),
+  auditLog: z.strictObject({ path: z.string().min(1).optional() }).default({}),
+});
+
+type RawConfig = z.input<typeof serverConfigSchema>;
+
+/** The resolved, frozen server configuration handed to every component. */
+export interface ServerConfig {
+  readonly trustDomain: TrustDomain;
+  readonly dataDir: string;
+  readonly logLevel: (typeof LOG_LEVELS)[number];
+  readonly agentApi: { readonly host: string; readonly port: number };
+  readonly adminApi: { readonly socketPath: string };
+  readonly datastore: { readonly sqlitePath: string };
+  readonly keyManager: { readonly type: 'disk' | 'memory'; readonly kekFile?: string; readonly dir: string };
+  readonly ca: {
+    readonly keyType: (typeof KEY_TYPES)[number];
+    readonly jwtKeyType: (typeof KEY_TYPES)[number];
+    readonly ttlMs: number;
+    readonly upstream?: { readonly certFile: string; readonly keyFile: string };
+  };
+  readonly svid: { readonly defaultX509TtlMs: number; readonly defaultJwtTtlMs: number; readonly agentTtlMs: number };
+  readonly bundleRefreshHintMs: number;
+  readonly nodeAttestors: {
+    readonly joinToken?: { readonly defaultTtlMs: number };
+    readonly x509pop?: { readonly caBundleFile: string };
+  };
+  readonly health?: { readonly host: string; readonly port: number };
+  readonly auditLog: { readonly path: string };
+}
+
+/** Command-line values that override the file; only set ones apply. */
+export interface ServerFlags {
+  readonly trustDomain?: string;
+  readonly dataDir?: string;
+  readonly logLevel?: string;
+  readonly agentAddress?: string;
+  readonly adminSocket?: string;
+  readonly healthAddress?: string;
+}
+
+function configError(problems: string[]): SigilError {
+  return new SigilError('ERR_CONFIG_INVALID', `invalid server configuration: ${problems.join('; ')}`, { reason: 'config' });
+}
+
+function splitHostPort(text: string): { host: string; port: number } {
+  const i = text.lastIndexOf(':');
+  const host = text.slice(0, i).replace(/^\[|\]$/g, '');
+  return { host, port: Number(text.slice(i + 1)) };
+}
+
+function deepFreeze<T>(value: T): T {
+  if (value !== null && typeof value === 'object' && !Object.isFrozen(value) && !(value instanceof TrustDomain)) {
+    for (const v of Object.values(value)) deepFreeze(v);
+    Object.freeze(value);
+  }
+  return value;
+}
+
+function setIn(obj: Record<string, unknown>, path: readonly string[], value: unknown): void {
+  let node = obj;
+  for (const key of path.slice(0, -1)) {
+    const next = node[key];
+    if (next === undefined || next === null || typeof next !== 'object') node[key] = {};
+    node = node[key] as Record<string, unknown>;
+  }
+  node[path[path.length - 1] as string] = value;
+}
+
+/** Validates raw config (already parsed YAML) merged with flags; resolves relative paths against `baseDir`. */
+export function resolveServerConfig(raw: unknown, flags: ServerFlags = {}, baseDir = process.cwd()): ServerConfig {
+  if (raw === null || raw === undefined) raw = {};
+  if (typeof raw !== 'object' || Array.isArray(raw)) throw configError(['the file must hold a YAML mapping']);
+  const merged = structuredClone(raw) as Record<string, unknown>;
+  if (flags.trustDomain !== undefined) merged.trustDomain = flags.trustDomain;
+  if (flags.dataDir !== undefined) merged.dataDir = flags.dataDir;
+  if (flags.logLevel !== undefined) merged.logLevel = flags.logLevel;
+  if (flags.agentAddress !== undefined) setIn(merged, ['agentApi', 'address'], flags.agentAddress);
+  if (flags.adminSocket !== undefined) setIn(merged, ['adminApi', 'socketPath'], flags.adminSocket);
+  if (flags.healthAddress !== undefined) setIn(merged, ['health', 'address'], flags.healthAddress);
+
+  const parsed = serverConfigSchema.safeParse(merged as RawConfig);
+  if (!parsed.success) {
+    throw configError(
+      parsed.error.issues.map((issue) => {
+        const where = issue.path.length === 0 ? '(top level)' : issue.path.map(String).join('.');
+        if (issue.code === 'unrecognized_keys') {
+          const prefix = issue.path.length === 0 ? '' : `${where}.`;
+          return `unknown key${issue.keys.length > 1 ? 's' : ''} ${issue.keys.map((k) => prefix + k).join(', ')}`;
+        }
+        return `${where}: ${issue.message}`;
+      }),
+    );
+  }
+  const c = parsed.data;
+  const abs = (p: string): string => (isAbsolute(p) ? p : resolve(baseDir, p));
+  const dataDir = abs(c.dataDir);
+  const problems: string[] = [];
+  if (c.keyManager.type === 'disk' && c.keyManager.kekFile === undefined) {
+    problems.push('keyManager.kekFile: required when keyManager.type is disk');
+  }
+  if (problems.length > 0) throw configError(problems);
+
+  const config: ServerConfig = {
+    trustDomain: TrustDomain.parse(c.trustDomain),
+    dataDir,
+    logLevel: c.logLevel,
+    agentApi: splitHostPort(c.agentApi.address),
+    adminApi: { socketPath: abs(c.adminApi.socketPath ?? join(dataDir, 'admin.sock')) },
+    datastore: { sqlitePath: abs(c.datastore.sqlitePath ?? join(dataDir, 'datastore.sqlite3')) },
+    keyManager: {
+      type: c.keyManager.type,
+      ...(c.keyManager.kekFile === undefined ? {} : { kekFile: abs(c.keyManager.kekFile) }),
+      dir: abs(c.keyManager.dir ?? join(dataDir, 'keys')),
+    },
+    ca: {
+      keyType: c.ca.keyType,
+      jwtKeyType: c.ca.jwtKeyType,
+      ttlMs: parseDuration(c.ca.ttl),
+      ...(c.ca.upstream === undefined
+        ? {}
+        : { upstream: { certFile: abs(c.ca.upstream.certFile), keyFile: abs(c.ca.upstream.keyFile) } }),
+    },
+    svid: {
+      defaultX509TtlMs: parseDuration(c.svid.defaultX509Ttl),
+      defaultJwtTtlMs: parseDuration(c.svid.defaultJwtTtl),
+      agentTtlMs: parseDuration(c.svid.agentTtl),
+    },
+    bundleRefreshHintMs: parseDuration(c.bundleRefreshHint),
+    nodeAttestors: {
+      ...(c.nodeAttestors.joinToken === undefined
+        ? {}
+        : { joinToken: { defaultTtlMs: parseDuration(c.nodeAttestors.joinToken.defaultTtl) } }),
+      ...(c.nodeAttestors.x509pop === undefined ? {} : { x509pop: { caBundleFile: abs(c.nodeAttestors.x509pop.caBundleFile) } }),
+    },
+    ...(c.health === undefined ? {} : { health: splitHostPort(c.health.address) }),
+    auditLog: { path: c.auditLog.path === '-' ? '-' : abs(c.auditLog.path ?? join(dataDir, 'audit.log')) },
+  };
+  return deepFreeze(config);
+}
+
+/** Reads and validates a YAML config file plus flags; throws ERR_CONFIG_INVALID naming every bad key. */
+export function loadServerConfig(path: string | undefined, flags: ServerFlags = {}): ServerConfig {
+  let raw: unknown = {};
+  let baseDir = process.cwd();
+  if (path !== undefined) {
+    let text: string;
+    try {
+      text = readFileSync(path, 'utf8');
+    } catch (err) {
+      throw new SigilError('ERR_CONFIG_INVALID', `cannot read config file ${JSON.stringify(path)}`, { reason: 'config-file', cause: err });
+    }
+    try {
+      raw = parseYaml(text);
+    } catch (err) {
+      throw new SigilError('ERR_CONFIG_INVALID', `config file ${JSON.stringify(path)} is not valid YAML`, { reason: 'config-yaml', cause: err });
+    }
+    baseDir = resolve(path, '..');
+  }
+  return resolveServerConfig(raw, flags, baseDir);
+}
