@@ -1,0 +1,71 @@
+/**
+ * PKCS#10 CSR parsing and proof-of-possession check for the hot path: the DER is walked
+ * directly (no ASN.1 object model) and the self-signature verified with crypto.verify
+ * against a KeyObject made once from the request's own SubjectPublicKeyInfo bytes.
+ */
+import { createPublicKey, verify, type KeyObject } from 'node:crypto';
+import { SigilError } from '../common/errors.js';
+import { CSR_SIGNATURE_ALGORITHMS } from './algorithms.js';
+import { Tag, bytesOf, children, contentOf, decodeOid, expectTag, readWhole } from './der.js';
+
+/** A CSR whose self-signature verified: its public key as SPKI DER and as a KeyObject. */
+export interface VerifiedCsr {
+  /** The request's SubjectPublicKeyInfo, byte for byte. */
+  readonly spki: Buffer;
+  readonly publicKey: KeyObject;
+}
+
+function csrError(reason: string, message: string, cause?: unknown): SigilError {
+  return new SigilError('ERR_INVALID_ARGUMENT', message, { reason, cause });
+}
+
+/**
+ * Parses a DER PKCS#10 request and verifies its signature with its own key. The subject,
+ * attributes and requested extensions are ignored: the CA decides every name itself.
+ * Throws ERR_INVALID_ARGUMENT with reason `bad-csr`, `csr-unsupported-algorithm` or `csr-signature`.
+ */
+export function verifyCsr(der: Uint8Array): VerifiedCsr {
+  let cri: Buffer;
+  let spki: Buffer;
+  let algOid: string;
+  let signature: Buffer;
+  try {
+    const root = expectTag(readWhole(der), Tag.sequence, 'CertificationRequest');
+    const [criNode, algNode, sigNode, extra] = children(der, root);
+    if (extra !== undefined) throw csrError('bad-csr', 'malformed CSR: trailing fields');
+    const criSeq = expectTag(criNode, Tag.sequence, 'CertificationRequestInfo');
+    const [version, subject, spkiNode] = children(der, criSeq);
+    const v = contentOf(der, expectTag(version, Tag.integer, 'version'));
+    if (v.length !== 1 || v[0] !== 0) throw csrError('bad-csr', 'malformed CSR: version is not 1');
+    expectTag(subject, Tag.sequence, 'subject');
+    spki = Buffer.from(bytesOf(der, expectTag(spkiNode, Tag.sequence, 'SubjectPublicKeyInfo')));
+    cri = bytesOf(der, criSeq);
+    const [oidNode] = children(der, expectTag(algNode, Tag.sequence, 'signatureAlgorithm'));
+    algOid = decodeOid(contentOf(der, expectTag(oidNode, Tag.oid, 'algorithm')));
+    const bits = contentOf(der, expectTag(sigNode, Tag.bitString, 'signature'));
+    if (bits.length < 2 || bits[0] !== 0) throw csrError('bad-csr', 'malformed CSR: bad signature bit string');
+    signature = bits.subarray(1);
+  } catch (err) {
+    if (err instanceof SigilError && err.reason === 'bad-csr') throw err;
+    throw csrError('bad-csr', 'malformed CSR', err);
+  }
+  const alg = CSR_SIGNATURE_ALGORITHMS.get(algOid);
+  if (alg === undefined) throw csrError('csr-unsupported-algorithm', `unsupported CSR signature algorithm ${algOid}`);
+  let publicKey: KeyObject;
+  try {
+    publicKey = createPublicKey({ key: spki, format: 'der', type: 'spki' });
+  } catch (err) {
+    throw csrError('bad-csr', 'malformed CSR public key', err);
+  }
+  if (publicKey.asymmetricKeyType !== alg.keyType) {
+    throw csrError('csr-signature', `CSR signature algorithm ${algOid} does not fit its ${String(publicKey.asymmetricKeyType)} key`);
+  }
+  let ok: boolean;
+  try {
+    ok = verify(alg.hash, cri, alg.keyType === 'ec' ? { key: publicKey, dsaEncoding: 'der' } : publicKey, signature);
+  } catch (err) {
+    throw csrError('csr-signature', 'CSR signature does not verify', err);
+  }
+  if (!ok) throw csrError('csr-signature', 'CSR signature does not verify');
+  return { spki, publicKey };
+}
