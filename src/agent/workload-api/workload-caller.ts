@@ -1,0 +1,97 @@
+/**
+ * The calling process as the Workload API knows it: kernel credentials taken at accept, the
+ * process start time recorded then (so a pid that exits or is reused is noticed), and the
+ * selectors the workload attestors produced for it.
+ */
+import { SigilError, isSigilError } from '../../common/errors.js';
+import type { Logger } from '../../common/logger.js';
+import type { PeerCredentials, WorkloadAttestor } from '../../plugin/workload-attestor.js';
+import { normalizeSelectors, type Selector } from '../../spiffe/selector.js';
+import type { ProcessInfo, ProcessStatus } from '../peer/process-info.js';
+
+/** What was learned about a connection when it was accepted. */
+export interface ConnectionFacts extends PeerCredentials {
+  /** Start time of `pid` (clock ticks after boot) read right after accept. */
+  readonly startTime: number;
+}
+
+/** An attested caller: who it is, what it looked like when attested, and its selectors. */
+export interface AttestedCaller {
+  readonly facts: ConnectionFacts;
+  /** /proc status at attestation; a later difference means the process changed credentials. */
+  readonly status: ProcessStatus;
+  readonly selectors: readonly Selector[];
+}
+
+/** Result of re-checking a caller before sending it anything new. */
+export type CallerCheck = 'same' | 'gone' | 'credentials-changed';
+
+/** How many times attestation is retried when the process changes credentials while being attested. */
+const MAX_ATTEST_ROUNDS = 3;
+
+function processGone(pid: number): SigilError {
+  return new SigilError('ERR_PERMISSION_DENIED', `workload process ${pid} exited or was replaced`, { reason: 'process-gone' });
+}
+
+function sameIds(a: ProcessStatus, b: ProcessStatus): boolean {
+  const k = (s: ProcessStatus): string =>
+    [s.uid.real, s.uid.effective, s.uid.saved, s.uid.filesystem, s.gid.real, s.gid.effective, s.gid.saved, s.gid.filesystem, '|', ...s.groups].join(',');
+  return k(a) === k(b);
+}
+
+/** Reads the status of the process named by `facts`, or undefined when it is no longer that process. */
+function currentStatus(facts: ConnectionFacts, processes: ProcessInfo): ProcessStatus | undefined {
+  if (processes.startTime(facts.pid) !== facts.startTime) return undefined;
+  let status: ProcessStatus;
+  try {
+    status = processes.status(facts.pid);
+  } catch (err) {
+    if (isSigilError(err, 'ERR_NOT_FOUND')) return undefined;
+    throw err;
+  }
+  // Checked again after reading status: the pid could have been reused in between.
+  return processes.startTime(facts.pid) === facts.startTime ? status : undefined;
+}
+
+/**
+ * Runs every attestor on the caller and unions their selectors. An attestor that fails
+ * contributes nothing (its error is logged): fewer selectors can only match fewer entries.
+ * Throws ERR_PERMISSION_DENIED (`process-gone`) when the process exited or its pid now names
+ * another process, checked after the attestors finished.
+ */
+export async function attestCaller(
+  facts: ConnectionFacts,
+  attestors: readonly WorkloadAttestor[],
+  processes: ProcessInfo,
+  logger: Logger,
+  signal?: AbortSignal,
+): Promise<AttestedCaller> {
+  for (let round = 0; round < MAX_ATTEST_ROUNDS; round++) {
+    const before = currentStatus(facts, processes);
+    if (before === undefined) throw processGone(facts.pid);
+    const results = await Promise.allSettled(attestors.map((a) => a.attest(facts, signal)));
+    signal?.throwIfAborted();
+    const selectors: Selector[] = [];
+    results.forEach((r, i) => {
+      if (r.status === 'fulfilled') selectors.push(...r.value);
+      else logger.warn({ pid: facts.pid, attestor: attestors[i]?.name, err: r.reason }, 'workload attestor failed');
+    });
+    const after = currentStatus(facts, processes);
+    if (after === undefined) throw processGone(facts.pid);
+    if (sameIds(before, after)) return { facts, status: after, selectors: normalizeSelectors(selectors) };
+    logger.info({ pid: facts.pid }, 'workload credentials changed during attestation; attesting again');
+  }
+  throw new SigilError('ERR_PERMISSION_DENIED', 'workload credentials kept changing during attestation', { reason: 'credentials-unstable' });
+}
+
+/** Re-checks a caller before a send: still the same process, with the credentials it was attested with? */
+export function checkCaller(caller: AttestedCaller, processes: ProcessInfo): CallerCheck {
+  const now = currentStatus(caller.facts, processes);
+  if (now === undefined) return 'gone';
+  return sameIds(caller.status, now) ? 'same' : 'credentials-changed';
+}
+
+/** The error a caller gets when its process is gone. */
+export function processGoneError(pid: number): SigilError {
+  return processGone(pid);
+}
