@@ -119,6 +119,8 @@ export interface EntryEvent {
 export interface Datastore {
   // registration entries
   createEntry(entry: NewRegistrationEntry): Promise<RegistrationEntry>;
+  /** Creates many entries in one transaction (all or none), in order; same rules as createEntry. */
+  createEntries(entries: readonly NewRegistrationEntry[]): Promise<RegistrationEntry[]>;
   /** Creates an entry unless one with the same (spiffeId, parentId, selectors) exists; returns which. */
   createEntryIfNotExists(entry: NewRegistrationEntry): Promise<{ entry: RegistrationEntry; created: boolean }>;
   getEntry(id: string): Promise<RegistrationEntry | undefined>;

@@ -1,0 +1,725 @@
+/**
+ * The Datastore over any SQL database reachable through a SqlDriver: every rule (validation,
+ * duplicate detection, events, pagination, matching) lives here once, so SQLite and
+ * PostgreSQL differ only in their driver, dialect fragments and migrations.
+ *
+ * A record's lists (selectors, DNS names, federations) are stored as JSON in its own row,
+ * so reading a page is one query whatever its size, and again as indexed child rows that
+ * the filters match against. Every write runs in one write transaction that also keeps
+ * the child rows in step and appends its entry event, so an event exists if and only if
+ * its change does.
+ */
+import { randomUUID } from 'node:crypto';
+import type { Clock } from '../../common/clock.js';
+import { SigilError, isSigilError } from '../../common/errors.js';
+import type { Logger } from '../../common/logger.js';
+import type { Selector } from '../../spiffe/selector.js';
+import type {
+  AttestedNode,
+  BundleRecord,
+  Datastore,
+  EntryEvent,
+  EntryFilter,
+  JoinTokenRecord,
+  NewRegistrationEntry,
+  NodeFilter,
+  Page,
+  PageRequest,
+  RegistrationEntry,
+} from '../datastore.js';
+import { encodePageToken, resolvePage } from '../pagination.js';
+import {
+  selectorsHash,
+  validateBundleDocument,
+  validateEntryFields,
+  validateEntryId,
+  validateJoinToken,
+  validateNode,
+  validateSelectors,
+  validateTime,
+  validateTrustDomainId,
+  type ValidEntryFields,
+  type ValidNodeFields,
+} from '../validation.js';
+import type { SqlDriver, SqlExecutor, SqlRow, SqlValue } from './sql-driver.js';
+
+/** What a SqlDatastore needs besides its driver. */
+export interface SqlDatastoreOptions {
+  readonly clock: Clock;
+  readonly logger: Logger;
+  /** The schema version the driver's database is at (after migrations). */
+  readonly schemaVersion: number;
+}
+
+/** Default and maximum number of events one listEntryEvents call returns. */
+const DEFAULT_EVENT_LIMIT = 1000;
+const MAX_EVENT_LIMIT = 10_000;
+
+interface NodeRow {
+  spiffe_id: string;
+  attestation_type: string;
+  cert_serial: string;
+  cert_not_after: number;
+  new_cert_serial: string;
+  new_cert_not_after: number;
+  banned: number;
+  can_reattest: number;
+  selectors_json: unknown;
+  created_at: number;
+  updated_at: number;
+}
+
+/** Selected as array rows in this order; decodeEntry reads them by position. */
+const ENTRY_COLUMNS =
+  'e.id, e.spiffe_id, e.parent_id, e.selectors_json, e.x509_svid_ttl, e.jwt_svid_ttl, e.dns_names_json, e.federates_with_json, e.admin, e.downstream, e.hint, e.expires_at, e.revision, e.created_at';
+const SQL = {
+  entryById: `SELECT ${ENTRY_COLUMNS} FROM registered_entries e WHERE e.id = ?`,
+  entryIdentity: `SELECT ${ENTRY_COLUMNS} FROM registered_entries e WHERE e.spiffe_id = ? AND e.parent_id = ? AND e.selectors_hash = ?`,
+  entryMeta: 'SELECT revision, created_at FROM registered_entries WHERE id = ?',
+  insertEntry:
+    'INSERT INTO registered_entries (id, spiffe_id, parent_id, selectors_hash, selector_count, selectors_json, dns_names_json, federates_with_json, x509_svid_ttl, jwt_svid_ttl, admin, downstream, hint, expires_at, revision, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)',
+  updateEntry:
+    'UPDATE registered_entries SET spiffe_id = ?, parent_id = ?, selectors_hash = ?, selector_count = ?, selectors_json = ?, dns_names_json = ?, federates_with_json = ?, x509_svid_ttl = ?, jwt_svid_ttl = ?, admin = ?, downstream = ?, hint = ?, expires_at = ?, revision = ? WHERE id = ?',
+  deleteEntry: 'DELETE FROM registered_entries WHERE id = ?',
+  insertEntrySelector: 'INSERT INTO entry_selectors (entry_id, type, value) VALUES (?, ?, ?)',
+  insertEntryFederation: 'INSERT INTO entry_federates_with (entry_id, trust_domain_id) VALUES (?, ?)',
+  deleteEntrySelectors: 'DELETE FROM entry_selectors WHERE entry_id = ?',
+  deleteEntryFederations: 'DELETE FROM entry_federates_with WHERE entry_id = ?',
+  insertEvent: 'INSERT INTO entry_events (entry_id, kind, at) VALUES (?, ?, ?)',
+  listEvents: 'SELECT event_id, entry_id, kind, at FROM entry_events WHERE event_id > ? ORDER BY event_id LIMIT ?',
+  latestEvent: 'SELECT MAX(event_id) AS id FROM entry_events',
+  // The newest event always survives so latestEntryEventId never goes backwards.
+  pruneEvents: 'DELETE FROM entry_events WHERE at < ? AND event_id < (SELECT MAX(event_id) FROM entry_events)',
+  nodeColumns:
+    'n.spiffe_id, n.attestation_type, n.cert_serial, n.cert_not_after, n.new_cert_serial, n.new_cert_not_after, n.banned, n.can_reattest, n.selectors_json, n.created_at, n.updated_at',
+  insertNode:
+    'INSERT INTO attested_nodes (spiffe_id, attestation_type, cert_serial, cert_not_after, new_cert_serial, new_cert_not_after, banned, can_reattest, selectors_json, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)',
+  updateNode:
+    'UPDATE attested_nodes SET attestation_type = ?, cert_serial = ?, cert_not_after = ?, new_cert_serial = ?, new_cert_not_after = ?, banned = ?, can_reattest = ?, selectors_json = ?, updated_at = ? WHERE spiffe_id = ?',
+  deleteNode: 'DELETE FROM attested_nodes WHERE spiffe_id = ?',
+  insertNodeSelector: 'INSERT INTO node_selectors (spiffe_id, type, value) VALUES (?, ?, ?)',
+  deleteNodeSelectors: 'DELETE FROM node_selectors WHERE spiffe_id = ?',
+  tokenConflict: 'SELECT token_id FROM join_tokens WHERE token_hash = ? OR token_id = ?',
+  insertToken: 'INSERT INTO join_tokens (token_hash, token_id, expires_at, created_at) VALUES (?, ?, ?, ?)',
+  consumeToken: 'DELETE FROM join_tokens WHERE token_hash = ? RETURNING token_id, token_hash, expires_at, created_at',
+  listTokens: 'SELECT token_id, token_hash, expires_at, created_at FROM join_tokens ORDER BY created_at, token_id',
+  pruneTokens: 'DELETE FROM join_tokens WHERE expires_at < ?',
+  getBundle: 'SELECT trust_domain_id, document, updated_at FROM bundles WHERE trust_domain_id = ?',
+  setBundle:
+    'INSERT INTO bundles (trust_domain_id, document, updated_at) VALUES (?, ?, ?) ON CONFLICT (trust_domain_id) DO UPDATE SET document = excluded.document, updated_at = excluded.updated_at',
+  deleteBundle: 'DELETE FROM bundles WHERE trust_domain_id = ?',
+  listBundles: 'SELECT trust_domain_id, document, updated_at FROM bundles ORDER BY trust_domain_id',
+  getJournal: 'SELECT journal FROM ca_journals WHERE trust_domain_id = ?',
+  setJournal:
+    'INSERT INTO ca_journals (trust_domain_id, journal, updated_at) VALUES (?, ?, ?) ON CONFLICT (trust_domain_id) DO UPDATE SET journal = excluded.journal, updated_at = excluded.updated_at',
+} as const;
+
+/** A WHERE clause under construction; `none` means the filter can match nothing. */
+interface Where {
+  readonly clauses: string[];
+  readonly params: SqlValue[];
+  none: boolean;
+}
+
+function notFound(reason: string, message: string): SigilError {
+  return new SigilError('ERR_NOT_FOUND', message, { reason });
+}
+
+function invalidFilter(message: string): SigilError {
+  return new SigilError('ERR_INVALID_ARGUMENT', message, { reason: 'invalid-filter' });
+}
+
+function optionalString(value: unknown, field: string): string | undefined {
+  if (value === undefined) return undefined;
+  if (typeof value !== 'string') throw invalidFilter(`${field} filter must be a string`);
+  return value;
+}
+
+function optionalBoolean(value: unknown, field: string): boolean | undefined {
+  if (value === undefined) return undefined;
+  if (typeof value !== 'boolean') throw invalidFilter(`${field} filter must be a boolean`);
+  return value;
+}
+
+function flag(b: boolean): number {
+  return b ? 1 : 0;
+}
+
+function entryFromFields(id: string, f: ValidEntryFields, revision: number, createdAt: number): RegistrationEntry {
+  return {
+    id,
+    spiffeId: f.spiffeId,
+    parentId: f.parentId,
+    selectors: f.selectors,
+    x509SvidTtlSeconds: f.x509SvidTtlSeconds,
+    jwtSvidTtlSeconds: f.jwtSvidTtlSeconds,
+    dnsNames: f.dnsNames,
+    federatesWith: f.federatesWith,
+    admin: f.admin,
+    downstream: f.downstream,
+    hint: f.hint,
+    entryExpiresAt: f.entryExpiresAt,
+    revision,
+    createdAt,
+  };
+}
+
+/** Selectors as stored in a row: `[[type, value], …]`, already normalised. */
+function encodeSelectors(selectors: readonly Selector[]): string {
+  return JSON.stringify(selectors.map((s) => [s.type, s.value]));
+}
+
+/** Parses a JSON column; a driver may hand back text (SQLite) or an already parsed value (PostgreSQL jsonb). */
+function jsonColumn<T>(value: unknown): T {
+  return (typeof value === 'string' ? JSON.parse(value) : value) as T;
+}
+
+function decodeSelectors(value: unknown): Selector[] {
+  return jsonColumn<[string, string][]>(value).map(([type, value]) => ({ type, value }));
+}
+
+/** An entry from an array row selected with ENTRY_COLUMNS. */
+function decodeEntry(r: unknown[]): RegistrationEntry {
+  return {
+    id: r[0] as string,
+    spiffeId: r[1] as string,
+    parentId: r[2] as string,
+    selectors: decodeSelectors(r[3]),
+    x509SvidTtlSeconds: Number(r[4]),
+    jwtSvidTtlSeconds: Number(r[5]),
+    dnsNames: jsonColumn<string[]>(r[6]),
+    federatesWith: jsonColumn<string[]>(r[7]),
+    admin: Number(r[8]) === 1,
+    downstream: Number(r[9]) === 1,
+    hint: r[10] as string,
+    entryExpiresAt: Number(r[11]),
+    revision: Number(r[12]),
+    createdAt: Number(r[13]),
+  };
+}
+
+function nodeFromRow(r: NodeRow): AttestedNode {
+  return {
+    spiffeId: r.spiffe_id,
+    attestationType: r.attestation_type,
+    certSerial: r.cert_serial,
+    certNotAfter: r.cert_not_after,
+    newCertSerial: r.new_cert_serial,
+    newCertNotAfter: r.new_cert_not_after,
+    selectors: decodeSelectors(r.selectors_json),
+    banned: r.banned === 1,
+    canReattest: r.can_reattest === 1,
+    createdAt: r.created_at,
+    updatedAt: r.updated_at,
+  };
+}
+
+function tokenFromRow(r: SqlRow): JoinTokenRecord {
+  return {
+    tokenId: r['token_id'] as string,
+    tokenHash: r['token_hash'] as string,
+    expiresAt: r['expires_at'] as number,
+    createdAt: r['created_at'] as number,
+  };
+}
+
+function bundleFromRow(r: SqlRow): BundleRecord {
+  return { trustDomainId: r['trust_domain_id'] as string, document: r['document'] as string, updatedAt: r['updated_at'] as number };
+}
+
+/** The dialect-neutral Datastore; drivers and migrations make it SQLite or PostgreSQL. */
+export class SqlDatastore implements Datastore {
+  /** The schema version the database is at. */
+  readonly schemaVersion: number;
+  readonly #driver: SqlDriver;
+  readonly #clock: Clock;
+  readonly #log: Logger;
+
+  constructor(driver: SqlDriver, options: SqlDatastoreOptions) {
+    this.#driver = driver;
+    this.#clock = options.clock;
+    this.#log = options.logger;
+    this.schemaVersion = options.schemaVersion;
+  }
+
+  // ---------------------------------------------------------------- plumbing
+
+  /** Runs `fn` in a transaction; anything that is not a SigilError becomes ERR_INTERNAL (logged). */
+  async #tx<T>(mode: 'read' | 'write', fn: (tx: SqlExecutor) => Promise<T>): Promise<T> {
+    try {
+      return await this.#driver.transaction(mode, fn);
+    } catch (err) {
+      if (isSigilError(err)) throw err;
+      if (this.#driver.dialect.isUniqueViolation(err)) {
+        // A concurrent writer (another server on the same PostgreSQL) won the race past our pre-check.
+        throw new SigilError('ERR_ALREADY_EXISTS', 'record already exists', { reason: 'conflict', cause: err });
+      }
+      this.#log.error({ err }, 'datastore operation failed');
+      throw new SigilError('ERR_INTERNAL', 'datastore operation failed', { reason: 'datastore-error', cause: err });
+    }
+  }
+
+  async #entryById(tx: SqlExecutor, id: string): Promise<RegistrationEntry | undefined> {
+    const row = (await tx.rows(SQL.entryById, [id]))[0];
+    return row === undefined ? undefined : decodeEntry(row);
+  }
+
+  async #writeEntryChildren(tx: SqlExecutor, id: string, f: ValidEntryFields): Promise<void> {
+    for (const s of f.selectors) await tx.run(SQL.insertEntrySelector, [id, s.type, s.value]);
+    for (const td of f.federatesWith) await tx.run(SQL.insertEntryFederation, [id, td]);
+  }
+
+  async #checkNoDuplicate(tx: SqlExecutor, f: ValidEntryFields, exceptId: string | undefined): Promise<void> {
+    const rows = await tx.all(SQL.entryIdentity, [f.spiffeId, f.parentId, f.selectorsHash]);
+    if (rows.some((r) => r['id'] !== exceptId)) {
+      throw new SigilError(
+        'ERR_ALREADY_EXISTS',
+        `an entry with spiffe id ${f.spiffeId}, parent id ${f.parentId} and the same selectors already exists`,
+        { reason: 'entry-exists' },
+      );
+    }
+  }
+
+  async #insertEntry(tx: SqlExecutor, id: string, f: ValidEntryFields, explicitId: boolean, now: number): Promise<RegistrationEntry> {
+    if (explicitId && (await tx.all(SQL.entryMeta, [id])).length > 0) {
+      throw new SigilError('ERR_ALREADY_EXISTS', `an entry with id ${id} already exists`, { reason: 'entry-id-exists' });
+    }
+    await this.#checkNoDuplicate(tx, f, undefined);
+    await tx.run(SQL.insertEntry, [
+      id,
+      f.spiffeId,
+      f.parentId,
+      f.selectorsHash,
+      f.selectors.length,
+      encodeSelectors(f.selectors),
+      JSON.stringify(f.dnsNames),
+      JSON.stringify(f.federatesWith),
+      f.x509SvidTtlSeconds,
+      f.jwtSvidTtlSeconds,
+      flag(f.admin),
+      flag(f.downstream),
+      f.hint,
+      f.entryExpiresAt,
+      0,
+      now,
+    ]);
+    await this.#writeEntryChildren(tx, id, f);
+    await tx.run(SQL.insertEvent, [id, 'created', now]);
+    return entryFromFields(id, f, 0, now);
+  }
+
+  #prepareNew(entry: NewRegistrationEntry): { id: string; explicitId: boolean; fields: ValidEntryFields } {
+    const fields = validateEntryFields(entry);
+    const explicitId = entry.id !== undefined;
+    return { id: explicitId ? validateEntryId(entry.id) : randomUUID(), explicitId, fields };
+  }
+
+  // ---------------------------------------------------------------- entries
+
+  async createEntry(entry: NewRegistrationEntry): Promise<RegistrationEntry> {
+    const { id, explicitId, fields } = this.#prepareNew(entry);
+    const created = await this.#tx('write', (tx) => this.#insertEntry(tx, id, fields, explicitId, this.#clock.nowMs()));
+    this.#log.debug({ entryId: id, spiffeId: fields.spiffeId }, 'entry created');
+    return created;
+  }
+
+  async createEntries(entries: readonly NewRegistrationEntry[]): Promise<RegistrationEntry[]> {
+    if (!Array.isArray(entries)) throw new SigilError('ERR_INVALID_ARGUMENT', 'entries must be a list', { reason: 'invalid-entry' });
+    const prepared = entries.map((e) => this.#prepareNew(e));
+    if (prepared.length === 0) return [];
+    const created = await this.#tx('write', async (tx) => {
+      const now = this.#clock.nowMs();
+      const out: RegistrationEntry[] = [];
+      for (const p of prepared) out.push(await this.#insertEntry(tx, p.id, p.fields, p.explicitId, now));
+      return out;
+    });
+    this.#log.debug({ count: created.length }, 'entries created');
+    return created;
+  }
+
+  async createEntryIfNotExists(entry: NewRegistrationEntry): Promise<{ entry: RegistrationEntry; created: boolean }> {
+    const { id, explicitId, fields } = this.#prepareNew(entry);
+    return this.#tx('write', async (tx) => {
+      const existing = (await tx.rows(SQL.entryIdentity, [fields.spiffeId, fields.parentId, fields.selectorsHash]))[0];
+      if (existing !== undefined) return { entry: decodeEntry(existing), created: false };
+      return { entry: await this.#insertEntry(tx, id, fields, explicitId, this.#clock.nowMs()), created: true };
+    });
+  }
+
+  async getEntry(id: string): Promise<RegistrationEntry | undefined> {
+    if (typeof id !== 'string') throw new SigilError('ERR_INVALID_ARGUMENT', 'entry id must be a string', { reason: 'invalid-entry-id' });
+    return this.#tx('read', (tx) => this.#entryById(tx, id));
+  }
+
+  async updateEntry(entry: Omit<RegistrationEntry, 'revision' | 'createdAt'>): Promise<RegistrationEntry> {
+    const id = validateEntryId(entry?.id);
+    const f = validateEntryFields(entry);
+    const updated = await this.#tx('write', async (tx) => {
+      const meta = (await tx.all(SQL.entryMeta, [id]))[0];
+      if (meta === undefined) throw notFound('entry-not-found', `entry ${id} not found`);
+      await this.#checkNoDuplicate(tx, f, id);
+      const revision = (meta['revision'] as number) + 1;
+      await tx.run(SQL.updateEntry, [
+        f.spiffeId,
+        f.parentId,
+        f.selectorsHash,
+        f.selectors.length,
+        encodeSelectors(f.selectors),
+        JSON.stringify(f.dnsNames),
+        JSON.stringify(f.federatesWith),
+        f.x509SvidTtlSeconds,
+        f.jwtSvidTtlSeconds,
+        flag(f.admin),
+        flag(f.downstream),
+        f.hint,
+        f.entryExpiresAt,
+        revision,
+        id,
+      ]);
+      await tx.run(SQL.deleteEntrySelectors, [id]);
+      await tx.run(SQL.deleteEntryFederations, [id]);
+      await this.#writeEntryChildren(tx, id, f);
+      await tx.run(SQL.insertEvent, [id, 'updated', this.#clock.nowMs()]);
+      return entryFromFields(id, f, revision, meta['created_at'] as number);
+    });
+    this.#log.debug({ entryId: id, revision: updated.revision }, 'entry updated');
+    return updated;
+  }
+
+  async deleteEntry(id: string): Promise<RegistrationEntry> {
+    if (typeof id !== 'string') throw new SigilError('ERR_INVALID_ARGUMENT', 'entry id must be a string', { reason: 'invalid-entry-id' });
+    const deleted = await this.#tx('write', async (tx) => {
+      const existing = await this.#entryById(tx, id);
+      if (existing === undefined) throw notFound('entry-not-found', `entry ${id} not found`);
+      await tx.run(SQL.deleteEntry, [id]);
+      await tx.run(SQL.insertEvent, [id, 'deleted', this.#clock.nowMs()]);
+      return existing;
+    });
+    this.#log.debug({ entryId: id }, 'entry deleted');
+    return deleted;
+  }
+
+  #entryWhere(filter: EntryFilter | undefined): Where {
+    const where: Where = { clauses: [], params: [], none: false };
+    if (filter === undefined) return where;
+    if (filter === null || typeof filter !== 'object') throw invalidFilter('entry filter must be an object');
+    const d = this.#driver.dialect;
+    const spiffeId = optionalString(filter.spiffeId, 'spiffe id');
+    if (spiffeId !== undefined) {
+      where.clauses.push('e.spiffe_id = ?');
+      where.params.push(spiffeId);
+    }
+    const parentId = optionalString(filter.parentId, 'parent id');
+    if (parentId !== undefined) {
+      where.clauses.push('e.parent_id = ?');
+      where.params.push(parentId);
+    }
+    if (filter.parentIds !== undefined) {
+      if (!Array.isArray(filter.parentIds) || filter.parentIds.some((p) => typeof p !== 'string')) {
+        throw invalidFilter('parent ids filter must be a list of strings');
+      }
+      if (filter.parentIds.length === 0) where.none = true;
+      where.clauses.push(`e.parent_id IN (${d.textListSubquery})`);
+      where.params.push(d.textListParam(filter.parentIds));
+    }
+    if (filter.selectors !== undefined) {
+      const { selectors, match } = (filter.selectors ?? {}) as { selectors?: unknown; match?: unknown };
+      const set = validateSelectors(selectors, true);
+      const pairs = d.pairListParam(set.map((s) => [s.type, s.value] as const));
+      const joined = `SELECT s.entry_id FROM entry_selectors s JOIN (${d.pairListSubquery}) g ON s.type = g.type AND s.value = g.value`;
+      switch (match) {
+        case 'exact':
+          where.clauses.push('e.selectors_hash = ?');
+          where.params.push(selectorsHash(set));
+          break;
+        case 'any':
+          where.clauses.push(`e.id IN (${joined})`);
+          where.params.push(pairs);
+          break;
+        case 'superset':
+          where.clauses.push(`e.id IN (${joined} GROUP BY s.entry_id HAVING COUNT(*) = ?)`);
+          where.params.push(pairs, set.length);
+          break;
+        case 'subset':
+          // All of the entry's selectors are among the given ones: as many matched as it has.
+          where.clauses.push(
+            `e.id IN (${joined} JOIN registered_entries x ON x.id = s.entry_id GROUP BY s.entry_id, x.selector_count HAVING COUNT(*) = x.selector_count)`,
+          );
+          where.params.push(pairs);
+          break;
+        default:
+          throw invalidFilter(`invalid selector match ${JSON.stringify(String(match))}: use exact, subset, superset or any`);
+      }
+    }
+    const federatesWith = optionalString(filter.federatesWith, 'federates with');
+    if (federatesWith !== undefined) {
+      where.clauses.push('e.id IN (SELECT f.entry_id FROM entry_federates_with f WHERE f.trust_domain_id = ?)');
+      where.params.push(federatesWith);
+    }
+    const hint = optionalString(filter.hint, 'hint');
+    if (hint !== undefined) {
+      where.clauses.push('e.hint = ?');
+      where.params.push(hint);
+    }
+    const downstream = optionalBoolean(filter.downstream, 'downstream');
+    if (downstream !== undefined) {
+      where.clauses.push('e.downstream = ?');
+      where.params.push(flag(downstream));
+    }
+    return where;
+  }
+
+  async listEntries(filter?: EntryFilter, page?: PageRequest): Promise<Page<RegistrationEntry>> {
+    const { size, after } = resolvePage(page);
+    const where = this.#entryWhere(filter);
+    if (where.none) return { items: [], nextPageToken: '' };
+    const sql = `SELECT ${ENTRY_COLUMNS} FROM registered_entries e WHERE ${[...where.clauses, 'e.id > ?'].join(' AND ')} ORDER BY e.id LIMIT ?`;
+    return this.#tx('read', async (tx) => {
+      const rows = await tx.rows(sql, [...where.params, after, size + 1]);
+      const more = rows.length > size;
+      if (more) rows.length = size;
+      const items = rows.map(decodeEntry);
+      const last = items[items.length - 1];
+      return { items, nextPageToken: more && last !== undefined ? encodePageToken(last.id) : '' };
+    });
+  }
+
+  async countEntries(filter?: EntryFilter): Promise<number> {
+    const where = this.#entryWhere(filter);
+    if (where.none) return 0;
+    const sql = `SELECT COUNT(*) AS n FROM registered_entries e${where.clauses.length > 0 ? ` WHERE ${where.clauses.join(' AND ')}` : ''}`;
+    return this.#tx('read', async (tx) => Number((await tx.all(sql, where.params))[0]?.['n'] ?? 0));
+  }
+
+  async listEntryEvents(afterEventId: number, limit: number = DEFAULT_EVENT_LIMIT): Promise<EntryEvent[]> {
+    if (!Number.isSafeInteger(afterEventId) || afterEventId < 0) {
+      throw new SigilError('ERR_INVALID_ARGUMENT', `invalid event id ${String(afterEventId)}`, { reason: 'invalid-event-id' });
+    }
+    if (!Number.isSafeInteger(limit) || limit < 0) {
+      throw new SigilError('ERR_INVALID_ARGUMENT', `invalid event limit ${String(limit)}`, { reason: 'invalid-limit' });
+    }
+    const n = limit === 0 ? DEFAULT_EVENT_LIMIT : Math.min(limit, MAX_EVENT_LIMIT);
+    return this.#tx('read', async (tx) =>
+      (await tx.all(SQL.listEvents, [afterEventId, n])).map((r) => ({
+        eventId: Number(r['event_id']),
+        entryId: r['entry_id'] as string,
+        kind: r['kind'] as EntryEvent['kind'],
+        at: r['at'] as number,
+      })),
+    );
+  }
+
+  async latestEntryEventId(): Promise<number> {
+    return this.#tx('read', async (tx) => Number((await tx.all(SQL.latestEvent))[0]?.['id'] ?? 0));
+  }
+
+  async pruneEntryEvents(beforeMs: number): Promise<number> {
+    const before = validateTime(beforeMs, 'prune time');
+    return this.#tx('write', (tx) => tx.run(SQL.pruneEvents, [before]));
+  }
+
+  // ---------------------------------------------------------------- attested nodes
+
+  async #nodeById(tx: SqlExecutor, spiffeId: string): Promise<AttestedNode | undefined> {
+    const row = (await tx.all(`SELECT ${SQL.nodeColumns} FROM attested_nodes n WHERE n.spiffe_id = ?`, [spiffeId]))[0];
+    return row === undefined ? undefined : nodeFromRow(row as unknown as NodeRow);
+  }
+
+  async #writeNodeSelectors(tx: SqlExecutor, n: ValidNodeFields): Promise<void> {
+    for (const s of n.selectors) await tx.run(SQL.insertNodeSelector, [n.spiffeId, s.type, s.value]);
+  }
+
+  async createAttestedNode(node: Omit<AttestedNode, 'createdAt' | 'updatedAt'>): Promise<AttestedNode> {
+    const n = validateNode(node);
+    return this.#tx('write', async (tx) => {
+      if ((await this.#nodeById(tx, n.spiffeId)) !== undefined) {
+        throw new SigilError('ERR_ALREADY_EXISTS', `agent ${n.spiffeId} already exists`, { reason: 'node-exists' });
+      }
+      const now = this.#clock.nowMs();
+      await tx.run(SQL.insertNode, [
+        n.spiffeId,
+        n.attestationType,
+        n.certSerial,
+        n.certNotAfter,
+        n.newCertSerial,
+        n.newCertNotAfter,
+        flag(n.banned),
+        flag(n.canReattest),
+        encodeSelectors(n.selectors),
+        now,
+        now,
+      ]);
+      await this.#writeNodeSelectors(tx, n);
+      return { ...n, createdAt: now, updatedAt: now };
+    });
+  }
+
+  async getAttestedNode(spiffeId: string): Promise<AttestedNode | undefined> {
+    if (typeof spiffeId !== 'string') throw new SigilError('ERR_INVALID_ARGUMENT', 'agent spiffe id must be a string', { reason: 'invalid-spiffe-id' });
+    return this.#tx('read', (tx) => this.#nodeById(tx, spiffeId));
+  }
+
+  async updateAttestedNode(node: Omit<AttestedNode, 'createdAt' | 'updatedAt'>): Promise<AttestedNode> {
+    const n = validateNode(node);
+    return this.#tx('write', async (tx) => {
+      const existing = await this.#nodeById(tx, n.spiffeId);
+      if (existing === undefined) throw notFound('node-not-found', `agent ${n.spiffeId} not found`);
+      const now = this.#clock.nowMs();
+      await tx.run(SQL.updateNode, [
+        n.attestationType,
+        n.certSerial,
+        n.certNotAfter,
+        n.newCertSerial,
+        n.newCertNotAfter,
+        flag(n.banned),
+        flag(n.canReattest),
+        encodeSelectors(n.selectors),
+        now,
+        n.spiffeId,
+      ]);
+      await tx.run(SQL.deleteNodeSelectors, [n.spiffeId]);
+      await this.#writeNodeSelectors(tx, n);
+      return { ...n, createdAt: existing.createdAt, updatedAt: now };
+    });
+  }
+
+  async deleteAttestedNode(spiffeId: string): Promise<AttestedNode> {
+    if (typeof spiffeId !== 'string') throw new SigilError('ERR_INVALID_ARGUMENT', 'agent spiffe id must be a string', { reason: 'invalid-spiffe-id' });
+    return this.#tx('write', async (tx) => {
+      const existing = await this.#nodeById(tx, spiffeId);
+      if (existing === undefined) throw notFound('node-not-found', `agent ${spiffeId} not found`);
+      await tx.run(SQL.deleteNode, [spiffeId]);
+      return existing;
+    });
+  }
+
+  #nodeWhere(filter: NodeFilter | undefined): Where {
+    const where: Where = { clauses: [], params: [], none: false };
+    if (filter === undefined) return where;
+    if (filter === null || typeof filter !== 'object') throw invalidFilter('agent filter must be an object');
+    const banned = optionalBoolean(filter.banned, 'banned');
+    if (banned !== undefined) {
+      where.clauses.push('n.banned = ?');
+      where.params.push(flag(banned));
+    }
+    const type = optionalString(filter.attestationType, 'attestation type');
+    if (type !== undefined) {
+      where.clauses.push('n.attestation_type = ?');
+      where.params.push(type);
+    }
+    if (filter.expiresBefore !== undefined) {
+      where.clauses.push('n.cert_not_after < ?');
+      where.params.push(validateTime(filter.expiresBefore, 'expires before'));
+    }
+    return where;
+  }
+
+  async listAttestedNodes(filter?: NodeFilter, page?: PageRequest): Promise<Page<AttestedNode>> {
+    const { size, after } = resolvePage(page);
+    const where = this.#nodeWhere(filter);
+    const sql = `SELECT ${SQL.nodeColumns} FROM attested_nodes n WHERE ${[...where.clauses, 'n.spiffe_id > ?'].join(' AND ')} ORDER BY n.spiffe_id LIMIT ?`;
+    return this.#tx('read', async (tx) => {
+      const rows = await tx.all(sql, [...where.params, after, size + 1]);
+      const more = rows.length > size;
+      if (more) rows.length = size;
+      const items = rows.map((r) => nodeFromRow(r as unknown as NodeRow));
+      const last = items[items.length - 1];
+      return { items, nextPageToken: more && last !== undefined ? encodePageToken(last.spiffeId) : '' };
+    });
+  }
+
+  async countAttestedNodes(filter?: NodeFilter): Promise<number> {
+    const where = this.#nodeWhere(filter);
+    const sql = `SELECT COUNT(*) AS n FROM attested_nodes n${where.clauses.length > 0 ? ` WHERE ${where.clauses.join(' AND ')}` : ''}`;
+    return this.#tx('read', async (tx) => Number((await tx.all(sql, where.params))[0]?.['n'] ?? 0));
+  }
+
+  // ---------------------------------------------------------------- join tokens
+
+  async createJoinToken(token: Omit<JoinTokenRecord, 'createdAt'>): Promise<JoinTokenRecord> {
+    const t = validateJoinToken(token);
+    return this.#tx('write', async (tx) => {
+      if ((await tx.all(SQL.tokenConflict, [t.tokenHash, t.tokenId])).length > 0) {
+        throw new SigilError('ERR_ALREADY_EXISTS', `join token ${t.tokenId} already exists`, { reason: 'token-exists' });
+      }
+      const now = this.#clock.nowMs();
+      await tx.run(SQL.insertToken, [t.tokenHash, t.tokenId, t.expiresAt, now]);
+      return { ...t, createdAt: now };
+    });
+  }
+
+  /** Expired tokens are removed and returned too: the caller checks `expiresAt` and can say "expired" rather than "unknown". */
+  async consumeJoinToken(tokenHash: string): Promise<JoinTokenRecord | undefined> {
+    if (typeof tokenHash !== 'string' || !/^[0-9a-f]{64}$/.test(tokenHash)) {
+      throw new SigilError('ERR_INVALID_ARGUMENT', 'join token hash must be 64 lowercase hex characters', { reason: 'invalid-token-hash' });
+    }
+    return this.#tx('write', async (tx) => {
+      const row = (await tx.all(SQL.consumeToken, [tokenHash]))[0];
+      return row === undefined ? undefined : tokenFromRow(row);
+    });
+  }
+
+  async listJoinTokens(): Promise<JoinTokenRecord[]> {
+    return this.#tx('read', async (tx) => (await tx.all(SQL.listTokens)).map(tokenFromRow));
+  }
+
+  async pruneJoinTokens(beforeMs: number): Promise<number> {
+    const before = validateTime(beforeMs, 'prune time');
+    return this.#tx('write', (tx) => tx.run(SQL.pruneTokens, [before]));
+  }
+
+  // ---------------------------------------------------------------- bundles
+
+  async getBundle(trustDomainId: string): Promise<BundleRecord | undefined> {
+    const td = validateTrustDomainId(trustDomainId);
+    return this.#tx('read', async (tx) => {
+      const row = (await tx.all(SQL.getBundle, [td]))[0];
+      return row === undefined ? undefined : bundleFromRow(row);
+    });
+  }
+
+  async setBundle(trustDomainId: string, document: string): Promise<BundleRecord> {
+    const td = validateTrustDomainId(trustDomainId);
+    const doc = validateBundleDocument(document);
+    return this.#tx('write', async (tx) => {
+      const now = this.#clock.nowMs();
+      await tx.run(SQL.setBundle, [td, doc, now]);
+      return { trustDomainId: td, document: doc, updatedAt: now };
+    });
+  }
+
+  /** ERR_NOT_FOUND (reason `bundle-not-found`) when there is no bundle for the trust domain. */
+  async deleteBundle(trustDomainId: string): Promise<void> {
+    const td = validateTrustDomainId(trustDomainId);
+    await this.#tx('write', async (tx) => {
+      if ((await tx.run(SQL.deleteBundle, [td])) === 0) throw notFound('bundle-not-found', `no bundle for ${td}`);
+    });
+  }
+
+  async listBundles(): Promise<BundleRecord[]> {
+    return this.#tx('read', async (tx) => (await tx.all(SQL.listBundles)).map(bundleFromRow));
+  }
+
+  // ---------------------------------------------------------------- CA journal
+
+  async getCaJournal(trustDomainId: string): Promise<Uint8Array | undefined> {
+    const td = validateTrustDomainId(trustDomainId);
+    return this.#tx('read', async (tx) => {
+      const row = (await tx.all(SQL.getJournal, [td]))[0];
+      // A plain copy: callers must not see (or keep alive) a driver's pooled buffer.
+      return row === undefined ? undefined : new Uint8Array(row['journal'] as Uint8Array);
+    });
+  }
+
+  async setCaJournal(trustDomainId: string, journal: Uint8Array): Promise<void> {
+    const td = validateTrustDomainId(trustDomainId);
+    if (!(journal instanceof Uint8Array)) {
+      throw new SigilError('ERR_INVALID_ARGUMENT', 'ca journal must be bytes', { reason: 'invalid-journal' });
+    }
+    await this.#tx('write', (tx) => tx.run(SQL.setJournal, [td, Buffer.from(journal), this.#clock.nowMs()]));
+  }
+
+  async close(): Promise<void> {
+    await this.#driver.close();
+  }
+}
