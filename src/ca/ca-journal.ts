@@ -1,0 +1,97 @@
+/**
+ * The CA journal: everything the CA must remember across restarts except private keys
+ * (key IDs, certificates, phases, times). Stored as opaque bytes through CaJournalStore,
+ * which the server backs with the datastore's getCaJournal/setCaJournal.
+ */
+import { z } from 'zod';
+import { SigilError } from '../common/errors.js';
+
+/** Where the CA journal is kept. */
+export interface CaJournalStore {
+  /** The last saved journal, or undefined before the first save. */
+  load(): Promise<Uint8Array | undefined>;
+  /** Replaces the journal. */
+  save(data: Uint8Array): Promise<void>;
+}
+
+/** A CaJournalStore in memory (tests, and the memory key manager's throwaway servers). */
+export class MemoryCaJournalStore implements CaJournalStore {
+  #data: Uint8Array | undefined;
+
+  async load(): Promise<Uint8Array | undefined> {
+    return this.#data === undefined ? undefined : Uint8Array.from(this.#data);
+  }
+
+  async save(data: Uint8Array): Promise<void> {
+    this.#data = Uint8Array.from(data);
+  }
+}
+
+/** Lifecycle phase of a CA or JWT signing key. */
+export type AuthorityPhase = 'prepared' | 'active' | 'old';
+
+const keyType = z.enum(['ec-p256', 'ec-p384', 'rsa-2048', 'rsa-4096']);
+const phase = z.enum(['prepared', 'active', 'old']);
+const base = {
+  id: z.string().min(1),
+  keyId: z.string().min(1),
+  keyType,
+  phase,
+  notBefore: z.number().int(),
+  notAfter: z.number().int(),
+  tainted: z.boolean(),
+  /** Upper bound of the expiry of everything this key signed (ms); 0 when nothing yet. */
+  signedUntil: z.number().int(),
+};
+
+const x509Record = z.object({
+  ...base,
+  /** Sigil's CA certificate, DER base64. */
+  cert: z.string(),
+  /** Certificates that follow the CA certificate in SVID chains (upstream intermediates), DER base64. */
+  intermediates: z.array(z.string()),
+  /** Trust anchors this authority needs in the bundle, DER base64. */
+  anchors: z.array(z.string()),
+  /** SHA-256 hex of the upstream signing certificate, or null when self-signed. */
+  upstream: z.string().nullable(),
+});
+
+const jwtRecord = z.object({
+  ...base,
+  /** SPKI DER base64, kept so the bundle can still publish the key if the key manager lost it. */
+  publicKey: z.string(),
+});
+
+const journalSchema = z.object({
+  version: z.literal(1),
+  trustDomain: z.string(),
+  x509: z.array(x509Record),
+  jwt: z.array(jwtRecord),
+});
+
+/** One X.509 CA as journaled. */
+export type X509AuthorityRecord = z.infer<typeof x509Record>;
+/** One JWT signing key as journaled. */
+export type JwtAuthorityRecord = z.infer<typeof jwtRecord>;
+/** The whole journal. */
+export type CaJournal = z.infer<typeof journalSchema>;
+
+/** Parses journal bytes; throws ERR_FAILED_PRECONDITION (reason `bad-ca-journal`) when they are not a journal. */
+export function decodeCaJournal(bytes: Uint8Array): CaJournal {
+  let value: unknown;
+  try {
+    value = JSON.parse(Buffer.from(bytes).toString('utf8'));
+  } catch (err) {
+    throw new SigilError('ERR_FAILED_PRECONDITION', 'CA journal is not valid JSON', { reason: 'bad-ca-journal', cause: err });
+  }
+  const parsed = journalSchema.safeParse(value);
+  if (!parsed.success) {
+    throw new SigilError('ERR_FAILED_PRECONDITION', 'CA journal has an unexpected shape', { reason: 'bad-ca-journal', cause: parsed.error });
+  }
+  return parsed.data;
+}
+
+/** Serialises a journal. */
+export function encodeCaJournal(journal: CaJournal): Uint8Array {
+  return Buffer.from(JSON.stringify(journal), 'utf8');
+}

@@ -1,0 +1,803 @@
+/**
+ * The certificate authority of one trust domain: the X.509 signing CA and the JWT signing
+ * key, each living through prepared -> active -> old. The next one is prepared (and
+ * published in the bundle at once) at 1/2 of the active one's life and activated at 5/6;
+ * an old one leaves the bundle once everything it signed has expired. State survives
+ * restarts through the CA journal (never private keys) plus the key manager.
+ *
+ * Operator actions follow SPIRE: `prepare` and `activate` on demand; `taint` marks an old
+ * (no longer active) authority so agents rotate away from it; `revoke` removes an old,
+ * tainted authority from the bundle at once, invalidating what it signed. The active
+ * authority can be neither tainted nor revoked: activate a successor first.
+ */
+import { createHash, createPublicKey, randomBytes, sign as nodeSign, type KeyObject } from 'node:crypto';
+import { EventEmitter } from 'node:events';
+import type { Clock, TimerHandle } from '../common/clock.js';
+import { SigilError } from '../common/errors.js';
+import type { Logger } from '../common/logger.js';
+import { serializeError } from '../common/logger.js';
+import { jwsAlgForKeyType, type KeyManager, type KeyType, type ManagedKey } from '../plugin/key-manager.js';
+import type { SpiffeId, TrustDomain } from '../spiffe/spiffe-id.js';
+import { checkSvidPublicKey, schemeForKeyObject, schemeForKeyType, type SignatureScheme } from './algorithms.js';
+import { assembleCertificate, caTbs, readCertInfo } from './ca-cert.js';
+import {
+  decodeCaJournal,
+  encodeCaJournal,
+  type AuthorityPhase,
+  type CaJournal,
+  type CaJournalStore,
+  type JwtAuthorityRecord,
+  type X509AuthorityRecord,
+} from './ca-journal.js';
+import { verifyCsr } from './csr.js';
+import { LeafTemplate, checkDnsName, randomSerial, serialHex } from './leaf-template.js';
+import { encodeName } from './name.js';
+import { spkiOf, subjectKeyIdentifier } from './spki.js';
+import type { UpstreamAuthority } from './upstream-authority.js';
+
+/** Default X.509 CA lifetime (SPIRE's ca_ttl). */
+export const DEFAULT_CA_TTL_MS = 24 * 3_600_000;
+/** Default X.509-SVID lifetime. */
+export const DEFAULT_X509_SVID_TTL_MS = 3_600_000;
+/** Default JWT-SVID lifetime. */
+export const DEFAULT_JWT_SVID_TTL_MS = 5 * 60_000;
+/** notBefore is backdated by this much to absorb clock skew between machines (as SPIRE does). */
+export const NOT_BEFORE_CUSHION_MS = 10_000;
+const RETRY_AFTER_FAILURE_MS = 30_000;
+const X509_KEY_PREFIX = 'x509-ca-';
+const JWT_KEY_PREFIX = 'jwt-';
+
+/** Which authority an operation is about. */
+export type AuthorityKind = 'x509' | 'jwt';
+
+/** Options of CaManager.create. */
+export interface CaManagerOptions {
+  trustDomain: TrustDomain;
+  keyManager: KeyManager;
+  journal: CaJournalStore;
+  clock: Clock;
+  logger: Logger;
+  /** Key type of X.509 CAs; ec-p256 by default. */
+  x509CaKeyType?: KeyType;
+  /** Key type of JWT signing keys; ec-p256 by default. */
+  jwtKeyType?: KeyType;
+  /** Lifetime of each X.509 CA and JWT signing key; 24h by default. */
+  caTtlMs?: number;
+  /** Default X.509-SVID lifetime; 1h by default. */
+  x509SvidTtlMs?: number;
+  /** Default JWT-SVID lifetime; 5m by default. */
+  jwtSvidTtlMs?: number;
+  /** An upstream CA (cert chain + key loaded from files); Sigil's CA becomes its intermediate. */
+  upstream?: UpstreamAuthority;
+  /** Subject of Sigil's CA certificates; C=US, O=Sigil by default. */
+  subject?: { country?: string; organization?: string; commonName?: string };
+}
+
+/** A signed X.509-SVID. */
+export interface IssuedX509Svid {
+  /** DER certificates, leaf first, then Sigil's CA and upstream intermediates when upstream. */
+  chain: Buffer[];
+  /** Lowercase hex of the serial number, no leading zeros. */
+  serial: string;
+  notAfter: Date;
+  spiffeId: SpiffeId;
+}
+
+/** A minted JWT-SVID. */
+export interface MintedJwtSvid {
+  /** The compact JWS; a secret, never log it (log `jti`). */
+  token: string;
+  expiresAt: Date;
+  kid: string;
+  jti: string;
+}
+
+/** What an operator sees of one authority. */
+export interface SlotInfo {
+  /** X.509: the CA's subject key identifier, hex; JWT: the kid. */
+  id: string;
+  phase: AuthorityPhase;
+  keyType: KeyType;
+  notBefore: Date;
+  notAfter: Date;
+  tainted: boolean;
+  /** For X.509 authorities: true when signed by an upstream authority. */
+  upstream: boolean;
+}
+
+/** A JWT signing public key for the bundle. */
+export interface JwtAuthority {
+  kid: string;
+  publicKey: KeyObject;
+  notAfter: Date;
+}
+
+interface PendingBound {
+  value: number;
+  promise: Promise<void>;
+}
+
+interface X509Slot {
+  rec: X509AuthorityRecord;
+  key: ManagedKey | undefined;
+  template: LeafTemplate;
+  /** Certificates after the leaf in SVID chains: [] when self-signed, else [CA, ...upstream intermediates]. */
+  chainTail: Buffer[];
+  anchors: Buffer[];
+  pending?: PendingBound | undefined;
+}
+
+interface JwtSlot {
+  rec: JwtAuthorityRecord;
+  key: ManagedKey | undefined;
+  publicKey: KeyObject;
+  /** base64url of the JOSE header, fixed per key. */
+  header: string;
+  pending?: PendingBound | undefined;
+}
+
+function invalid(reason: string, message: string): SigilError {
+  return new SigilError('ERR_INVALID_ARGUMENT', message, { reason });
+}
+
+function precondition(reason: string, message: string): SigilError {
+  return new SigilError('ERR_FAILED_PRECONDITION', message, { reason });
+}
+
+function b64(buf: Uint8Array): string {
+  return Buffer.from(buf).toString('base64');
+}
+
+function unb64(s: string): Buffer {
+  return Buffer.from(s, 'base64');
+}
+
+function floorSec(ms: number): number {
+  return Math.floor(ms / 1000) * 1000;
+}
+
+function randomId(): string {
+  return randomBytes(8).toString('hex');
+}
+
+function info(rec: X509AuthorityRecord | JwtAuthorityRecord, upstream: boolean): SlotInfo {
+  return {
+    id: rec.id,
+    phase: rec.phase,
+    keyType: rec.keyType,
+    notBefore: new Date(rec.notBefore),
+    notAfter: new Date(rec.notAfter),
+    tainted: rec.tainted,
+    upstream,
+  };
+}
+
+function jwtHeader(type: KeyType, kid: string): string {
+  return Buffer.from(JSON.stringify({ alg: jwsAlgForKeyType(type), kid, typ: 'JWT' })).toString('base64url');
+}
+
+/** The X.509 CA and JWT signing keys of one trust domain, with their lifecycle. Emits 'bundle-changed', 'activated' and 'tainted'. */
+export class CaManager extends EventEmitter {
+  readonly #td: TrustDomain;
+  readonly #km: KeyManager;
+  readonly #journal: CaJournalStore;
+  readonly #clock: Clock;
+  readonly #log: Logger;
+  readonly #x509KeyType: KeyType;
+  readonly #jwtKeyType: KeyType;
+  readonly #caTtl: number;
+  readonly #x509SvidTtl: number;
+  readonly #jwtSvidTtl: number;
+  readonly #upstream: UpstreamAuthority | undefined;
+  readonly #upstreamFp: string | null;
+  readonly #subject: { country: string; organization: string; commonName: string | undefined };
+
+  #x509: X509Slot[] = [];
+  #jwt: JwtSlot[] = [];
+  #activeX509: X509Slot | undefined;
+  #activeJwt: JwtSlot | undefined;
+  #x509Anchors: Buffer[] = [];
+  #ops: Promise<unknown> = Promise.resolve();
+  #saves: Promise<unknown> = Promise.resolve();
+  #timer: TimerHandle | undefined;
+  #started = false;
+
+  private constructor(o: CaManagerOptions) {
+    super();
+    this.#td = o.trustDomain;
+    this.#km = o.keyManager;
+    this.#journal = o.journal;
+    this.#clock = o.clock;
+    this.#log = o.logger;
+    this.#x509KeyType = o.x509CaKeyType ?? 'ec-p256';
+    this.#jwtKeyType = o.jwtKeyType ?? 'ec-p256';
+    this.#caTtl = o.caTtlMs ?? DEFAULT_CA_TTL_MS;
+    this.#x509SvidTtl = o.x509SvidTtlMs ?? DEFAULT_X509_SVID_TTL_MS;
+    this.#jwtSvidTtl = o.jwtSvidTtlMs ?? DEFAULT_JWT_SVID_TTL_MS;
+    for (const [name, v] of [['caTtlMs', this.#caTtl], ['x509SvidTtlMs', this.#x509SvidTtl], ['jwtSvidTtlMs', this.#jwtSvidTtl]] as const) {
+      if (!Number.isFinite(v) || v < 60_000) {
+        throw new SigilError('ERR_CONFIG_INVALID', `${name} must be at least one minute, got ${v}`, { reason: 'bad-ttl' });
+      }
+    }
+    this.#upstream = o.upstream;
+    this.#upstreamFp = o.upstream === undefined ? null : createHash('sha256').update(o.upstream.certChain[0] as Buffer).digest('hex');
+    this.#subject = { country: o.subject?.country ?? 'US', organization: o.subject?.organization ?? 'Sigil', commonName: o.subject?.commonName };
+  }
+
+  /** Loads the journal (or mints the first CA and JWT key), then makes sure an active authority of each kind exists. */
+  static async create(options: CaManagerOptions): Promise<CaManager> {
+    const ca = new CaManager(options);
+    await ca.#load();
+    await ca.#enqueue(() => ca.#lifecycle());
+    return ca;
+  }
+
+  /** Starts the timer that prepares, activates and prunes on schedule (with the injected Clock). */
+  start(): void {
+    if (this.#started) return;
+    this.#started = true;
+    this.#schedule();
+  }
+
+  /** Stops the timer; signing keeps working. */
+  stop(): void {
+    this.#started = false;
+    this.#timer?.cancel();
+    this.#timer = undefined;
+  }
+
+  /** Runs the lifecycle now: prunes, prepares and activates whatever is due. Idempotent. */
+  tick(): Promise<void> {
+    return this.#enqueue(() => this.#lifecycle());
+  }
+
+  /** Resolves once every queued operation and journal save has finished. */
+  async idle(): Promise<void> {
+    for (;;) {
+      const ops = this.#ops;
+      const saves = this.#saves;
+      await Promise.allSettled([ops, saves]);
+      if (ops === this.#ops && saves === this.#saves) return;
+    }
+  }
+
+  // ---- issuing ----
+
+  /**
+   * Signs an X.509-SVID for the key in a DER PKCS#10 CSR after verifying the CSR's
+   * self-signature (proof of possession). Names in the CSR are ignored: the SVID carries
+   * exactly `spiffeId` and `dnsNames`.
+   */
+  signX509SvidFromCsr(req: { csr: Uint8Array; spiffeId: SpiffeId; ttlMs?: number; dnsNames?: string[] }): Promise<IssuedX509Svid> {
+    try {
+      this.#checkLeafRequest(req.spiffeId, req.dnsNames);
+      const { spki, publicKey } = verifyCsr(req.csr);
+      const { rsa } = checkSvidPublicKey(publicKey);
+      return this.#issue(spki, rsa, req.spiffeId, req.dnsNames ?? [], req.ttlMs);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+  }
+
+  /** Signs an X.509-SVID for a public key. */
+  signX509Svid(req: { publicKey: KeyObject; spiffeId: SpiffeId; ttlMs?: number; dnsNames?: string[] }): Promise<IssuedX509Svid> {
+    try {
+      this.#checkLeafRequest(req.spiffeId, req.dnsNames);
+      const { rsa } = checkSvidPublicKey(req.publicKey);
+      return this.#issue(spkiOf(req.publicKey), rsa, req.spiffeId, req.dnsNames ?? [], req.ttlMs);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+  }
+
+  /** Mints a JWT-SVID (header alg/kid/typ only; claims sub, aud, exp, iat, jti) with the active JWT key. */
+  async mintJwtSvid(req: { spiffeId: SpiffeId; audience: string[]; ttlMs?: number }): Promise<MintedJwtSvid> {
+    this.#checkSpiffeId(req.spiffeId);
+    if (!Array.isArray(req.audience) || req.audience.length === 0 || req.audience.some((a) => typeof a !== 'string' || a.length === 0)) {
+      throw invalid('bad-audience', 'JWT-SVID audience must be a non-empty list of non-empty strings');
+    }
+    const ttl = this.#ttl(req.ttlMs, this.#jwtSvidTtl);
+    const slot = this.#activeJwt;
+    const now = this.#clock.nowMs();
+    if (slot === undefined || slot.key === undefined || slot.rec.notAfter <= now) {
+      throw new SigilError('ERR_UNAVAILABLE', 'no active JWT signing key', { reason: 'no-active-authority' });
+    }
+    const iat = Math.floor(now / 1000);
+    const exp = Math.min(Math.floor((now + ttl) / 1000), Math.floor(slot.rec.notAfter / 1000));
+    if (exp <= iat) throw new SigilError('ERR_UNAVAILABLE', 'JWT signing key is about to expire', { reason: 'no-active-authority' });
+    await this.#raiseSignedUntil(slot, exp * 1000);
+    const jti = randomBytes(16).toString('base64url');
+    const claims = { sub: req.spiffeId.toString(), aud: req.audience.length === 1 ? req.audience[0] : req.audience, exp, iat, jti };
+    const signingInput = `${slot.header}.${Buffer.from(JSON.stringify(claims)).toString('base64url')}`;
+    const sig = await slot.key.sign(Buffer.from(signingInput, 'latin1'), { dsaEncoding: 'ieee-p1363' });
+    return { token: `${signingInput}.${sig.toString('base64url')}`, expiresAt: new Date(exp * 1000), kid: slot.rec.id, jti };
+  }
+
+  #checkSpiffeId(id: SpiffeId): void {
+    if (!id.memberOf(this.#td)) {
+      throw invalid('wrong-trust-domain', `SPIFFE ID ${id.toString()} is not in trust domain ${this.#td.name}`);
+    }
+    if (id.isTrustDomainId) throw invalid('not-leaf-id', `SVID SPIFFE ID ${id.toString()} must have a path`);
+  }
+
+  #checkLeafRequest(id: SpiffeId, dnsNames: readonly string[] | undefined): void {
+    this.#checkSpiffeId(id);
+    if (dnsNames !== undefined) {
+      if (!Array.isArray(dnsNames)) throw invalid('bad-dns-name', 'dnsNames must be a list');
+      for (const d of dnsNames) checkDnsName(d);
+    }
+  }
+
+  #ttl(requested: number | undefined, fallback: number): number {
+    if (requested === undefined || requested === 0) return fallback;
+    if (!Number.isFinite(requested) || requested < 0) throw invalid('bad-ttl', `invalid SVID ttl ${requested}`);
+    return requested;
+  }
+
+  async #issue(spki: Buffer, rsa: boolean, spiffeId: SpiffeId, dnsNames: readonly string[], ttlMs: number | undefined): Promise<IssuedX509Svid> {
+    const ttl = this.#ttl(ttlMs, this.#x509SvidTtl);
+    const slot = this.#activeX509;
+    const now = this.#clock.nowMs();
+    if (slot === undefined || slot.key === undefined || slot.rec.notAfter <= now) {
+      throw new SigilError('ERR_UNAVAILABLE', 'no active X.509 CA', { reason: 'no-active-authority' });
+    }
+    // The CA's remaining life caps every SVID: a leaf must never outlive its issuer.
+    const notAfter = Math.min(floorSec(now + ttl), slot.rec.notAfter);
+    if (notAfter <= now) throw new SigilError('ERR_UNAVAILABLE', 'X.509 CA is about to expire', { reason: 'no-active-authority' });
+    const notBefore = Math.max(floorSec(now - NOT_BEFORE_CUSHION_MS), slot.rec.notBefore);
+    if (notAfter > slot.rec.signedUntil) await this.#raiseSignedUntil(slot, notAfter);
+    const serial = randomSerial();
+    const tbs = slot.template.tbs({
+      serial,
+      notBeforeMs: notBefore,
+      notAfterMs: notAfter,
+      spki,
+      subjectKeyId: subjectKeyIdentifier(spki),
+      spiffeId: spiffeId.toString(),
+      dnsNames,
+      rsa,
+    });
+    const signature = await slot.key.sign(tbs);
+    const leaf = slot.template.certificate(tbs, signature);
+    return { chain: slot.chainTail.length === 0 ? [leaf] : [leaf, ...slot.chainTail], serial: serialHex(serial), notAfter: new Date(notAfter), spiffeId };
+  }
+
+  /**
+   * Makes sure the journal records that this key signed something valid until `needed`
+   * before handing it out, so a restarted server still keeps the key in the bundle long
+   * enough. The bound moves in steps of one default SVID lifetime: one journal write per
+   * step, not per SVID.
+   */
+  #raiseSignedUntil(slot: X509Slot | JwtSlot, needed: number): Promise<void> {
+    if (needed <= slot.rec.signedUntil) return Promise.resolve();
+    if (slot.pending !== undefined && slot.pending.value >= needed) return slot.pending.promise;
+    const step = 'template' in slot ? this.#x509SvidTtl : this.#jwtSvidTtl;
+    const value = Math.min(slot.rec.notAfter, Math.max(needed, this.#clock.nowMs() + step));
+    const pending: PendingBound = { value, promise: Promise.resolve() };
+    pending.promise = (async () => {
+        const before = slot.rec.signedUntil;
+        if (value > before) slot.rec.signedUntil = value;
+        try {
+          await this.#save();
+        } catch (err) {
+          if (slot.rec.signedUntil === value) slot.rec.signedUntil = before;
+          throw new SigilError('ERR_UNAVAILABLE', 'cannot record CA state', { reason: 'journal-save-failed', cause: err });
+        } finally {
+          if (slot.pending === pending) slot.pending = undefined;
+        }
+      })();
+    slot.pending = pending;
+    return pending.promise;
+  }
+
+  // ---- bundle and status ----
+
+  /** DER trust anchors for the bundle: every live self-signed CA (prepared, active, old), or the upstream root(s). */
+  x509Authorities(): Buffer[] {
+    return [...this.#x509Anchors];
+  }
+
+  /** JWT signing public keys for the bundle: prepared, active and old keys not yet pruned. */
+  jwtAuthorities(): JwtAuthority[] {
+    return this.#jwt.map((s) => ({ kid: s.rec.id, publicKey: s.publicKey, notAfter: new Date(s.rec.notAfter) }));
+  }
+
+  /** Every authority of both kinds, oldest first. */
+  status(): { x509: SlotInfo[]; jwt: SlotInfo[] } {
+    return {
+      x509: this.#x509.map((s) => info(s.rec, s.rec.upstream !== null)),
+      jwt: this.#jwt.map((s) => info(s.rec, false)),
+    };
+  }
+
+  // ---- operator actions ----
+
+  /** Prepares a new authority now (replacing a prepared one not yet active) and publishes it in the bundle. */
+  prepare(kind: AuthorityKind): Promise<SlotInfo> {
+    return this.#enqueue(async () => {
+      const slots = this.#slots(kind);
+      const old = slots.find((s) => s.rec.phase === 'prepared');
+      if (old !== undefined) await this.#remove(kind, old, 'replaced');
+      const slot = kind === 'x509' ? await this.#mintX509('prepared') : await this.#mintJwt('prepared');
+      this.#afterChange();
+      await this.#save();
+      this.emit('bundle-changed');
+      this.#schedule();
+      return info(slot.rec, 'template' in slot && slot.rec.upstream !== null);
+    });
+  }
+
+  /** Activates the prepared authority now; the active one becomes old. Fails without a prepared one. */
+  activate(kind: AuthorityKind): Promise<SlotInfo> {
+    return this.#enqueue(async () => {
+      const prepared = this.#slots(kind).find((s) => s.rec.phase === 'prepared');
+      if (prepared === undefined) throw precondition('no-prepared-authority', `there is no prepared ${kind} authority to activate`);
+      this.#promote(kind, prepared);
+      await this.#save();
+      this.emit('activated', kind, info(prepared.rec, 'template' in prepared && prepared.rec.upstream !== null));
+      this.#schedule();
+      return info(prepared.rec, 'template' in prepared && prepared.rec.upstream !== null);
+    });
+  }
+
+  /** Marks an old authority as tainted so its SVIDs get replaced; the active or prepared one cannot be tainted. */
+  taint(kind: AuthorityKind, id: string): Promise<void> {
+    return this.#enqueue(async () => {
+      const slot = this.#find(kind, id);
+      if (slot.rec.phase !== 'old') {
+        throw precondition(`authority-${slot.rec.phase}`, `only an old ${kind} authority can be tainted; ${id} is ${slot.rec.phase}`);
+      }
+      if (slot.rec.tainted) throw precondition('already-tainted', `${kind} authority ${id} is already tainted`);
+      slot.rec.tainted = true;
+      await this.#save();
+      this.#log.warn({ kind, authorityId: id }, 'authority tainted');
+      this.emit('tainted', kind, id);
+      this.emit('bundle-changed');
+    });
+  }
+
+  /**
+   * Removes an old, tainted authority from the bundle now and deletes its key, so nothing it
+   * signed verifies any more. An upstream-signed X.509 authority cannot be revoked here: the
+   * bundle trusts the upstream root, not it.
+   */
+  revoke(kind: AuthorityKind, id: string): Promise<void> {
+    return this.#enqueue(async () => {
+      const slot = this.#find(kind, id);
+      if (slot.rec.phase !== 'old') {
+        throw precondition(`authority-${slot.rec.phase}`, `only an old, tainted ${kind} authority can be revoked; ${id} is ${slot.rec.phase}`);
+      }
+      if (!slot.rec.tainted) throw precondition('authority-not-tainted', `${kind} authority ${id} must be tainted before it is revoked`);
+      if ('template' in slot && slot.rec.upstream !== null) {
+        throw precondition('upstream-signed', `${kind} authority ${id} is signed by the upstream authority and cannot be revoked from the bundle`);
+      }
+      await this.#remove(kind, slot, 'revoked');
+      this.emit('bundle-changed');
+    });
+  }
+
+  // ---- internals ----
+
+  #slots(kind: AuthorityKind): Array<X509Slot | JwtSlot> {
+    if (kind !== 'x509' && kind !== 'jwt') throw invalid('bad-authority-kind', `unknown authority kind ${JSON.stringify(String(kind))}`);
+    return kind === 'x509' ? this.#x509 : this.#jwt;
+  }
+
+  #find(kind: AuthorityKind, id: string): X509Slot | JwtSlot {
+    const slot = this.#slots(kind).find((s) => s.rec.id === id);
+    if (slot === undefined) throw new SigilError('ERR_NOT_FOUND', `no ${kind} authority ${JSON.stringify(String(id))}`, { reason: 'authority-not-found' });
+    return slot;
+  }
+
+  #enqueue<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.#ops.then(fn, fn);
+    this.#ops = run.catch(() => undefined);
+    return run;
+  }
+
+  #save(): Promise<void> {
+    const run = this.#saves.then(() => this.#journal.save(encodeCaJournal(this.#snapshot())));
+    this.#saves = run.catch(() => undefined);
+    return run;
+  }
+
+  #snapshot(): CaJournal {
+    return { version: 1, trustDomain: this.#td.name, x509: this.#x509.map((s) => ({ ...s.rec })), jwt: this.#jwt.map((s) => ({ ...s.rec })) };
+  }
+
+  /** Recomputes derived state (active pointers, bundle anchors) after any change to the slot lists. */
+  #afterChange(): void {
+    this.#activeX509 = this.#x509.find((s) => s.rec.phase === 'active');
+    this.#activeJwt = this.#jwt.find((s) => s.rec.phase === 'active');
+    const anchors: Buffer[] = [];
+    for (const s of this.#x509) for (const a of s.anchors) if (!anchors.some((x) => x.equals(a))) anchors.push(a);
+    this.#x509Anchors = anchors;
+  }
+
+  async #load(): Promise<void> {
+    const bytes = await this.#journal.load();
+    if (bytes === undefined) return;
+    const j = decodeCaJournal(bytes);
+    if (j.trustDomain !== this.#td.name) {
+      throw new SigilError('ERR_CONFIG_INVALID', `CA journal belongs to trust domain ${j.trustDomain}, not ${this.#td.name}`, {
+        reason: 'journal-trust-domain',
+      });
+    }
+    let changed = false;
+    for (const rec of j.x509) {
+      const key = await this.#km.getKey(rec.keyId);
+      const cert = unb64(rec.cert);
+      const certInfo = readCertInfo(cert);
+      const keyOk = key !== undefined && spkiOf(key.publicKey).equals(certInfo.spki);
+      const modeOk = rec.upstream === this.#upstreamFp;
+      if (rec.phase !== 'old' && (!keyOk || !modeOk)) {
+        this.#log.warn({ authorityId: rec.id, keyId: rec.keyId, keyFound: keyOk, sameUpstream: modeOk }, 'X.509 authority cannot sign any more; retiring it');
+        rec.phase = 'old';
+        changed = true;
+      }
+      const scheme = schemeForKeyType(rec.keyType);
+      const intermediates = rec.intermediates.map(unb64);
+      this.#x509.push({
+        rec,
+        key: keyOk ? key : undefined,
+        template: new LeafTemplate({ issuerName: certInfo.subjectName, authorityKeyId: subjectKeyIdentifier(certInfo.spki), scheme }),
+        chainTail: rec.upstream === null ? [] : [cert, ...intermediates],
+        anchors: rec.anchors.map(unb64),
+      });
+    }
+    for (const rec of j.jwt) {
+      const key = await this.#km.getKey(rec.keyId);
+      const spki = unb64(rec.publicKey);
+      const keyOk = key !== undefined && spkiOf(key.publicKey).equals(spki);
+      if (rec.phase !== 'old' && !keyOk) {
+        this.#log.warn({ kid: rec.id, keyId: rec.keyId }, 'JWT signing key is missing; retiring it');
+        rec.phase = 'old';
+        changed = true;
+      }
+      this.#jwt.push({
+        rec,
+        key: keyOk ? key : undefined,
+        publicKey: createPublicKey({ key: spki, format: 'der', type: 'spki' }),
+        header: jwtHeader(rec.keyType, rec.id),
+      });
+    }
+    // Two actives (only after manual journal edits) would make signing ambiguous: keep the newest.
+    for (const list of [this.#x509, this.#jwt] as Array<Array<X509Slot | JwtSlot>>) {
+      const actives = list.filter((s) => s.rec.phase === 'active').sort((a, b) => b.rec.notBefore - a.rec.notBefore);
+      for (const extra of actives.slice(1)) {
+        extra.rec.phase = 'old';
+        changed = true;
+      }
+    }
+    this.#afterChange();
+    await this.#collectOrphanKeys();
+    if (changed) await this.#save();
+  }
+
+  /** Deletes CA/JWT keys the journal does not know (left by a crash between key creation and the journal write). */
+  async #collectOrphanKeys(): Promise<void> {
+    const known = new Set([...this.#x509.map((s) => s.rec.keyId), ...this.#jwt.map((s) => s.rec.keyId)]);
+    for (const key of await this.#km.listKeys()) {
+      if ((key.id.startsWith(X509_KEY_PREFIX) || key.id.startsWith(JWT_KEY_PREFIX)) && !known.has(key.id)) {
+        this.#log.info({ keyId: key.id }, 'deleting key unknown to the CA journal');
+        await this.#km.deleteKey(key.id);
+      }
+    }
+  }
+
+  async #mintX509(phase: AuthorityPhase): Promise<X509Slot> {
+    const now = this.#clock.nowMs();
+    const keyId = X509_KEY_PREFIX + randomId();
+    const key = await this.#km.generateKey(keyId, this.#x509KeyType);
+    try {
+      const spki = spkiOf(key.publicKey);
+      const ski = subjectKeyIdentifier(spki);
+      const serial = randomSerial();
+      const subjectName = encodeName({ ...this.#subject, serialNumber: BigInt(`0x${serial.toString('hex')}`).toString(10) });
+      const notBefore = floorSec(now - NOT_BEFORE_CUSHION_MS);
+      let notAfter = floorSec(now + this.#caTtl);
+      let issuerName: Buffer = subjectName;
+      let aki: Buffer = ski;
+      let scheme: SignatureScheme = schemeForKeyType(this.#x509KeyType);
+      let signer: (tbs: Buffer) => Promise<Buffer> = (tbs) => key.sign(tbs);
+      const up = this.#upstream;
+      if (up !== undefined) {
+        const upCert = up.certChain[0] as Buffer;
+        const upInfo = readCertInfo(upCert);
+        if (upInfo.notAfterMs <= now + 60_000) {
+          throw precondition('upstream-expired', `upstream CA certificate expired at ${new Date(upInfo.notAfterMs).toISOString()}`);
+        }
+        notAfter = Math.min(notAfter, upInfo.notAfterMs);
+        issuerName = upInfo.subjectName;
+        aki = upInfo.subjectKeyId ?? subjectKeyIdentifier(upInfo.spki);
+        const upKey = up.privateKey.reveal();
+        scheme = schemeForKeyObject(upKey);
+        const hash = scheme.hash;
+        const keyArg = upKey.asymmetricKeyType === 'ec' ? { key: upKey, dsaEncoding: 'der' as const } : upKey;
+        signer = (tbs) => Promise.resolve(nodeSign(hash, tbs, keyArg));
+      }
+      const tbs = caTbs({
+        serial,
+        notBeforeMs: notBefore,
+        notAfterMs: notAfter,
+        subjectName,
+        issuerName,
+        spki,
+        subjectKeyId: ski,
+        authorityKeyId: aki,
+        trustDomainId: this.#td.idString,
+        algorithmId: scheme.algorithmId,
+      });
+      const cert = assembleCertificate(tbs, scheme.algorithmId, await signer(tbs));
+      const intermediates = up === undefined ? [] : [...up.intermediates];
+      const anchors = up === undefined ? [cert] : [...up.roots];
+      const rec: X509AuthorityRecord = {
+        id: ski.toString('hex'),
+        keyId,
+        keyType: this.#x509KeyType,
+        phase,
+        notBefore,
+        notAfter,
+        tainted: false,
+        signedUntil: 0,
+        cert: b64(cert),
+        intermediates: intermediates.map(b64),
+        anchors: anchors.map(b64),
+        upstream: this.#upstreamFp,
+      };
+      const slot: X509Slot = {
+        rec,
+        key,
+        template: new LeafTemplate({ issuerName: subjectName, authorityKeyId: ski, scheme: schemeForKeyType(this.#x509KeyType) }),
+        chainTail: up === undefined ? [] : [cert, ...intermediates],
+        anchors,
+      };
+      this.#x509.push(slot);
+      this.#log.info({ authorityId: rec.id, phase, notAfter: new Date(notAfter).toISOString(), upstream: up !== undefined }, 'X.509 CA minted');
+      return slot;
+    } catch (err) {
+      await this.#km.deleteKey(keyId).catch(() => undefined);
+      throw err;
+    }
+  }
+
+  async #mintJwt(phase: AuthorityPhase): Promise<JwtSlot> {
+    const now = this.#clock.nowMs();
+    const kid = randomBytes(16).toString('base64url');
+    const keyId = JWT_KEY_PREFIX + randomId();
+    const key = await this.#km.generateKey(keyId, this.#jwtKeyType);
+    const rec: JwtAuthorityRecord = {
+      id: kid,
+      keyId,
+      keyType: this.#jwtKeyType,
+      phase,
+      notBefore: floorSec(now),
+      notAfter: floorSec(now + this.#caTtl),
+      tainted: false,
+      signedUntil: 0,
+      publicKey: b64(spkiOf(key.publicKey)),
+    };
+    const slot: JwtSlot = { rec, key, publicKey: key.publicKey, header: jwtHeader(this.#jwtKeyType, kid) };
+    this.#jwt.push(slot);
+    this.#log.info({ kid, phase, notAfter: new Date(rec.notAfter).toISOString() }, 'JWT signing key minted');
+    return slot;
+  }
+
+  /** prepared -> active, active -> old (in memory; the caller saves). */
+  #promote(kind: AuthorityKind, next: X509Slot | JwtSlot): void {
+    for (const s of this.#slots(kind)) if (s.rec.phase === 'active') s.rec.phase = 'old';
+    next.rec.phase = 'active';
+    this.#afterChange();
+    this.#log.info({ kind, authorityId: next.rec.id }, 'authority activated');
+  }
+
+  async #remove(kind: AuthorityKind, slot: X509Slot | JwtSlot, why: string): Promise<void> {
+    if (kind === 'x509') this.#x509 = this.#x509.filter((s) => s !== slot);
+    else this.#jwt = this.#jwt.filter((s) => s !== slot);
+    this.#afterChange();
+    // Journal first: a crash after it leaves an orphan key (collected at start), never a journal entry without its key.
+    await this.#save();
+    await this.#km.deleteKey(slot.rec.keyId).catch((err: unknown) => this.#log.warn({ keyId: slot.rec.keyId, err: serializeError(err) }, 'cannot delete key'));
+    this.#log.info({ kind, authorityId: slot.rec.id, why }, 'authority removed');
+  }
+
+  /** One lifecycle pass over both kinds; returns after saving whatever changed. */
+  async #lifecycle(): Promise<void> {
+    let bundleChanged = false;
+    const activated: Array<[AuthorityKind, X509Slot | JwtSlot]> = [];
+    for (const kind of ['x509', 'jwt'] as const) {
+      const r = await this.#lifecycleOf(kind);
+      bundleChanged ||= r.bundleChanged;
+      if (r.activated !== undefined) activated.push([kind, r.activated]);
+    }
+    if (bundleChanged || activated.length > 0) {
+      this.#afterChange();
+      await this.#save();
+    }
+    for (const [kind, s] of activated) this.emit('activated', kind, info(s.rec, 'template' in s && s.rec.upstream !== null));
+    if (bundleChanged) this.emit('bundle-changed');
+  }
+
+  async #lifecycleOf(kind: AuthorityKind): Promise<{ bundleChanged: boolean; activated: X509Slot | JwtSlot | undefined }> {
+    let bundleChanged = false;
+    let activated: X509Slot | JwtSlot | undefined;
+    const now = this.#clock.nowMs();
+    // Prune: expired authorities, and old ones whose last signed credential has expired.
+    for (const s of [...this.#slots(kind)]) {
+      const expired = s.rec.notAfter <= now;
+      const drained = s.rec.phase === 'old' && s.rec.signedUntil <= now && s.pending === undefined;
+      if (expired || drained) {
+        await this.#remove(kind, s, expired ? 'expired' : 'no longer needed');
+        bundleChanged = true;
+      }
+    }
+    for (let guard = 0; guard < 4; guard++) {
+      const slots = this.#slots(kind);
+      const active = slots.find((s) => s.rec.phase === 'active');
+      const prepared = slots.find((s) => s.rec.phase === 'prepared');
+      if (active === undefined) {
+        const next = prepared ?? (kind === 'x509' ? await this.#mintX509('prepared') : await this.#mintJwt('prepared'));
+        if (prepared === undefined) bundleChanged = true;
+        this.#promote(kind, next);
+        activated = next;
+        continue;
+      }
+      const { prepareAt, activateAt } = this.#milestones(active.rec);
+      if (prepared === undefined && now >= prepareAt) {
+        if (kind === 'x509') await this.#mintX509('prepared');
+        else await this.#mintJwt('prepared');
+        bundleChanged = true;
+        continue;
+      }
+      if (prepared !== undefined && now >= activateAt) {
+        this.#promote(kind, prepared);
+        activated = prepared;
+        continue;
+      }
+      break;
+    }
+    this.#afterChange();
+    return { bundleChanged, activated };
+  }
+
+  #milestones(rec: X509AuthorityRecord | JwtAuthorityRecord): { prepareAt: number; activateAt: number } {
+    const life = rec.notAfter - rec.notBefore;
+    return { prepareAt: rec.notBefore + Math.floor(life / 2), activateAt: rec.notBefore + Math.floor((life * 5) / 6) };
+  }
+
+  /** The next moment the lifecycle has something to do. */
+  #nextEvent(): number {
+    let next = Number.POSITIVE_INFINITY;
+    for (const slots of [this.#x509, this.#jwt] as Array<Array<X509Slot | JwtSlot>>) {
+      const active = slots.find((s) => s.rec.phase === 'active');
+      const prepared = slots.find((s) => s.rec.phase === 'prepared');
+      if (active !== undefined) {
+        const m = this.#milestones(active.rec);
+        next = Math.min(next, prepared === undefined ? m.prepareAt : m.activateAt);
+      }
+      for (const s of slots) {
+        next = Math.min(next, s.rec.notAfter);
+        if (s.rec.phase === 'old') next = Math.min(next, s.rec.signedUntil);
+      }
+    }
+    return next;
+  }
+
+  #schedule(delayMs?: number): void {
+    if (!this.#started) return;
+    this.#timer?.cancel();
+    const now = this.#clock.nowMs();
+    const at = delayMs === undefined ? this.#nextEvent() : now + delayMs;
+    if (!Number.isFinite(at)) return;
+    this.#timer = this.#clock.setTimer(() => {
+      this.#timer = undefined;
+      this.tick().then(
+        () => this.#schedule(),
+        (err: unknown) => {
+          this.#log.error({ err: serializeError(err) }, 'CA lifecycle step failed; retrying');
+          this.#schedule(RETRY_AFTER_FAILURE_MS);
+        },
+      );
+    }, Math.max(0, at - now));
+  }
+}
