@@ -59,7 +59,7 @@ export const serverConfigSchema = z.strictObject({
       keyType: z.enum(KEY_TYPES).default('ec-p256'),
       jwtKeyType: z.enum(KEY_TYPES).default('ec-p256'),
       ttl: duration.default('24h'),
-      upstream: z.strictObject({ certFile: z.string().min(1), keyFile: z.string().min(1) }).optional(),
+      upstream: z.strictObject({ certFile: z.string().min(1), keyFile: z.string().min(1), bundleFile: z.string().min(1).optional() }).optional(),
     })
     .default({ keyType: 'ec-p256', jwtKeyType: 'ec-p256', ttl: '24h' }),
   svid: z
@@ -95,7 +95,7 @@ export interface ServerConfig {
     readonly keyType: (typeof KEY_TYPES)[number];
     readonly jwtKeyType: (typeof KEY_TYPES)[number];
     readonly ttlMs: number;
-    readonly upstream?: { readonly certFile: string; readonly keyFile: string };
+    readonly upstream?: { readonly certFile: string; readonly keyFile: string; readonly bundleFile?: string };
   };
   readonly svid: { readonly defaultX509TtlMs: number; readonly defaultJwtTtlMs: number; readonly agentTtlMs: number };
   readonly bundleRefreshHintMs: number;
@@ -197,7 +197,13 @@ export function resolveServerConfig(raw: unknown, flags: ServerFlags = {}, baseD
       ttlMs: parseDuration(c.ca.ttl),
       ...(c.ca.upstream === undefined
         ? {}
-        : { upstream: { certFile: abs(c.ca.upstream.certFile), keyFile: abs(c.ca.upstream.keyFile) } }),
+        : {
+            upstream: {
+              certFile: abs(c.ca.upstream.certFile),
+              keyFile: abs(c.ca.upstream.keyFile),
+              ...(c.ca.upstream.bundleFile === undefined ? {} : { bundleFile: abs(c.ca.upstream.bundleFile) }),
+            },
+          }),
     },
     svid: {
       defaultX509TtlMs: parseDuration(c.svid.defaultX509Ttl),

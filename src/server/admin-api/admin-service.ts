@@ -1,0 +1,485 @@
+/**
+ * Handlers of the sigil.admin.v1 services (entries, agents, join tokens, bundles, local
+ * authority, minting, server info), served on the admin Unix socket. Every change is
+ * audited; the join token is returned once and never stored, logged or audited.
+ */
+import type { sendUnaryData, ServerUnaryCall, UntypedServiceImplementation } from '@grpc/grpc-js';
+import type { Clock } from '../../common/clock.js';
+import { SigilError, toSigilError } from '../../common/errors.js';
+import type { Logger } from '../../common/logger.js';
+import type { AttestedNode, Datastore, EntryFilter, NewRegistrationEntry, RegistrationEntry, SelectorMatch } from '../../datastore/datastore.js';
+import { STATUS_BY_CODE, toServiceError } from '../../grpc/status.js';
+import { makeSelector, type Selector } from '../../spiffe/selector.js';
+import { SpiffeId, TrustDomain } from '../../spiffe/spiffe-id.js';
+import { generateJoinToken, joinTokenAgentId } from '../../../attestors/node/join_token/token.js';
+import type { AuditLog } from '../audit-log.js';
+import { bundleDocumentFromCertificates, readBundleDocument } from '../bundle-document.js';
+import type { BundleManager } from '../bundle-manager.js';
+import type { ChangeHub } from '../change-hub.js';
+import type { ServerCa } from '../server-ca.js';
+import { normalizeSerial } from '../agent-api/caller.js';
+import { pemBlocks } from '../../common/x509.js';
+
+/** The CA operations of `sigil localauthority` (src/ca's CaManager provides them). */
+export interface LocalAuthorityOps {
+  status(): unknown;
+  prepare(kind: 'x509' | 'jwt'): Promise<unknown>;
+  activate(kind: 'x509' | 'jwt'): Promise<unknown>;
+  taint(kind: 'x509' | 'jwt', id: string): Promise<unknown>;
+  revoke(kind: 'x509' | 'jwt', id: string): Promise<unknown>;
+}
+
+/** Everything the admin handlers use. */
+export interface AdminServiceDeps {
+  readonly ds: Datastore;
+  readonly ca: ServerCa;
+  readonly localAuthority?: LocalAuthorityOps;
+  readonly bundles: BundleManager;
+  readonly hub: ChangeHub;
+  readonly trustDomain: TrustDomain;
+  readonly clock: Clock;
+  readonly logger: Logger;
+  readonly audit: AuditLog;
+  readonly joinTokenTtlMs: number;
+  readonly defaultX509SvidTtlMs: number;
+  readonly defaultJwtSvidTtlMs: number;
+  readonly info: () => { agentApiAddress: string; startedAt: number; ready: boolean; version: string };
+}
+
+/** Admin Entry message shape. */
+export interface AdminEntryMsg {
+  id: string;
+  spiffe_id: string;
+  parent_id: string;
+  selectors: { type: string; value: string }[];
+  x509_svid_ttl_seconds: number;
+  jwt_svid_ttl_seconds: number;
+  dns_names: string[];
+  federates_with: string[];
+  admin: boolean;
+  downstream: boolean;
+  hint: string;
+  expires_at: number | string;
+  revision: number | string;
+  created_at: number | string;
+}
+
+interface EntryFilterMsg {
+  spiffe_id: string;
+  parent_id: string;
+  selectors: { type: string; value: string }[];
+  selector_match: string;
+  federates_with: string;
+  hint: string;
+}
+
+const MAX_PAGE = 1000;
+const DEFAULT_PAGE = 500;
+const MAX_BATCH = 500;
+const WHO = 'admin';
+
+function sec(ms: number): number {
+  return Math.floor(ms / 1000);
+}
+
+function entryToAdminMsg(e: RegistrationEntry): AdminEntryMsg {
+  return {
+    id: e.id,
+    spiffe_id: e.spiffeId,
+    parent_id: e.parentId,
+    selectors: e.selectors.map((s) => ({ type: s.type, value: s.value })),
+    x509_svid_ttl_seconds: e.x509SvidTtlSeconds,
+    jwt_svid_ttl_seconds: e.jwtSvidTtlSeconds,
+    dns_names: [...e.dnsNames],
+    federates_with: [...e.federatesWith],
+    admin: e.admin,
+    downstream: e.downstream,
+    hint: e.hint,
+    expires_at: sec(e.entryExpiresAt),
+    revision: e.revision,
+    created_at: sec(e.createdAt),
+  };
+}
+
+function agentToMsg(n: AttestedNode): Record<string, unknown> {
+  return {
+    spiffe_id: n.spiffeId,
+    attestation_type: n.attestationType,
+    serial: n.certSerial,
+    expires_at: sec(n.certNotAfter),
+    selectors: n.selectors.map((s) => ({ type: s.type, value: s.value })),
+    banned: n.banned,
+    can_reattest: n.canReattest,
+    created_at: sec(n.createdAt),
+    updated_at: sec(n.updatedAt),
+  };
+}
+
+function statusOf(err?: SigilError): { code: number; message: string; sigil_code: string } {
+  if (err === undefined) return { code: 0, message: '', sigil_code: '' };
+  return { code: STATUS_BY_CODE[err.code], message: err.message, sigil_code: err.code };
+}
+
+function pageSize(n: number): number {
+  return n > 0 ? Math.min(n, MAX_PAGE) : DEFAULT_PAGE;
+}
+
+function parseKind(kind: string): 'x509' | 'jwt' {
+  if (kind === 'x509' || kind === 'jwt') return kind;
+  throw new SigilError('ERR_INVALID_ARGUMENT', `authority kind must be x509 or jwt, got ${JSON.stringify(kind)}`, { reason: 'authority-kind' });
+}
+
+/** Builds the implementations of every admin service, keyed by service name. */
+export function createAdminServices(deps: AdminServiceDeps): Record<string, UntypedServiceImplementation> {
+  const { ds, trustDomain, clock, logger, audit, hub } = deps;
+
+  const unary = <Req>(what: string, fn: (req: Req) => Promise<unknown>) => {
+    return (call: ServerUnaryCall<Req, unknown>, callback: sendUnaryData<unknown>): void => {
+      fn(call.request).then(
+        (res) => callback(null, res),
+        (err: unknown) => {
+          const se = toSigilError(err);
+          if (se.code === 'ERR_INTERNAL') logger.error({ err }, `${what} failed`);
+          callback(toServiceError(se));
+        },
+      );
+    };
+  };
+
+  const inTrustDomain = (text: string, field: string): string => {
+    let id: SpiffeId;
+    try {
+      id = SpiffeId.parse(text);
+    } catch (err) {
+      throw new SigilError('ERR_INVALID_SPIFFE_ID', `invalid ${field} ${JSON.stringify(text)}`, { reason: field.replace(/ /g, '-'), cause: err });
+    }
+    if (!id.memberOf(trustDomain)) {
+      throw new SigilError('ERR_INVALID_ARGUMENT', `${field} ${id.toString()} is not in trust domain ${trustDomain.name}`, {
+        reason: 'foreign-trust-domain',
+      });
+    }
+    return id.toString();
+  };
+
+  const entryFromMsg = (m: AdminEntryMsg): NewRegistrationEntry => {
+    const spiffeId = inTrustDomain(m.spiffe_id, 'spiffe id');
+    const parentId = inTrustDomain(m.parent_id, 'parent id');
+    if (m.selectors.length === 0) throw new SigilError('ERR_INVALID_ARGUMENT', 'an entry needs at least one selector', { reason: 'no-selectors' });
+    const selectors: Selector[] = m.selectors.map((s) => makeSelector(s.type, s.value));
+    const federatesWith = m.federates_with.map((f) => TrustDomain.parse(f).idString);
+    return {
+      ...(m.id === '' ? {} : { id: m.id }),
+      spiffeId,
+      parentId,
+      selectors,
+      x509SvidTtlSeconds: m.x509_svid_ttl_seconds,
+      jwtSvidTtlSeconds: m.jwt_svid_ttl_seconds,
+      dnsNames: [...m.dns_names],
+      federatesWith,
+      admin: m.admin,
+      downstream: m.downstream,
+      hint: m.hint,
+      entryExpiresAt: Number(m.expires_at) * 1000,
+    };
+  };
+
+  const filterFromMsg = (f: EntryFilterMsg | null | undefined): EntryFilter => {
+    if (f === null || f === undefined) return {};
+    const out: { -readonly [K in keyof EntryFilter]: EntryFilter[K] } = {};
+    if (f.spiffe_id !== '') out.spiffeId = SpiffeId.parse(f.spiffe_id).toString();
+    if (f.parent_id !== '') out.parentId = SpiffeId.parse(f.parent_id).toString();
+    if (f.selectors.length > 0) {
+      const match = (f.selector_match === '' ? 'superset' : f.selector_match) as SelectorMatch;
+      if (!['exact', 'subset', 'superset', 'any'].includes(match)) {
+        throw new SigilError('ERR_INVALID_ARGUMENT', `selector match must be exact, subset, superset or any, got ${JSON.stringify(match)}`, {
+          reason: 'selector-match',
+        });
+      }
+      out.selectors = { selectors: f.selectors.map((s) => makeSelector(s.type, s.value)), match };
+    }
+    if (f.federates_with !== '') out.federatesWith = TrustDomain.parse(f.federates_with).idString;
+    if (f.hint !== '') out.hint = f.hint;
+    return out;
+  };
+
+  const batch = <T>(items: readonly T[]): readonly T[] => {
+    if (items.length > MAX_BATCH) {
+      throw new SigilError('ERR_INVALID_ARGUMENT', `at most ${MAX_BATCH} items per call, got ${items.length}`, { reason: 'batch-too-large' });
+    }
+    return items;
+  };
+
+  const Entries: UntypedServiceImplementation = {
+    BatchCreateEntry: unary('entry create', async (req: { entries: AdminEntryMsg[] }) => {
+      const results = [];
+      for (const m of batch(req.entries)) {
+        try {
+          const { entry, created } = await ds.createEntryIfNotExists(entryFromMsg(m));
+          if (!created) {
+            const err = new SigilError('ERR_ALREADY_EXISTS', `an entry with the same SPIFFE ID, parent and selectors exists: ${entry.id}`, {
+              reason: 'entry-exists',
+            });
+            results.push({ status: statusOf(err), entry: entryToAdminMsg(entry) });
+            continue;
+          }
+          audit.record({ who: WHO, action: 'entry.create', result: 'ok', entryId: entry.id, spiffeId: entry.spiffeId });
+          results.push({ status: statusOf(), entry: entryToAdminMsg(entry) });
+        } catch (err) {
+          results.push({ status: statusOf(toSigilError(err)) });
+        }
+      }
+      hub.notify('entries');
+      return { results };
+    }),
+    BatchUpdateEntry: unary('entry update', async (req: { entries: AdminEntryMsg[] }) => {
+      const results = [];
+      for (const m of batch(req.entries)) {
+        try {
+          if (m.id === '') throw new SigilError('ERR_INVALID_ARGUMENT', 'entry update needs an entry id', { reason: 'no-entry-id' });
+          const fields = entryFromMsg(m);
+          const entry = await ds.updateEntry({ ...fields, id: m.id });
+          audit.record({ who: WHO, action: 'entry.update', result: 'ok', entryId: entry.id, spiffeId: entry.spiffeId });
+          results.push({ status: statusOf(), entry: entryToAdminMsg(entry) });
+        } catch (err) {
+          results.push({ status: statusOf(toSigilError(err)) });
+        }
+      }
+      hub.notify('entries');
+      return { results };
+    }),
+    BatchDeleteEntry: unary('entry delete', async (req: { ids: string[] }) => {
+      const results = [];
+      for (const id of batch(req.ids)) {
+        try {
+          const entry = await ds.deleteEntry(id);
+          audit.record({ who: WHO, action: 'entry.delete', result: 'ok', entryId: entry.id, spiffeId: entry.spiffeId });
+          results.push({ id, status: statusOf() });
+        } catch (err) {
+          results.push({ id, status: statusOf(toSigilError(err)) });
+        }
+      }
+      hub.notify('entries');
+      return { results };
+    }),
+    GetEntry: unary('entry show', async (req: { id: string }) => {
+      const e = await ds.getEntry(req.id);
+      if (e === undefined) throw new SigilError('ERR_NOT_FOUND', `no entry with id ${JSON.stringify(req.id)}`, { reason: 'entry-not-found' });
+      return entryToAdminMsg(e);
+    }),
+    ListEntries: unary('entry list', async (req: { filter: EntryFilterMsg | null; page_size: number; page_token: string }) => {
+      const page = await ds.listEntries(filterFromMsg(req.filter), { pageSize: pageSize(req.page_size), pageToken: req.page_token });
+      return { entries: page.items.map(entryToAdminMsg), next_page_token: page.nextPageToken };
+    }),
+    CountEntries: unary('entry count', async (req: { filter: EntryFilterMsg | null }) => ({ count: await ds.countEntries(filterFromMsg(req.filter)) })),
+  };
+
+  const getNode = async (spiffeId: string): Promise<AttestedNode> => {
+    const id = inTrustDomain(spiffeId, 'agent id');
+    const n = await ds.getAttestedNode(id);
+    if (n === undefined) throw new SigilError('ERR_NOT_FOUND', `no attested agent ${id}`, { reason: 'agent-not-found' });
+    return n;
+  };
+
+  const Agents: UntypedServiceImplementation = {
+    ListAgents: unary('agent list', async (req: { banned?: boolean; attestation_type: string; page_size: number; page_token: string; _banned?: string }) => {
+      const filter = {
+        ...(req._banned === 'banned' && req.banned !== undefined ? { banned: req.banned } : {}),
+        ...(req.attestation_type === '' ? {} : { attestationType: req.attestation_type }),
+      };
+      const page = await ds.listAttestedNodes(filter, { pageSize: pageSize(req.page_size), pageToken: req.page_token });
+      return { agents: page.items.map(agentToMsg), next_page_token: page.nextPageToken };
+    }),
+    GetAgent: unary('agent show', async (req: { spiffe_id: string }) => agentToMsg(await getNode(req.spiffe_id))),
+    CountAgents: unary('agent count', async () => ({ count: await ds.countAttestedNodes() })),
+    EvictAgent: unary('agent evict', async (req: { spiffe_id: string }) => {
+      const n = await getNode(req.spiffe_id);
+      await ds.deleteAttestedNode(n.spiffeId);
+      audit.record({ who: WHO, action: 'agent.evict', result: 'ok', spiffeId: n.spiffeId });
+      hub.notify('agents');
+      return {};
+    }),
+    BanAgent: unary('agent ban', async (req: { spiffe_id: string }) => {
+      const n = await getNode(req.spiffe_id);
+      await ds.updateAttestedNode({ ...n, banned: true });
+      audit.record({ who: WHO, action: 'agent.ban', result: 'ok', spiffeId: n.spiffeId });
+      hub.notify('agents');
+      return {};
+    }),
+    UnbanAgent: unary('agent unban', async (req: { spiffe_id: string }) => {
+      const n = await getNode(req.spiffe_id);
+      await ds.updateAttestedNode({ ...n, banned: false });
+      audit.record({ who: WHO, action: 'agent.unban', result: 'ok', spiffeId: n.spiffeId });
+      return {};
+    }),
+  };
+
+  const JoinTokens: UntypedServiceImplementation = {
+    CreateJoinToken: unary('token generate', async (req: { ttl_seconds: number }) => {
+      const ttlMs = req.ttl_seconds > 0 ? req.ttl_seconds * 1000 : deps.joinTokenTtlMs;
+      const t = generateJoinToken(clock.nowMs(), ttlMs);
+      await ds.createJoinToken({ tokenId: t.tokenId, tokenHash: t.tokenHash, expiresAt: t.expiresAt });
+      const agentId = joinTokenAgentId(trustDomain, t.tokenId).toString();
+      audit.record({
+        who: WHO,
+        action: 'jointoken.create',
+        result: 'ok',
+        spiffeId: agentId,
+        expiresAt: new Date(t.expiresAt).toISOString(),
+        detail: { tokenId: t.tokenId },
+      });
+      return { token: t.token.reveal(), token_id: t.tokenId, agent_id: agentId, expires_at: sec(t.expiresAt) };
+    }),
+  };
+
+  const bundleMsg = (b: { trustDomainId: string; document: string; updatedAt: number }): Record<string, unknown> => {
+    const facts = readBundleDocument(b.document);
+    return {
+      trust_domain_id: b.trustDomainId,
+      document: Buffer.from(b.document, 'utf8'),
+      x509_authorities: facts.x509Authorities,
+      sequence: facts.sequence,
+      refresh_hint_seconds: facts.refreshHintSeconds,
+      updated_at: sec(b.updatedAt),
+    };
+  };
+
+  const Bundles: UntypedServiceImplementation = {
+    GetBundle: unary('bundle show', async () => bundleMsg(await deps.bundles.own())),
+    ListFederatedBundles: unary('bundle list', async (req: { page_size: number; page_token: string }) => {
+      const all = await deps.bundles.federated();
+      const start = req.page_token === '' ? 0 : Number.parseInt(req.page_token, 10);
+      if (!Number.isInteger(start) || start < 0) throw new SigilError('ERR_INVALID_ARGUMENT', 'invalid page token', { reason: 'page-token' });
+      const size = pageSize(req.page_size);
+      const items = all.slice(start, start + size);
+      return { bundles: items.map(bundleMsg), next_page_token: start + size < all.length ? String(start + size) : '' };
+    }),
+    GetFederatedBundle: unary('bundle show', async (req: { trust_domain: string }) => {
+      const id = deps.bundles.federatedId(req.trust_domain);
+      const b = await ds.getBundle(id);
+      if (b === undefined) throw new SigilError('ERR_NOT_FOUND', `no federated bundle for ${id}`, { reason: 'bundle-not-found' });
+      return bundleMsg(b);
+    }),
+    SetFederatedBundle: unary('bundle set', async (req: { trust_domain: string; document: Buffer; format: string; append: boolean }) => {
+      const id = deps.bundles.federatedId(req.trust_domain);
+      const text = req.document.toString('utf8');
+      let incoming: Buffer[];
+      let document: string;
+      if (req.format === 'pem') {
+        incoming = pemBlocks(text, 'CERTIFICATE');
+        if (incoming.length === 0) throw new SigilError('ERR_INVALID_BUNDLE', 'no PEM certificate in the bundle', { reason: 'bundle-pem' });
+        document = bundleDocumentFromCertificates(incoming);
+      } else if (req.format === '' || req.format === 'spiffe') {
+        incoming = readBundleDocument(text).x509Authorities;
+        document = text;
+      } else {
+        throw new SigilError('ERR_INVALID_ARGUMENT', `bundle format must be spiffe or pem, got ${JSON.stringify(req.format)}`, { reason: 'bundle-format' });
+      }
+      const existing = await ds.getBundle(id);
+      if (existing !== undefined) {
+        const old = readBundleDocument(existing.document);
+        const merged = req.append ? [...old.x509Authorities, ...incoming.filter((c) => !old.x509Authorities.some((o) => o.equals(c)))] : incoming;
+        if (req.append || req.format === 'pem') document = bundleDocumentFromCertificates(merged, old.sequence + 1);
+      }
+      const rec = await deps.bundles.setFederated(id, document);
+      audit.record({ who: WHO, action: 'bundle.set', result: 'ok', spiffeId: id });
+      return bundleMsg(rec);
+    }),
+    DeleteFederatedBundle: unary('bundle delete', async (req: { trust_domain: string }) => {
+      const id = deps.bundles.federatedId(req.trust_domain);
+      await deps.bundles.deleteFederated(id);
+      audit.record({ who: WHO, action: 'bundle.delete', result: 'ok', spiffeId: id });
+      return {};
+    }),
+  };
+
+  const la = (): LocalAuthorityOps => {
+    if (deps.localAuthority === undefined) throw new SigilError('ERR_UNAVAILABLE', 'local authority operations are not available', { reason: 'no-local-authority' });
+    return deps.localAuthority;
+  };
+  const laStatus = async (): Promise<unknown> => ({ authorities: authoritiesOf(la().status()) });
+  const LocalAuthority: UntypedServiceImplementation = {
+    GetStatus: unary('localauthority show', laStatus),
+    Prepare: unary('localauthority prepare', async (req: { kind: string }) => {
+      const kind = parseKind(req.kind);
+      await la().prepare(kind);
+      audit.record({ who: WHO, action: `localauthority.${kind}.prepare`, result: 'ok' });
+      await deps.bundles.syncOwn();
+      return laStatus();
+    }),
+    Activate: unary('localauthority activate', async (req: { kind: string }) => {
+      const kind = parseKind(req.kind);
+      await la().activate(kind);
+      audit.record({ who: WHO, action: `localauthority.${kind}.activate`, result: 'ok' });
+      await deps.bundles.syncOwn();
+      return laStatus();
+    }),
+    Taint: unary('localauthority taint', async (req: { kind: string; authority_id: string }) => {
+      const kind = parseKind(req.kind);
+      await la().taint(kind, req.authority_id);
+      audit.record({ who: WHO, action: `localauthority.${kind}.taint`, result: 'ok', detail: { authorityId: req.authority_id } });
+      await deps.bundles.syncOwn();
+      return laStatus();
+    }),
+    Revoke: unary('localauthority revoke', async (req: { kind: string; authority_id: string }) => {
+      const kind = parseKind(req.kind);
+      await la().revoke(kind, req.authority_id);
+      audit.record({ who: WHO, action: `localauthority.${kind}.revoke`, result: 'ok', detail: { authorityId: req.authority_id } });
+      await deps.bundles.syncOwn();
+      return laStatus();
+    }),
+  };
+
+  const Mint: UntypedServiceImplementation = {
+    MintX509Svid: unary('x509 mint', async (req: { spiffe_id: string; csr: Buffer; ttl_seconds: number; dns_names: string[] }) => {
+      const spiffeId = inTrustDomain(req.spiffe_id, 'spiffe id');
+      if (req.csr.length === 0) throw new SigilError('ERR_INVALID_ARGUMENT', 'mint needs a CSR', { reason: 'no-csr' });
+      const ttlMs = req.ttl_seconds > 0 ? req.ttl_seconds * 1000 : deps.defaultX509SvidTtlMs;
+      const s = await deps.ca.signX509SvidFromCsr({ csr: req.csr, spiffeId: SpiffeId.parse(spiffeId), ttlMs, ...(req.dns_names.length > 0 ? { dnsNames: [...req.dns_names] } : {}) });
+      const serial = normalizeSerial(s.serial);
+      audit.record({ who: WHO, action: 'x509svid.mint', result: 'ok', spiffeId, serial, expiresAt: s.notAfter.toISOString() });
+      return { spiffe_id: spiffeId, cert_chain: [...s.chain], serial, expires_at: sec(s.notAfter.getTime()), x509_authorities: deps.ca.x509Authorities() };
+    }),
+    MintJwtSvid: unary('jwt mint', async (req: { spiffe_id: string; audience: string[]; ttl_seconds: number }) => {
+      const spiffeId = inTrustDomain(req.spiffe_id, 'spiffe id');
+      if (req.audience.length === 0) throw new SigilError('ERR_INVALID_ARGUMENT', 'a JWT-SVID needs at least one audience', { reason: 'no-audience' });
+      const ttlMs = req.ttl_seconds > 0 ? req.ttl_seconds * 1000 : deps.defaultJwtSvidTtlMs;
+      const j = await deps.ca.mintJwtSvid({ spiffeId: SpiffeId.parse(spiffeId), audience: [...req.audience], ttlMs });
+      audit.record({ who: WHO, action: 'jwtsvid.mint', result: 'ok', spiffeId, expiresAt: j.expiresAt.toISOString(), detail: { kid: j.kid, jti: j.jti } });
+      return { token: j.token, spiffe_id: spiffeId, expires_at: sec(j.expiresAt.getTime()) };
+    }),
+  };
+
+  const Server: UntypedServiceImplementation = {
+    GetInfo: unary('server info', async () => {
+      const i = deps.info();
+      return { trust_domain: trustDomain.name, version: i.version, started_at: sec(i.startedAt), agent_api_address: i.agentApiAddress, ready: i.ready };
+    }),
+  };
+
+  return { Entries, Agents, JoinTokens, Bundles, LocalAuthority, Mint, Server };
+}
+
+/** Maps whatever the CA's status() returns to Authority messages, tolerating field-name variants. */
+function authoritiesOf(status: unknown): Record<string, unknown>[] {
+  const out: Record<string, unknown>[] = [];
+  const visit = (kind: string, list: unknown): void => {
+    if (!Array.isArray(list)) return;
+    for (const a of list as Record<string, unknown>[]) {
+      const notAfter = a.notAfter instanceof Date ? a.notAfter.getTime() : typeof a.notAfter === 'number' ? a.notAfter : 0;
+      out.push({
+        kind,
+        authority_id: String(a.id ?? a.authorityId ?? a.kid ?? ''),
+        phase: String(a.phase ?? a.state ?? ''),
+        tainted: a.tainted === true,
+        not_after: sec(notAfter),
+        key_type: String(a.keyType ?? ''),
+      });
+    }
+  };
+  if (status !== null && typeof status === 'object') {
+    const s = status as Record<string, unknown>;
+    visit('x509', s.x509);
+    visit('jwt', s.jwt);
+  }
+  return out;
+}

@@ -1,0 +1,462 @@
+/**
+ * Handlers of sigil.agent.v1.Agent (see proto/sigil/agent/v1/agent.proto for the flow).
+ * Every refusal is a SigilError mapped to a gRPC status at the edge; SVID issuance and
+ * refusals are audited; no token, key or JWT reaches a log line.
+ */
+import type {
+  sendUnaryData,
+  ServerDuplexStream,
+  ServerUnaryCall,
+  ServerWritableStream,
+  UntypedServiceImplementation,
+} from '@grpc/grpc-js';
+import type { Clock } from '../../common/clock.js';
+import { SigilError, toSigilError } from '../../common/errors.js';
+import type { Logger } from '../../common/logger.js';
+import type { Datastore, RegistrationEntry } from '../../datastore/datastore.js';
+import { STATUS_BY_CODE, toServiceError } from '../../grpc/status.js';
+import type { NodeAttestorServer, NodeAttestationResult } from '../../plugin/node-attestor.js';
+import { SpiffeId, type TrustDomain } from '../../spiffe/spiffe-id.js';
+import type { AuditLog } from '../audit-log.js';
+import { authorizedEntries } from '../authorized-entries.js';
+import type { BundleManager } from '../bundle-manager.js';
+import type { ChangeHub, ChangeKind } from '../change-hub.js';
+import type { ServerMetrics } from '../metrics.js';
+import type { ServerCa, SignedX509Svid } from '../server-ca.js';
+import { authenticateAgent, normalizeSerial, type AgentCaller } from './caller.js';
+import {
+  bundleToMsg,
+  entrySizeEstimate,
+  entryToMsg,
+  type AttestAgentRequestMsg,
+  type BundleMsg,
+  type EntryMsg,
+  type StatusMsg,
+  type X509SvidMsg,
+} from './wire.js';
+
+/** Everything the agent API handlers use. */
+export interface AgentServiceDeps {
+  readonly ds: Datastore;
+  readonly ca: ServerCa;
+  readonly bundles: BundleManager;
+  readonly hub: ChangeHub;
+  readonly trustDomain: TrustDomain;
+  readonly attestors: ReadonlyMap<string, NodeAttestorServer>;
+  readonly clock: Clock;
+  readonly logger: Logger;
+  readonly audit: AuditLog;
+  readonly metrics: ServerMetrics;
+  readonly agentSvidTtlMs: number;
+  readonly defaultX509SvidTtlMs: number;
+  readonly defaultJwtSvidTtlMs: number;
+}
+
+/** Default and maximum entries per SyncEntries page. */
+export const SYNC_PAGE_SIZE = { default: 500, max: 1000 } as const;
+/** Byte budget of one page of entries (the gRPC limit is 4 MiB). */
+const SYNC_PAGE_BYTES = 1024 * 1024;
+/** Changes arriving within this window are sent as one batch. */
+const SYNC_DEBOUNCE_MS = 50;
+/** Most CSRs in one BatchNewX509SVID call. */
+export const MAX_BATCH_CSRS = 500;
+const MAX_ATTEST_ROUNDS = 8;
+
+function svidMsg(spiffeId: string, s: SignedX509Svid): X509SvidMsg {
+  return {
+    spiffe_id: spiffeId,
+    cert_chain: [...s.chain],
+    serial: normalizeSerial(s.serial),
+    expires_at: Math.floor(s.notAfter.getTime() / 1000),
+  };
+}
+
+function okStatus(): StatusMsg {
+  return { code: 0, message: '', sigil_code: '' };
+}
+
+function errStatus(err: SigilError): StatusMsg {
+  return { code: STATUS_BY_CODE[err.code], message: err.message, sigil_code: err.code };
+}
+
+/** Builds the service implementation for `server.addService`. */
+export function createAgentService(deps: AgentServiceDeps): UntypedServiceImplementation & { closeStreams(): void } {
+  const { ds, ca, trustDomain, clock, logger, audit, metrics } = deps;
+  const openStreams = new Set<() => void>();
+
+  const fail = (err: unknown, what: string): ReturnType<typeof toServiceError> => {
+    const se = toSigilError(err);
+    if (se.code === 'ERR_INTERNAL') logger.error({ err }, `${what} failed`);
+    else logger.info({ code: se.code, reason: se.reason }, `${what} refused`);
+    return toServiceError(se);
+  };
+
+  const unary = <Req, Res>(what: string, fn: (call: ServerUnaryCall<Req, Res>) => Promise<Res>) => {
+    return (call: ServerUnaryCall<Req, Res>, callback: sendUnaryData<Res>): void => {
+      fn(call).then(
+        (res) => callback(null, res),
+        (err: unknown) => callback(fail(err, what)),
+      );
+    };
+  };
+
+  const sign = async (kind: string, spiffeId: string, csr: Uint8Array, ttlMs: number, dnsNames?: string[]): Promise<SignedX509Svid> => {
+    const end = metrics.issueLatency.startTimer({ kind });
+    try {
+      const s = await ca.signX509SvidFromCsr({ csr, spiffeId: SpiffeId.parse(spiffeId), ttlMs, ...(dnsNames && dnsNames.length > 0 ? { dnsNames } : {}) });
+      metrics.svidsIssued.inc({ kind, result: 'ok' });
+      return s;
+    } catch (err) {
+      metrics.svidsIssued.inc({ kind, result: 'error' });
+      throw err;
+    } finally {
+      end();
+    }
+  };
+
+  async function ownBundleMsg(): Promise<BundleMsg> {
+    return bundleToMsg(await deps.bundles.own());
+  }
+
+  async function attest(call: ServerDuplexStream<AttestAgentRequestMsg, unknown>): Promise<void> {
+    const queue: AttestAgentRequestMsg[] = [];
+    let waiter: ((m: AttestAgentRequestMsg | undefined) => void) | undefined;
+    let ended = false;
+    call.on('data', (m: AttestAgentRequestMsg) => {
+      if (waiter !== undefined) {
+        const w = waiter;
+        waiter = undefined;
+        w(m);
+      } else queue.push(m);
+    });
+    const onEnd = (): void => {
+      ended = true;
+      if (waiter !== undefined) {
+        const w = waiter;
+        waiter = undefined;
+        w(undefined);
+      }
+    };
+    call.on('end', onEnd);
+    call.on('cancelled', onEnd);
+    call.on('error', onEnd);
+    const nextMessage = (): Promise<AttestAgentRequestMsg | undefined> => {
+      const m = queue.shift();
+      if (m !== undefined) return Promise.resolve(m);
+      if (ended) return Promise.resolve(undefined);
+      return new Promise((resolve) => (waiter = resolve));
+    };
+
+    let attestorName = 'unknown';
+    let agentIdForAudit: string | undefined;
+    try {
+      const first = await nextMessage();
+      if (first === undefined) throw new SigilError('ERR_INVALID_ARGUMENT', 'attestation stream ended before its first message', { reason: 'no-params' });
+      const params = first.params;
+      if (first.step !== 'params' || params === undefined || params === null) {
+        throw new SigilError('ERR_INVALID_ARGUMENT', 'first attestation message must carry params', { reason: 'no-params' });
+      }
+      attestorName = params.attestor;
+      const attestor = deps.attestors.get(params.attestor);
+      if (attestor === undefined) {
+        attestorName = 'unknown';
+        throw new SigilError('ERR_INVALID_ARGUMENT', `node attestor ${JSON.stringify(params.attestor)} is not enabled on this server`, {
+          reason: 'unknown-attestor',
+        });
+      }
+      if (params.csr.length === 0) throw new SigilError('ERR_INVALID_ARGUMENT', 'attestation params carry no CSR', { reason: 'no-csr' });
+      const session = attestor.begin(trustDomain);
+      let step = await session.next(params.payload);
+      let rounds = 0;
+      while (step.kind === 'challenge') {
+        if (++rounds > MAX_ATTEST_ROUNDS) throw new SigilError('ERR_ATTESTATION_FAILED', 'too many attestation rounds', { reason: 'too-many-rounds' });
+        call.write({ challenge: Buffer.from(step.challenge) });
+        const reply = await nextMessage();
+        if (reply === undefined || reply.step !== 'challenge_response' || reply.challenge_response === undefined) {
+          throw new SigilError('ERR_ATTESTATION_FAILED', 'expected a challenge response', { reason: 'no-challenge-response' });
+        }
+        step = await session.next(reply.challenge_response);
+      }
+      const result = step.result;
+      agentIdForAudit = result.agentId.toString();
+      const svid = await admitAgent(result, attestor.name, params.csr);
+      const bundle = await ownBundleMsg();
+      metrics.attestations.inc({ attestor: attestorName, result: 'ok' });
+      audit.record({
+        who: agentIdForAudit,
+        action: 'agent.attest',
+        result: 'ok',
+        spiffeId: agentIdForAudit,
+        serial: normalizeSerial(svid.serial),
+        expiresAt: svid.notAfter.toISOString(),
+        detail: { attestor: attestor.name },
+      });
+      logger.info({ agentId: agentIdForAudit, attestor: attestor.name, serial: normalizeSerial(svid.serial) }, 'agent attested');
+      call.write({ result: { svid: svidMsg(agentIdForAudit, svid), bundle, can_reattest: result.canReattest } });
+      call.end();
+    } catch (err) {
+      const se = toSigilError(err);
+      metrics.attestations.inc({ attestor: attestorName, result: 'refused' });
+      audit.record({
+        who: agentIdForAudit ?? 'anonymous',
+        action: 'agent.attest',
+        result: se.code === 'ERR_INTERNAL' ? 'error' : 'denied',
+        ...(agentIdForAudit === undefined ? {} : { spiffeId: agentIdForAudit }),
+        reason: se.reason ?? se.code,
+        detail: { attestor: attestorName },
+      });
+      call.emit('error', fail(se, 'node attestation'));
+    }
+  }
+
+  /** Refuses banned agents and spent evidence, signs the agent SVID and records the node. */
+  async function admitAgent(result: NodeAttestationResult, attestorName: string, csr: Uint8Array): Promise<SignedX509Svid> {
+    const agentId = result.agentId.toString();
+    const existing = await ds.getAttestedNode(agentId);
+    if (existing?.banned === true) {
+      throw new SigilError('ERR_PERMISSION_DENIED', `agent ${agentId} is banned`, { reason: 'agent-banned' });
+    }
+    const svid = await sign('agent', agentId, csr, deps.agentSvidTtlMs);
+    const node = {
+      spiffeId: agentId,
+      attestationType: attestorName,
+      certSerial: normalizeSerial(svid.serial),
+      certNotAfter: svid.notAfter.getTime(),
+      newCertSerial: '',
+      newCertNotAfter: 0,
+      selectors: [...result.selectors],
+      banned: false,
+      canReattest: result.canReattest,
+    };
+    if (existing === undefined) await ds.createAttestedNode(node);
+    else await ds.updateAttestedNode(node);
+    deps.hub.notify('agents');
+    return svid;
+  }
+
+  async function renew(call: ServerUnaryCall<{ csr: Buffer }, unknown>): Promise<unknown> {
+    const caller = await authenticateAgent(call.getAuthContext(), ds, trustDomain);
+    if (call.request.csr.length === 0) throw new SigilError('ERR_INVALID_ARGUMENT', 'renewal carries no CSR', { reason: 'no-csr' });
+    const svid = await sign('agent', caller.agentId, call.request.csr, deps.agentSvidTtlMs);
+    await ds.updateAttestedNode({ ...caller.node, newCertSerial: normalizeSerial(svid.serial), newCertNotAfter: svid.notAfter.getTime() });
+    audit.record({
+      who: caller.agentId,
+      action: 'agent.renew',
+      result: 'ok',
+      spiffeId: caller.agentId,
+      serial: normalizeSerial(svid.serial),
+      expiresAt: svid.notAfter.toISOString(),
+    });
+    return { svid: svidMsg(caller.agentId, svid) };
+  }
+
+  async function authorizedFor(caller: AgentCaller): Promise<Map<string, RegistrationEntry>> {
+    return authorizedEntries(ds, trustDomain, { agentId: caller.agentId, nodeSelectors: caller.node.selectors }, clock.nowMs());
+  }
+
+  async function batchNewX509Svid(
+    call: ServerUnaryCall<{ params: { entry_id: string; csr: Buffer }[] }, unknown>,
+  ): Promise<unknown> {
+    const caller = await authenticateAgent(call.getAuthContext(), ds, trustDomain);
+    const params = call.request.params;
+    if (params.length > MAX_BATCH_CSRS) {
+      throw new SigilError('ERR_INVALID_ARGUMENT', `at most ${MAX_BATCH_CSRS} CSRs per call, got ${params.length}`, { reason: 'batch-too-large' });
+    }
+    const allowed = await authorizedFor(caller);
+    const results = [];
+    for (const p of params) {
+      const entry = allowed.get(p.entry_id);
+      if (entry === undefined) {
+        const err = new SigilError('ERR_PERMISSION_DENIED', `agent is not authorised for entry ${JSON.stringify(p.entry_id)}`, {
+          reason: 'entry-not-authorized',
+        });
+        metrics.svidsIssued.inc({ kind: 'x509', result: 'denied' });
+        audit.record({ who: caller.agentId, action: 'x509svid.issue', result: 'denied', entryId: p.entry_id, reason: err.reason ?? err.code });
+        logger.warn({ agentId: caller.agentId, entryId: p.entry_id }, 'agent asked for an entry it is not authorised for');
+        results.push({ entry_id: p.entry_id, status: errStatus(err) });
+        continue;
+      }
+      try {
+        const ttlMs = entry.x509SvidTtlSeconds > 0 ? entry.x509SvidTtlSeconds * 1000 : deps.defaultX509SvidTtlMs;
+        const svid = await sign('x509', entry.spiffeId, p.csr, ttlMs, [...entry.dnsNames]);
+        audit.record({
+          who: caller.agentId,
+          action: 'x509svid.issue',
+          result: 'ok',
+          entryId: entry.id,
+          spiffeId: entry.spiffeId,
+          serial: normalizeSerial(svid.serial),
+          expiresAt: svid.notAfter.toISOString(),
+        });
+        results.push({ entry_id: entry.id, svid: svidMsg(entry.spiffeId, svid), status: okStatus() });
+      } catch (err) {
+        const se = toSigilError(err);
+        if (se.code === 'ERR_INTERNAL') logger.error({ err, entryId: entry.id }, 'signing an X509-SVID failed');
+        audit.record({ who: caller.agentId, action: 'x509svid.issue', result: 'error', entryId: entry.id, spiffeId: entry.spiffeId, reason: se.reason ?? se.code });
+        results.push({ entry_id: entry.id, status: errStatus(se.code === 'ERR_INTERNAL' ? new SigilError('ERR_INTERNAL', 'internal error') : se) });
+      }
+    }
+    return { results };
+  }
+
+  async function newJwtSvid(call: ServerUnaryCall<{ entry_id: string; audience: string[] }, unknown>): Promise<unknown> {
+    const caller = await authenticateAgent(call.getAuthContext(), ds, trustDomain);
+    const { entry_id: entryId, audience } = call.request;
+    if (audience.length === 0 || audience.some((a) => a.length === 0)) {
+      throw new SigilError('ERR_INVALID_ARGUMENT', 'a JWT-SVID needs at least one non-empty audience', { reason: 'no-audience' });
+    }
+    const entry = (await authorizedFor(caller)).get(entryId);
+    if (entry === undefined) {
+      metrics.svidsIssued.inc({ kind: 'jwt', result: 'denied' });
+      audit.record({ who: caller.agentId, action: 'jwtsvid.issue', result: 'denied', entryId, reason: 'entry-not-authorized' });
+      throw new SigilError('ERR_PERMISSION_DENIED', `agent is not authorised for entry ${JSON.stringify(entryId)}`, { reason: 'entry-not-authorized' });
+    }
+    const ttlMs = entry.jwtSvidTtlSeconds > 0 ? entry.jwtSvidTtlSeconds * 1000 : deps.defaultJwtSvidTtlMs;
+    const end = metrics.issueLatency.startTimer({ kind: 'jwt' });
+    const jwt = await ca.mintJwtSvid({ spiffeId: SpiffeId.parse(entry.spiffeId), audience: [...audience], ttlMs }).finally(end);
+    metrics.svidsIssued.inc({ kind: 'jwt', result: 'ok' });
+    audit.record({
+      who: caller.agentId,
+      action: 'jwtsvid.issue',
+      result: 'ok',
+      entryId: entry.id,
+      spiffeId: entry.spiffeId,
+      expiresAt: jwt.expiresAt.toISOString(),
+      detail: { kid: jwt.kid, jti: jwt.jti, audience: audience.join(' ') },
+    });
+    return {
+      svid: {
+        token: jwt.token,
+        spiffe_id: entry.spiffeId,
+        expires_at: Math.floor(jwt.expiresAt.getTime() / 1000),
+        issued_at: Math.floor(clock.nowMs() / 1000),
+      },
+    };
+  }
+
+  async function getBundle(call: ServerUnaryCall<unknown, unknown>): Promise<unknown> {
+    await authenticateAgent(call.getAuthContext(), ds, trustDomain);
+    const fed = await deps.bundles.federated();
+    return { bundle: await ownBundleMsg(), federated_bundles: fed.map(bundleToMsg) };
+  }
+
+  function syncEntries(call: ServerWritableStream<{ page_size: number }, unknown>): void {
+    const requested = call.request.page_size;
+    const pageSize = requested > 0 ? Math.min(requested, SYNC_PAGE_SIZE.max) : SYNC_PAGE_SIZE.default;
+    let closed = false;
+    let batch = 0;
+    let sent = new Map<string, number>(); // entry ID → revision last sent
+    let dirty: Set<ChangeKind> = new Set();
+    let timer: NodeJS.Timeout | undefined;
+    let running: Promise<void> = Promise.resolve();
+    let unsubscribe: () => void = () => undefined;
+
+    const close = (err?: unknown): void => {
+      if (closed) return;
+      closed = true;
+      if (timer !== undefined) clearTimeout(timer);
+      unsubscribe();
+      openStreams.delete(forceClose);
+      metrics.syncStreams.dec();
+      if (err !== undefined) call.emit('error', fail(err, 'entry sync'));
+      else call.end();
+    };
+    const forceClose = (): void => close(new SigilError('ERR_UNAVAILABLE', 'server is shutting down', { reason: 'shutdown' }));
+    openStreams.add(forceClose);
+    metrics.syncStreams.inc();
+    call.on('cancelled', () => close());
+    call.on('error', () => close());
+
+    const write = async (msg: unknown): Promise<void> => {
+      if (closed) return;
+      if (!call.write(msg)) await new Promise<void>((resolve) => call.once('drain', () => resolve()));
+    };
+
+    const bundlesPart = async (): Promise<{ bundle: BundleMsg; federated_bundles: BundleMsg[] }> => {
+      const fed = await deps.bundles.federated();
+      return { bundle: await ownBundleMsg(), federated_bundles: fed.map(bundleToMsg) };
+    };
+
+    const sendBatch = async (kind: 'FULL' | 'DELTA', upserts: RegistrationEntry[], deleted: string[], withBundles: boolean): Promise<void> => {
+      batch++;
+      const pages: { entries: EntryMsg[]; deleted: string[] }[] = [];
+      let cur: EntryMsg[] = [];
+      let bytes = 0;
+      for (const e of upserts) {
+        const size = entrySizeEstimate(e);
+        if (cur.length > 0 && (cur.length >= pageSize || bytes + size > SYNC_PAGE_BYTES)) {
+          pages.push({ entries: cur, deleted: [] });
+          cur = [];
+          bytes = 0;
+        }
+        cur.push(entryToMsg(e));
+        bytes += size;
+      }
+      pages.push({ entries: cur, deleted: [] });
+      for (let i = 0; i < deleted.length; i += pageSize * 4) pages.push({ entries: [], deleted: deleted.slice(i, i + pageSize * 4) });
+      const nonEmpty = pages.filter((p, i) => i === 0 || p.entries.length > 0 || p.deleted.length > 0);
+      const bundles = withBundles ? await bundlesPart() : undefined;
+      for (const [i, p] of nonEmpty.entries()) {
+        await write({
+          kind,
+          entries: p.entries,
+          deleted_entry_ids: p.deleted,
+          ...(i === 0 && bundles !== undefined ? bundles : {}),
+          batch_complete: i === nonEmpty.length - 1,
+          batch,
+        });
+      }
+    };
+
+    const caller = async (): Promise<AgentCaller> => authenticateAgent(call.getAuthContext(), ds, trustDomain);
+
+    const full = async (): Promise<void> => {
+      const c = await caller();
+      const entries = [...(await authorizedFor(c)).values()];
+      await sendBatch('FULL', entries, [], true);
+      sent = new Map(entries.map((e) => [e.id, e.revision]));
+      logger.debug({ agentId: c.agentId, entries: entries.length }, 'entry sync started');
+    };
+
+    const delta = async (kinds: Set<ChangeKind>): Promise<void> => {
+      // re-authenticating catches evictions and bans while the stream is open
+      const c = await caller();
+      const now = await authorizedFor(c);
+      const upserts: RegistrationEntry[] = [];
+      for (const e of now.values()) if (sent.get(e.id) !== e.revision) upserts.push(e);
+      const deleted = [...sent.keys()].filter((id) => !now.has(id));
+      const withBundles = kinds.has('bundles');
+      if (upserts.length === 0 && deleted.length === 0 && !withBundles) return;
+      await sendBatch('DELTA', upserts, deleted, withBundles);
+      sent = new Map([...now.values()].map((e) => [e.id, e.revision]));
+    };
+
+    const schedule = (kind: ChangeKind): void => {
+      if (closed) return;
+      dirty.add(kind);
+      if (timer !== undefined) return;
+      // real time, not the injected clock: this only coalesces bursts of I/O
+      timer = setTimeout(() => {
+        timer = undefined;
+        const kinds = dirty;
+        dirty = new Set();
+        running = running.then(() => (closed ? undefined : delta(kinds))).catch((err: unknown) => close(err));
+      }, SYNC_DEBOUNCE_MS);
+    };
+
+    unsubscribe = deps.hub.subscribe(schedule);
+    running = full().catch((err: unknown) => close(err));
+  }
+
+  return {
+    AttestAgent: (call: ServerDuplexStream<AttestAgentRequestMsg, unknown>) => void attest(call),
+    RenewAgent: unary('agent renewal', renew),
+    SyncEntries: syncEntries,
+    BatchNewX509SVID: unary('X509-SVID batch', batchNewX509Svid),
+    NewJWTSVID: unary('JWT-SVID', newJwtSvid),
+    GetBundle: unary('bundle', getBundle),
+    closeStreams: () => {
+      for (const c of [...openStreams]) c();
+    },
+  };
+}

@@ -1,0 +1,75 @@
+/**
+ * The audit log: one JSON line per SVID issued, attestation, refusal and admin change.
+ * Records carry who, what, entry ID, SPIFFE ID, serial and expiry — by construction never
+ * a key, token or JWT: the record type has no field that could hold one.
+ */
+import { closeSync, mkdirSync, openSync, writeSync } from 'node:fs';
+import { dirname } from 'node:path';
+import type { Clock } from '../common/clock.js';
+
+/** One audit record. */
+export interface AuditRecord {
+  /** The caller: an agent's SPIFFE ID, `admin` (with uid when known), or `anonymous`. */
+  readonly who: string;
+  /** The action, e.g. `x509svid.issue`, `agent.attest`, `entry.create`. */
+  readonly action: string;
+  /** `ok`, `denied` or `error`. */
+  readonly result: 'ok' | 'denied' | 'error';
+  readonly entryId?: string;
+  readonly spiffeId?: string;
+  readonly serial?: string;
+  /** Expiry, ISO 8601. */
+  readonly expiresAt?: string;
+  /** Sigil error code or reason of a refusal. */
+  readonly reason?: string;
+  /** Non-secret extra facts (attestor name, token ID, audience). */
+  readonly detail?: Readonly<Record<string, string | number | boolean>>;
+}
+
+/** Where audit lines go. */
+export interface AuditSink {
+  write(line: string): void;
+  close(): void;
+}
+
+/** An audit sink appending to a file (mode 0600), synchronously so no record is lost on crash. */
+export function fileAuditSink(path: string): AuditSink {
+  mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
+  const fd = openSync(path, 'a', 0o600);
+  let open = true;
+  return {
+    write: (line) => {
+      if (open) writeSync(fd, line);
+    },
+    close: () => {
+      if (open) closeSync(fd);
+      open = false;
+    },
+  };
+}
+
+/** An audit sink keeping lines in memory (tests). */
+export function memoryAuditSink(): AuditSink & { readonly lines: string[] } {
+  const lines: string[] = [];
+  return { lines, write: (line) => void lines.push(line), close: () => undefined };
+}
+
+/** Writes audit records as JSON lines with a timestamp. */
+export class AuditLog {
+  readonly #sink: AuditSink;
+  readonly #clock: Clock;
+
+  constructor(sink: AuditSink, clock: Clock) {
+    this.#sink = sink;
+    this.#clock = clock;
+  }
+
+  /** Appends one record. */
+  record(rec: AuditRecord): void {
+    this.#sink.write(`${JSON.stringify({ time: this.#clock.now().toISOString(), ...rec })}\n`);
+  }
+
+  close(): void {
+    this.#sink.close();
+  }
+}

@@ -1,0 +1,37 @@
+/**
+ * What the server needs from its CA (src/ca/ca-manager.ts's CaManager satisfies it). The
+ * API handlers depend on this narrow view so they stay testable and independent of how
+ * the CA keeps its keys.
+ */
+import type { KeyObject } from 'node:crypto';
+import type { SpiffeId } from '../spiffe/spiffe-id.js';
+
+/** An X.509-SVID as signed by the CA. */
+export interface SignedX509Svid {
+  /** Leaf first, DER, without the root. */
+  readonly chain: readonly Buffer[];
+  /** Leaf serial, hex. */
+  readonly serial: string;
+  readonly notAfter: Date;
+}
+
+/** A minted JWT-SVID; `token` is a secret. */
+export interface MintedJwtSvid {
+  readonly token: string;
+  readonly expiresAt: Date;
+  readonly kid: string;
+  /** The token's `jti`: what logs may name instead of the token. */
+  readonly jti: string;
+}
+
+/** The server's certificate authority. */
+export interface ServerCa {
+  signX509SvidFromCsr(req: { csr: Uint8Array; spiffeId: SpiffeId; ttlMs?: number; dnsNames?: string[] }): Promise<SignedX509Svid>;
+  mintJwtSvid(req: { spiffeId: SpiffeId; audience: string[]; ttlMs?: number }): Promise<MintedJwtSvid>;
+  /** X.509 roots of the trust domain (DER), as published in the bundle. */
+  x509Authorities(): Buffer[];
+  /** JWT signing public keys, as published in the bundle. */
+  jwtAuthorities(): { kid: string; publicKey: KeyObject; notAfter: Date | number }[];
+  on(event: 'bundle-changed', listener: () => void): unknown;
+  off(event: 'bundle-changed', listener: () => void): unknown;
+}

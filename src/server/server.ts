@@ -1,0 +1,290 @@
+/**
+ * `sigil server run`: composes the server from its config — datastore, key manager, CA,
+ * trust bundle, node attestors, the agent API (gRPC over TCP+TLS with the server's own
+ * SVID), the admin API (gRPC on a Unix socket, mode 0770), health and metrics, and the
+ * audit log — and stops it again in reverse order.
+ */
+import { X509Certificate } from 'node:crypto';
+import { chmodSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
+import { dirname } from 'node:path';
+import { Server, ServerCredentials, experimental } from '@grpc/grpc-js';
+import type { CertificateProvider } from '@grpc/grpc-js/build/src/certificate-provider.js';
+import { systemClock, type Clock } from '../common/clock.js';
+import { SigilError } from '../common/errors.js';
+import { createLogger, type Logger } from '../common/logger.js';
+import { pemBlocks } from '../common/x509.js';
+import type { Datastore } from '../datastore/datastore.js';
+import { openSqliteDatastore } from '../datastore/sqlite/sqlite-datastore.js';
+import { serviceDefinition } from '../grpc/proto.js';
+import type { KeyManager } from '../plugin/key-manager.js';
+import type { NodeAttestorServer } from '../plugin/node-attestor.js';
+import { CaManager } from '../ca/ca-manager.js';
+import { DiskKeyManager } from '../ca/key-manager/disk-key-manager.js';
+import { MemoryKeyManager } from '../ca/key-manager/memory-key-manager.js';
+import { loadUpstreamAuthority } from '../ca/upstream-authority.js';
+import { JoinTokenServerAttestor } from '../../attestors/node/join_token/server.js';
+import { X509PopServerAttestor } from '../../attestors/node/x509pop/server.js';
+import { createAdminServices } from './admin-api/admin-service.js';
+import { createAgentService } from './agent-api/agent-service.js';
+import { AuditLog, fileAuditSink, type AuditSink } from './audit-log.js';
+import { serverSpiffeId } from './authorized-entries.js';
+import { BundleManager } from './bundle-manager.js';
+import { ChangeHub } from './change-hub.js';
+import type { ServerConfig } from './config.js';
+import { startHealthServer, type HealthServer } from './health.js';
+import { ServerMetrics } from './metrics.js';
+import type { ServerCa } from './server-ca.js';
+import { ServerSvidProvider } from './server-svid.js';
+
+/** The proto file of the agent API, relative to proto/. */
+export const AGENT_PROTO = 'sigil/agent/v1/agent.proto';
+/** The proto file of the admin API, relative to proto/. */
+export const ADMIN_PROTO = 'sigil/admin/v1/admin.proto';
+/** Names of the admin services in ADMIN_PROTO (package sigil.admin.v1). */
+export const ADMIN_SERVICES = ['Entries', 'Agents', 'JoinTokens', 'Bundles', 'LocalAuthority', 'Mint', 'Server'] as const;
+/** Sigil's version as reported by the admin API. */
+export const SIGIL_VERSION = '0.1.0';
+
+/** Injected dependencies of a server (all optional). */
+export interface StartServerOptions {
+  readonly clock?: Clock;
+  readonly logger?: Logger;
+  /** Audit destination; by default the file at config.auditLog.path. */
+  readonly auditSink?: AuditSink;
+  /** Key manager to use instead of the configured one (tests that share keys across restarts). */
+  readonly keyManager?: KeyManager;
+}
+
+/** A running server. */
+export interface RunningServer {
+  readonly config: ServerConfig;
+  /** The agent API's bound address (port resolved when configured as 0). */
+  readonly agentAddress: { readonly host: string; readonly port: number };
+  readonly adminSocketPath: string;
+  /** Health endpoint address, when enabled. */
+  readonly healthAddress: { readonly host: string; readonly port: number } | undefined;
+  readonly datastore: Datastore;
+  readonly ca: CaManager;
+  readonly bundles: BundleManager;
+  readonly metrics: ServerMetrics;
+  readonly serverSvid: ServerSvidProvider;
+  /** The X.509 authorities (DER) agents must trust to reach the agent API. */
+  x509Authorities(): Buffer[];
+  /** Stops everything; idempotent. */
+  stop(): Promise<void>;
+}
+
+function bindAsync(server: Server, address: string, creds: ServerCredentials): Promise<number> {
+  return new Promise((resolve, reject) => server.bindAsync(address, creds, (err, port) => (err ? reject(err) : resolve(port))));
+}
+
+function shutdown(server: Server, graceMs: number): Promise<void> {
+  return new Promise((resolve) => {
+    const t = setTimeout(() => {
+      server.forceShutdown();
+      resolve();
+    }, graceMs);
+    server.tryShutdown(() => {
+      clearTimeout(t);
+      resolve();
+    });
+  });
+}
+
+/** Starts a server from a resolved config; rejects (after cleaning up) if any part fails. */
+export async function startServer(config: ServerConfig, options: StartServerOptions = {}): Promise<RunningServer> {
+  const clock = options.clock ?? systemClock;
+  const logger = options.logger ?? createLogger({ level: config.logLevel, name: 'sigil-server' });
+  const cleanups: (() => Promise<void> | void)[] = [];
+  const cleanup = async (): Promise<void> => {
+    for (const c of cleanups.reverse()) {
+      try {
+        await c();
+      } catch (err) {
+        logger.warn({ err }, 'shutdown step failed');
+      }
+    }
+    cleanups.length = 0;
+  };
+  try {
+    mkdirSync(config.dataDir, { recursive: true, mode: 0o700 });
+    const audit = new AuditLog(options.auditSink ?? fileAuditSink(config.auditLog.path), clock);
+    cleanups.push(() => audit.close());
+
+    const ds = await openSqliteDatastore({ path: config.datastore.sqlitePath, clock, logger });
+    cleanups.push(() => ds.close());
+
+    let keyManager = options.keyManager;
+    if (keyManager === undefined) {
+      keyManager =
+        config.keyManager.type === 'memory'
+          ? new MemoryKeyManager()
+          : await DiskKeyManager.open({ dir: config.keyManager.dir, kekPath: config.keyManager.kekFile as string, logger });
+    }
+    const upstream =
+      config.ca.upstream === undefined
+        ? undefined
+        : await loadUpstreamAuthority({
+            certPath: config.ca.upstream.certFile,
+            keyPath: config.ca.upstream.keyFile,
+            ...(config.ca.upstream.bundleFile === undefined ? {} : { bundlePath: config.ca.upstream.bundleFile }),
+          });
+    const td = config.trustDomain;
+    const ca = await CaManager.create({
+      trustDomain: td,
+      keyManager,
+      journal: {
+        load: () => ds.getCaJournal(td.idString),
+        save: (data: Uint8Array) => ds.setCaJournal(td.idString, data),
+      },
+      clock,
+      logger,
+      x509CaKeyType: config.ca.keyType,
+      x509SvidTtlMs: config.svid.defaultX509TtlMs,
+      jwtSvidTtlMs: config.svid.defaultJwtTtlMs,
+      jwtKeyType: config.ca.jwtKeyType,
+      caTtlMs: config.ca.ttlMs,
+      ...(upstream === undefined ? {} : { upstream }),
+    });
+    ca.start();
+    cleanups.push(async () => {
+      ca.stop();
+      await ca.idle();
+    });
+    const serverCa: ServerCa = ca;
+
+    const metrics = new ServerMetrics();
+    const hub = new ChangeHub();
+    cleanups.push(() => hub.stop());
+    const bundles = new BundleManager({ ds, ca: serverCa, trustDomain: td, refreshHintSeconds: Math.round(config.bundleRefreshHintMs / 1000), hub, logger });
+    await bundles.start();
+    cleanups.push(() => bundles.stop());
+    await hub.startPolling(ds, logger);
+
+    const attestors = new Map<string, NodeAttestorServer>();
+    if (config.nodeAttestors.joinToken !== undefined) attestors.set('join_token', new JoinTokenServerAttestor({ store: ds, clock }));
+    if (config.nodeAttestors.x509pop !== undefined) {
+      const pem = readFileSync(config.nodeAttestors.x509pop.caBundleFile, 'utf8');
+      const cas = pemBlocks(pem, 'CERTIFICATE');
+      if (cas.length === 0) {
+        throw new SigilError('ERR_CONFIG_INVALID', `nodeAttestors.x509pop.caBundleFile ${config.nodeAttestors.x509pop.caBundleFile} holds no certificate`, {
+          reason: 'x509pop-ca-bundle',
+        });
+      }
+      attestors.set('x509pop', new X509PopServerAttestor({ trustedCas: cas, clock }));
+    }
+
+    const svid = new ServerSvidProvider({ ca: serverCa, spiffeId: serverSpiffeId(td).toString(), ttlMs: config.svid.agentTtlMs, clock, logger });
+    await svid.start();
+    cleanups.push(() => svid.stop());
+
+    const agentService = createAgentService({
+      ds,
+      ca: serverCa,
+      bundles,
+      hub,
+      trustDomain: td,
+      attestors,
+      clock,
+      logger,
+      audit,
+      metrics,
+      agentSvidTtlMs: config.svid.agentTtlMs,
+      defaultX509SvidTtlMs: config.svid.defaultX509TtlMs,
+      defaultJwtSvidTtlMs: config.svid.defaultJwtTtlMs,
+    });
+    const agentServer = new Server({ 'grpc.max_receive_message_length': 4 * 1024 * 1024 });
+    agentServer.addService(serviceDefinition(AGENT_PROTO, 'sigil.agent.v1.Agent'), agentService);
+    const provider = svid as unknown as CertificateProvider;
+    const creds = experimental.createCertificateProviderServerCredentials(provider, provider, false);
+    const { host } = config.agentApi;
+    const agentPort = await bindAsync(agentServer, `${host.includes(':') ? `[${host}]` : host}:${config.agentApi.port}`, creds);
+    cleanups.push(async () => {
+      agentService.closeStreams();
+      await shutdown(agentServer, 2000);
+    });
+
+    const started = clock.nowMs();
+    let ready = false;
+    const adminServer = new Server();
+    const adminImpls = createAdminServices({
+      ds,
+      ca: serverCa,
+      localAuthority: ca,
+      bundles,
+      hub,
+      trustDomain: td,
+      clock,
+      logger,
+      audit,
+      joinTokenTtlMs: config.nodeAttestors.joinToken?.defaultTtlMs ?? 600_000,
+      defaultX509SvidTtlMs: config.svid.defaultX509TtlMs,
+      defaultJwtSvidTtlMs: config.svid.defaultJwtTtlMs,
+      info: () => ({ agentApiAddress: `${host}:${agentPort}`, startedAt: started, ready, version: SIGIL_VERSION }),
+    });
+    for (const name of ADMIN_SERVICES) {
+      adminServer.addService(serviceDefinition(ADMIN_PROTO, `sigil.admin.v1.${name}`), adminImpls[name] ?? {});
+    }
+    const socketPath = config.adminApi.socketPath;
+    mkdirSync(dirname(socketPath), { recursive: true, mode: 0o770 });
+    // a socket left by a crashed server would make bind fail with EADDRINUSE
+    rmSync(socketPath, { force: true });
+    await bindAsync(adminServer, `unix://${socketPath}`, ServerCredentials.createInsecure());
+    chmodSync(socketPath, 0o770);
+    cleanups.push(async () => {
+      await shutdown(adminServer, 1000);
+      rmSync(socketPath, { force: true });
+    });
+
+    const refreshGauges = async (): Promise<void> => {
+      metrics.entries.set(await ds.countEntries());
+      metrics.agents.set(await ds.countAttestedNodes());
+      const notAfter = Math.max(0, ...serverCa.x509Authorities().map((c) => new Date(new X509Certificate(c).validTo).getTime()));
+      metrics.caExpiry.set(Math.floor(notAfter / 1000));
+    };
+    let health: HealthServer | undefined;
+    if (config.health !== undefined) {
+      health = await startHealthServer({
+        host: config.health.host,
+        port: config.health.port,
+        metrics,
+        logger,
+        ready: async () => {
+          if (!ready) return false;
+          await ds.countEntries();
+          await refreshGauges();
+          return true;
+        },
+      });
+      const h = health;
+      cleanups.push(() => h.close());
+    }
+    ready = true;
+    logger.info({ trustDomain: td.name, agentApi: `${host}:${agentPort}`, adminSocket: socketPath, health: health === undefined ? null : `${health.host}:${health.port}` }, 'server started');
+
+    let stopping: Promise<void> | undefined;
+    return {
+      config,
+      agentAddress: { host, port: agentPort },
+      adminSocketPath: socketPath,
+      healthAddress: health === undefined ? undefined : { host: health.host, port: health.port },
+      datastore: ds,
+      ca,
+      bundles,
+      metrics,
+      serverSvid: svid,
+      x509Authorities: () => serverCa.x509Authorities(),
+      stop: () => {
+        stopping ??= (async () => {
+          ready = false;
+          await cleanup();
+          logger.info('server stopped');
+        })();
+        return stopping;
+      },
+    };
+  } catch (err) {
+    await cleanup();
+    throw err;
+  }
+}

@@ -1,0 +1,137 @@
+/**
+ * Starts a real Sigil server in-process on temporary directories (real SQLite file, disk
+ * key manager with a KEK file, agent API on 127.0.0.1 port 0, admin API on a Unix socket),
+ * capturing its logs and audit lines so tests can scan them for secrets.
+ */
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { ManualClock } from '../../src/common/clock.js';
+import type { Secret } from '../../src/common/secret.js';
+import { memoryLogger, type Logger } from '../../src/common/logger.js';
+import { generateKekFile } from '../../src/ca/key-manager/kek.js';
+import { resolveServerConfig, type ServerConfig } from '../../src/server/config.js';
+import { startServer, type RunningServer } from '../../src/server/server.js';
+import type { AuditSink } from '../../src/server/audit-log.js';
+import { AdminClient } from '../../src/cli/commands/admin-client.js';
+import { Secret as SecretValue } from '../../src/common/secret.js';
+
+/** Options of startTestServer. */
+export interface TestServerOptions {
+  readonly trustDomain?: string;
+  /** Reuse a directory (e.g. to restart a server on the same data). */
+  readonly dir?: string;
+  /** Extra raw config merged over the defaults (YAML-shaped). */
+  readonly config?: Record<string, unknown>;
+  readonly clock?: ManualClock;
+}
+
+/** A server started for a test, with its captured logs. */
+export interface TestServer {
+  readonly server: RunningServer;
+  readonly config: ServerConfig;
+  readonly dir: string;
+  readonly clock: ManualClock;
+  readonly logger: Logger;
+  /** Every log line the server wrote. */
+  readonly logLines: string[];
+  /** Every audit line the server wrote. */
+  readonly auditLines: string[];
+  readonly admin: AdminClient;
+  /** `127.0.0.1:<port>` of the agent API. */
+  readonly agentTarget: string;
+  /** Creates a join token through the admin API. */
+  createJoinToken(ttlSeconds?: number): Promise<{ token: Secret<string>; tokenId: string; agentId: string }>;
+  /** Creates a registration entry through the admin API and returns its ID. */
+  createEntry(entry: { spiffeId: string; parentId: string; selectors: string[]; x509SvidTtlSeconds?: number; dnsNames?: string[] }): Promise<string>;
+  /** Stops the server (keeps the directory). */
+  stop(): Promise<void>;
+  /** Stops the server and removes its directory. */
+  destroy(): Promise<void>;
+}
+
+/** Creates a temp dir with a KEK file (mode 0600). */
+export async function makeServerDir(): Promise<string> {
+  const dir = await mkdtemp(join(tmpdir(), 'sigil-server-'));
+  await generateKekFile(join(dir, 'kek'));
+  return dir;
+}
+
+/** Starts a server on temp dirs; call `destroy()` in the test's teardown. */
+export async function startTestServer(options: TestServerOptions = {}): Promise<TestServer> {
+  const dir = options.dir ?? (await makeServerDir());
+  // starts in the past so that tests may advance it a few minutes and certificates the
+  // CA signs (notBefore from this clock) are still valid for TLS, which uses real time
+  const clock = options.clock ?? new ManualClock(Date.now() - 5 * 60_000);
+  const raw = {
+    trustDomain: options.trustDomain ?? 'example.org',
+    dataDir: join(dir, 'data'),
+    logLevel: 'debug',
+    agentApi: { address: '127.0.0.1:0' },
+    adminApi: { socketPath: join(dir, 'admin.sock') },
+    keyManager: { type: 'disk', kekFile: join(dir, 'kek') },
+    ...(options.config ?? {}),
+  };
+  const config = resolveServerConfig(raw, {}, dir);
+  const { logger, lines } = memoryLogger('debug');
+  const auditLines: string[] = [];
+  const auditSink: AuditSink = { write: (l) => void auditLines.push(l), close: () => undefined };
+  const server = await startServer(config, { clock, logger, auditSink });
+  const admin = new AdminClient(server.adminSocketPath);
+  let stopped = false;
+  const stop = async (): Promise<void> => {
+    if (stopped) return;
+    stopped = true;
+    admin.close();
+    await server.stop();
+  };
+  return {
+    server,
+    config,
+    dir,
+    clock,
+    logger,
+    logLines: lines,
+    auditLines,
+    admin,
+    agentTarget: `127.0.0.1:${server.agentAddress.port}`,
+    async createJoinToken(ttlSeconds = 0) {
+      const r = await admin.call<{ token: string; token_id: string; agent_id: string }>('JoinTokens', 'CreateJoinToken', { ttl_seconds: ttlSeconds });
+      return { token: new SecretValue(r.token), tokenId: r.token_id, agentId: r.agent_id };
+    },
+    async createEntry(entry) {
+      const r = await admin.call<{ results: { status: { code: number; message: string }; entry?: { id: string } }[] }>('Entries', 'BatchCreateEntry', {
+        entries: [
+          {
+            spiffe_id: entry.spiffeId,
+            parent_id: entry.parentId,
+            selectors: entry.selectors.map((s) => {
+              const i = s.indexOf(':');
+              return { type: s.slice(0, i), value: s.slice(i + 1) };
+            }),
+            x509_svid_ttl_seconds: entry.x509SvidTtlSeconds ?? 0,
+            dns_names: entry.dnsNames ?? [],
+          },
+        ],
+      });
+      const res = r.results[0];
+      if (res === undefined || res.status.code !== 0 || res.entry === undefined) throw new Error(`entry create failed: ${res?.status.message}`);
+      return res.entry.id;
+    },
+    stop,
+    async destroy() {
+      await stop();
+      await rm(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** Writes a YAML config for a server in `dir` (for CLI tests that run `sigil server run`). */
+export async function writeServerConfig(dir: string, extra = ''): Promise<string> {
+  const path = join(dir, 'server.yaml');
+  await writeFile(
+    path,
+    `trustDomain: example.org\ndataDir: ${join(dir, 'data')}\nagentApi:\n  address: 127.0.0.1:0\nadminApi:\n  socketPath: ${join(dir, 'admin.sock')}\nkeyManager:\n  type: disk\n  kekFile: ${join(dir, 'kek')}\n${extra}`,
+  );
+  return path;
+}

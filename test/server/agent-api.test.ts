@@ -1,0 +1,121 @@
+import test from 'ava';
+import { X509Certificate } from 'node:crypto';
+import { JoinTokenAgentAttestor } from '../../attestors/node/join_token/agent.js';
+import { Secret } from '../../src/common/secret.js';
+import { SigilError } from '../../src/common/errors.js';
+import { generateKeyAndCsr } from '../../src/server/server-svid.js';
+import { startTestServer } from '../helpers/server.js';
+import { AgentApiClient, attest, uriOf, type SyncMessage } from '../helpers/agent-client.js';
+
+async function codeOf(p: Promise<unknown>): Promise<{ code: string; reason?: string | undefined }> {
+  try {
+    await p;
+  } catch (err) {
+    if (err instanceof SigilError) return { code: err.code, reason: err.reason };
+    throw err;
+  }
+  throw new Error('expected a rejection');
+}
+
+test('join_token attestation, renewal, sync with pushed changes, issuance and authorisation', async (t) => {
+  const s = await startTestServer();
+  t.teardown(() => s.destroy());
+  const roots = s.server.x509Authorities();
+  const tok = await s.createJoinToken();
+  t.true(tok.agentId.startsWith('spiffe://example.org/sigil/agent/join_token/'));
+  t.false(tok.agentId.includes(tok.token.reveal()));
+
+  const id = await attest(s.agentTarget, roots, 'example.org', new JoinTokenAgentAttestor(tok.token));
+  t.is(id.spiffeId, tok.agentId);
+  t.is(uriOf(id.chain[0] as Buffer), tok.agentId);
+
+  // reuse is refused
+  const reused = await codeOf(attest(s.agentTarget, roots, 'example.org', new JoinTokenAgentAttestor(tok.token)));
+  t.is(reused.code, 'ERR_ATTESTATION_FAILED');
+  // unknown token
+  const bad = await codeOf(attest(s.agentTarget, roots, 'example.org', new JoinTokenAgentAttestor(new Secret('not-a-token'))));
+  t.is(bad.code, 'ERR_ATTESTATION_FAILED');
+  // expired token
+  const tok2 = await s.createJoinToken(60);
+  s.clock.advance(61_000);
+  const expired = await codeOf(attest(s.agentTarget, roots, 'example.org', new JoinTokenAgentAttestor(tok2.token)));
+  t.is(expired.code, 'ERR_ATTESTATION_FAILED');
+
+  const entryA = await s.createEntry({ spiffeId: 'spiffe://example.org/workload/a', parentId: id.spiffeId, selectors: ['unix:uid:1000'] });
+  // a second agent and its entry: the first agent must not get it
+  const tok3 = await s.createJoinToken();
+  const other = await attest(s.agentTarget, roots, 'example.org', new JoinTokenAgentAttestor(tok3.token));
+  const entryB = await s.createEntry({ spiffeId: 'spiffe://example.org/workload/b', parentId: other.spiffeId, selectors: ['unix:uid:1001'] });
+
+  const client = new AgentApiClient(s.agentTarget, roots, 'example.org', id);
+  t.teardown(() => client.close());
+
+  // sync: full batch then a pushed delta within 1 s
+  const stream = client.sync();
+  const messages: SyncMessage[] = [];
+  const waitFor = (pred: (m: SyncMessage) => boolean, ms: number): Promise<SyncMessage> =>
+    new Promise((resolve, reject) => {
+      const found = messages.find(pred);
+      if (found) return resolve(found);
+      const timer = setTimeout(() => reject(new Error('timed out waiting for sync message')), ms);
+      const on = (m: SyncMessage): void => {
+        if (pred(m)) {
+          clearTimeout(timer);
+          stream.off('data', on);
+          resolve(m);
+        }
+      };
+      stream.on('data', on);
+    });
+  stream.on('data', (m: SyncMessage) => messages.push(m));
+  stream.on('error', () => undefined);
+  const first = await waitFor((m) => m.kind === 'FULL' && m.batch_complete, 5000);
+  t.deepEqual(first.entries.map((e) => e.id), [entryA]);
+  t.truthy(first.bundle);
+  const started = Date.now();
+  const entryC = await s.createEntry({ spiffeId: 'spiffe://example.org/workload/c', parentId: 'spiffe://example.org/workload/a', selectors: ['unix:uid:1002'] });
+  const delta = await waitFor((m) => m.kind === 'DELTA' && m.entries.some((e) => e.id === entryC), 1000);
+  t.true(Date.now() - started < 1000);
+  t.deepEqual(delta.entries.map((e) => e.id), [entryC]); // descendant of an authorised entry
+  stream.cancel();
+
+  // batch signing: own entry ok, other agent's entry refused
+  const { csr } = await generateKeyAndCsr();
+  const res = await client.call<{ results: { entry_id: string; status: { code: number; sigil_code: string }; svid: { cert_chain: Buffer[]; spiffe_id: string } | null }[] }>(
+    'BatchNewX509SVID',
+    { params: [{ entry_id: entryA, csr }, { entry_id: entryB, csr }] },
+  );
+  t.is(res.results[0]?.status.code, 0);
+  t.is(uriOf(res.results[0]?.svid?.cert_chain[0] as Buffer), 'spiffe://example.org/workload/a');
+  const leaf = new X509Certificate(res.results[0]?.svid?.cert_chain[0] as Buffer);
+  t.true(roots.some((r) => leaf.verify(new X509Certificate(r).publicKey)));
+  t.is(res.results[1]?.status.sigil_code, 'ERR_PERMISSION_DENIED');
+  t.true(s.auditLines.some((l) => l.includes('"denied"') && l.includes(entryB)));
+
+  const jwtDenied = await codeOf(client.call('NewJWTSVID', { entry_id: entryB, audience: ['x'] }));
+  t.is(jwtDenied.code, 'ERR_PERMISSION_DENIED');
+  const jwt = await client.call<{ svid: { token: string; spiffe_id: string } }>('NewJWTSVID', { entry_id: entryA, audience: ['aud1'] });
+  t.is(jwt.svid.spiffe_id, 'spiffe://example.org/workload/a');
+  t.true(jwt.svid.token.startsWith('eyJ'));
+
+  const bundle = await client.call<{ bundle: { trust_domain_id: string; x509_authorities: Buffer[] } }>('GetBundle', {});
+  t.is(bundle.bundle.trust_domain_id, 'spiffe://example.org');
+
+  // renewal, then the new SVID works and the server still accepts it
+  const renewed = await client.renew();
+  const client2 = new AgentApiClient(s.agentTarget, roots, 'example.org', renewed);
+  t.teardown(() => client2.close());
+  await client2.call('GetBundle', {});
+
+  // ban: refused
+  await s.admin.call('Agents', 'BanAgent', { spiffe_id: id.spiffeId });
+  const banned = await codeOf(client2.call('GetBundle', {}));
+  t.is(banned.code, 'ERR_PERMISSION_DENIED');
+
+  // no secrets in logs or audit
+  const all = [...s.logLines, ...s.auditLines].join('\n');
+  t.false(all.includes('PRIVATE KEY'));
+  t.false(all.includes('eyJ'));
+  t.false(all.includes(tok.token.reveal()));
+  t.false(all.includes(tok3.token.reveal()));
+});
