@@ -243,7 +243,11 @@ export class WorkloadApiClient {
         const { error, grpcCode } = await this.#streamOnce(name, parse, watcher, backoff, ctl.signal);
         if (ctl.signal.aborted) return;
         watcher.onError?.(error);
-        if (grpcCode === GrpcStatus.INVALID_ARGUMENT || grpcCode === GrpcStatus.CANCELLED) {
+        // go-spiffe stops on Cancelled because in Go it means the caller's own context ended;
+        // ours is the abort signal, handled above. A Cancelled sent by the agent (grpc-js
+        // servers reset streams with CANCEL when they shut down) is retried like any outage,
+        // or an agent restart would end every source for good.
+        if (grpcCode === GrpcStatus.INVALID_ARGUMENT) {
           this.#logger.error({ method: name, code: error.code, reason: error.reason }, 'workload API watch ended');
           throw error;
         }
