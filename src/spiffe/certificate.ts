@@ -3,8 +3,8 @@
  * extension facts SPIFFE validation needs, read straight from the DER. Bundles and SVIDs
  * keep these, so verifying a peer chain never re-parses a trust anchor.
  */
-import { X509Certificate, type KeyObject } from 'node:crypto';
-import { childrenOf, contentOf, DerError, expectTlv, oidToString, readTlv, smallUint, timeOf, type Tlv } from './der.js';
+import { constants, createPublicKey, verify as verifySignature, X509Certificate, type KeyObject } from 'node:crypto';
+import { childrenOf, contentOf, DerError, expectTlv, oidToString, smallUint, timeOf, type Tlv } from './der.js';
 
 /** Key usage bits, numbered as in RFC 5280 4.2.1.3 (bit n is `1 << n`). */
 export const KeyUsage = {
@@ -44,6 +44,16 @@ const UNDERSTOOD = new Set<string>([
 
 /** The extension facts of a certificate that SPIFFE validation looks at. */
 export interface CertificateFacts {
+  /** serialNumber as uppercase hex without leading zero bytes (as Node prints it). */
+  readonly serial: string;
+  /** The signed TBSCertificate bytes. */
+  readonly tbs: Uint8Array;
+  /** signatureAlgorithm OID and its raw parameters (empty when absent). */
+  readonly signatureAlgorithm: { readonly oid: string; readonly params: Uint8Array };
+  /** The signature bits. */
+  readonly signature: Uint8Array;
+  /** subjectPublicKeyInfo, raw DER. */
+  readonly spki: Uint8Array;
   /** Issuer Name, raw DER (compared byte-wise when building paths). */
   readonly issuerRaw: Uint8Array;
   /** Subject Name, raw DER. */
@@ -64,45 +74,79 @@ export interface CertificateFacts {
   readonly unhandledCritical: readonly string[];
 }
 
-/** A certificate parsed once and kept: DER, X509Certificate, facts, cached public key. */
+/** Digest of each signature algorithm verified directly (others fall back to X509Certificate). */
+const SIG_HASH: Record<string, string | null> = {
+  '1.2.840.10045.4.3.2': 'sha256', // ecdsa-with-SHA256
+  '1.2.840.10045.4.3.3': 'sha384',
+  '1.2.840.10045.4.3.4': 'sha512',
+  '1.2.840.113549.1.1.11': 'sha256', // sha256WithRSAEncryption
+  '1.2.840.113549.1.1.12': 'sha384',
+  '1.2.840.113549.1.1.13': 'sha512',
+  '1.3.101.112': null, // Ed25519
+};
+
+/** Parsed chain certificates by DER: peers present the same intermediates again and again. */
+const CACHE = new Map<string, ParsedCertificate>();
+const CACHE_MAX = 512;
+
+/** A certificate parsed once and kept: DER, extension facts, cached public key and X509Certificate. */
 export class ParsedCertificate {
   /** The DER encoding. */
   readonly der: Uint8Array;
-  /** Node's view, used for signature checks and printing. */
-  readonly x509: X509Certificate;
   /** Extension facts read from the DER. */
   readonly facts: CertificateFacts;
+  #x509: X509Certificate | undefined;
   #publicKey: KeyObject | undefined;
 
-  private constructor(der: Uint8Array, x509: X509Certificate, facts: CertificateFacts) {
+  private constructor(der: Uint8Array, facts: CertificateFacts, x509?: X509Certificate) {
     this.der = der;
-    this.x509 = x509;
     this.facts = facts;
+    this.#x509 = x509;
   }
 
-  /** Parses one DER certificate; throws DerError (or Node's error) when malformed. */
+  /**
+   * Parses one DER certificate; throws DerError when malformed. Node's X509Certificate is
+   * not built here: under OpenSSL 3 it costs ~150 µs, mostly decoding a key a leaf's
+   * verifier never needs.
+   */
   static fromDer(der: Uint8Array): ParsedCertificate {
-    const x509 = new X509Certificate(der);
     // Keep an exact-length copy: callers may pass views into larger buffers they reuse.
     const own = new Uint8Array(der);
-    return new ParsedCertificate(own, x509, readFacts(own));
+    return new ParsedCertificate(own, readFacts(own));
   }
 
-  /** Wraps an existing X509Certificate without re-encoding it. */
+  /** Like fromDer, but returns the same value for the same DER from a bounded cache. */
+  static fromDerCached(der: Uint8Array): ParsedCertificate {
+    const key = Buffer.from(der.buffer, der.byteOffset, der.byteLength).toString('latin1');
+    const hit = CACHE.get(key);
+    if (hit !== undefined) return hit;
+    const parsed = ParsedCertificate.fromDer(der);
+    if (CACHE.size >= CACHE_MAX) CACHE.delete(CACHE.keys().next().value!);
+    CACHE.set(key, parsed);
+    return parsed;
+  }
+
+  /** Wraps an existing X509Certificate. */
   static fromX509(x509: X509Certificate): ParsedCertificate {
     const der = new Uint8Array(x509.raw);
-    return new ParsedCertificate(der, x509, readFacts(der));
+    return new ParsedCertificate(der, readFacts(der), x509);
   }
 
-  /** The subject public key, created once. */
+  /** Node's view of the certificate, built on first use. */
+  get x509(): X509Certificate {
+    this.#x509 ??= new X509Certificate(this.der);
+    return this.#x509;
+  }
+
+  /** The subject public key, imported once. */
   get publicKey(): KeyObject {
-    this.#publicKey ??= this.x509.publicKey;
+    this.#publicKey ??= createPublicKey({ key: Buffer.from(this.facts.spki), format: 'der', type: 'spki' });
     return this.#publicKey;
   }
 
   /** The serial number as uppercase hex, as Node prints it. */
   get serial(): string {
-    return this.x509.serialNumber;
+    return this.facts.serial;
   }
 
   /** True when subject and issuer are the same name (RFC 5280 "self-issued"). */
@@ -114,22 +158,80 @@ export class ParsedCertificate {
   get isCa(): boolean {
     return this.facts.basicConstraints?.ca === true;
   }
+
+  /** True when `issuer`'s key verifies this certificate's signature. */
+  isSignedBy(issuer: ParsedCertificate): boolean {
+    const { oid } = this.facts.signatureAlgorithm;
+    const hash = SIG_HASH[oid];
+    try {
+      if (hash !== undefined) return verifySignature(hash, this.facts.tbs, issuer.publicKey, this.facts.signature);
+      if (oid === '1.2.840.113549.1.1.10') {
+        const pss = readPssParams(this.facts.signatureAlgorithm.params);
+        return verifySignature(
+          pss.hash,
+          this.facts.tbs,
+          { key: issuer.publicKey, padding: constants.RSA_PKCS1_PSS_PADDING, saltLength: pss.saltLength },
+          this.facts.signature,
+        );
+      }
+      return this.x509.verify(issuer.publicKey);
+    } catch {
+      // A key of the wrong type for the algorithm is a failed signature, not a crash.
+      return false;
+    }
+  }
+}
+
+const HASH_OID: Record<string, string> = {
+  '1.3.14.3.2.26': 'sha1',
+  '2.16.840.1.101.3.4.2.1': 'sha256',
+  '2.16.840.1.101.3.4.2.2': 'sha384',
+  '2.16.840.1.101.3.4.2.3': 'sha512',
+};
+
+/** RSASSA-PSS-params (RFC 4055): hashAlgorithm [0] (default SHA-1), saltLength [2] (default 20). */
+function readPssParams(params: Uint8Array): { hash: string; saltLength: number } {
+  let hash = 'sha1';
+  let saltLength = 20;
+  if (params.length === 0) return { hash, saltLength };
+  const seq = expectTlv(params, 0, params.length, 0x30, 'RSASSA-PSS-params');
+  for (const f of childrenOf(params, seq)) {
+    if (f.tag === 0xa0) {
+      const alg = expectTlv(params, f.contentStart, f.end, 0x30, 'hashAlgorithm');
+      const oidTlv = expectTlv(params, alg.contentStart, alg.end, 0x06, 'hash OID');
+      const name = HASH_OID[oidToString(contentOf(params, oidTlv))];
+      if (name === undefined) throw new DerError('unsupported PSS hash');
+      hash = name;
+    } else if (f.tag === 0xa2) {
+      const n = expectTlv(params, f.contentStart, f.end, 0x02, 'saltLength');
+      saltLength = smallUint(contentOf(params, n));
+    }
+  }
+  return { hash, saltLength };
 }
 
 function readFacts(der: Uint8Array): CertificateFacts {
   const cert = expectTlv(der, 0, der.length, 0x30, 'Certificate');
   if (cert.end !== der.length) throw new DerError('trailing bytes after certificate');
   const tbs = expectTlv(der, cert.contentStart, cert.end, 0x30, 'TBSCertificate');
+  const sigAlg = expectTlv(der, tbs.end, cert.end, 0x30, 'signatureAlgorithm');
+  const sigBits = expectTlv(der, sigAlg.end, cert.end, 0x03, 'signatureValue');
+  if (sigBits.end !== cert.end || sigBits.end - sigBits.contentStart < 2 || der[sigBits.contentStart] !== 0) {
+    throw new DerError('bad signatureValue');
+  }
+  const sigAlgOid = expectTlv(der, sigAlg.contentStart, sigAlg.end, 0x06, 'signature algorithm OID');
   const fields = childrenOf(der, tbs);
   let i = 0;
   if (fields[i]?.tag === 0xa0) i++; // version
-  i++; // serialNumber
+  const serial = fields[i++];
   i++; // signature
   const issuer = fields[i++];
   const validity = fields[i++];
   const subject = fields[i++];
-  i++; // subjectPublicKeyInfo
-  if (issuer?.tag !== 0x30 || validity?.tag !== 0x30 || subject?.tag !== 0x30) throw new DerError('bad TBSCertificate');
+  const spki = fields[i++];
+  if (serial?.tag !== 0x02 || issuer?.tag !== 0x30 || validity?.tag !== 0x30 || subject?.tag !== 0x30 || spki?.tag !== 0x30) {
+    throw new DerError('bad TBSCertificate');
+  }
   const times = childrenOf(der, validity);
   if (times.length !== 2) throw new DerError('bad validity');
   let extensions: Tlv | undefined;
@@ -178,7 +280,14 @@ function readFacts(der: Uint8Array): CertificateFacts {
       }
     }
   }
+  let serialBytes = contentOf(der, serial);
+  while (serialBytes.length > 1 && serialBytes[0] === 0) serialBytes = serialBytes.subarray(1);
   return {
+    serial: Buffer.from(serialBytes).toString('hex').toUpperCase(),
+    tbs: der.subarray(tbs.start, tbs.end),
+    signatureAlgorithm: { oid: oidToString(contentOf(der, sigAlgOid)), params: der.subarray(sigAlgOid.end, sigAlg.end) },
+    signature: der.subarray(sigBits.contentStart + 1, sigBits.end),
+    spki: der.subarray(spki.start, spki.end),
     issuerRaw: der.subarray(issuer.start, issuer.end),
     subjectRaw: der.subarray(subject.start, subject.end),
     subjectEmpty: subject.end === subject.contentStart,
@@ -234,14 +343,4 @@ function readEku(v: Uint8Array): string[] {
     if (t.tag !== 0x06) throw new DerError('bad KeyPurposeId');
     return oidToString(contentOf(v, t));
   });
-}
-
-/** @internal exposed for the bundle parser's x5c check. */
-export function isDerSequence(der: Uint8Array): boolean {
-  try {
-    const t = readTlv(der, 0);
-    return t.tag === 0x30 && t.end === der.length;
-  } catch {
-    return false;
-  }
 }

@@ -192,7 +192,7 @@ function keyFitsAlg(key: KeyObject, alg: string): boolean {
 /**
  * Validates a JWT-SVID: header rules, the signature with the key named by `kid` in the JWT
  * authorities of the `sub`'s trust domain, `exp` (with leeway), `nbf`, and that `aud`
- * contains the expected audience (any one of them when a list is given). Throws
+ * contains the expected audience (every one of them when a list is given). Throws
  * ERR_INVALID_JWT_SVID with a reason such as 'malformed', 'bad-alg', 'extra-header',
  * 'bad-sub', 'no-bundle', 'missing-kid', 'unknown-kid', 'bad-signature', 'expired',
  * 'not-yet-valid', 'missing-aud', 'missing-exp', 'audience-mismatch'.
@@ -228,7 +228,8 @@ export async function parseAndValidateJwtSvid(
   if ((claims.exp as number) + leeway <= nowS) throw jwtError('expired', `token expired at ${new Date((claims.exp as number) * 1000).toISOString()}`);
   if (typeof claims.nbf === 'number' && claims.nbf - leeway > nowS) throw jwtError('not-yet-valid', 'token is not valid yet');
   const expected = typeof audience === 'string' ? [audience] : audience;
-  if (!expected.some((a) => parts.audience.includes(a))) {
+  // Every expected audience must be present, as go-spiffe (go-jose Expected.Audience) demands.
+  if (expected.length === 0 || !expected.every((a) => parts.audience.includes(a))) {
     throw jwtError('audience-mismatch', `token audience ${JSON.stringify(parts.audience)} does not contain ${JSON.stringify(expected)}`);
   }
   return JwtSvid.fromChecked(parts);

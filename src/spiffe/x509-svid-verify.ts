@@ -91,7 +91,7 @@ export function verifyX509SvidChain(chain: X509ChainInput | X509SvidChain, bundl
 
   const issuedBy = (child: ParsedCertificate, issuer: ParsedCertificate): boolean => {
     if (!Buffer.from(child.facts.issuerRaw).equals(issuer.facts.subjectRaw)) return false;
-    if (!child.x509.verify(issuer.publicKey)) {
+    if (!child.isSignedBy(issuer)) {
       note('bad-signature', `signature of ${child === leaf ? 'the leaf' : 'an intermediate'} does not verify with its issuer's key`);
       return false;
     }

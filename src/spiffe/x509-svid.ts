@@ -42,7 +42,7 @@ export function parseCertificates(chain: X509ChainInput): ParsedCertificate[] {
   if (items.length === 0) throw svidError('empty-chain', 'certificate chain is empty');
   return items.map((item, i) => {
     try {
-      return item instanceof X509Certificate ? ParsedCertificate.fromX509(item) : ParsedCertificate.fromDer(item);
+      return item instanceof X509Certificate ? ParsedCertificate.fromX509(item) : ParsedCertificate.fromDerCached(item);
     } catch (err) {
       throw svidError('malformed-der', `certificate ${i} of the chain is not valid DER`, err);
     }

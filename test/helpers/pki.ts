@@ -18,7 +18,7 @@ x509.cryptoProvider.set(webcrypto as unknown as Parameters<typeof x509.cryptoPro
 type CryptoKeyPair = webcrypto.CryptoKeyPair;
 
 /** Key algorithms the helpers can generate. */
-export type TestKeyAlg = 'ec-p256' | 'ec-p384' | 'ec-p521' | 'rsa-2048';
+export type TestKeyAlg = 'ec-p256' | 'ec-p384' | 'ec-p521' | 'rsa-2048' | 'rsa-pss-2048';
 
 /** A generated key pair in every form tests need. */
 export interface TestKeyPair {
@@ -57,6 +57,10 @@ const ALGS: Record<TestKeyAlg, { gen: webcrypto.EcKeyGenParams | webcrypto.RsaHa
   'rsa-2048': {
     gen: { name: 'RSASSA-PKCS1-v1_5', modulusLength: 2048, publicExponent: new Uint8Array([1, 0, 1]), hash: 'SHA-256' },
     sign: { name: 'RSASSA-PKCS1-v1_5' },
+  },
+  'rsa-pss-2048': {
+    gen: { name: 'RSA-PSS', modulusLength: 2048, publicExponent: new Uint8Array([1, 0, 1]), hash: 'SHA-256' },
+    sign: { name: 'RSA-PSS', saltLength: 32 } as webcrypto.RsaPssParams,
   },
 };
 

@@ -113,8 +113,10 @@ const CASES: Case[] = [
   { name: 'aud array containing ours', token: () => signJwt(es256(), { ...base(), aud: ['x', AUD] }), reason: undefined },
   { name: 'aud array without ours', token: () => signJwt(es256(), { ...base(), aud: ['x', 'y'] }), reason: 'audience-mismatch' },
   { name: 'aud of numbers', token: () => signJwt(es256(), { ...base(), aud: [1] }), reason: 'malformed' },
-  { name: 'expected any of several audiences', token: () => signJwt(es256(), base()), aud: ['a', AUD], reason: undefined },
+  { name: 'expected audiences all present', token: () => signJwt(es256(), { ...base(), aud: [AUD, 'a'] }), aud: ['a', AUD], reason: undefined },
+  { name: 'expected audiences only one present', token: () => signJwt(es256(), base()), aud: ['a', AUD], reason: 'audience-mismatch' },
   { name: 'expected audiences none present', token: () => signJwt(es256(), base()), aud: ['a', 'b'], reason: 'audience-mismatch' },
+  { name: 'no expected audience at all', token: () => signJwt(es256(), base()), aud: [], reason: 'audience-mismatch' },
   // Expiration (3.3)
   { name: 'exp missing', token: () => signJwt(es256(), { ...base(), exp: undefined }), reason: 'missing-exp' },
   { name: 'exp not a number', token: () => signJwt(es256(), { ...base(), exp: '2030' }), reason: 'malformed' },

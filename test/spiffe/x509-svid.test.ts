@@ -241,6 +241,23 @@ const VERIFY: VerifyCase[] = [
     openssl: true,
   },
   {
+    name: 'RSA-PSS root (signature parameters read from the certificate)',
+    build: async () => {
+      const root = await createCa({ keyAlg: 'rsa-pss-2048', name: 'CN=PSS Root' });
+      return { roots: [root], chain: [await createLeaf({ issuer: root })] };
+    },
+    openssl: true,
+  },
+  {
+    name: 'P-384 root and intermediate',
+    build: async () => {
+      const root = await createCa({ keyAlg: 'ec-p384', name: 'CN=P384 Root' });
+      const inter = await createCa({ keyAlg: 'ec-p521', issuer: root, name: 'CN=P521 Intermediate' });
+      return { roots: [root], chain: [await createLeaf({ issuer: inter }), inter] };
+    },
+    openssl: true,
+  },
+  {
     name: 'pathLen 0 root with one intermediate',
     build: async () => {
       const root = await createCa({ pathLen: 0 });
