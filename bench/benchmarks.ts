@@ -1,0 +1,93 @@
+/**
+ * The eight benchmarks of the suite, loaded lazily so that one whose subject is missing or
+ * broken fails alone. Each entry also says what its rows are, for the table when it fails.
+ */
+import type { Benchmark } from './support/result.js';
+
+/** One benchmark the runner knows. */
+export interface BenchmarkEntry {
+  readonly id: number;
+  readonly title: string;
+  /** Rows shown (unmeasured) when the benchmark fails: what and target. */
+  readonly rows: readonly { readonly what: string; readonly target: string }[];
+  /** Longest the benchmark may run, in seconds, without and with --full. */
+  readonly budgetSeconds: { readonly normal: number; readonly full: number };
+  load(): Promise<Benchmark>;
+}
+
+async function def(p: Promise<{ default: Benchmark }>): Promise<Benchmark> {
+  return (await p).default;
+}
+
+/** Every benchmark in table order. */
+export const BENCHMARKS: readonly BenchmarkEntry[] = [
+  {
+    id: 1,
+    title: 'X.509-SVID issuance in process',
+    rows: [{ what: 'X.509-SVID issuance, in process, 1 core', target: '>= 0.7' }],
+    budgetSeconds: { normal: 120, full: 120 },
+    load: () => def(import('./issuance.js')),
+  },
+  {
+    id: 2,
+    title: 'BatchNewX509SVID over TLS vs cfssl serve',
+    rows: [
+      { what: 'BatchNewX509SVID over TLS, batch 50', target: '>= 2' },
+      { what: 'BatchNewX509SVID over TLS, batch 1', target: '>= 2' },
+    ],
+    budgetSeconds: { normal: 180, full: 180 },
+    load: () => def(import('./agent-api-issuance.js')),
+  },
+  {
+    id: 3,
+    title: 'JWT-SVID mint in process',
+    rows: [{ what: 'JWT-SVID mint, in process', target: '>= 0.5' }],
+    budgetSeconds: { normal: 60, full: 60 },
+    load: () => def(import('./jwt-mint.js')),
+  },
+  {
+    id: 4,
+    title: 'Workload API first response',
+    rows: [
+      { what: 'Workload API connect -> first X509SVIDResponse, p50', target: '<= 1.5' },
+      { what: 'Workload API connect -> first X509SVIDResponse, p99', target: '<= 2' },
+    ],
+    budgetSeconds: { normal: 120, full: 120 },
+    load: () => def(import('./workload-first-response.js')),
+  },
+  {
+    id: 5,
+    title: 'bundle fan-out to 1,000 streams',
+    rows: [{ what: 'bundle change -> 1,000 FetchX509SVID streams', target: '<= 2' }],
+    budgetSeconds: { normal: 180, full: 180 },
+    load: () => def(import('./fan-out.js')),
+  },
+  {
+    id: 6,
+    title: 'entry create -> waiting workload',
+    rows: [
+      { what: 'entry create -> workload has SVID, p50', target: '(absolute)' },
+      { what: 'entry create -> workload has SVID, p99', target: '<= 500 ms' },
+    ],
+    budgetSeconds: { normal: 150, full: 150 },
+    load: () => def(import('./propagation.js')),
+  },
+  {
+    id: 7,
+    title: 'agent sync at scale',
+    rows: [
+      { what: 'agent sync, 10k entries', target: '<= 1 s' },
+      { what: 'agent sync, 100k entries', target: 'succeeds' },
+      { what: 'one agent full sync, 1M entries in SQLite', target: 'succeeds' },
+    ],
+    budgetSeconds: { normal: 240, full: 1800 },
+    load: () => def(import('./agent-scale.js')),
+  },
+  {
+    id: 8,
+    title: 'agent memory per cached SVID',
+    rows: [{ what: 'agent RSS per cached SVID, 10k SVIDs', target: '<= 3 KB' }],
+    budgetSeconds: { normal: 180, full: 180 },
+    load: () => def(import('./agent-memory.js')),
+  },
+];
