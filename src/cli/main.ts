@@ -9,6 +9,14 @@ type CommandModule = { run(args: string[], io: CommandIo): Promise<number> };
 
 /** Every top-level command, loaded on demand so `sigil agent` does not load the server. */
 const COMMANDS: Record<string, { summary: string; load: () => Promise<CommandModule> }> = {
+  server: { summary: 'run the server; healthcheck, rewrap-keys, generate-kek', load: () => import('./commands/server.js') },
+  entry: { summary: 'registration entries: create, show, list, update, delete, count', load: () => import('./commands/entry.js') },
+  token: { summary: 'generate a one-time join token', load: () => import('./commands/token.js') },
+  bundle: { summary: 'trust bundles: show, list, set, delete', load: () => import('./commands/bundle.js') },
+  agent: { summary: 'attested agents: list, show, evict, ban, unban', load: () => import('./commands/agent.js') },
+  localauthority: { summary: 'X.509 CA and JWT key lifecycle: show, prepare, activate, taint, revoke', load: () => import('./commands/localauthority.js') },
+  x509: { summary: 'mint an X.509-SVID', load: () => import('./commands/x509.js') },
+  jwt: { summary: 'mint a JWT-SVID', load: () => import('./commands/jwt.js') },
 };
 
 function usage(io: CommandIo): void {

@@ -1,0 +1,117 @@
+/** `sigil server run|healthcheck|rewrap-keys|generate-kek`: the server daemon and its maintenance commands. */
+import { readKekFile, generateKekFile } from '../../ca/key-manager/kek.js';
+import { rewrapKeys } from '../../ca/key-manager/disk-key-manager.js';
+import { SigilError } from '../../common/errors.js';
+import { loadServerConfig, type ServerFlags } from '../../server/config.js';
+import { startServer } from '../../server/server.js';
+import type { CommandIo } from '../io.js';
+import { parseArgs, usageError, type ParsedArgs } from './args.js';
+import { AdminClient } from './admin-client.js';
+import { adminSocket, outputFormat, printJson, reportError } from './output.js';
+
+const USAGE = `usage: sigil server <run|healthcheck|rewrap-keys|generate-kek> [flags]
+
+  run           --config server.yaml [--trust-domain TD] [--data-dir DIR] [--log-level L]
+                [--agent-address HOST:PORT] [--admin-socket PATH] [--health-address HOST:PORT]
+  healthcheck   [--socket PATH | --config server.yaml]     exit 0 when the server is ready
+  rewrap-keys   --config server.yaml --new-kek FILE          re-wrap every data key under a new KEK
+                (stop the server first; then point keyManager.kekFile at the new file)
+  generate-kek  --path FILE                                  32 random bytes, mode 0600
+`;
+
+function flagsOf(args: ParsedArgs): ServerFlags {
+  const f: { -readonly [K in keyof ServerFlags]: ServerFlags[K] } = {};
+  const map: [keyof ServerFlags, string][] = [
+    ['trustDomain', 'trust-domain'],
+    ['dataDir', 'data-dir'],
+    ['logLevel', 'log-level'],
+    ['agentAddress', 'agent-address'],
+    ['adminSocket', 'admin-socket'],
+    ['healthAddress', 'health-address'],
+  ];
+  for (const [key, flag] of map) {
+    const v = args.get(flag);
+    if (v !== undefined) f[key] = v;
+  }
+  return f;
+}
+
+async function runServer(args: ParsedArgs, io: CommandIo): Promise<number> {
+  const config = loadServerConfig(args.get('config'), flagsOf(args));
+  const server = await startServer(config);
+  io.err(`sigil server: serving ${config.trustDomain.name}, agent API on ${server.agentAddress.host}:${server.agentAddress.port}, admin socket ${server.adminSocketPath}\n`);
+  await new Promise<void>((resolve) => {
+    const stop = (): void => {
+      process.off('SIGINT', stop);
+      process.off('SIGTERM', stop);
+      resolve();
+    };
+    process.on('SIGINT', stop);
+    process.on('SIGTERM', stop);
+  });
+  await server.stop();
+  return 0;
+}
+
+async function healthcheck(args: ParsedArgs, io: CommandIo): Promise<number> {
+  const client = new AdminClient(adminSocket(args));
+  try {
+    const info = await client.call<{ ready: boolean; trust_domain: string; version: string }>('Server', 'GetInfo', {}, 5000);
+    if (outputFormat(args) === 'json') printJson(io, { healthy: info.ready, trustDomain: info.trust_domain, version: info.version });
+    else io.out(info.ready ? 'server is healthy\n' : 'server is not ready\n');
+    return info.ready ? 0 : 1;
+  } finally {
+    client.close();
+  }
+}
+
+async function rewrap(args: ParsedArgs, io: CommandIo): Promise<number> {
+  const configPath = args.get('config');
+  const newKekPath = args.get('new-kek');
+  if (configPath === undefined || newKekPath === undefined) throw usageError('--config and --new-kek are required');
+  const config = loadServerConfig(configPath);
+  if (config.keyManager.type !== 'disk' || config.keyManager.kekFile === undefined) {
+    throw new SigilError('ERR_FAILED_PRECONDITION', 'rewrap-keys needs keyManager.type disk with a kekFile', { reason: 'not-disk-key-manager' });
+  }
+  const result = await rewrapKeys(config.keyManager.dir, await readKekFile(config.keyManager.kekFile), await readKekFile(newKekPath));
+  if (outputFormat(args) === 'json') printJson(io, result);
+  else io.out(`re-wrapped ${result.rewrapped} keys (${result.alreadyCurrent} already under the new KEK); now set keyManager.kekFile to ${newKekPath}\n`);
+  return 0;
+}
+
+/** Runs `sigil server …`. */
+export async function run(argv: string[], io: CommandIo): Promise<number> {
+  const [sub, ...rest] = argv;
+  if (sub === undefined || sub === '--help' || sub === '-h' || sub === 'help') {
+    io.out(USAGE);
+    return sub === undefined ? 2 : 0;
+  }
+  try {
+    const args = parseArgs(rest, {
+      values: ['trust-domain', 'data-dir', 'log-level', 'agent-address', 'admin-socket', 'health-address', 'new-kek', 'path'],
+    });
+    if (args.has('help')) {
+      io.out(USAGE);
+      return 0;
+    }
+    switch (sub) {
+      case 'run':
+        return await runServer(args, io);
+      case 'healthcheck':
+        return await healthcheck(args, io);
+      case 'rewrap-keys':
+        return await rewrap(args, io);
+      case 'generate-kek': {
+        const path = args.get('path') ?? args.positionals[0];
+        if (path === undefined) throw usageError('--path is required');
+        await generateKekFile(path);
+        io.out(`wrote a new KEK to ${path} (mode 0600)\n`);
+        return 0;
+      }
+      default:
+        throw usageError(`unknown server subcommand ${JSON.stringify(sub)}; see "sigil server --help"`);
+    }
+  } catch (err) {
+    return reportError(io, err);
+  }
+}

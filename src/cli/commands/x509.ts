@@ -1,0 +1,69 @@
+/**
+ * `sigil x509 mint`: an X.509-SVID for any ID of the trust domain. The key is generated
+ * here and the server signs its CSR; key, SVID and bundle are written to files (the key
+ * 0600), never printed.
+ */
+import { mkdir, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { parseDuration } from '../../common/duration.js';
+import { toPem } from '../../common/x509.js';
+import { generateKeyAndCsr } from '../../server/server-svid.js';
+import type { CommandIo } from '../io.js';
+import { parseArgs, usageError } from './args.js';
+import { isoSeconds, outputFormat, printFields, printJson, reportError, withAdmin } from './output.js';
+
+const USAGE = `usage: sigil x509 mint --spiffe-id ID --write DIR [--ttl 1h] [--dns NAME...] [--socket PATH | --config FILE] [--output table|json]
+
+Writes DIR/svid.pem (chain, leaf first), DIR/key.pem (PKCS#8, mode 0600) and DIR/bundle.pem.
+`;
+
+/** Runs `sigil x509 …`. */
+export async function run(argv: string[], io: CommandIo): Promise<number> {
+  const [sub, ...rest] = argv;
+  if (sub !== 'mint') {
+    io.out(USAGE);
+    return sub === '--help' || sub === '-h' ? 0 : 2;
+  }
+  try {
+    const args = parseArgs(rest, { values: ['spiffe-id', 'ttl', 'write'], repeatable: ['dns'] });
+    const spiffeId = args.get('spiffe-id');
+    const dir = args.get('write');
+    if (spiffeId === undefined || dir === undefined) throw usageError('--spiffe-id and --write are required');
+    const ttl = args.get('ttl');
+    let ttlSeconds = 0;
+    if (ttl !== undefined) {
+      try {
+        ttlSeconds = Math.round(parseDuration(ttl) / 1000);
+      } catch {
+        throw usageError(`--ttl must be a duration such as 1h, got ${JSON.stringify(ttl)}`);
+      }
+    }
+    return await withAdmin(io, args, async (client) => {
+      const { csr, pkcs8 } = await generateKeyAndCsr();
+      const r = await client.call<{ spiffe_id: string; cert_chain: Buffer[]; serial: string; expires_at: string; x509_authorities: Buffer[] }>('Mint', 'MintX509Svid', {
+        spiffe_id: spiffeId,
+        csr,
+        ttl_seconds: ttlSeconds,
+        dns_names: args.all('dns'),
+      });
+      await mkdir(dir, { recursive: true, mode: 0o700 });
+      await writeFile(join(dir, 'svid.pem'), r.cert_chain.map((c) => toPem(c, 'CERTIFICATE')).join(''), { mode: 0o644 });
+      await writeFile(join(dir, 'key.pem'), toPem(pkcs8, 'PRIVATE KEY'), { mode: 0o600 });
+      pkcs8.fill(0);
+      await writeFile(join(dir, 'bundle.pem'), r.x509_authorities.map((c) => toPem(c, 'CERTIFICATE')).join(''), { mode: 0o644 });
+      if (outputFormat(args) === 'json') {
+        printJson(io, { spiffeId: r.spiffe_id, serial: r.serial, expiresAt: Number(r.expires_at), svid: join(dir, 'svid.pem'), key: join(dir, 'key.pem'), bundle: join(dir, 'bundle.pem') });
+      } else {
+        printFields(io, [
+          ['SPIFFE ID', r.spiffe_id],
+          ['Serial', r.serial],
+          ['Expires', isoSeconds(r.expires_at)],
+          ['Written to', dir],
+        ]);
+      }
+      return 0;
+    });
+  } catch (err) {
+    return reportError(io, err);
+  }
+}
