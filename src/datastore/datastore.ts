@@ -50,7 +50,7 @@ export interface EntryFilter {
   readonly downstream?: boolean;
 }
 
-/** A page request; `pageToken` is opaque, from the previous page. */
+/** A page request; `pageToken` is opaque, from the previous page. Size 0/absent = 500; larger than 10000 is clamped. */
 export interface PageRequest {
   readonly pageSize?: number;
   readonly pageToken?: string;
@@ -134,7 +134,7 @@ export interface Datastore {
   listEntryEvents(afterEventId: number, limit?: number): Promise<EntryEvent[]>;
   /** The newest event ID (0 when none). */
   latestEntryEventId(): Promise<number>;
-  /** Deletes events older than `beforeMs`. */
+  /** Deletes events older than `beforeMs`, except the newest (so latestEntryEventId never goes back); returns how many. */
   pruneEntryEvents(beforeMs: number): Promise<number>;
 
   // attested nodes
@@ -148,7 +148,7 @@ export interface Datastore {
 
   // join tokens
   createJoinToken(token: Omit<JoinTokenRecord, 'createdAt'>): Promise<JoinTokenRecord>;
-  /** Atomically removes and returns the token with this hash (one-time use); undefined when absent. */
+  /** Atomically removes and returns the token with this hash (one-time use); undefined when absent. Expired tokens are returned too: the caller checks `expiresAt`. */
   consumeJoinToken(tokenHash: string): Promise<JoinTokenRecord | undefined>;
   listJoinTokens(): Promise<JoinTokenRecord[]>;
   pruneJoinTokens(beforeMs: number): Promise<number>;
@@ -157,6 +157,7 @@ export interface Datastore {
   getBundle(trustDomainId: string): Promise<BundleRecord | undefined>;
   /** Creates or replaces. */
   setBundle(trustDomainId: string, document: string): Promise<BundleRecord>;
+  /** ERR_NOT_FOUND when there is no bundle for the trust domain. */
   deleteBundle(trustDomainId: string): Promise<void>;
   listBundles(): Promise<BundleRecord[]>;
 

@@ -428,24 +428,28 @@ export class SqlDatastore implements Datastore {
       const { selectors, match } = (filter.selectors ?? {}) as { selectors?: unknown; match?: unknown };
       const set = validateSelectors(selectors, true);
       const pairs = d.pairListParam(set.map((s) => [s.type, s.value] as const));
-      const joined = `SELECT s.entry_id FROM entry_selectors s JOIN (${d.pairListSubquery}) g ON s.type = g.type AND s.value = g.value`;
+      // The given pairs drive the join (CROSS JOIN pins them as SQLite's outer loop; PostgreSQL
+      // reads it as a plain join): SQLite cannot see that the list is small and would otherwise
+      // scan every selector row probing the list.
+      const from = `FROM (${d.pairListSubquery}) g CROSS JOIN entry_selectors s`;
+      const on = 's.type = g.type AND s.value = g.value';
       switch (match) {
         case 'exact':
           where.clauses.push('e.selectors_hash = ?');
           where.params.push(selectorsHash(set));
           break;
         case 'any':
-          where.clauses.push(`e.id IN (${joined})`);
+          where.clauses.push(`e.id IN (SELECT s.entry_id ${from} WHERE ${on})`);
           where.params.push(pairs);
           break;
         case 'superset':
-          where.clauses.push(`e.id IN (${joined} GROUP BY s.entry_id HAVING COUNT(*) = ?)`);
+          where.clauses.push(`e.id IN (SELECT s.entry_id ${from} WHERE ${on} GROUP BY s.entry_id HAVING COUNT(*) = ?)`);
           where.params.push(pairs, set.length);
           break;
         case 'subset':
           // All of the entry's selectors are among the given ones: as many matched as it has.
           where.clauses.push(
-            `e.id IN (${joined} JOIN registered_entries x ON x.id = s.entry_id GROUP BY s.entry_id, x.selector_count HAVING COUNT(*) = x.selector_count)`,
+            `e.id IN (SELECT s.entry_id ${from} JOIN registered_entries x ON x.id = s.entry_id WHERE ${on} GROUP BY s.entry_id, x.selector_count HAVING COUNT(*) = x.selector_count)`,
           );
           where.params.push(pairs);
           break;
