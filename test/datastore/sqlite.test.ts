@@ -184,42 +184,36 @@ test(':memory: opens a throwaway store', async (t) => {
   t.is(await ds.countEntries(), 1);
 });
 
-test('an agent can sync 100k entries by parent ids page by page', async (t) => {
+test('an agent syncs a large entry set by parent ids, page by page, with no miss or repeat', async (t) => {
+  // Correctness at scale only: how fast this is belongs to `npm run bench` (benchmark 7).
   const { dir, remove } = tempDir();
   t.teardown(remove);
   const ds = await openSqliteDatastore({ path: join(dir, 'ds.sqlite3') });
   t.teardown(() => ds.close());
   const agents = Array.from({ length: 100 }, (_, i) => `spiffe://example.org/spire/agent/x/${i}`);
-  const total = 100_000;
-  let start = performance.now();
-  for (let base = 0; base < total; base += 25_000) {
-    await ds.createEntries(Array.from({ length: 25_000 }, (_, i) => entry(base + i, agents[(base + i) % agents.length] as string)));
+  const total = 20_000;
+  for (let base = 0; base < total; base += 10_000) {
+    await ds.createEntries(Array.from({ length: 10_000 }, (_, i) => entry(base + i, agents[(base + i) % agents.length] as string)));
   }
-  t.log(`bulk create ${total}: ${Math.round(performance.now() - start)} ms`);
-
-  start = performance.now();
   const seen = new Set<string>();
+  let pages = 0;
   let pageToken = '';
   do {
-    const page = await ds.listEntries({ parentIds: agents }, { pageSize: 10_000, pageToken });
-    for (const e of page.items) seen.add(e.id);
+    const page = await ds.listEntries({ parentIds: agents }, { pageSize: 3_000, pageToken });
+    for (const e of page.items) {
+      t.false(seen.has(e.id), `entry ${e.id} returned twice`);
+      seen.add(e.id);
+    }
+    pages++;
     pageToken = page.nextPageToken;
   } while (pageToken !== '');
-  const fullSync = performance.now() - start;
-  t.log(`full sync of ${seen.size}: ${Math.round(fullSync)} ms`);
   t.is(seen.size, total);
-  // Generous bound: the box is shared; a few hundred ms is typical.
-  t.true(fullSync < 5000, `full sync took ${Math.round(fullSync)} ms`);
+  t.is(pages, Math.ceil(total / 3_000));
 
-  start = performance.now();
   const one = await ds.listEntries({ parentIds: [agents[7] as string] }, { pageSize: 10_000 });
-  const oneAgent = performance.now() - start;
-  t.log(`one agent's ${one.items.length}: ${Math.round(oneAgent)} ms`);
   t.is(one.items.length, total / agents.length);
-  t.true(oneAgent < 500);
+  t.true(one.items.every((e) => e.parentId === agents[7]));
 
-  start = performance.now();
   const match = await ds.listEntries({ selectors: { selectors: [{ type: 'unix', value: 'uid:4242' }, { type: 'unix', value: 'gid:0' }, { type: 'unix', value: 'user:x' }], match: 'subset' } });
-  t.log(`workload match (subset): ${Math.round(performance.now() - start)} ms`);
   t.is(match.items.length, 1);
 });
