@@ -41,7 +41,8 @@ function makeClient(target: string, roots: readonly Buffer[], trustDomain: strin
     identity === undefined ? null : Buffer.from(identity.chain.map((c) => toPem(c, 'CERTIFICATE')).join('')),
     { checkServerIdentity: checkServer(trustDomain) },
   );
-  return new Ctor(target, creds);
+  // a host name for SNI: Node warns about IP addresses there (identity is checked by SPIFFE ID)
+  return new Ctor(target, creds, { 'grpc.ssl_target_name_override': 'sigil-server', 'grpc.default_authority': 'sigil-server' });
 }
 
 /** Runs AttestAgent with the given attestor; resolves to the agent identity or rejects with a SigilError. */

@@ -1,0 +1,38 @@
+import test from 'ava';
+import { SigilError } from '../../src/common/errors.js';
+import { resolveServerConfig } from '../../src/server/config.js';
+
+const BASE = { trustDomain: 'example.org', dataDir: '/var/lib/sigil', keyManager: { type: 'memory' } };
+
+test('defaults are filled, durations parsed, paths resolved, and the result frozen', (t) => {
+  const c = resolveServerConfig(BASE);
+  t.is(c.trustDomain.name, 'example.org');
+  t.is(c.svid.defaultX509TtlMs, 3_600_000);
+  t.is(c.svid.defaultJwtTtlMs, 300_000);
+  t.is(c.ca.ttlMs, 86_400_000);
+  t.is(c.nodeAttestors.joinToken?.defaultTtlMs, 600_000);
+  t.deepEqual(c.agentApi, { host: '0.0.0.0', port: 8081 });
+  t.is(c.adminApi.socketPath, '/var/lib/sigil/admin.sock');
+  t.true(Object.isFrozen(c));
+  t.true(Object.isFrozen(c.svid));
+});
+
+test('flags win over the file', (t) => {
+  const c = resolveServerConfig({ ...BASE, agentApi: { address: '127.0.0.1:1' } }, { agentAddress: '127.0.0.1:2', trustDomain: 'other.org' });
+  t.is(c.agentApi.port, 2);
+  t.is(c.trustDomain.name, 'other.org');
+});
+
+test('every problem is reported at once with its key', (t) => {
+  const err = t.throws(
+    () => resolveServerConfig({ trustDomain: 'Bad Domain', dataDir: '/x', unknownTop: 1, svid: { defaultX509Ttl: 'soon', extra: true }, agentApi: { address: 'nohost' } }),
+    { instanceOf: SigilError },
+  );
+  t.is(err?.code, 'ERR_CONFIG_INVALID');
+  for (const key of ['trustDomain', 'unknownTop', 'svid.defaultX509Ttl', 'svid.extra', 'agentApi.address']) t.true(err?.message.includes(key), key);
+});
+
+test('the disk key manager needs a KEK file', (t) => {
+  const err = t.throws(() => resolveServerConfig({ trustDomain: 'example.org', dataDir: '/x' }), { instanceOf: SigilError });
+  t.true(err?.message.includes('keyManager.kekFile'));
+});
