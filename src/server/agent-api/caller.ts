@@ -4,14 +4,14 @@
  * issued at the last renewal — using the new one promotes it).
  */
 import type { PeerCertificate } from 'node:tls';
+import type { AttestedNode, Datastore } from '../../datastore/datastore.js';
+import { SigilError } from '../../common/errors.js';
+import { SpiffeId, type TrustDomain } from '../../spiffe/spiffe-id.js';
 
 /** The part of grpc-js's call auth context used here. */
 export interface CallAuthContext {
   readonly sslPeerCertificate?: PeerCertificate;
 }
-import type { AttestedNode, Datastore } from '../../datastore/datastore.js';
-import { SigilError } from '../../common/errors.js';
-import { SpiffeId, type TrustDomain } from '../../spiffe/spiffe-id.js';
 
 /** An authenticated agent. */
 export interface AgentCaller {

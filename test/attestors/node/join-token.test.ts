@@ -1,0 +1,64 @@
+import test from 'ava';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { JoinTokenAgentAttestor } from '../../../attestors/node/join_token/agent.js';
+import { JoinTokenServerAttestor } from '../../../attestors/node/join_token/server.js';
+import { generateJoinToken, JOIN_TOKEN_AGENT_PATH_PREFIX } from '../../../attestors/node/join_token/token.js';
+import { ManualClock } from '../../../src/common/clock.js';
+import { SigilError } from '../../../src/common/errors.js';
+import { Secret } from '../../../src/common/secret.js';
+import { openSqliteDatastore } from '../../../src/datastore/sqlite/sqlite-datastore.js';
+import { TrustDomain } from '../../../src/spiffe/spiffe-id.js';
+
+const td = TrustDomain.parse('example.org');
+
+async function setup(t: { teardown(fn: () => Promise<void>): void }) {
+  const dir = await mkdtemp(join(tmpdir(), 'sigil-jt-'));
+  const clock = new ManualClock();
+  const ds = await openSqliteDatastore({ path: join(dir, 'db.sqlite3'), clock });
+  t.teardown(async () => {
+    await ds.close();
+    await rm(dir, { recursive: true, force: true });
+  });
+  const server = new JoinTokenServerAttestor({ store: ds, clock });
+  const issue = async (ttlMs = 600_000) => {
+    const g = generateJoinToken(clock.nowMs(), ttlMs);
+    await ds.createJoinToken({ tokenId: g.tokenId, tokenHash: g.tokenHash, expiresAt: g.expiresAt });
+    return g;
+  };
+  return { clock, ds, server, issue };
+}
+
+async function reasonOf(p: Promise<unknown>): Promise<string | undefined> {
+  try {
+    await p;
+  } catch (err) {
+    if (err instanceof SigilError && err.code === 'ERR_ATTESTATION_FAILED') return err.reason;
+    throw err;
+  }
+  return undefined;
+}
+
+test('a valid token attests once, naming the agent by token ID (never the token)', async (t) => {
+  const { server, issue } = await setup(t);
+  const g = await issue();
+  const agent = new JoinTokenAgentAttestor(g.token);
+  const step = await server.begin(td).next(await agent.payload());
+  if (step.kind !== 'done') return t.fail('expected done');
+  t.is(step.result.agentId.toString(), `spiffe://example.org${JOIN_TOKEN_AGENT_PATH_PREFIX}${g.tokenId}`);
+  t.false(step.result.agentId.toString().includes(g.token.reveal()));
+  t.false(step.result.canReattest);
+  t.deepEqual(step.result.selectors, [{ type: 'join_token', value: `id:${g.tokenId}` }]);
+  t.is(await reasonOf(server.begin(td).next(await agent.payload())), 'join-token-unknown');
+});
+
+test('expired, unknown and malformed tokens are refused with their reasons', async (t) => {
+  const { server, issue, clock } = await setup(t);
+  const g = await issue(1000);
+  clock.advance(1000);
+  t.is(await reasonOf(server.begin(td).next(Buffer.from(g.token.reveal()))), 'join-token-expired');
+  t.is(await reasonOf(server.begin(td).next(Buffer.from('nope'))), 'join-token-unknown');
+  t.is(await reasonOf(server.begin(td).next(Buffer.alloc(0))), 'join-token-malformed');
+  await t.throwsAsync(new JoinTokenAgentAttestor(new Secret('x')).respond(), { instanceOf: SigilError });
+});

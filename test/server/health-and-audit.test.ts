@@ -1,0 +1,36 @@
+import test from 'ava';
+import { stat, readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { ManualClock } from '../../src/common/clock.js';
+import { AuditLog, fileAuditSink } from '../../src/server/audit-log.js';
+import { makeServerDir, startTestServer } from '../helpers/server.js';
+
+test('health endpoints answer and metrics expose issuance, entries and CA expiry', async (t) => {
+  const s = await startTestServer({ config: { health: { address: '127.0.0.1:0' } } });
+  t.teardown(() => s.destroy());
+  const addr = s.server.healthAddress;
+  if (addr === undefined) return t.fail('health not started');
+  const base = `http://127.0.0.1:${addr.port}`;
+  t.is((await fetch(`${base}/live`)).status, 200);
+  await s.createEntry({ spiffeId: 'spiffe://example.org/m', parentId: 'spiffe://example.org/p', selectors: ['unix:uid:1'] });
+  t.is((await fetch(`${base}/ready`)).status, 200);
+  const metrics = await (await fetch(`${base}/metrics`)).text();
+  t.regex(metrics, /sigil_server_entries 1/);
+  t.regex(metrics, /sigil_server_svids_issued_total\{kind="agent",result="ok"\} \d+|sigil_server_svids_issued_total/);
+  t.regex(metrics, /sigil_server_ca_expiry_timestamp_seconds \d{10}/);
+  t.is((await fetch(`${base}/nope`)).status, 404);
+});
+
+test('the audit file is created 0600 and holds one JSON object per line', async (t) => {
+  const dir = await makeServerDir();
+  const path = join(dir, 'audit', 'audit.log');
+  const log = new AuditLog(fileAuditSink(path), new ManualClock());
+  log.record({ who: 'admin', action: 'entry.create', result: 'ok', entryId: 'e1', spiffeId: 'spiffe://example.org/x' });
+  log.record({ who: 'spiffe://example.org/sigil/agent/x', action: 'x509svid.issue', result: 'denied', entryId: 'e2', reason: 'entry-not-authorized' });
+  log.close();
+  t.is((await stat(path)).mode & 0o777, 0o600);
+  const lines = (await readFile(path, 'utf8')).trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
+  t.is(lines.length, 2);
+  t.is(lines[1]?.result, 'denied');
+  t.is(typeof lines[0]?.time, 'string');
+});
