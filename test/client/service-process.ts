@@ -1,0 +1,93 @@
+/**
+ * Runs an example from examples/client/ as a real child process (importing the compiled
+ * `sigil/client`), registered with a test agent under its pid, and reads its output lines.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { pidSelectorKey, type TestAgent, type TestEntitlement } from '../helpers/workload-source.js';
+
+/** The repository root (dist/test/client → ../../..). */
+export const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../../..');
+
+/** A running example process. */
+export class ServiceProcess {
+  readonly proc: ChildProcess;
+  readonly lines: string[] = [];
+  readonly exited: Promise<number | null>;
+  #waiters: (() => void)[] = [];
+
+  constructor(proc: ChildProcess) {
+    this.proc = proc;
+    let buf = '';
+    const onData = (d: Buffer): void => {
+      buf += d.toString();
+      let nl;
+      while ((nl = buf.indexOf('\n')) !== -1) {
+        this.lines.push(buf.slice(0, nl));
+        buf = buf.slice(nl + 1);
+      }
+      for (const w of this.#waiters) w();
+    };
+    proc.stdout?.on('data', onData);
+    proc.stderr?.on('data', onData);
+    this.exited = new Promise((resolve) => proc.once('exit', (code, signal) => {
+      if (buf.length > 0) this.lines.push(buf);
+      this.lines.push(`[exited ${code ?? signal}]`);
+      for (const w of this.#waiters) w();
+      resolve(code);
+    }));
+  }
+
+  /** Resolves with the first line (from `from` on) matching `re`; rejects after `timeoutMs`. */
+  waitFor(re: RegExp, timeoutMs = 15_000, from = 0): Promise<RegExpMatchArray> {
+    return new Promise((resolve, reject) => {
+      const check = (): boolean => {
+        for (const line of this.lines.slice(from)) {
+          const m = re.exec(line);
+          if (m !== null) {
+            this.#waiters = this.#waiters.filter((w) => w !== waiter);
+            clearTimeout(timer);
+            resolve(m);
+            return true;
+          }
+        }
+        return false;
+      };
+      const waiter = (): void => void check();
+      const timer = setTimeout(() => {
+        this.#waiters = this.#waiters.filter((w) => w !== waiter);
+        reject(new Error(`no line matching ${re} in ${timeoutMs}ms; output:\n${this.lines.join('\n')}`));
+      }, timeoutMs);
+      if (!check()) this.#waiters.push(waiter);
+    });
+  }
+
+  /** Output so far, one string. */
+  get output(): string {
+    return this.lines.join('\n');
+  }
+
+  /** Asks the process to stop and waits for it (SIGKILL after 3s). */
+  async stop(): Promise<void> {
+    if (this.proc.exitCode !== null || this.proc.signalCode !== null) return;
+    this.proc.kill('SIGTERM');
+    const timer = setTimeout(() => this.proc.kill('SIGKILL'), 3000);
+    await this.exited;
+    clearTimeout(timer);
+  }
+}
+
+/** Starts `examples/client/<name>` with the agent's address and `env`, entitled as given. */
+export function runExample(name: string, agent: TestAgent, entitlement: TestEntitlement, env: Record<string, string> = {}, stdin?: string): ServiceProcess {
+  const proc = spawn(process.execPath, [join(ROOT, 'examples/client', name)], {
+    cwd: ROOT,
+    env: { PATH: process.env.PATH ?? '', SPIFFE_ENDPOINT_SOCKET: agent.address, ...env },
+    stdio: ['pipe', 'pipe', 'pipe'],
+  });
+  // Registered before the child has run a line of JS: its first Workload API call finds it.
+  agent.identities.set(pidSelectorKey(proc.pid as number), entitlement);
+  if (stdin !== undefined) proc.stdin?.end(stdin);
+  else proc.stdin?.end();
+  return new ServiceProcess(proc);
+}
