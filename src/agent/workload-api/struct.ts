@@ -1,18 +1,18 @@
 /**
  * JSON values to google.protobuf.Struct in the object form @grpc/proto-loader encodes
- * (field names as in struct.proto: `string_value`, `struct_value`, …), for the claims of
+ * (field names as in struct.proto: `stringValue`, `structValue`, …), for the claims of
  * ValidateJWTSVID.
  */
 import { SigilError } from '../../common/errors.js';
 
 /** google.protobuf.Value as proto-loader takes it: exactly one kind set. */
 export type StructValue =
-  | { readonly null_value: 'NULL_VALUE' }
-  | { readonly number_value: number }
-  | { readonly string_value: string }
-  | { readonly bool_value: boolean }
-  | { readonly struct_value: StructMessage }
-  | { readonly list_value: { readonly values: StructValue[] } };
+  | { readonly nullValue: 'NULL_VALUE' }
+  | { readonly numberValue: number }
+  | { readonly stringValue: string }
+  | { readonly boolValue: boolean }
+  | { readonly structValue: StructMessage }
+  | { readonly listValue: { readonly values: StructValue[] } };
 
 /** google.protobuf.Struct as proto-loader takes it. */
 export interface StructMessage {
@@ -28,18 +28,18 @@ function unsupported(what: string): SigilError {
 
 function toValue(value: unknown, depth: number): StructValue {
   if (depth > MAX_DEPTH) throw unsupported(`nesting deeper than ${MAX_DEPTH}`);
-  if (value === null) return { null_value: 'NULL_VALUE' };
+  if (value === null) return { nullValue: 'NULL_VALUE' };
   switch (typeof value) {
     case 'string':
-      return { string_value: value };
+      return { stringValue: value };
     case 'boolean':
-      return { bool_value: value };
+      return { boolValue: value };
     case 'number':
       if (!Number.isFinite(value)) throw unsupported('non-finite number');
-      return { number_value: value };
+      return { numberValue: value };
     case 'object':
-      if (Array.isArray(value)) return { list_value: { values: value.map((v: unknown) => toValue(v === undefined ? null : v, depth + 1)) } };
-      return { struct_value: toStructAt(value as Record<string, unknown>, depth + 1) };
+      if (Array.isArray(value)) return { listValue: { values: value.map((v: unknown) => toValue(v === undefined ? null : v, depth + 1)) } };
+      return { structValue: toStructAt(value as Record<string, unknown>, depth + 1) };
     default:
       throw unsupported(typeof value);
   }

@@ -133,7 +133,7 @@ export async function startWorkloadApiServer(options: WorkloadApiServerOptions):
       connections.delete(token);
       sockets.delete(socket);
     });
-    logger.debug({ pid: facts.pid, uid: facts.uid }, 'workload connected');
+    logger.debug({ peerPid: facts.pid, peerUid: facts.uid }, 'workload connected');
     injector.injectConnection(socket);
   };
 

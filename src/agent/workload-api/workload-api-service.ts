@@ -140,7 +140,7 @@ export function createWorkloadApiService(ctx: WorkloadApiContext): { implementat
     );
     try {
       const caller = await attestCaller(facts, ctx.attestors, ctx.processes, logger, controller.signal);
-      logger.debug({ pid: facts.pid, uid: facts.uid, selectors: caller.selectors.length }, 'workload attested');
+      logger.debug({ peerPid: facts.pid, peerUid: facts.uid, selectors: caller.selectors.length }, 'workload attested');
       return caller;
     } catch (err) {
       if (controller.signal.aborted && isSigilError(controller.signal.reason)) throw controller.signal.reason;
@@ -235,7 +235,7 @@ export function createWorkloadApiService(ctx: WorkloadApiContext): { implementat
           throw new SigilError('ERR_PERMISSION_DENIED', `workload process ${caller.facts.pid} changed credentials during the call`, { reason: 'credentials-changed' });
         }
         const svids = uniqueHints(issued, logger);
-        logger.info({ pid: caller.facts.pid, uid: caller.facts.uid, spiffeIds: svids.map((s) => s.spiffeId), audience }, 'jwt svids sent');
+        logger.info({ peerPid: caller.facts.pid, peerUid: caller.facts.uid, spiffeIds: svids.map((s) => s.spiffeId), audience }, 'jwt svids sent');
         return { svids: svids.map((s) => ({ spiffe_id: s.spiffeId, svid: s.token.reveal(), hint: s.hint })) };
       })().then(
         (response) => callback(null, response),
@@ -254,7 +254,7 @@ export function createWorkloadApiService(ctx: WorkloadApiContext): { implementat
         if (token === '') throw new SigilError('ERR_INVALID_ARGUMENT', 'svid must be specified', { reason: 'svid-required' });
         const caller = await attest(call, logger, cancel);
         const result = await ctx.identities.validateJwtSvid(caller.selectors, token, audience, cancel);
-        logger.info({ pid: caller.facts.pid, uid: caller.facts.uid, spiffeId: result.spiffeId, audience }, 'jwt svid validated');
+        logger.info({ peerPid: caller.facts.pid, peerUid: caller.facts.uid, spiffeId: result.spiffeId, audience }, 'jwt svid validated');
         return { spiffe_id: result.spiffeId, claims: jsonToStruct(result.claims) };
       })().then(
         (response) => callback(null, response),
@@ -334,7 +334,7 @@ class UpdateStream<Res> {
     if (this.#ended) return;
     const status = this.#statusOf(err, this.#logger);
     if (status.code === GrpcStatus.PERMISSION_DENIED) {
-      this.#logger.info({ pid: this.#caller?.facts.pid, uid: this.#caller?.facts.uid, reason: isSigilError(err) ? err.reason : undefined }, 'workload stream denied');
+      this.#logger.info({ peerPid: this.#caller?.facts.pid, peerUid: this.#caller?.facts.uid, reason: isSigilError(err) ? err.reason : undefined }, 'workload stream denied');
     }
     this.#finish();
     if (!this.#call.cancelled) this.#call.emit('error', status);
@@ -352,7 +352,7 @@ class UpdateStream<Res> {
     const caller = await this.#attest(this.#call, this.#logger, this.#cancel);
     if (this.#ended) return;
     this.#caller = caller;
-    this.#logger = this.#ctx.logger.child({ method: this.#method, pid: caller.facts.pid, uid: caller.facts.uid });
+    this.#logger = this.#ctx.logger.child({ method: this.#method, peerPid: caller.facts.pid, peerUid: caller.facts.uid });
     const generation = ++this.#generation;
     const unsubscribe = this.#ctx.identities.subscribe(caller.selectors, (u) => {
       if (generation === this.#generation) this.#onUpdate(u);

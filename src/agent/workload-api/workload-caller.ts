@@ -70,16 +70,20 @@ export async function attestCaller(
     const before = currentStatus(facts, processes);
     if (before === undefined) throw processGone(facts.pid);
     const results = await Promise.allSettled(attestors.map((a) => a.attest(facts, signal)));
+    // Checked before cancellation: a caller that vanished mid-attestation is the event to record.
+    const after = currentStatus(facts, processes);
+    if (after === undefined) {
+      logger.warn({ peerPid: facts.pid, peerUid: facts.uid, reason: 'process-gone' }, 'workload process exited or was replaced during attestation');
+      throw processGone(facts.pid);
+    }
     signal?.throwIfAborted();
     const selectors: Selector[] = [];
     results.forEach((r, i) => {
       if (r.status === 'fulfilled') selectors.push(...r.value);
-      else logger.warn({ pid: facts.pid, attestor: attestors[i]?.name, err: r.reason }, 'workload attestor failed');
+      else logger.warn({ peerPid: facts.pid, attestor: attestors[i]?.name, err: r.reason }, 'workload attestor failed');
     });
-    const after = currentStatus(facts, processes);
-    if (after === undefined) throw processGone(facts.pid);
     if (sameIds(before, after)) return { facts, status: after, selectors: normalizeSelectors(selectors) };
-    logger.info({ pid: facts.pid }, 'workload credentials changed during attestation; attesting again');
+    logger.info({ peerPid: facts.pid }, 'workload credentials changed during attestation; attesting again');
   }
   throw new SigilError('ERR_PERMISSION_DENIED', 'workload credentials kept changing during attestation', { reason: 'credentials-unstable' });
 }
