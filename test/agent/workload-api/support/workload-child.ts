@@ -41,7 +41,7 @@ function watch(tag, method, header, render) {
   streams.set(tag, call);
   call.on('data', (m) => out({ tag, event: 'data', ...render(m) }));
   call.on('error', (e) => errOut(tag, e));
-  call.on('end', () => out({ tag, event: 'end' }));
+  call.on('status', (st) => out({ tag, event: 'status', code: st.code }));
 }
 const x509 = (m) => ({ svids: m.svids.map((s) => ({ spiffeId: s.spiffe_id, hint: s.hint, cert: sha(s.x509_svid), keyBytes: s.x509_svid_key.length, bundle: sha(s.bundle) })), federated: bundlesOf(m.federated_bundles) });
 async function burst(tag, n) {
@@ -175,9 +175,9 @@ export class Workload {
     return this.waitFor((events) => events.find(match), timeoutMs);
   }
 
-  /** The n-th event with this tag (0-based). */
+  /** The n-th event with this tag (0-based), not counting final 'status' events. */
   tagged(tag: string, n = 0, timeoutMs?: number): Promise<WorkloadEvent> {
-    return this.waitFor((events) => events.filter((e) => e.tag === tag)[n], timeoutMs);
+    return this.waitFor((events) => events.filter((e) => e.tag === tag && e.event !== 'status')[n], timeoutMs);
   }
 
   /** Ends the process (closing stdin makes it exit; a kill by its own pid follows if needed). */
