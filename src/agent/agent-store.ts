@@ -1,0 +1,107 @@
+/**
+ * What the agent keeps across restarts, in its data dir (0700): its SVID chain, its private
+ * key (PKCS#8 PEM, 0600), the last bundle of its own trust domain (so a restart trusts the
+ * server's current CA, not only the bootstrap file), and a small state file. Every file is
+ * written to a temporary name and renamed, so a crash never leaves half a key. See
+ * docs/agent.md for why the key is kept 0600 rather than wrapped by a KEK.
+ */
+import { chmodSync, mkdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { SigilError } from '../common/errors.js';
+import { Secret } from '../common/secret.js';
+import { pemBlocks, toPem } from '../common/x509.js';
+
+/** The persisted agent identity. */
+export interface StoredAgentIdentity {
+  readonly spiffeId: string;
+  /** Leaf first. */
+  readonly chainDer: readonly Buffer[];
+  readonly keyPkcs8Der: Secret<Buffer>;
+  /** True when the node attestor may attest this agent again (x509pop), false for join tokens. */
+  readonly canReattest: boolean;
+  /** The attestor that attested this agent. */
+  readonly attestor: string;
+}
+
+const FILES = { svid: 'agent-svid.pem', key: 'agent-key.pem', state: 'agent-state.json', bundle: 'bundle.pem' } as const;
+
+function writeAtomic(path: string, data: string | Buffer, mode: number): void {
+  const tmp = `${path}.tmp-${process.pid}`;
+  writeFileSync(tmp, data, { mode });
+  chmodSync(tmp, mode); // umask may have narrowed or the file may have existed
+  renameSync(tmp, path);
+}
+
+function readOptional(path: string): string | undefined {
+  try {
+    return readFileSync(path, 'utf8');
+  } catch (err) {
+    if ((err as { code?: unknown }).code === 'ENOENT') return undefined;
+    throw new SigilError('ERR_FAILED_PRECONDITION', `cannot read ${path}`, { reason: 'data-dir', cause: err });
+  }
+}
+
+/** The agent's data dir. */
+export class AgentStore {
+  readonly dir: string;
+
+  /** Creates the folder (0700) when missing; refuses one others can read. */
+  constructor(dir: string) {
+    this.dir = dir;
+    mkdirSync(dir, { recursive: true, mode: 0o700 });
+    const mode = statSync(dir).mode & 0o777;
+    if ((mode & 0o077) !== 0) chmodSync(dir, 0o700);
+  }
+
+  /** The stored identity, or undefined when none (or an incomplete one) is there. */
+  loadIdentity(): StoredAgentIdentity | undefined {
+    const stateText = readOptional(join(this.dir, FILES.state));
+    const svidPem = readOptional(join(this.dir, FILES.svid));
+    const keyPem = readOptional(join(this.dir, FILES.key));
+    if (stateText === undefined || svidPem === undefined || keyPem === undefined) return undefined;
+    let state: { spiffeId?: unknown; canReattest?: unknown; attestor?: unknown };
+    try {
+      state = JSON.parse(stateText) as typeof state;
+    } catch (err) {
+      throw new SigilError('ERR_FAILED_PRECONDITION', `agent state file ${join(this.dir, FILES.state)} is not valid JSON`, { reason: 'data-dir', cause: err });
+    }
+    const chain = pemBlocks(svidPem, 'CERTIFICATE');
+    const [key] = pemBlocks(keyPem, 'PRIVATE KEY');
+    if (typeof state.spiffeId !== 'string' || chain.length === 0 || key === undefined) return undefined;
+    return {
+      spiffeId: state.spiffeId,
+      chainDer: chain,
+      keyPkcs8Der: new Secret(key),
+      canReattest: state.canReattest === true,
+      attestor: typeof state.attestor === 'string' ? state.attestor : 'unknown',
+    };
+  }
+
+  /** Persists the identity: key first (0600), then the chain, then the state that makes them count. */
+  saveIdentity(identity: StoredAgentIdentity): void {
+    writeAtomic(join(this.dir, FILES.key), toPem(identity.keyPkcs8Der.reveal(), 'PRIVATE KEY'), 0o600);
+    writeAtomic(join(this.dir, FILES.svid), identity.chainDer.map((c) => toPem(c, 'CERTIFICATE')).join(''), 0o644);
+    writeAtomic(
+      join(this.dir, FILES.state),
+      `${JSON.stringify({ spiffeId: identity.spiffeId, canReattest: identity.canReattest, attestor: identity.attestor }, null, 2)}\n`,
+      0o600,
+    );
+  }
+
+  /** Forgets the identity (after an eviction is noticed), so a restart attests again. */
+  clearIdentity(): void {
+    for (const f of [FILES.state, FILES.svid, FILES.key]) rmSync(join(this.dir, f), { force: true });
+  }
+
+  /** The last stored X.509 authorities of the agent's own trust domain (DER), or []. */
+  loadBundle(): Buffer[] {
+    const pem = readOptional(join(this.dir, FILES.bundle));
+    return pem === undefined ? [] : pemBlocks(pem, 'CERTIFICATE');
+  }
+
+  /** Stores the X.509 authorities of the agent's own trust domain. */
+  saveBundle(roots: readonly Buffer[]): void {
+    if (roots.length === 0) return;
+    writeAtomic(join(this.dir, FILES.bundle), roots.map((r) => toPem(r, 'CERTIFICATE')).join(''), 0o644);
+  }
+}

@@ -1,0 +1,178 @@
+/**
+ * The agent daemon: loads or obtains its own SVID, syncs its authorised entries and bundles
+ * from the server, keeps an in-memory SVID cache rotated, and serves the Workload API on a
+ * Unix socket. Everything is in process and stoppable; `sigil agent run` is a thin shell.
+ */
+import { readFileSync } from 'node:fs';
+import { UnixWorkloadAttestor } from '../../attestors/workload/unix/unix-attestor.js';
+import { systemClock, type Clock } from '../common/clock.js';
+import { SigilError } from '../common/errors.js';
+import { createLogger, type Logger } from '../common/logger.js';
+import { pemBlocks } from '../common/x509.js';
+import { ProcfsProcessInfo, type ProcessInfo } from './peer/process-info.js';
+import { startWorkloadApiServer, type WorkloadApiServer } from './workload-api/workload-api-server.js';
+import { AgentIdentityManager, type AgentSvid } from './agent-identity.js';
+import { AgentStore } from './agent-store.js';
+import type { AgentConfig } from './config.js';
+import { EntrySync } from './entry-sync.js';
+import { AgentServerClient } from './server-client.js';
+import { SvidCache } from './svid-cache.js';
+
+/** Injected dependencies of an agent (all optional). */
+export interface StartAgentOptions {
+  readonly clock?: Clock;
+  readonly logger?: Logger;
+  /** Random source for rotation and retry jitter. */
+  readonly random?: () => number;
+  /** Reader of /proc; the real procfs by default. */
+  readonly processInfo?: ProcessInfo;
+}
+
+/** A running agent. */
+export interface RunningAgent {
+  readonly config: AgentConfig;
+  /** `unix:///path` of the Workload API. */
+  readonly address: string;
+  readonly cache: SvidCache;
+  readonly identity: AgentIdentityManager;
+  readonly sync: EntrySync;
+  /** The agent's SPIFFE ID. */
+  agentId(): string;
+  /** Stops serving and every loop; idempotent. */
+  stop(): Promise<void>;
+}
+
+function readBootstrapBundle(path: string): Buffer[] {
+  let pem: string;
+  try {
+    pem = readFileSync(path, 'utf8');
+  } catch (err) {
+    throw new SigilError('ERR_CONFIG_INVALID', `cannot read trust bundle file ${path}`, { reason: 'trust-bundle-file', cause: err });
+  }
+  const roots = pemBlocks(pem, 'CERTIFICATE');
+  if (roots.length === 0) throw new SigilError('ERR_CONFIG_INVALID', `trust bundle file ${path} holds no certificate`, { reason: 'trust-bundle-file' });
+  return roots;
+}
+
+function union(a: readonly Buffer[], b: readonly Buffer[]): Buffer[] {
+  const out = [...a];
+  for (const x of b) if (!out.some((y) => y.equals(x))) out.push(x);
+  return out;
+}
+
+/**
+ * Starts an agent: attests (or loads its stored SVID), begins entry sync and serves the
+ * Workload API. Resolves once the socket accepts connections; the cache answers workloads
+ * as soon as the first entry batch arrives. Rejects when attestation is refused.
+ */
+export async function startAgent(config: AgentConfig, options: StartAgentOptions = {}, signal?: AbortSignal): Promise<RunningAgent> {
+  const clock = options.clock ?? systemClock;
+  const logger = options.logger ?? createLogger({ level: config.logLevel, name: 'sigil-agent' });
+  const store = new AgentStore(config.dataDir);
+  // Trust the bootstrap file and the last bundle we synced: the server's CA may have rotated since the file was written.
+  const roots = union(store.loadBundle(), readBootstrapBundle(config.trustBundleFile));
+  const client = new AgentServerClient({ address: config.serverAddress, trustDomain: config.trustDomain, roots });
+  const retry = { retryInitialMs: config.sync.retryInitialMs, retryMaxMs: config.sync.retryMaxMs, ...(options.random ? { random: options.random } : {}) };
+
+  const sync = new EntrySync({
+    client,
+    clock,
+    logger,
+    pageSize: config.sync.pageSize,
+    ...retry,
+    onBatch: (b) => cache.applyBatch(b),
+    onRejected: () => identity.reattest('rejected'),
+  });
+  const onRoots = (r: Buffer[]): void => {
+    client.setRoots(r);
+    store.saveBundle(r);
+  };
+  const identity = new AgentIdentityManager({
+    attestorConfig: config.nodeAttestor,
+    store,
+    client,
+    clock,
+    logger,
+    ...retry,
+    onRoots,
+    // A new agent SVID must carry the sync stream at once: the server drops the old one once the new one is used.
+    onIdentity: () => sync.reconnect(),
+  });
+  const cache = new SvidCache({
+    trustDomain: config.trustDomain,
+    issuer: client,
+    clock,
+    logger,
+    maxSize: config.svidCache.maxSize,
+    idleGraceMs: config.svidCache.idleGraceMs,
+    ...retry,
+    onRejected: () => identity.reattest('rejected'),
+    onRoots,
+  });
+
+  let svid: AgentSvid;
+  try {
+    svid = await identity.start(signal);
+  } catch (err) {
+    identity.stop();
+    cache.stop();
+    client.close();
+    throw err;
+  }
+  if (!svid.spiffeId.startsWith(`${config.trustDomain.idString}/`)) {
+    identity.stop();
+    cache.stop();
+    client.close();
+    throw new SigilError('ERR_ATTESTATION_FAILED', `server issued ${svid.spiffeId}, outside trust domain ${config.trustDomain.name}`, { reason: 'wrong-trust-domain' });
+  }
+
+  sync.start();
+
+  const processes = options.processInfo ?? new ProcfsProcessInfo();
+  let workloadApi: WorkloadApiServer;
+  try {
+    workloadApi = await startWorkloadApiServer({
+      socketPath: config.socketPath,
+      attestors: [
+        new UnixWorkloadAttestor({
+          processes,
+          discoverWorkloadPath: config.workloadAttestors.unix.discoverWorkloadPath,
+          workloadSizeLimit: config.workloadAttestors.unix.workloadSizeLimit,
+        }),
+      ],
+      identities: cache,
+      logger,
+      clock,
+      processInfo: processes,
+      allowUnauthenticatedVerifiers: config.allowUnauthenticatedVerifiers,
+    });
+  } catch (err) {
+    await sync.stop();
+    identity.stop();
+    cache.stop();
+    client.close();
+    throw err;
+  }
+  logger.info({ agentId: svid.spiffeId, socket: workloadApi.address, server: config.serverAddress }, 'agent started');
+
+  let stopping: Promise<void> | undefined;
+  return {
+    config,
+    address: workloadApi.address,
+    cache,
+    identity,
+    sync,
+    agentId: () => identity.current?.spiffeId ?? svid.spiffeId,
+    stop: () => {
+      stopping ??= (async () => {
+        await workloadApi.close();
+        identity.stop();
+        await sync.stop();
+        cache.stop();
+        client.close();
+        logger.info('agent stopped');
+      })();
+      return stopping;
+    },
+  };
+}

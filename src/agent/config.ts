@@ -1,0 +1,211 @@
+/**
+ * The agent's configuration: one YAML file plus command-line flags (flags win), checked
+ * against one schema that rejects unknown keys and reports every problem at once with the
+ * key named, then resolved (durations to milliseconds, paths to absolute) and frozen.
+ * Secrets are never config values: the join token is read from the file named here.
+ */
+import { readFileSync } from 'node:fs';
+import { isAbsolute, join, resolve } from 'node:path';
+import { parse as parseYaml } from 'yaml';
+import { z } from 'zod';
+import { parseDuration } from '../common/duration.js';
+import { SigilError } from '../common/errors.js';
+import { TrustDomain } from '../spiffe/spiffe-id.js';
+
+const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] as const;
+
+const duration = z.string().refine(
+  (s) => {
+    try {
+      return parseDuration(s) > 0;
+    } catch {
+      return false;
+    }
+  },
+  { message: 'must be a positive duration such as 90s, 5m, 1h30m' },
+);
+
+const hostPort = z.string().regex(/^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):\d{1,5}$/, 'must be host:port, e.g. sigil-server:8081');
+
+const trustDomain = z.string().refine(
+  (s) => {
+    try {
+      TrustDomain.parse(s);
+      return true;
+    } catch {
+      return false;
+    }
+  },
+  { message: 'must be a valid trust domain name such as example.org' },
+);
+
+/** Default Workload API socket (the deploy location; the demo uses /tmp/sigil/agent.sock). */
+export const DEFAULT_AGENT_SOCKET = '/run/sigil/agent.sock';
+
+/** The schema of the YAML file (and of flags, merged into it). */
+export const agentConfigSchema = z.strictObject({
+  trustDomain,
+  /** host:port of the server's agent API. */
+  serverAddress: hostPort,
+  /** PEM file with the server's CA certificates, trusted for the first connection (before any bundle is synced). */
+  trustBundleFile: z.string().min(1),
+  dataDir: z.string().min(1),
+  socketPath: z.string().min(1).default(DEFAULT_AGENT_SOCKET),
+  logLevel: z.enum(LOG_LEVELS).default('info'),
+  nodeAttestor: z.strictObject({
+    joinToken: z.strictObject({ tokenFile: z.string().min(1) }).optional(),
+    x509pop: z.strictObject({ certFile: z.string().min(1), keyFile: z.string().min(1) }).optional(),
+  }),
+  workloadAttestors: z
+    .strictObject({
+      unix: z
+        .strictObject({
+          discoverWorkloadPath: z.boolean().default(false),
+          workloadSizeLimit: z.number().int().default(128 * 1024 * 1024),
+        })
+        .default({ discoverWorkloadPath: false, workloadSizeLimit: 128 * 1024 * 1024 }),
+    })
+    .default({ unix: { discoverWorkloadPath: false, workloadSizeLimit: 128 * 1024 * 1024 } }),
+  svidCache: z
+    .strictObject({
+      /** Entries minted eagerly (beyond this, only for connected workloads). */
+      maxSize: z.number().int().min(1).default(1000),
+      /** How long an SVID no connected workload matches stays cached when over maxSize. */
+      idleGrace: duration.default('5m'),
+    })
+    .default({ maxSize: 1000, idleGrace: '5m' }),
+  sync: z
+    .strictObject({
+      pageSize: z.number().int().min(0).max(1000).default(0),
+      retryInitial: duration.default('1s'),
+      retryMax: duration.default('30s'),
+    })
+    .default({ pageSize: 0, retryInitial: '1s', retryMax: '30s' }),
+  allowUnauthenticatedVerifiers: z.boolean().default(false),
+});
+
+type RawConfig = z.input<typeof agentConfigSchema>;
+
+/** The node attestor the agent uses, as configured. */
+export type AgentNodeAttestorConfig =
+  | { readonly type: 'join_token'; readonly tokenFile: string }
+  | { readonly type: 'x509pop'; readonly certFile: string; readonly keyFile: string };
+
+/** The resolved, frozen agent configuration handed to every component. */
+export interface AgentConfig {
+  readonly trustDomain: TrustDomain;
+  readonly serverAddress: string;
+  readonly trustBundleFile: string;
+  readonly dataDir: string;
+  readonly socketPath: string;
+  readonly logLevel: (typeof LOG_LEVELS)[number];
+  readonly nodeAttestor: AgentNodeAttestorConfig;
+  readonly workloadAttestors: { readonly unix: { readonly discoverWorkloadPath: boolean; readonly workloadSizeLimit: number } };
+  readonly svidCache: { readonly maxSize: number; readonly idleGraceMs: number };
+  readonly sync: { readonly pageSize: number; readonly retryInitialMs: number; readonly retryMaxMs: number };
+  readonly allowUnauthenticatedVerifiers: boolean;
+}
+
+/** Command-line values that override the file; only set ones apply. */
+export interface AgentFlags {
+  readonly trustDomain?: string;
+  readonly serverAddress?: string;
+  readonly trustBundleFile?: string;
+  readonly dataDir?: string;
+  readonly socketPath?: string;
+  readonly logLevel?: string;
+  readonly joinTokenFile?: string;
+}
+
+function configError(problems: string[]): SigilError {
+  return new SigilError('ERR_CONFIG_INVALID', `invalid agent configuration: ${problems.join('; ')}`, { reason: 'config' });
+}
+
+function deepFreeze<T>(value: T): T {
+  if (value !== null && typeof value === 'object' && !Object.isFrozen(value) && !(value instanceof TrustDomain)) {
+    for (const v of Object.values(value)) deepFreeze(v);
+    Object.freeze(value);
+  }
+  return value;
+}
+
+/** Validates raw config (parsed YAML) merged with flags; resolves relative paths against `baseDir`. */
+export function resolveAgentConfig(raw: unknown, flags: AgentFlags = {}, baseDir = process.cwd()): AgentConfig {
+  if (raw === null || raw === undefined) raw = {};
+  if (typeof raw !== 'object' || Array.isArray(raw)) throw configError(['the file must hold a YAML mapping']);
+  const merged = structuredClone(raw) as Record<string, unknown>;
+  if (flags.trustDomain !== undefined) merged.trustDomain = flags.trustDomain;
+  if (flags.serverAddress !== undefined) merged.serverAddress = flags.serverAddress;
+  if (flags.trustBundleFile !== undefined) merged.trustBundleFile = flags.trustBundleFile;
+  if (flags.dataDir !== undefined) merged.dataDir = flags.dataDir;
+  if (flags.socketPath !== undefined) merged.socketPath = flags.socketPath;
+  if (flags.logLevel !== undefined) merged.logLevel = flags.logLevel;
+  if (flags.joinTokenFile !== undefined) {
+    // A flag-named token file replaces whatever attestor the file configured.
+    merged.nodeAttestor = { joinToken: { tokenFile: flags.joinTokenFile } };
+  }
+
+  const parsed = agentConfigSchema.safeParse(merged as RawConfig);
+  if (!parsed.success) {
+    throw configError(
+      parsed.error.issues.map((issue) => {
+        const where = issue.path.length === 0 ? '(top level)' : issue.path.map(String).join('.');
+        if (issue.code === 'unrecognized_keys') {
+          const prefix = issue.path.length === 0 ? '' : `${where}.`;
+          return `unknown key${issue.keys.length > 1 ? 's' : ''} ${issue.keys.map((k) => prefix + k).join(', ')}`;
+        }
+        return `${where}: ${issue.message}`;
+      }),
+    );
+  }
+  const c = parsed.data;
+  const abs = (p: string): string => (isAbsolute(p) ? p : resolve(baseDir, p));
+  const problems: string[] = [];
+  const { joinToken, x509pop } = c.nodeAttestor;
+  if ((joinToken === undefined) === (x509pop === undefined)) {
+    problems.push('nodeAttestor: configure exactly one of joinToken, x509pop');
+  }
+  if (problems.length > 0) throw configError(problems);
+  const nodeAttestor: AgentNodeAttestorConfig =
+    joinToken !== undefined
+      ? { type: 'join_token', tokenFile: abs(joinToken.tokenFile) }
+      : { type: 'x509pop', certFile: abs((x509pop as { certFile: string }).certFile), keyFile: abs((x509pop as { keyFile: string }).keyFile) };
+
+  const config: AgentConfig = {
+    trustDomain: TrustDomain.parse(c.trustDomain),
+    serverAddress: c.serverAddress,
+    trustBundleFile: abs(c.trustBundleFile),
+    dataDir: abs(c.dataDir),
+    socketPath: abs(c.socketPath),
+    logLevel: c.logLevel,
+    nodeAttestor,
+    workloadAttestors: { unix: { ...c.workloadAttestors.unix } },
+    svidCache: { maxSize: c.svidCache.maxSize, idleGraceMs: parseDuration(c.svidCache.idleGrace) },
+    sync: { pageSize: c.sync.pageSize, retryInitialMs: parseDuration(c.sync.retryInitial), retryMaxMs: parseDuration(c.sync.retryMax) },
+    allowUnauthenticatedVerifiers: c.allowUnauthenticatedVerifiers,
+  };
+  return deepFreeze(config);
+}
+
+/** Reads a YAML config file and resolves it with flags; paths in the file are relative to its folder. */
+export function loadAgentConfig(path: string | undefined, flags: AgentFlags = {}): AgentConfig {
+  if (path === undefined) return resolveAgentConfig({}, flags);
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (err) {
+    throw new SigilError('ERR_CONFIG_INVALID', `cannot read agent configuration ${path}`, { reason: 'config-file', cause: err });
+  }
+  let raw: unknown;
+  try {
+    raw = parseYaml(text);
+  } catch (err) {
+    throw new SigilError('ERR_CONFIG_INVALID', `agent configuration ${path} is not valid YAML`, { reason: 'config-yaml', cause: err });
+  }
+  return resolveAgentConfig(raw, flags, resolve(path, '..'));
+}
+
+/** Where the agent keeps its SVID, key and last-known bundle inside `dataDir`. */
+export function agentDataPath(config: Pick<AgentConfig, 'dataDir'>, name: string): string {
+  return join(config.dataDir, name);
+}

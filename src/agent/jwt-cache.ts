@@ -1,0 +1,62 @@
+/**
+ * JWT-SVIDs minted for workloads, kept per (entry, audience set) until half of their
+ * lifetime has passed, so a burst of FetchJWTSVID calls costs one server round trip.
+ * Bounded: past `maxSize` the oldest token is dropped. Tokens are held only as Secrets.
+ */
+import type { Secret } from '../common/secret.js';
+
+/** One cached token. */
+export interface CachedJwtSvid {
+  readonly token: Secret<string>;
+  readonly spiffeId: string;
+  readonly issuedAtMs: number;
+  readonly expiresAtMs: number;
+}
+
+/** The cache key of an audience set: order and repeats do not matter. */
+export function audienceKey(entryId: string, audience: readonly string[]): string {
+  return `${entryId}\u0000${[...new Set(audience)].sort().join('\u0000')}`;
+}
+
+/** A bounded map of fresh JWT-SVIDs. */
+export class JwtSvidCache {
+  readonly #maxSize: number;
+  readonly #items = new Map<string, CachedJwtSvid>();
+
+  constructor(maxSize = 1000) {
+    this.#maxSize = maxSize;
+  }
+
+  /** The cached token for the key when less than half of its life has passed at `nowMs`. */
+  get(key: string, nowMs: number): CachedJwtSvid | undefined {
+    const item = this.#items.get(key);
+    if (item === undefined) return undefined;
+    const halfLife = item.issuedAtMs + (item.expiresAtMs - item.issuedAtMs) / 2;
+    if (nowMs >= halfLife) {
+      this.#items.delete(key);
+      return undefined;
+    }
+    return item;
+  }
+
+  /** Stores a token, dropping the oldest when full. */
+  put(key: string, item: CachedJwtSvid): void {
+    this.#items.delete(key);
+    this.#items.set(key, item);
+    while (this.#items.size > this.#maxSize) {
+      const oldest = this.#items.keys().next().value as string;
+      this.#items.delete(oldest);
+    }
+  }
+
+  /** Drops every token of an entry (it changed or was removed). */
+  dropEntry(entryId: string): void {
+    const prefix = `${entryId}\u0000`;
+    for (const k of [...this.#items.keys()]) if (k.startsWith(prefix)) this.#items.delete(k);
+  }
+
+  /** Number of cached tokens. */
+  get size(): number {
+    return this.#items.size;
+  }
+}

@@ -1,0 +1,51 @@
+/**
+ * The agent half of the configured node attestor, made fresh for every attestation so that
+ * a join token written to the token file after an eviction is picked up without a restart.
+ * The token is read from a file (never argv or env) and held only as a Secret.
+ */
+import { createHash, createPrivateKey } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { JoinTokenAgentAttestor } from '../../attestors/node/join_token/agent.js';
+import { X509PopAgentAttestor } from '../../attestors/node/x509pop/agent.js';
+import { SigilError } from '../common/errors.js';
+import { Secret } from '../common/secret.js';
+import { pemBlocks } from '../common/x509.js';
+import type { NodeAttestorAgent } from '../plugin/node-attestor.js';
+import type { AgentNodeAttestorConfig } from './config.js';
+
+/** A node attestor ready for one attestation, with a fingerprint of its evidence source. */
+export interface PreparedNodeAttestor {
+  readonly attestor: NodeAttestorAgent;
+  /** sha256 of the join token (to notice a spent one without sending it again); '' for x509pop. */
+  readonly evidenceFingerprint: string;
+}
+
+function readSecretFile(path: string, what: string): string {
+  try {
+    return readFileSync(path, 'utf8');
+  } catch (err) {
+    throw new SigilError('ERR_CONFIG_INVALID', `cannot read ${what} ${path}`, { reason: 'attestor-file', cause: err });
+  }
+}
+
+/** Reads the attestor's files and builds its agent half; throws ERR_CONFIG_INVALID when a file is missing or empty. */
+export function prepareNodeAttestor(config: AgentNodeAttestorConfig): PreparedNodeAttestor {
+  if (config.type === 'join_token') {
+    const token = readSecretFile(config.tokenFile, 'join token file').trim();
+    if (token === '') throw new SigilError('ERR_CONFIG_INVALID', `join token file ${config.tokenFile} is empty`, { reason: 'join-token-empty' });
+    return {
+      attestor: new JoinTokenAgentAttestor(new Secret(token)),
+      evidenceFingerprint: createHash('sha256').update(token).digest('hex'),
+    };
+  }
+  const certs = pemBlocks(readSecretFile(config.certFile, 'x509pop certificate file'), 'CERTIFICATE');
+  if (certs.length === 0) throw new SigilError('ERR_CONFIG_INVALID', `x509pop certificate file ${config.certFile} holds no certificate`, { reason: 'x509pop-cert' });
+  let privateKey;
+  try {
+    privateKey = createPrivateKey(readSecretFile(config.keyFile, 'x509pop key file'));
+  } catch (err) {
+    if (err instanceof SigilError) throw err;
+    throw new SigilError('ERR_CONFIG_INVALID', `x509pop key file ${config.keyFile} holds no usable private key`, { reason: 'x509pop-key', cause: err });
+  }
+  return { attestor: new X509PopAgentAttestor({ certificates: certs, privateKey }), evidenceFingerprint: '' };
+}

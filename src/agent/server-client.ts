@@ -1,0 +1,297 @@
+/**
+ * The agent's side of sigil.agent.v1.Agent: attestation over TLS trusting the bootstrap (or
+ * last-synced) bundle, then mTLS with the agent SVID for everything else. The server must
+ * present `spiffe://<td>/sigil/server`. Credentials are swapped in place when the agent SVID
+ * or the server's roots change; calls in flight on the old channel finish on it.
+ */
+import { credentials, Metadata, type Client, type ClientDuplexStream, type ClientReadableStream, type ServiceError } from '@grpc/grpc-js';
+import type { PeerCertificate } from 'node:tls';
+import { SigilError } from '../common/errors.js';
+import type { Secret } from '../common/secret.js';
+import { toPem } from '../common/x509.js';
+import { serviceClient } from '../grpc/proto.js';
+import { fromServiceError } from '../grpc/status.js';
+import type { NodeAttestorAgent } from '../plugin/node-attestor.js';
+import type { TrustDomain } from '../spiffe/spiffe-id.js';
+
+const AGENT_PROTO = 'sigil/agent/v1/agent.proto';
+const AGENT_SERVICE = 'sigil.agent.v1.Agent';
+const UNARY_DEADLINE_MS = 15_000;
+/** A batch of workload CSRs is bounded by the server (MAX 500 per call). */
+export const MAX_CSRS_PER_CALL = 500;
+
+/** An X.509-SVID as the server sends it. */
+export interface WireX509Svid {
+  spiffe_id: string;
+  cert_chain: Buffer[];
+  serial: string;
+  expires_at: string;
+}
+
+/** A bundle as the server sends it. */
+export interface WireBundle {
+  trust_domain_id: string;
+  document: Buffer;
+  x509_authorities: Buffer[];
+  sequence: string;
+  refresh_hint_seconds: string;
+}
+
+/** A registration entry as the server sends it. */
+export interface WireEntry {
+  id: string;
+  spiffe_id: string;
+  parent_id: string;
+  selectors: { type: string; value: string }[];
+  x509_svid_ttl_seconds: number;
+  jwt_svid_ttl_seconds: number;
+  dns_names: string[];
+  federates_with: string[];
+  admin: boolean;
+  downstream: boolean;
+  hint: string;
+  revision: string;
+  expires_at: string;
+}
+
+/** One SyncEntries page. */
+export interface WireSyncPage {
+  kind: 'FULL' | 'DELTA' | 'BATCH_KIND_UNSPECIFIED';
+  entries: WireEntry[];
+  deleted_entry_ids: string[];
+  bundle: WireBundle | null;
+  federated_bundles: WireBundle[];
+  batch_complete: boolean;
+  batch: string;
+}
+
+/** The outcome of a successful attestation. */
+export interface AttestationOutcome {
+  readonly svid: WireX509Svid;
+  readonly bundle: WireBundle;
+  readonly canReattest: boolean;
+}
+
+/** One item of BatchNewX509SVID's answer. */
+export interface X509SvidItemResult {
+  readonly entryId: string;
+  readonly svid?: WireX509Svid;
+  /** Set when this item was refused. */
+  readonly error?: SigilError;
+}
+
+/** A JWT-SVID as the server returns it. */
+export interface WireJwtSvid {
+  token: string;
+  spiffe_id: string;
+  expires_at: string;
+  issued_at: string;
+}
+
+/** The agent SVID the mTLS calls present. */
+export interface ClientIdentity {
+  readonly chainDer: readonly Buffer[];
+  readonly keyPkcs8Der: Secret<Buffer>;
+}
+
+type UnaryMethod = (req: object, md: Metadata, opts: object, cb: (err: ServiceError | null, res: unknown) => void) => void;
+
+function rootsPem(roots: readonly Buffer[]): Buffer {
+  return Buffer.from(roots.map((r) => toPem(r, 'CERTIFICATE')).join(''));
+}
+
+function uriSans(cert: PeerCertificate): string[] {
+  return (cert.subjectaltname ?? '')
+    .split(', ')
+    .filter((p) => p.startsWith('URI:'))
+    .map((p) => p.slice(4));
+}
+
+/** Options of an AgentServerClient. */
+export interface AgentServerClientOptions {
+  /** `host:port` of the agent API. */
+  readonly address: string;
+  readonly trustDomain: TrustDomain;
+  /** The CA certificates (DER) that must sign the server's certificate. */
+  readonly roots: readonly Buffer[];
+}
+
+/** A client of the server's agent API that follows agent SVID and root changes. */
+export class AgentServerClient {
+  readonly #address: string;
+  readonly #serverId: string;
+  readonly #serverName: string;
+  #roots: readonly Buffer[];
+  #identity: ClientIdentity | undefined;
+  #mtls: Client | undefined;
+  #closed = false;
+
+  constructor(options: AgentServerClientOptions) {
+    this.#address = options.address;
+    this.#serverId = `spiffe://${options.trustDomain.name}/sigil/server`;
+    this.#serverName = options.trustDomain.name;
+    this.#roots = options.roots;
+  }
+
+  /** Trusts `roots` for new connections (the server's bundle changed). */
+  setRoots(roots: readonly Buffer[]): void {
+    if (roots.length === 0) return;
+    if (roots.length === this.#roots.length && roots.every((r, i) => r.equals(this.#roots[i] as Buffer))) return;
+    this.#roots = [...roots];
+    this.#resetChannel();
+  }
+
+  /** Presents `identity` on new mTLS calls. */
+  setIdentity(identity: ClientIdentity | undefined): void {
+    this.#identity = identity;
+    this.#resetChannel();
+  }
+
+  #resetChannel(): void {
+    // Calls already started keep their channel; grpc-js lets them finish after close().
+    this.#mtls?.close();
+    this.#mtls = undefined;
+  }
+
+  #makeClient(identity: ClientIdentity | undefined): Client {
+    if (this.#closed) throw new SigilError('ERR_UNAVAILABLE', 'agent server client is closed', { reason: 'closed' });
+    const Ctor = serviceClient(AGENT_PROTO, AGENT_SERVICE);
+    const serverId = this.#serverId;
+    const creds = credentials.createSsl(
+      rootsPem(this.#roots),
+      identity === undefined ? null : Buffer.from(toPem(identity.keyPkcs8Der.reveal(), 'PRIVATE KEY')),
+      identity === undefined ? null : Buffer.from(identity.chainDer.map((c) => toPem(c, 'CERTIFICATE')).join('')),
+      {
+        checkServerIdentity: (_host: string, cert: PeerCertificate): Error | undefined => {
+          const uris = uriSans(cert);
+          return uris.length === 1 && uris[0] === serverId ? undefined : new Error(`server presented ${uris.join(',') || 'no SPIFFE ID'}, expected ${serverId}`);
+        },
+      },
+    );
+    return new Ctor(this.#address, creds, {
+      // SNI must be a name, not the IP the address often is; the identity check above is what counts.
+      'grpc.ssl_target_name_override': this.#serverName,
+      'grpc.initial_reconnect_backoff_ms': 500,
+      'grpc.max_reconnect_backoff_ms': 5000,
+      'grpc.keepalive_time_ms': 30_000,
+      'grpc.keepalive_timeout_ms': 10_000,
+      'grpc.max_receive_message_length': 8 * 1024 * 1024,
+    });
+  }
+
+  #client(): Client {
+    if (this.#identity === undefined) throw new SigilError('ERR_UNAVAILABLE', 'agent is not attested yet', { reason: 'not-attested' });
+    this.#mtls ??= this.#makeClient(this.#identity);
+    return this.#mtls;
+  }
+
+  /** Runs AttestAgent with `attestor`; rejects with the server's SigilError on refusal. */
+  async attest(attestor: NodeAttestorAgent, csrDer: Buffer, signal?: AbortSignal): Promise<AttestationOutcome> {
+    const client = this.#makeClient(undefined);
+    try {
+      return await new Promise<AttestationOutcome>((resolve, reject) => {
+        const call = (client as unknown as { AttestAgent(md: Metadata, opts: object): ClientDuplexStream<object, Record<string, unknown>> }).AttestAgent(
+          new Metadata(),
+          { deadline: new Date(Date.now() + 60_000) },
+        );
+        let settled = false;
+        const finish = (err: unknown, value?: AttestationOutcome): void => {
+          if (settled) return;
+          settled = true;
+          signal?.removeEventListener('abort', onAbort);
+          if (err !== undefined) {
+            call.cancel();
+            reject(err);
+          } else resolve(value as AttestationOutcome);
+        };
+        const onAbort = (): void => finish(signal?.reason ?? new SigilError('ERR_CANCELLED', 'attestation aborted', { reason: 'aborted' }));
+        signal?.addEventListener('abort', onAbort, { once: true });
+        call.on('data', (msg: { step?: string; challenge?: Buffer; result?: { svid: WireX509Svid | null; bundle: WireBundle | null; can_reattest: boolean } }) => {
+          if (msg.step === 'challenge' && msg.challenge !== undefined) {
+            attestor.respond(msg.challenge, signal).then(
+              (answer) => call.write({ challenge_response: Buffer.from(answer) }),
+              (err: unknown) => finish(err),
+            );
+          } else if (msg.step === 'result' && msg.result?.svid && msg.result.bundle) {
+            finish(undefined, { svid: msg.result.svid, bundle: msg.result.bundle, canReattest: msg.result.can_reattest });
+            call.end();
+          }
+        });
+        call.on('error', (err: ServiceError) => finish(fromServiceError(err)));
+        call.on('end', () => finish(new SigilError('ERR_UNAVAILABLE', 'attestation stream ended without a result', { reason: 'no-result' })));
+        attestor.payload(signal).then(
+          (payload) => call.write({ params: { attestor: attestor.name, payload: Buffer.from(payload), csr: csrDer } }),
+          (err: unknown) => finish(err),
+        );
+      });
+    } finally {
+      client.close();
+    }
+  }
+
+  #unary<T>(method: string, request: object, signal?: AbortSignal): Promise<T> {
+    const client = this.#client();
+    const fn = (client as unknown as Record<string, UnaryMethod>)[method] as UnaryMethod;
+    return new Promise<T>((resolve, reject) => {
+      if (signal?.aborted) {
+        reject(signal.reason);
+        return;
+      }
+      const call = fn.call(client, request, new Metadata(), { deadline: new Date(Date.now() + UNARY_DEADLINE_MS) }, (err, res) => {
+        signal?.removeEventListener('abort', onAbort);
+        if (err) reject(fromServiceError(err));
+        else resolve(res as T);
+      }) as unknown as { cancel(): void };
+      const onAbort = (): void => call.cancel();
+      signal?.addEventListener('abort', onAbort, { once: true });
+    });
+  }
+
+  /** RenewAgent: a new agent SVID for the key behind `csrDer`. */
+  async renew(csrDer: Buffer, signal?: AbortSignal): Promise<WireX509Svid> {
+    const r = await this.#unary<{ svid: WireX509Svid | null }>('RenewAgent', { csr: csrDer }, signal);
+    if (!r.svid) throw new SigilError('ERR_INTERNAL', 'renewal answer carries no SVID', { reason: 'no-svid' });
+    return r.svid;
+  }
+
+  /** BatchNewX509SVID for at most MAX_CSRS_PER_CALL items; per-item refusals come back as `error`. */
+  async batchNewX509Svid(items: readonly { entryId: string; csrDer: Buffer }[], signal?: AbortSignal): Promise<X509SvidItemResult[]> {
+    const r = await this.#unary<{ results: { entry_id: string; svid: WireX509Svid | null; status: { code: number; message: string; sigil_code: string } | null }[] }>(
+      'BatchNewX509SVID',
+      { params: items.map((i) => ({ entry_id: i.entryId, csr: i.csrDer })) },
+      signal,
+    );
+    return r.results.map((res) => {
+      if (res.status !== null && res.status.code !== 0) {
+        const code = res.status.sigil_code !== '' ? res.status.sigil_code : 'ERR_INTERNAL';
+        return { entryId: res.entry_id, error: new SigilError(code as SigilError['code'], res.status.message || 'refused', { reason: 'svid-refused' }) };
+      }
+      if (res.svid === null) return { entryId: res.entry_id, error: new SigilError('ERR_INTERNAL', 'result carries no SVID', { reason: 'no-svid' }) };
+      return { entryId: res.entry_id, svid: res.svid };
+    });
+  }
+
+  /** NewJWTSVID for an entry and audiences. */
+  async newJwtSvid(entryId: string, audience: readonly string[], signal?: AbortSignal): Promise<WireJwtSvid> {
+    const r = await this.#unary<{ svid: WireJwtSvid | null }>('NewJWTSVID', { entry_id: entryId, audience: [...audience] }, signal);
+    if (!r.svid) throw new SigilError('ERR_INTERNAL', 'JWT-SVID answer carries no token', { reason: 'no-svid' });
+    return r.svid;
+  }
+
+  /** GetBundle: the own bundle and the federated ones. */
+  async getBundle(signal?: AbortSignal): Promise<{ bundle: WireBundle | null; federated_bundles: WireBundle[] }> {
+    return this.#unary('GetBundle', {}, signal);
+  }
+
+  /** Opens SyncEntries. */
+  syncEntries(pageSize: number): ClientReadableStream<WireSyncPage> {
+    const client = this.#client();
+    return (client as unknown as { SyncEntries(req: object, md: Metadata): ClientReadableStream<WireSyncPage> }).SyncEntries({ page_size: pageSize }, new Metadata());
+  }
+
+  /** Closes the channel; later calls fail with ERR_UNAVAILABLE. */
+  close(): void {
+    this.#closed = true;
+    this.#resetChannel();
+  }
+}
