@@ -36,6 +36,13 @@ export interface UnixAttestorOptions extends UnixAttestorConfig {
 /** Default `workloadSizeLimit`: 128 MiB. */
 export const DEFAULT_WORKLOAD_SIZE_LIMIT = 128 * 1024 * 1024;
 
+/** Stops on abort with a coded error (the signal's own reason when it is one). */
+function checkAbort(signal: AbortSignal | undefined): void {
+  if (signal?.aborted !== true) return;
+  if (signal.reason instanceof SigilError) throw signal.reason;
+  throw new SigilError('ERR_CANCELLED', 'unix attestation was cancelled', { reason: 'cancelled', cause: signal.reason });
+}
+
 function unix(kind: string, value: string | number): Selector {
   return makeSelector('unix', `${kind}:${value}`);
 }
@@ -60,7 +67,7 @@ export class UnixWorkloadAttestor implements WorkloadAttestor {
   }
 
   async attest(peer: PeerCredentials, signal?: AbortSignal): Promise<Selector[]> {
-    signal?.throwIfAborted();
+    checkAbort(signal);
     const status = this.#read(peer.pid, () => this.#processes.status(peer.pid));
     const uid = status.uid.effective;
     const gid = status.gid.effective;
@@ -92,7 +99,7 @@ export class UnixWorkloadAttestor implements WorkloadAttestor {
         out.push(unix('sha256', digest));
       }
     }
-    signal?.throwIfAborted();
+    checkAbort(signal);
     return out;
   }
 

@@ -112,6 +112,13 @@ export function parseProcStatus(text: string): ProcessStatus {
   return Object.freeze({ uid: parseIdSet(fields.get('Uid'), 'Uid'), gid: parseIdSet(fields.get('Gid'), 'Gid'), groups: Object.freeze(groups) });
 }
 
+/** Stops on abort with a coded error (the signal's own reason when it is one). */
+function checkAbort(signal: AbortSignal | undefined): void {
+  if (signal?.aborted !== true) return;
+  if (signal.reason instanceof SigilError) throw signal.reason;
+  throw new SigilError('ERR_CANCELLED', 'hashing the executable was cancelled', { reason: 'cancelled', cause: signal.reason });
+}
+
 function checkPid(pid: number): void {
   if (!Number.isSafeInteger(pid) || pid <= 0) {
     throw new SigilError('ERR_INVALID_ARGUMENT', `invalid pid ${pid}`, { reason: 'pid' });
@@ -183,7 +190,7 @@ export class ProcfsProcessInfo implements ProcessInfo {
   }
 
   async hashExecutable(pid: number, options: HashOptions, signal?: AbortSignal): Promise<string> {
-    signal?.throwIfAborted();
+    checkAbort(signal);
     // Opening /proc/<pid>/exe reaches the very inode the process runs, even if its path was
     // replaced since; stat and read go through that one descriptor.
     let handle: FileHandle;
@@ -207,7 +214,7 @@ export class ProcfsProcessInfo implements ProcessInfo {
       const buffer = Buffer.allocUnsafe(1 << 20);
       let total = 0;
       for (;;) {
-        signal?.throwIfAborted();
+        checkAbort(signal);
         const { bytesRead } = await handle.read(buffer, 0, buffer.length, null);
         if (bytesRead === 0) break;
         total += bytesRead;
