@@ -37,7 +37,7 @@ function loadAddon(): PeerCredAddon {
   if (addon !== undefined) return addon;
   const path = addonPath();
   if (path === undefined) {
-    throw new SigilError('ERR_UNAVAILABLE', `peer credentials addon not built: expected ${ADDON_RELATIVE}; run npm run install`, {
+    throw new SigilError('ERR_UNAVAILABLE', `peer credentials addon not built: expected ${ADDON_RELATIVE} (build it with npm run install, which runs node-gyp)`, {
       reason: 'peercred-addon-missing',
     });
   }
@@ -95,6 +95,11 @@ export function getPeerGroups(socket: Socket): number[] {
   } catch (err) {
     throw syscallError(err, 'reading peer groups');
   }
+}
+
+/** Throws the clear ERR_UNAVAILABLE (`peercred-addon-missing`) when the addon is not built; for startup checks. */
+export function requirePeerCredentials(): void {
+  loadAddon();
 }
 
 /** True when the peer credentials addon is built and loadable. */

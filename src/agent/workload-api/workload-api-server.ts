@@ -13,7 +13,7 @@ import { systemClock, type Clock } from '../../common/clock.js';
 import type { Logger } from '../../common/logger.js';
 import { serviceDefinition, WORKLOAD_PROTO, WORKLOAD_SERVICE } from '../../grpc/proto.js';
 import type { WorkloadAttestor } from '../../plugin/workload-attestor.js';
-import { getPeerCredentials } from '../peer/peer-credentials.js';
+import { getPeerCredentials, requirePeerCredentials } from '../peer/peer-credentials.js';
 import { ProcfsProcessInfo, type ProcessInfo } from '../peer/process-info.js';
 import type { WorkloadIdentitySource } from './identity-source.js';
 import { createWorkloadApiService } from './workload-api-service.js';
@@ -92,6 +92,8 @@ export async function startWorkloadApiServer(options: WorkloadApiServerOptions):
   const clock = options.clock ?? systemClock;
   const processes = options.processInfo ?? new ProcfsProcessInfo();
   const backlog = options.backlog ?? 4096;
+  // Without kernel credentials no caller could be attested: fail at start, not per connection.
+  requirePeerCredentials();
   await prepareSocketPath(socketPath);
 
   const connections = new Map<string, ConnectionFacts>();
