@@ -1,15 +1,28 @@
 /**
  * Keeps the server's own bundle document in the datastore in step with the CA's
  * authorities (bumping `spiffe_sequence` on every change) and serves own and federated
- * bundles to the APIs.
+ * bundles to the APIs. Documents are SPIFFE bundles (src/spiffe's Bundle); each stored
+ * document is parsed once and the value reused until the document changes.
  */
+import type { KeyObject } from 'node:crypto';
 import type { Datastore, BundleRecord } from '../datastore/datastore.js';
 import type { Logger } from '../common/logger.js';
 import { SigilError } from '../common/errors.js';
+import { Bundle } from '../spiffe/bundle.js';
 import { TrustDomain } from '../spiffe/spiffe-id.js';
-import { buildBundleDocument, readBundleDocument } from './bundle-document.js';
 import type { ChangeHub } from './change-hub.js';
 import type { ServerCa } from './server-ca.js';
+
+/** A stored bundle with its parsed value. */
+export interface ParsedBundleRecord {
+  readonly record: BundleRecord;
+  readonly bundle: Bundle;
+}
+
+/** Serialises a bundle as the compact JSON document stored and sent to agents. */
+export function bundleDocument(bundle: Bundle): string {
+  return JSON.stringify(bundle.toJwksObject());
+}
 
 /** Own and federated bundles. */
 export class BundleManager {
@@ -19,6 +32,8 @@ export class BundleManager {
   readonly #refreshHintSeconds: number;
   readonly #hub: ChangeHub;
   readonly #logger: Logger;
+  /** Last parsed document per trust domain ID: parsing imports every key, which costs more than a signature. */
+  readonly #parsed = new Map<string, { document: string; bundle: Bundle }>();
   #syncing: Promise<void> = Promise.resolve();
   readonly #onCaChange = (): void => {
     this.#syncing = this.#syncing.then(() => this.syncOwn()).catch((err: unknown) => this.#logger.error({ err }, 'bundle update failed'));
@@ -39,6 +54,7 @@ export class BundleManager {
     this.#ca.on('bundle-changed', this.#onCaChange);
   }
 
+  /** Stops following the CA. */
   stop(): void {
     this.#ca.off('bundle-changed', this.#onCaChange);
   }
@@ -48,23 +64,40 @@ export class BundleManager {
     await this.#syncing;
   }
 
-  /** Writes the own bundle when the CA's authorities differ from the stored document. */
+  /** The CA's current authorities as a bundle (JWT keys sorted by kid, so equal authorities give equal text). */
+  #caBundle(sequenceNumber: number): Bundle {
+    const jwt = this.#ca
+      .jwtAuthorities()
+      .map((a): [string, KeyObject] => [a.kid, a.publicKey])
+      .sort((x, y) => (x[0] < y[0] ? -1 : x[0] > y[0] ? 1 : 0));
+    return Bundle.create(this.#td, {
+      x509Authorities: this.#ca.x509Authorities(),
+      jwtAuthorities: jwt,
+      sequenceNumber,
+      refreshHintSeconds: this.#refreshHintSeconds,
+    });
+  }
+
+  /** Writes the own bundle when the CA's authorities (or the refresh hint) differ from the stored document. */
   async syncOwn(): Promise<void> {
-    const id = this.#td.idString;
-    const stored = await this.#ds.getBundle(id);
-    const storedSeq = stored === undefined ? 0 : readBundleDocument(stored.document).sequence;
-    const build = (sequence: number): string =>
-      buildBundleDocument({
-        x509Authorities: this.#ca.x509Authorities(),
-        jwtAuthorities: this.#ca.jwtAuthorities(),
-        sequence,
-        refreshHintSeconds: this.#refreshHintSeconds,
-      });
-    if (stored !== undefined && build(storedSeq) === stored.document) return;
+    const stored = await this.#ds.getBundle(this.#td.idString);
+    const old = stored === undefined ? undefined : this.parse(stored);
+    const storedSeq = old?.sequenceNumber ?? 0;
+    const current = this.#caBundle(storedSeq);
+    if (old !== undefined && old.sameAuthorities(current) && old.refreshHintSeconds === current.refreshHintSeconds) return;
     const seq = storedSeq + 1;
-    await this.#ds.setBundle(id, build(seq));
+    await this.#ds.setBundle(this.#td.idString, bundleDocument(current.with({ sequenceNumber: seq })));
     this.#logger.info({ trustDomain: this.#td.name, sequence: seq }, 'trust bundle updated');
     this.#hub.notify('bundles');
+  }
+
+  /** Parses a stored bundle record (cached per document); throws ERR_INVALID_BUNDLE on a malformed one. */
+  parse(record: BundleRecord): Bundle {
+    const hit = this.#parsed.get(record.trustDomainId);
+    if (hit !== undefined && hit.document === record.document) return hit.bundle;
+    const bundle = Bundle.parseJwks(TrustDomain.parse(record.trustDomainId), record.document);
+    this.#parsed.set(record.trustDomainId, { document: record.document, bundle });
+    return bundle;
   }
 
   /** The own bundle record. */
@@ -74,10 +107,21 @@ export class BundleManager {
     return b;
   }
 
+  /** The own bundle record with its parsed value. */
+  async ownParsed(): Promise<ParsedBundleRecord> {
+    const record = await this.own();
+    return { record, bundle: this.parse(record) };
+  }
+
   /** Every federated bundle, sorted by trust domain ID. */
   async federated(): Promise<BundleRecord[]> {
     const all = await this.#ds.listBundles();
     return all.filter((b) => b.trustDomainId !== this.#td.idString).sort((a, b) => (a.trustDomainId < b.trustDomainId ? -1 : 1));
+  }
+
+  /** Every federated bundle with its parsed value, sorted by trust domain ID. */
+  async federatedParsed(): Promise<ParsedBundleRecord[]> {
+    return (await this.federated()).map((record) => ({ record, bundle: this.parse(record) }));
   }
 
   /** Parses `example.org` or `spiffe://example.org` and refuses the own trust domain. */
@@ -89,11 +133,18 @@ export class BundleManager {
     return td.idString;
   }
 
-  /** Creates or replaces a federated bundle after validating its document. */
-  async setFederated(trustDomain: string, document: string): Promise<BundleRecord> {
+  /**
+   * Creates or replaces a federated bundle. The document is validated and stored in its
+   * canonical form, so members the standard does not define (or private key material an
+   * operator pasted by mistake) are never handed on to agents.
+   */
+  async setFederated(trustDomain: string, document: string | Bundle): Promise<BundleRecord> {
     const id = this.federatedId(trustDomain);
-    readBundleDocument(document);
-    const rec = await this.#ds.setBundle(id, document);
+    const bundle = typeof document === 'string' ? Bundle.parseJwks(TrustDomain.parse(id), document) : document;
+    if (bundle.trustDomain.idString !== id) {
+      throw new SigilError('ERR_INVALID_ARGUMENT', `bundle of ${bundle.trustDomain.name} cannot be stored as ${id}`, { reason: 'bundle-trust-domain' });
+    }
+    const rec = await this.#ds.setBundle(id, bundleDocument(bundle));
     this.#hub.notify('bundles');
     return rec;
   }
@@ -105,6 +156,7 @@ export class BundleManager {
       throw new SigilError('ERR_NOT_FOUND', `no federated bundle for ${id}`, { reason: 'bundle-not-found' });
     }
     await this.#ds.deleteBundle(id);
+    this.#parsed.delete(id);
     this.#hub.notify('bundles');
   }
 }

@@ -2,20 +2,11 @@ import test from 'ava';
 import { X509Certificate } from 'node:crypto';
 import { JoinTokenAgentAttestor } from '../../attestors/node/join_token/agent.js';
 import { Secret } from '../../src/common/secret.js';
-import { SigilError } from '../../src/common/errors.js';
+import { rejectionOf as codeOf } from './support/rejection.js';
 import { generateKeyAndCsr } from '../../src/server/server-svid.js';
 import { startTestServer } from '../helpers/server.js';
 import { AgentApiClient, attest, uriOf, type SyncMessage } from '../helpers/agent-client.js';
 
-async function codeOf(p: Promise<unknown>): Promise<{ code: string; reason?: string | undefined }> {
-  try {
-    await p;
-  } catch (err) {
-    if (err instanceof SigilError) return { code: err.code, reason: err.reason };
-    throw err;
-  }
-  throw new Error('expected a rejection');
-}
 
 test('join_token attestation, renewal, sync with pushed changes, issuance and authorisation', async (t) => {
   const s = await startTestServer();

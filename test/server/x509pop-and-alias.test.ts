@@ -2,7 +2,7 @@ import test from 'ava';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { X509PopAgentAttestor } from '../../attestors/node/x509pop/agent.js';
-import { SigilError } from '../../src/common/errors.js';
+import { rejectionOf as codeOf } from './support/rejection.js';
 import { toPem } from '../../src/common/x509.js';
 import { Bundle } from '../../src/spiffe/bundle.js';
 import { parseAndValidateJwtSvid } from '../../src/spiffe/jwt-svid.js';
@@ -14,15 +14,6 @@ import { AgentApiClient, attest, type SyncMessage } from '../helpers/agent-clien
 import { createCa, createLeaf, generateKeyPair } from '../helpers/pki.js';
 import { opensslVerify } from '../helpers/openssl.js';
 
-async function codeOf(p: Promise<unknown>): Promise<{ code: string; reason?: string | undefined }> {
-  try {
-    await p;
-  } catch (err) {
-    if (err instanceof SigilError) return { code: err.code, reason: err.reason };
-    throw err;
-  }
-  throw new Error('expected a rejection');
-}
 
 test('x509pop: success, refusals, ban; node alias authorisation; SVIDs pass src/spiffe and openssl verification', async (t) => {
   const dir = await makeServerDir();

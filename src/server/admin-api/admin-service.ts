@@ -7,18 +7,18 @@ import type { sendUnaryData, ServerUnaryCall, UntypedServiceImplementation } fro
 import type { Clock } from '../../common/clock.js';
 import { SigilError, toSigilError } from '../../common/errors.js';
 import type { Logger } from '../../common/logger.js';
-import type { AttestedNode, Datastore, EntryFilter, NewRegistrationEntry, RegistrationEntry, SelectorMatch } from '../../datastore/datastore.js';
+import type { AttestedNode, BundleRecord, Datastore, EntryFilter, NewRegistrationEntry, RegistrationEntry, SelectorMatch } from '../../datastore/datastore.js';
 import { STATUS_BY_CODE, toServiceError } from '../../grpc/status.js';
 import { makeSelector, type Selector } from '../../spiffe/selector.js';
 import { SpiffeId, TrustDomain } from '../../spiffe/spiffe-id.js';
 import { generateJoinToken, joinTokenAgentId } from '../../../attestors/node/join_token/token.js';
 import type { AuditLog } from '../audit-log.js';
-import { bundleDocumentFromCertificates, readBundleDocument } from '../bundle-document.js';
-import type { BundleManager } from '../bundle-manager.js';
+import type { BundleManager, ParsedBundleRecord } from '../bundle-manager.js';
 import type { ChangeHub } from '../change-hub.js';
 import type { ServerCa } from '../server-ca.js';
 import { normalizeSerial } from '../agent-api/caller.js';
-import { pemBlocks } from '../../common/x509.js';
+import { bundleToMsg, entryToMsg, type EntryMsg } from '../agent-api/wire.js';
+import { Bundle } from '../../spiffe/bundle.js';
 
 /** The CA operations of `sigil localauthority` (src/ca's CaManager provides them). */
 export interface LocalAuthorityOps {
@@ -46,19 +46,8 @@ export interface AdminServiceDeps {
   readonly info: () => { agentApiAddress: string; startedAt: number; ready: boolean; version: string };
 }
 
-/** Admin Entry message shape. */
-export interface AdminEntryMsg {
-  id: string;
-  spiffe_id: string;
-  parent_id: string;
-  selectors: { type: string; value: string }[];
-  x509_svid_ttl_seconds: number;
-  jwt_svid_ttl_seconds: number;
-  dns_names: string[];
-  federates_with: string[];
-  admin: boolean;
-  downstream: boolean;
-  hint: string;
+/** Admin Entry message shape: the agent API's entry plus its creation time (64-bit fields arrive as strings). */
+export interface AdminEntryMsg extends Omit<EntryMsg, 'expires_at' | 'revision'> {
   expires_at: number | string;
   revision: number | string;
   created_at: number | string;
@@ -83,22 +72,7 @@ function sec(ms: number): number {
 }
 
 function entryToAdminMsg(e: RegistrationEntry): AdminEntryMsg {
-  return {
-    id: e.id,
-    spiffe_id: e.spiffeId,
-    parent_id: e.parentId,
-    selectors: e.selectors.map((s) => ({ type: s.type, value: s.value })),
-    x509_svid_ttl_seconds: e.x509SvidTtlSeconds,
-    jwt_svid_ttl_seconds: e.jwtSvidTtlSeconds,
-    dns_names: [...e.dnsNames],
-    federates_with: [...e.federatesWith],
-    admin: e.admin,
-    downstream: e.downstream,
-    hint: e.hint,
-    expires_at: sec(e.entryExpiresAt),
-    revision: e.revision,
-    created_at: sec(e.createdAt),
-  };
+  return { ...entryToMsg(e), created_at: sec(e.createdAt) };
 }
 
 function agentToMsg(n: AttestedNode): Record<string, unknown> {
@@ -209,58 +183,57 @@ export function createAdminServices(deps: AdminServiceDeps): Record<string, Unty
     return items;
   };
 
+  /** Runs one batch item at a time, each with its own status, then wakes the sync streams once. */
+  const perEntry = async <T>(
+    items: readonly T[],
+    fn: (item: T) => Promise<Record<string, unknown>>,
+    onError: (item: T) => Record<string, unknown> = () => ({}),
+  ): Promise<{ results: Record<string, unknown>[] }> => {
+    const results: Record<string, unknown>[] = [];
+    for (const item of batch(items)) {
+      try {
+        results.push({ status: statusOf(), ...(await fn(item)) });
+      } catch (err) {
+        results.push({ ...onError(item), status: statusOf(toSigilError(err)) });
+      }
+    }
+    hub.notify('entries');
+    return { results };
+  };
+
   const Entries: UntypedServiceImplementation = {
-    BatchCreateEntry: unary('entry create', async (req: { entries: AdminEntryMsg[] }) => {
-      const results = [];
-      for (const m of batch(req.entries)) {
-        try {
-          const { entry, created } = await ds.createEntryIfNotExists(entryFromMsg(m));
-          if (!created) {
-            const err = new SigilError('ERR_ALREADY_EXISTS', `an entry with the same SPIFFE ID, parent and selectors exists: ${entry.id}`, {
-              reason: 'entry-exists',
-            });
-            results.push({ status: statusOf(err), entry: entryToAdminMsg(entry) });
-            continue;
-          }
-          audit.record({ who: WHO, action: 'entry.create', result: 'ok', entryId: entry.id, spiffeId: entry.spiffeId });
-          results.push({ status: statusOf(), entry: entryToAdminMsg(entry) });
-        } catch (err) {
-          results.push({ status: statusOf(toSigilError(err)) });
+    BatchCreateEntry: unary('entry create', async (req: { entries: AdminEntryMsg[] }) =>
+      perEntry(req.entries, async (m) => {
+        const { entry, created } = await ds.createEntryIfNotExists(entryFromMsg(m));
+        if (!created) {
+          const err = new SigilError('ERR_ALREADY_EXISTS', `an entry with the same SPIFFE ID, parent and selectors exists: ${entry.id}`, {
+            reason: 'entry-exists',
+          });
+          return { status: statusOf(err), entry: entryToAdminMsg(entry) };
         }
-      }
-      hub.notify('entries');
-      return { results };
-    }),
-    BatchUpdateEntry: unary('entry update', async (req: { entries: AdminEntryMsg[] }) => {
-      const results = [];
-      for (const m of batch(req.entries)) {
-        try {
-          if (m.id === '') throw new SigilError('ERR_INVALID_ARGUMENT', 'entry update needs an entry id', { reason: 'no-entry-id' });
-          const fields = entryFromMsg(m);
-          const entry = await ds.updateEntry({ ...fields, id: m.id });
-          audit.record({ who: WHO, action: 'entry.update', result: 'ok', entryId: entry.id, spiffeId: entry.spiffeId });
-          results.push({ status: statusOf(), entry: entryToAdminMsg(entry) });
-        } catch (err) {
-          results.push({ status: statusOf(toSigilError(err)) });
-        }
-      }
-      hub.notify('entries');
-      return { results };
-    }),
-    BatchDeleteEntry: unary('entry delete', async (req: { ids: string[] }) => {
-      const results = [];
-      for (const id of batch(req.ids)) {
-        try {
+        audit.record({ who: WHO, action: 'entry.create', result: 'ok', entryId: entry.id, spiffeId: entry.spiffeId });
+        return { entry: entryToAdminMsg(entry) };
+      }),
+    ),
+    BatchUpdateEntry: unary('entry update', async (req: { entries: AdminEntryMsg[] }) =>
+      perEntry(req.entries, async (m) => {
+        if (m.id === '') throw new SigilError('ERR_INVALID_ARGUMENT', 'entry update needs an entry id', { reason: 'no-entry-id' });
+        const entry = await ds.updateEntry({ ...entryFromMsg(m), id: m.id });
+        audit.record({ who: WHO, action: 'entry.update', result: 'ok', entryId: entry.id, spiffeId: entry.spiffeId });
+        return { entry: entryToAdminMsg(entry) };
+      }),
+    ),
+    BatchDeleteEntry: unary('entry delete', async (req: { ids: string[] }) =>
+      perEntry(
+        req.ids,
+        async (id) => {
           const entry = await ds.deleteEntry(id);
           audit.record({ who: WHO, action: 'entry.delete', result: 'ok', entryId: entry.id, spiffeId: entry.spiffeId });
-          results.push({ id, status: statusOf() });
-        } catch (err) {
-          results.push({ id, status: statusOf(toSigilError(err)) });
-        }
-      }
-      hub.notify('entries');
-      return { results };
-    }),
+          return { id };
+        },
+        (id) => ({ id }),
+      ),
+    ),
     GetEntry: unary('entry show', async (req: { id: string }) => {
       const e = await ds.getEntry(req.id);
       if (e === undefined) throw new SigilError('ERR_NOT_FOUND', `no entry with id ${JSON.stringify(req.id)}`, { reason: 'entry-not-found' });
@@ -331,24 +304,15 @@ export function createAdminServices(deps: AdminServiceDeps): Record<string, Unty
     }),
   };
 
-  const bundleMsg = (b: { trustDomainId: string; document: string; updatedAt: number }): Record<string, unknown> => {
-    const facts = readBundleDocument(b.document);
-    return {
-      trust_domain_id: b.trustDomainId,
-      document: Buffer.from(b.document, 'utf8'),
-      x509_authorities: facts.x509Authorities,
-      sequence: facts.sequence,
-      refresh_hint_seconds: facts.refreshHintSeconds,
-      updated_at: sec(b.updatedAt),
-    };
-  };
+  const bundleMsg = (b: ParsedBundleRecord): Record<string, unknown> => ({ ...bundleToMsg(b), updated_at: sec(b.record.updatedAt) });
+  const parsed = (record: BundleRecord): ParsedBundleRecord => ({ record, bundle: deps.bundles.parse(record) });
 
   const Bundles: UntypedServiceImplementation = {
-    GetBundle: unary('bundle show', async () => bundleMsg(await deps.bundles.own())),
+    GetBundle: unary('bundle show', async () => bundleMsg(await deps.bundles.ownParsed())),
     ListFederatedBundles: unary('bundle list', async (req: { page_size: number; page_token: string }) => {
-      const all = await deps.bundles.federated();
-      const start = req.page_token === '' ? 0 : Number.parseInt(req.page_token, 10);
-      if (!Number.isInteger(start) || start < 0) throw new SigilError('ERR_INVALID_ARGUMENT', 'invalid page token', { reason: 'page-token' });
+      const all = await deps.bundles.federatedParsed();
+      const start = req.page_token === '' ? 0 : Number(req.page_token);
+      if (!Number.isSafeInteger(start) || start < 0) throw new SigilError('ERR_INVALID_ARGUMENT', 'invalid page token', { reason: 'page-token' });
       const size = pageSize(req.page_size);
       const items = all.slice(start, start + size);
       return { bundles: items.map(bundleMsg), next_page_token: start + size < all.length ? String(start + size) : '' };
@@ -357,32 +321,41 @@ export function createAdminServices(deps: AdminServiceDeps): Record<string, Unty
       const id = deps.bundles.federatedId(req.trust_domain);
       const b = await ds.getBundle(id);
       if (b === undefined) throw new SigilError('ERR_NOT_FOUND', `no federated bundle for ${id}`, { reason: 'bundle-not-found' });
-      return bundleMsg(b);
+      return bundleMsg(parsed(b));
     }),
     SetFederatedBundle: unary('bundle set', async (req: { trust_domain: string; document: Buffer; format: string; append: boolean }) => {
       const id = deps.bundles.federatedId(req.trust_domain);
+      const td = TrustDomain.parse(id);
       const text = req.document.toString('utf8');
-      let incoming: Buffer[];
-      let document: string;
+      let incoming: Bundle;
       if (req.format === 'pem') {
-        incoming = pemBlocks(text, 'CERTIFICATE');
-        if (incoming.length === 0) throw new SigilError('ERR_INVALID_BUNDLE', 'no PEM certificate in the bundle', { reason: 'bundle-pem' });
-        document = bundleDocumentFromCertificates(incoming);
+        if (text.includes('PRIVATE KEY-----')) {
+          throw new SigilError('ERR_INVALID_BUNDLE', 'the PEM bundle holds a private key; send certificates only', { reason: 'private-key-in-bundle' });
+        }
+        incoming = Bundle.fromX509Pem(td, text);
+        if (incoming.x509Authorities.length === 0) throw new SigilError('ERR_INVALID_BUNDLE', 'no PEM certificate in the bundle', { reason: 'bundle-pem' });
       } else if (req.format === '' || req.format === 'spiffe') {
-        incoming = readBundleDocument(text).x509Authorities;
-        document = text;
+        incoming = Bundle.parseJwks(td, text);
       } else {
         throw new SigilError('ERR_INVALID_ARGUMENT', `bundle format must be spiffe or pem, got ${JSON.stringify(req.format)}`, { reason: 'bundle-format' });
       }
       const existing = await ds.getBundle(id);
-      if (existing !== undefined) {
-        const old = readBundleDocument(existing.document);
-        const merged = req.append ? [...old.x509Authorities, ...incoming.filter((c) => !old.x509Authorities.some((o) => o.equals(c)))] : incoming;
-        if (req.append || req.format === 'pem') document = bundleDocumentFromCertificates(merged, old.sequence + 1);
+      const old = existing === undefined ? undefined : deps.bundles.parse(existing);
+      let next = incoming;
+      if (old === undefined) {
+        // a PEM file has no sequence of its own; start the count
+        if (req.format === 'pem') next = incoming.with({ sequenceNumber: 1 });
+      } else if (req.append) {
+        // appending keeps what is there (JWT keys and hint included); a key ID sent again takes the new key
+        const jwt = new Map([...old.jwtAuthorities].map(([kid, a]) => [kid, a.publicKey]));
+        for (const [kid, a] of incoming.jwtAuthorities) jwt.set(kid, a.publicKey);
+        next = old.with({ x509Authorities: [...old.x509Authorities, ...incoming.x509Authorities], jwtAuthorities: jwt, sequenceNumber: (old.sequenceNumber ?? 0) + 1 });
+      } else if (req.format === 'pem') {
+        next = incoming.with({ sequenceNumber: (old.sequenceNumber ?? 0) + 1 });
       }
-      const rec = await deps.bundles.setFederated(id, document);
+      const rec = await deps.bundles.setFederated(id, next);
       audit.record({ who: WHO, action: 'bundle.set', result: 'ok', spiffeId: id });
-      return bundleMsg(rec);
+      return bundleMsg(parsed(rec));
     }),
     DeleteFederatedBundle: unary('bundle delete', async (req: { trust_domain: string }) => {
       const id = deps.bundles.federatedId(req.trust_domain);
@@ -397,36 +370,23 @@ export function createAdminServices(deps: AdminServiceDeps): Record<string, Unty
     return deps.localAuthority;
   };
   const laStatus = async (): Promise<unknown> => ({ authorities: authoritiesOf(la().status()) });
+  /** One authority operation: audited, then the own bundle is brought in step before the new status is returned. */
+  const laStep = (op: 'prepare' | 'activate' | 'taint' | 'revoke') =>
+    unary(`localauthority ${op}`, async (req: { kind: string; authority_id?: string }) => {
+      const kind = parseKind(req.kind);
+      const id = req.authority_id ?? '';
+      if (op === 'prepare' || op === 'activate') await la()[op](kind);
+      else await la()[op](kind, id);
+      audit.record({ who: WHO, action: `localauthority.${kind}.${op}`, result: 'ok', ...(op === 'taint' || op === 'revoke' ? { detail: { authorityId: id } } : {}) });
+      await deps.bundles.syncOwn();
+      return laStatus();
+    });
   const LocalAuthority: UntypedServiceImplementation = {
     GetStatus: unary('localauthority show', laStatus),
-    Prepare: unary('localauthority prepare', async (req: { kind: string }) => {
-      const kind = parseKind(req.kind);
-      await la().prepare(kind);
-      audit.record({ who: WHO, action: `localauthority.${kind}.prepare`, result: 'ok' });
-      await deps.bundles.syncOwn();
-      return laStatus();
-    }),
-    Activate: unary('localauthority activate', async (req: { kind: string }) => {
-      const kind = parseKind(req.kind);
-      await la().activate(kind);
-      audit.record({ who: WHO, action: `localauthority.${kind}.activate`, result: 'ok' });
-      await deps.bundles.syncOwn();
-      return laStatus();
-    }),
-    Taint: unary('localauthority taint', async (req: { kind: string; authority_id: string }) => {
-      const kind = parseKind(req.kind);
-      await la().taint(kind, req.authority_id);
-      audit.record({ who: WHO, action: `localauthority.${kind}.taint`, result: 'ok', detail: { authorityId: req.authority_id } });
-      await deps.bundles.syncOwn();
-      return laStatus();
-    }),
-    Revoke: unary('localauthority revoke', async (req: { kind: string; authority_id: string }) => {
-      const kind = parseKind(req.kind);
-      await la().revoke(kind, req.authority_id);
-      audit.record({ who: WHO, action: `localauthority.${kind}.revoke`, result: 'ok', detail: { authorityId: req.authority_id } });
-      await deps.bundles.syncOwn();
-      return laStatus();
-    }),
+    Prepare: laStep('prepare'),
+    Activate: laStep('activate'),
+    Taint: laStep('taint'),
+    Revoke: laStep('revoke'),
   };
 
   const Mint: UntypedServiceImplementation = {

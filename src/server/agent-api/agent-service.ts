@@ -115,7 +115,7 @@ export function createAgentService(deps: AgentServiceDeps): UntypedServiceImplem
   };
 
   async function ownBundleMsg(): Promise<BundleMsg> {
-    return bundleToMsg(await deps.bundles.own());
+    return bundleToMsg(await deps.bundles.ownParsed());
   }
 
   async function attest(call: ServerDuplexStream<AttestAgentRequestMsg, unknown>): Promise<void> {
@@ -334,10 +334,14 @@ export function createAgentService(deps: AgentServiceDeps): UntypedServiceImplem
     };
   }
 
+  async function bundlesMsg(): Promise<{ bundle: BundleMsg; federated_bundles: BundleMsg[] }> {
+    const fed = await deps.bundles.federatedParsed();
+    return { bundle: await ownBundleMsg(), federated_bundles: fed.map(bundleToMsg) };
+  }
+
   async function getBundle(call: ServerUnaryCall<unknown, unknown>): Promise<unknown> {
     await authenticateAgent(call.getAuthContext(), ds, trustDomain);
-    const fed = await deps.bundles.federated();
-    return { bundle: await ownBundleMsg(), federated_bundles: fed.map(bundleToMsg) };
+    return bundlesMsg();
   }
 
   function syncEntries(call: ServerWritableStream<{ page_size: number }, unknown>): void {
@@ -372,11 +376,6 @@ export function createAgentService(deps: AgentServiceDeps): UntypedServiceImplem
       if (!call.write(msg)) await new Promise<void>((resolve) => call.once('drain', () => resolve()));
     };
 
-    const bundlesPart = async (): Promise<{ bundle: BundleMsg; federated_bundles: BundleMsg[] }> => {
-      const fed = await deps.bundles.federated();
-      return { bundle: await ownBundleMsg(), federated_bundles: fed.map(bundleToMsg) };
-    };
-
     const sendBatch = async (kind: 'FULL' | 'DELTA', upserts: RegistrationEntry[], deleted: string[], withBundles: boolean): Promise<void> => {
       batch++;
       const pages: { entries: EntryMsg[]; deleted: string[] }[] = [];
@@ -395,7 +394,7 @@ export function createAgentService(deps: AgentServiceDeps): UntypedServiceImplem
       pages.push({ entries: cur, deleted: [] });
       for (let i = 0; i < deleted.length; i += pageSize * 4) pages.push({ entries: [], deleted: deleted.slice(i, i + pageSize * 4) });
       const nonEmpty = pages.filter((p, i) => i === 0 || p.entries.length > 0 || p.deleted.length > 0);
-      const bundles = withBundles ? await bundlesPart() : undefined;
+      const bundles = withBundles ? await bundlesMsg() : undefined;
       for (const [i, p] of nonEmpty.entries()) {
         await write({
           kind,

@@ -3,8 +3,8 @@
  * (keepCase, longs as strings, bytes as Buffers, defaults filled, oneof name set), and
  * converters from domain records. Only the agent API handlers use these.
  */
-import type { RegistrationEntry, BundleRecord } from '../../datastore/datastore.js';
-import { readBundleDocument } from '../bundle-document.js';
+import type { RegistrationEntry } from '../../datastore/datastore.js';
+import type { ParsedBundleRecord } from '../bundle-manager.js';
 
 /** First message of AttestAgent. */
 export interface AttestParamsMsg {
@@ -62,14 +62,13 @@ export interface StatusMsg {
 }
 
 /** Converts a stored bundle to its wire form. */
-export function bundleToMsg(b: BundleRecord): BundleMsg {
-  const facts = readBundleDocument(b.document);
+export function bundleToMsg({ record, bundle }: ParsedBundleRecord): BundleMsg {
   return {
-    trust_domain_id: b.trustDomainId,
-    document: Buffer.from(b.document, 'utf8'),
-    x509_authorities: facts.x509Authorities,
-    sequence: facts.sequence,
-    refresh_hint_seconds: facts.refreshHintSeconds,
+    trust_domain_id: record.trustDomainId,
+    document: Buffer.from(record.document, 'utf8'),
+    x509_authorities: bundle.x509AuthoritiesDer().map((d) => Buffer.from(d.buffer, d.byteOffset, d.byteLength)),
+    sequence: bundle.sequenceNumber ?? 0,
+    refresh_hint_seconds: bundle.refreshHintSeconds ?? 0,
   };
 }
 

@@ -1,4 +1,5 @@
 import test from 'ava';
+import { attestationReasonOf as reasonOf } from '../../server/support/rejection.js';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -30,15 +31,6 @@ async function setup(t: { teardown(fn: () => Promise<void>): void }) {
   return { clock, ds, server, issue };
 }
 
-async function reasonOf(p: Promise<unknown>): Promise<string | undefined> {
-  try {
-    await p;
-  } catch (err) {
-    if (err instanceof SigilError && err.code === 'ERR_ATTESTATION_FAILED') return err.reason;
-    throw err;
-  }
-  return undefined;
-}
 
 test('a valid token attests once, naming the agent by token ID (never the token)', async (t) => {
   const { server, issue } = await setup(t);

@@ -1,8 +1,8 @@
 import test from 'ava';
+import { attestationReasonOf as reasonOf } from '../../server/support/rejection.js';
 import { X509PopAgentAttestor } from '../../../attestors/node/x509pop/agent.js';
 import { X509PopServerAttestor } from '../../../attestors/node/x509pop/server.js';
 import { ManualClock } from '../../../src/common/clock.js';
-import { SigilError } from '../../../src/common/errors.js';
 import { TrustDomain } from '../../../src/spiffe/spiffe-id.js';
 import { formatSelector } from '../../../src/spiffe/selector.js';
 import { createCa, createLeaf, generateKeyPair } from '../../helpers/pki.js';
@@ -16,15 +16,6 @@ async function run(server: X509PopServerAttestor, agent: X509PopAgentAttestor) {
   return session.next(await agent.respond(first.challenge));
 }
 
-async function reasonOf(p: Promise<unknown>): Promise<string | undefined> {
-  try {
-    await p;
-  } catch (err) {
-    if (err instanceof SigilError && err.code === 'ERR_ATTESTATION_FAILED') return err.reason;
-    throw err;
-  }
-  return undefined;
-}
 
 test('a chain through an intermediate to a trusted CA attests, with certificate selectors', async (t) => {
   const root = await createCa({ name: 'CN=Root', id: null });
