@@ -11,6 +11,8 @@ export interface CachedJwtSvid {
   readonly spiffeId: string;
   readonly issuedAtMs: number;
   readonly expiresAtMs: number;
+  /** When the agent received it (its own clock): a server clock that disagrees must not keep a token past half its life. */
+  readonly receivedAtMs: number;
 }
 
 /** The cache key of an audience set: order and repeats do not matter. */
@@ -31,7 +33,8 @@ export class JwtSvidCache {
   get(key: string, nowMs: number): CachedJwtSvid | undefined {
     const item = this.#items.get(key);
     if (item === undefined) return undefined;
-    const halfLife = item.issuedAtMs + (item.expiresAtMs - item.issuedAtMs) / 2;
+    const start = Math.max(item.issuedAtMs, Math.min(item.receivedAtMs, item.expiresAtMs));
+    const halfLife = start + (item.expiresAtMs - start) / 2;
     if (nowMs >= halfLife) {
       this.#items.delete(key);
       return undefined;

@@ -560,7 +560,7 @@ export class SvidCache implements WorkloadIdentitySource {
           const wire = await this.#o.issuer.newJwtSvid(e.entry.id, audience, signal);
           const token = new Secret(wire.token);
           const issuedAtMs = Number(wire.issued_at) * 1000 || this.#o.clock.nowMs();
-          this.#jwt.put(key, { token, spiffeId: wire.spiffe_id, issuedAtMs, expiresAtMs: Number(wire.expires_at) * 1000 });
+          this.#jwt.put(key, { token, spiffeId: wire.spiffe_id, issuedAtMs, expiresAtMs: Number(wire.expires_at) * 1000, receivedAtMs: this.#o.clock.nowMs() });
           this.#o.logger.info({ entryId: e.entry.id, spiffeId: wire.spiffe_id, expiresAt: new Date(Number(wire.expires_at) * 1000).toISOString() }, 'JWT-SVID minted');
           return { spiffeId: wire.spiffe_id, token, hint: e.entry.hint };
         } catch (err) {

@@ -1,0 +1,67 @@
+/** The agent config schema: defaults, flags over file, unknown keys named, every problem at once, frozen. */
+import test, { type ExecutionContext } from 'ava';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { isSigilError, type SigilError } from '../../src/common/errors.js';
+import { DEFAULT_AGENT_SOCKET, loadAgentConfig, resolveAgentConfig } from '../../src/agent/config.js';
+
+const base = {
+  trustDomain: 'example.org',
+  serverAddress: 'sigil-server:8081',
+  trustBundleFile: '/etc/sigil/bootstrap.pem',
+  dataDir: '/var/lib/sigil/agent',
+  nodeAttestor: { joinToken: { tokenFile: '/etc/sigil/token' } },
+};
+
+function configError(t: ExecutionContext, fn: () => unknown): SigilError {
+  const err = t.throws(fn);
+  t.true(isSigilError(err, 'ERR_CONFIG_INVALID'));
+  return err as SigilError;
+}
+
+test('defaults fill every optional key and the result is frozen', (t) => {
+  const c = resolveAgentConfig(base);
+  t.is(c.socketPath, DEFAULT_AGENT_SOCKET);
+  t.is(c.logLevel, 'info');
+  t.deepEqual(c.nodeAttestor, { type: 'join_token', tokenFile: '/etc/sigil/token' });
+  t.deepEqual(c.svidCache, { maxSize: 1000, idleGraceMs: 300_000 });
+  t.deepEqual(c.sync, { pageSize: 0, retryInitialMs: 1000, retryMaxMs: 30_000 });
+  t.false(c.workloadAttestors.unix.discoverWorkloadPath);
+  t.true(Object.isFrozen(c) && Object.isFrozen(c.sync) && Object.isFrozen(c.nodeAttestor));
+  t.throws(() => {
+    (c as { logLevel: string }).logLevel = 'debug';
+  });
+});
+
+test('unknown keys are rejected by name, with every other problem in the same error', (t) => {
+  const err = configError(t, () => resolveAgentConfig({ ...base, serverAdress: 'x:1', svidCache: { maxSize: 0, ttl: '1h' }, logLevel: 'loud' }));
+  t.is(err.reason, 'config');
+  t.true(err.message.includes('unknown key serverAdress'));
+  t.true(err.message.includes('unknown key svidCache.ttl'));
+  t.true(err.message.includes('svidCache.maxSize'));
+  t.true(err.message.includes('logLevel'));
+});
+
+test('exactly one node attestor, and flags win over the file', (t) => {
+  configError(t, () => resolveAgentConfig({ ...base, nodeAttestor: {} }));
+  configError(t, () => resolveAgentConfig({ ...base, nodeAttestor: { joinToken: { tokenFile: 'a' }, x509pop: { certFile: 'b', keyFile: 'c' } } }));
+  const c = resolveAgentConfig(base, { socketPath: '/tmp/s.sock', joinTokenFile: 'token', logLevel: 'debug' }, '/srv');
+  t.is(c.socketPath, '/tmp/s.sock');
+  t.deepEqual(c.nodeAttestor, { type: 'join_token', tokenFile: '/srv/token' });
+  t.is(c.logLevel, 'debug');
+});
+
+test('a YAML file resolves relative paths against its folder; bad durations and addresses are named', (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'sigil-agent-config-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const file = join(dir, 'agent.yaml');
+  writeFileSync(file, 'trustDomain: example.org\nserverAddress: 127.0.0.1:8081\ntrustBundleFile: bootstrap.pem\ndataDir: data\nnodeAttestor:\n  x509pop:\n    certFile: node.pem\n    keyFile: node-key.pem\n');
+  const c = loadAgentConfig(file);
+  t.is(c.trustBundleFile, join(dir, 'bootstrap.pem'));
+  t.deepEqual(c.nodeAttestor, { type: 'x509pop', certFile: join(dir, 'node.pem'), keyFile: join(dir, 'node-key.pem') });
+  const err = configError(t, () => resolveAgentConfig({ ...base, serverAddress: 'no-port', svidCache: { idleGrace: 'soon' } }));
+  t.true(err.message.includes('serverAddress'));
+  t.true(err.message.includes('svidCache.idleGrace'));
+  t.is(configError(t, () => loadAgentConfig(join(dir, 'missing.yaml'))).reason, 'config-file');
+});

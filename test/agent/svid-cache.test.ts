@@ -1,0 +1,102 @@
+/**
+ * The SVID cache against a real server: the memory policy (eager up to maxSize, always for
+ * connected workloads, idle SVIDs dropped after the grace period), real-time rotation with a
+ * short TTL, and JWT-SVIDs minted once per (identity, audience set) and validated.
+ */
+import test from 'ava';
+import { WorkloadApiClient } from '../../src/client/workload-api-client.js';
+import { ManualClock } from '../../src/common/clock.js';
+import { isSigilError } from '../../src/common/errors.js';
+import { parseSelector } from '../../src/spiffe/selector.js';
+import type { WorkloadUpdate } from '../../src/agent/workload-api/identity-source.js';
+import { startTestServer } from '../helpers/server.js';
+import { startWorkload, writeWorkloadScript, type WorkloadEvent } from './workload-api/support/workload-child.js';
+import { eventually, startTestAgent, WallClock } from './support/agent-harness.js';
+
+const AS_ROOT = process.getuid?.() === 0;
+const rootOnly = AS_ROOT ? test.serial : test.serial.skip;
+
+test.serial('memory policy: eager up to maxSize, always for connected workloads, idle ones dropped after the grace period', async (t) => {
+  const server = await startTestServer();
+  t.teardown(() => server.destroy());
+  const clock = new ManualClock(Date.now());
+  const a = await startTestAgent(t, server, { clock, config: { svidCache: { maxSize: 1, idleGrace: '1m' } } });
+  const cache = a.agent.cache;
+  const ids = await Promise.all(
+    ['a', 'b', 'c'].map((n, i) => server.createEntry({ spiffeId: `spiffe://example.org/w/${n}`, parentId: a.agentId, selectors: [`unix:uid:${1001 + i}`] })),
+  );
+  await eventually(() => (cache.stats().entries === 3 && cache.stats().svids === 1 ? true : undefined), 5000, 'one eager SVID');
+
+  const updates: WorkloadUpdate[][] = [[], []];
+  const unsubA = cache.subscribe([parseSelector('unix:uid:1001')], (u) => updates[0]?.push(u));
+  const unsubB = cache.subscribe([parseSelector('unix:uid:1002')], (u) => updates[1]?.push(u));
+  await eventually(() => (updates[0]?.length && updates[1]?.length ? true : undefined), 5000, 'both workloads served');
+  t.is(updates[0]?.[0]?.svids[0]?.spiffeId, 'spiffe://example.org/w/a');
+  t.is(updates[1]?.[0]?.svids[0]?.spiffeId, 'spiffe://example.org/w/b');
+  t.deepEqual(cache.cachedEntryIds().sort(), [ids[0], ids[1]].sort());
+
+  unsubA();
+  clock.advance(10_000);
+  unsubB();
+  clock.advance(30_000); // both idle, both within the grace period
+  t.is(cache.stats().svids, 2);
+  clock.advance(31_000); // a's grace is over; b is the most recently used and fits in maxSize
+  t.deepEqual(cache.cachedEntryIds(), [ids[1]]);
+  clock.advance(60_000);
+  t.deepEqual(cache.cachedEntryIds(), [ids[1]]);
+  t.is(cache.stats().subscribers, 0);
+});
+
+rootOnly('with a 4 s TTL the agent rotates in real time and every SVID reaches the open stream', async (t) => {
+  const clock = new WallClock();
+  const server = await startTestServer({ clock });
+  t.teardown(() => server.destroy());
+  const a = await startTestAgent(t, server, { clock });
+  await server.createEntry({ spiffeId: 'spiffe://example.org/w/short', parentId: a.agentId, selectors: ['unix:uid:0'], x509SvidTtlSeconds: 4 });
+  const script = writeWorkloadScript();
+  const w = await startWorkload(script, a.socketPath);
+  t.teardown(() => w.workload.stop());
+  const seen = new Set<string>();
+  // Open the stream once the entry is on the agent (before that the caller has no identity).
+  await eventually(() => (a.agent.cache.stats().svids > 0 ? true : undefined), 5000, 'first SVID');
+  const started = Date.now();
+  w.workload.send({ op: 'x509', tag: 's' });
+  await eventually(() => {
+    t.falsy(w.workload.events.find((e) => e.event === 'error'));
+    for (const e of w.workload.events as (WorkloadEvent & { svids?: { cert: string }[] })[]) if (e.event === 'data' && e.svids?.[0]) seen.add(e.svids[0].cert);
+    return seen.size >= 3 ? true : undefined;
+  }, 12_000, 'three SVIDs on one stream');
+  t.log(`3 SVIDs in ${Date.now() - started} ms`);
+  t.true(seen.size >= 3);
+});
+
+rootOnly('JWT-SVIDs are minted through the server, cached per audience set, and validated against the agent bundles', async (t) => {
+  // Wall-clock server: its tokens (5 min) must still be fresh when they arrive.
+  const server = await startTestServer({ clock: new WallClock() });
+  t.teardown(() => server.destroy());
+  const a = await startTestAgent(t, server);
+  await server.createEntry({ spiffeId: 'spiffe://example.org/w/jwt', parentId: a.agentId, selectors: ['unix:uid:0'] });
+  const client = new WorkloadApiClient({ address: a.agent.address });
+  t.teardown(() => client.close());
+  const first = await eventually(async () => {
+    try {
+      return await client.fetchJwtSvid({ audience: ['svc-b', 'svc-a'] });
+    } catch (err) {
+      if (isSigilError(err, 'ERR_PERMISSION_DENIED') || isSigilError(err, 'ERR_UNAVAILABLE')) return undefined;
+      throw err;
+    }
+  }, 10_000, 'a JWT-SVID');
+  t.is(first.id.toString(), 'spiffe://example.org/w/jwt');
+  const again = await client.fetchJwtSvid({ audience: ['svc-a', 'svc-b'] });
+  t.is(again.marshal(), first.marshal(), 'same audience set: the cached token');
+  const other = await client.fetchJwtSvid({ audience: 'svc-c' });
+  t.not(other.marshal(), first.marshal());
+  t.is(a.agent.cache.stats().jwtSvids, 2);
+
+  const validated = await client.validateJwtSvid(first.marshal(), 'svc-a');
+  t.is(validated.id.toString(), 'spiffe://example.org/w/jwt');
+  const err = await t.throwsAsync(client.validateJwtSvid(first.marshal(), 'svc-z'));
+  t.true(isSigilError(err, 'ERR_INVALID_JWT_SVID') || isSigilError(err, 'ERR_INVALID_ARGUMENT'));
+  const unknown = await t.throwsAsync(client.fetchJwtSvid({ audience: 'x', spiffeId: 'spiffe://example.org/w/not-mine' }));
+  t.true(isSigilError(unknown, 'ERR_NO_IDENTITY') || isSigilError(unknown, 'ERR_PERMISSION_DENIED'));
+});
