@@ -1,0 +1,192 @@
+/**
+ * deploy/kubernetes: every manifest parses, validates against the Kubernetes API schema
+ * (kubernetes-models, offline), and carries the fields Sigil relies on (checked with zod
+ * schemas below); the ConfigMaps' configs load through the real config loaders; names
+ * that refer to each other (volumes, ports, Service selectors, ConfigMaps) line up.
+ */
+import test, { type ExecutionContext } from 'ava';
+import { readFileSync, readdirSync } from 'node:fs';
+import { dirname, join, posix, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseAllDocuments, parse as parseYaml } from 'yaml';
+import { z } from 'zod';
+import { DaemonSet } from 'kubernetes-models/apps/v1/DaemonSet';
+import { StatefulSet } from 'kubernetes-models/apps/v1/StatefulSet';
+import { ConfigMap } from 'kubernetes-models/v1/ConfigMap';
+import { Namespace } from 'kubernetes-models/v1/Namespace';
+import { Service } from 'kubernetes-models/v1/Service';
+import { ServiceAccount } from 'kubernetes-models/v1/ServiceAccount';
+import { resolveAgentConfig } from '../../src/agent/config.js';
+import { resolveServerConfig } from '../../src/server/config.js';
+
+const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../../..');
+const DIR = join(ROOT, 'deploy/kubernetes');
+const UID = 10001;
+
+type Manifest = { apiVersion: string; kind: string; metadata: { name: string; namespace?: string }; file: string } & Record<string, unknown>;
+
+/** The kinds the manifests may use, each with its schema-checking model. */
+const MODELS: Record<string, (doc: unknown) => { validate(): void }> = {
+  'v1/Namespace': (d) => new Namespace(d as never),
+  'v1/ConfigMap': (d) => new ConfigMap(d as never),
+  'v1/Service': (d) => new Service(d as never),
+  'v1/ServiceAccount': (d) => new ServiceAccount(d as never),
+  'apps/v1/StatefulSet': (d) => new StatefulSet(d as never),
+  'apps/v1/DaemonSet': (d) => new DaemonSet(d as never),
+};
+
+const files = readdirSync(DIR).filter((f) => f.endsWith('.yaml') && f !== 'kustomization.yaml');
+const manifests: Manifest[] = files.flatMap((file) =>
+  parseAllDocuments(readFileSync(join(DIR, file), 'utf8')).map((doc) => {
+    if (doc.errors.length > 0) throw new Error(`${file}: ${doc.errors.map((e) => e.message).join('; ')}`);
+    return { ...(doc.toJS() as Manifest), file };
+  }),
+);
+const find = (kind: string, name: string): Manifest | undefined => manifests.find((m) => m.kind === kind && m.metadata.name === name);
+
+// --- zod schemas of the fields Sigil relies on (the API schema allows much more) ---
+const hardenedContainer = z.object({
+  name: z.string(),
+  image: z.string().regex(/^sigil:/),
+  securityContext: z.object({
+    allowPrivilegeEscalation: z.literal(false),
+    readOnlyRootFilesystem: z.literal(true),
+    capabilities: z.object({ drop: z.tuple([z.literal('ALL')]), add: z.array(z.string()).optional() }),
+  }),
+  volumeMounts: z.array(z.object({ name: z.string(), mountPath: z.string(), readOnly: z.boolean().optional() })),
+});
+const mainContainer = hardenedContainer.extend({ args: z.tuple([z.enum(['server', 'agent']), z.literal('run'), z.literal('--config'), z.string()]) });
+const volume = z.object({
+  name: z.string(),
+  configMap: z.object({ name: z.string() }).optional(),
+  secret: z.object({ secretName: z.string() }).optional(),
+  hostPath: z.object({ path: z.string(), type: z.string() }).optional(),
+  emptyDir: z.object({}).passthrough().optional(),
+});
+const podSpec = z.object({
+  serviceAccountName: z.string(),
+  automountServiceAccountToken: z.literal(false),
+  containers: z.tuple([mainContainer]),
+  initContainers: z.array(hardenedContainer).optional(),
+  volumes: z.array(volume),
+});
+const statefulSet = z.object({
+  spec: z.object({
+    replicas: z.literal(1),
+    serviceName: z.string(),
+    selector: z.object({ matchLabels: z.record(z.string(), z.string()) }),
+    template: z.object({ metadata: z.object({ labels: z.record(z.string(), z.string()) }), spec: podSpec.extend({ securityContext: z.object({ runAsNonRoot: z.literal(true), runAsUser: z.literal(UID) }).passthrough() }) }),
+    volumeClaimTemplates: z.array(z.object({ metadata: z.object({ name: z.string() }) })).min(1),
+  }),
+});
+const daemonSet = z.object({
+  spec: z.object({
+    selector: z.object({ matchLabels: z.record(z.string(), z.string()) }),
+    template: z.object({ metadata: z.object({ labels: z.record(z.string(), z.string()) }), spec: podSpec.extend({ hostPID: z.literal(true) }) }),
+  }),
+});
+
+test('every manifest is a known kind that validates against the Kubernetes API schema', (t) => {
+  t.true(manifests.length >= 6);
+  for (const m of manifests) {
+    const model = MODELS[`${m.apiVersion}/${m.kind}`];
+    t.truthy(model, `${m.file}: unexpected ${m.apiVersion} ${m.kind}`);
+    if (model === undefined) continue;
+    const { file: _file, ...doc } = m;
+    t.notThrows(() => model(doc).validate(), `${m.file}: ${m.kind} ${m.metadata.name}`);
+    if (m.kind !== 'Namespace') t.is(m.metadata.namespace, 'sigil', `${m.kind} ${m.metadata.name}`);
+  }
+});
+
+test('kustomization.yaml lists every manifest file', (t) => {
+  const k = parseYaml(readFileSync(join(DIR, 'kustomization.yaml'), 'utf8')) as { resources: string[] };
+  t.deepEqual([...k.resources].sort(), [...files].sort());
+});
+
+test('no Secret is committed, no RBAC role is granted, no service account token is mounted', (t) => {
+  t.deepEqual(manifests.filter((m) => m.kind === 'Secret' || /Role(Binding)?$/.test(m.kind)).map((m) => `${m.kind} ${m.metadata.name}`), []);
+  for (const m of manifests.filter((x) => x.kind === 'ServiceAccount')) t.is(m.automountServiceAccountToken, false, m.metadata.name);
+  // The only secret any pod mounts is the KEK.
+  const secrets = manifests.flatMap((m) => ((m.spec as { template?: { spec?: { volumes?: { secret?: { secretName: string } }[] } } } | undefined)?.template?.spec?.volumes ?? []).flatMap((v) => (v.secret ? [v.secret.secretName] : [])));
+  t.deepEqual(secrets, ['sigil-kek']);
+});
+
+function checkPod(t: ExecutionContext, m: Manifest, pod: z.infer<typeof podSpec>): void {
+  const sa = find('ServiceAccount', pod.serviceAccountName);
+  t.truthy(sa, `${m.metadata.name}: service account ${pod.serviceAccountName} is not defined`);
+  const volumeNames = new Set(pod.volumes.map((v) => v.name));
+  const claims = ((m.spec as { volumeClaimTemplates?: { metadata: { name: string } }[] }).volumeClaimTemplates ?? []).map((c) => c.metadata.name);
+  for (const c of [...pod.containers, ...(pod.initContainers ?? [])]) {
+    for (const vm of c.volumeMounts) t.true(volumeNames.has(vm.name) || claims.includes(vm.name), `${c.name}: volume ${vm.name} is not defined`);
+  }
+  for (const v of pod.volumes) {
+    // sigil-bundle is made by the operator from the server's bundle (deploy/README.md).
+    if (v.configMap !== undefined && v.configMap.name !== 'sigil-bundle') t.truthy(find('ConfigMap', v.configMap.name), `ConfigMap ${v.configMap.name} is not defined`);
+  }
+}
+
+/** The config file a container's `--config` names, read from the ConfigMap mounted there. */
+function configOf(pod: z.infer<typeof podSpec>): unknown {
+  const c = pod.containers[0];
+  const path = c.args[3];
+  const mount = c.volumeMounts.find((vm) => path.startsWith(`${vm.mountPath}/`));
+  const cmName = pod.volumes.find((v) => v.name === mount?.name)?.configMap?.name;
+  const cm = find('ConfigMap', cmName ?? '') as { data?: Record<string, string> } | undefined;
+  const text = cm?.data?.[posix.relative(mount?.mountPath ?? '/', path)];
+  if (text === undefined) throw new Error(`no ConfigMap key holds ${path}`);
+  return parseYaml(text);
+}
+
+function mountedAt(pod: z.infer<typeof podSpec>, path: string): { volume: z.infer<typeof volume>; readOnly: boolean } | undefined {
+  const c = pod.containers[0];
+  const vm = c.volumeMounts.filter((m) => path === m.mountPath || path.startsWith(`${m.mountPath}/`)).sort((a, b) => b.mountPath.length - a.mountPath.length)[0];
+  const v = pod.volumes.find((x) => x.name === vm?.name);
+  return vm === undefined ? undefined : { volume: v ?? { name: vm.name }, readOnly: vm.readOnly === true };
+}
+
+test('server: StatefulSet with a volume claim, a Service in front, its config loads and fits the mounts', (t) => {
+  const m = find('StatefulSet', 'sigil-server');
+  if (m === undefined) return t.fail('no StatefulSet sigil-server');
+  const s = statefulSet.parse(m);
+  const pod = s.spec.template.spec;
+  checkPod(t, m, pod);
+  t.like(s.spec.template.metadata.labels, s.spec.selector.matchLabels);
+  const svc = find('Service', s.spec.serviceName) as { spec: { selector: Record<string, string>; ports: { port: number; targetPort: string }[] } } | undefined;
+  if (svc === undefined) return t.fail(`Service ${s.spec.serviceName} is not defined`);
+  t.like(s.spec.template.metadata.labels, svc.spec.selector);
+  const ports = (m.spec as { template: { spec: { containers: { ports: { name: string; containerPort: number }[] }[] } } }).template.spec.containers[0]?.ports ?? [];
+  for (const p of svc.spec.ports) t.truthy(ports.find((cp) => cp.name === p.targetPort), `targetPort ${p.targetPort}`);
+
+  const config = resolveServerConfig(configOf(pod), {}, '/');
+  t.is(ports.find((p) => p.name === 'agent-api')?.containerPort, config.agentApi.port);
+  t.is(ports.find((p) => p.name === 'health')?.containerPort, config.health?.port);
+  // Data on the claim, the KEK on a memory volume filled by the init container from the Secret.
+  t.true(s.spec.volumeClaimTemplates.some((c) => c.metadata.name === mountedAt(pod, config.dataDir)?.volume.name));
+  const kek = mountedAt(pod, config.keyManager.kekFile ?? '');
+  t.truthy(kek?.volume.emptyDir);
+  const init = pod.initContainers?.find((c) => c.volumeMounts.some((vm) => vm.name === kek?.volume.name));
+  t.truthy(init?.volumeMounts.some((vm) => pod.volumes.find((v) => v.name === vm.name)?.secret?.secretName === 'sigil-kek'));
+  t.truthy(mountedAt(pod, config.adminApi.socketPath)?.volume.emptyDir);
+});
+
+test('agent: DaemonSet with hostPID, the socket directory on a hostPath, its config loads and fits the mounts', (t) => {
+  const m = find('DaemonSet', 'sigil-agent');
+  if (m === undefined) return t.fail('no DaemonSet sigil-agent');
+  const d = daemonSet.parse(m);
+  const pod = d.spec.template.spec;
+  checkPod(t, m, pod);
+  t.like(d.spec.template.metadata.labels, d.spec.selector.matchLabels);
+  const main = (m.spec as { template: { spec: { containers: { securityContext: { runAsNonRoot?: boolean; runAsUser?: number } }[] } } }).template.spec.containers[0];
+  t.is(main?.securityContext.runAsNonRoot, true);
+  t.is(main?.securityContext.runAsUser, UID);
+
+  const config = resolveAgentConfig(configOf(pod), {}, '/');
+  const socket = mountedAt(pod, config.socketPath);
+  t.is(socket?.volume.hostPath?.path, dirname(config.socketPath));
+  t.false(socket?.readOnly);
+  t.truthy(mountedAt(pod, config.dataDir)?.volume.hostPath, 'agent identity must survive pod restarts');
+  t.truthy(mountedAt(pod, config.trustBundleFile)?.volume.configMap);
+  t.is(config.nodeAttestor.type, 'join_token');
+  if (config.nodeAttestor.type === 'join_token') t.truthy(mountedAt(pod, config.nodeAttestor.tokenFile)?.volume.hostPath);
+  t.is(config.serverAddress.split(':')[0], `${find('Service', 'sigil-server')?.metadata.name}.sigil.svc.cluster.local`);
+});
