@@ -1,11 +1,13 @@
 /**
  * PKCS#10 CSR parsing and proof-of-possession check for the hot path: the DER is walked
  * directly (no ASN.1 object model) and the self-signature verified with crypto.verify
- * against a KeyObject made once from the request's own SubjectPublicKeyInfo bytes.
+ * against a KeyObject made once from the request's own SubjectPublicKeyInfo bytes
+ * (imported as JWK, about twice as fast as DER in OpenSSL 3).
  */
-import { createPublicKey, verify, type KeyObject } from 'node:crypto';
+import { verify, type KeyObject } from 'node:crypto';
 import { SigilError } from '../common/errors.js';
 import { CSR_SIGNATURE_ALGORITHMS } from './algorithms.js';
+import { publicKeyFromSpki } from './spki.js';
 import { Tag, bytesOf, children, contentOf, decodeOid, expectTag, readWhole } from './der.js';
 
 /** A CSR whose self-signature verified: its public key as SPKI DER and as a KeyObject. */
@@ -53,7 +55,7 @@ export function verifyCsr(der: Uint8Array): VerifiedCsr {
   if (alg === undefined) throw csrError('csr-unsupported-algorithm', `unsupported CSR signature algorithm ${algOid}`);
   let publicKey: KeyObject;
   try {
-    publicKey = createPublicKey({ key: spki, format: 'der', type: 'spki' });
+    publicKey = publicKeyFromSpki(spki);
   } catch (err) {
     throw csrError('bad-csr', 'malformed CSR public key', err);
   }
