@@ -9,8 +9,10 @@ import type { Clock } from '../common/clock.js';
 
 /** One audit record. */
 export interface AuditRecord {
-  /** The caller: an agent's SPIFFE ID, `admin` (with uid when known), or `anonymous`. */
+  /** The caller: an agent's SPIFFE ID, `admin:uid:<uid>` (plain `admin` when the uid is unknown), or `anonymous`. */
   readonly who: string;
+  /** Kernel credentials (SO_PEERCRED) of an admin caller's connection. */
+  readonly caller?: { readonly uid: number; readonly gid: number; readonly pid: number };
   /** The action, e.g. `x509svid.issue`, `agent.attest`, `entry.create`. */
   readonly action: string;
   /** `ok`, `denied` or `error`. */

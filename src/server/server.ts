@@ -5,9 +5,8 @@
  * audit log — and stops it again in reverse order.
  */
 import { X509Certificate } from 'node:crypto';
-import { chmodSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
-import { dirname } from 'node:path';
-import { Server, ServerCredentials, experimental } from '@grpc/grpc-js';
+import { mkdirSync, readFileSync } from 'node:fs';
+import { Server, experimental, type ServerCredentials } from '@grpc/grpc-js';
 import type { CertificateProvider } from '@grpc/grpc-js/build/src/certificate-provider.js';
 import { systemClock, type Clock } from '../common/clock.js';
 import { SigilError } from '../common/errors.js';
@@ -25,6 +24,7 @@ import { loadUpstreamAuthority } from '../ca/upstream-authority.js';
 import { JoinTokenServerAttestor } from '../../attestors/node/join_token/server.js';
 import { X509PopServerAttestor } from '../../attestors/node/x509pop/server.js';
 import { createAdminServices } from './admin-api/admin-service.js';
+import { listenAdminSocket, type AdminSocket } from './admin-api/admin-socket.js';
 import { createAgentService } from './agent-api/agent-service.js';
 import { AuditLog, fileAuditSink, type AuditSink } from './audit-log.js';
 import { serverSpiffeId } from './authorized-entries.js';
@@ -207,6 +207,8 @@ export async function startServer(config: ServerConfig, options: StartServerOpti
     const started = clock.nowMs();
     let ready = false;
     const adminServer = new Server();
+    // handlers are built before the socket exists; calls only arrive once it does
+    const admin: { socket?: AdminSocket } = {};
     const adminImpls = createAdminServices({
       ds,
       ca: serverCa,
@@ -221,19 +223,18 @@ export async function startServer(config: ServerConfig, options: StartServerOpti
       defaultX509SvidTtlMs: config.svid.defaultX509TtlMs,
       defaultJwtSvidTtlMs: config.svid.defaultJwtTtlMs,
       info: () => ({ agentApiAddress: `${host}:${agentPort}`, startedAt: started, ready, version: SIGIL_VERSION }),
+      callerOf: (peer) => admin.socket?.callerOf(peer),
     });
     for (const name of ADMIN_SERVICES) {
       adminServer.addService(serviceDefinition(ADMIN_PROTO, `sigil.admin.v1.${name}`), adminImpls[name] ?? {});
     }
     const socketPath = config.adminApi.socketPath;
-    mkdirSync(dirname(socketPath), { recursive: true, mode: 0o770 });
-    // a socket left by a crashed server would make bind fail with EADDRINUSE
-    rmSync(socketPath, { force: true });
-    await bindAsync(adminServer, `unix://${socketPath}`, ServerCredentials.createInsecure());
-    chmodSync(socketPath, 0o770);
+    const adminSocket = await listenAdminSocket({ path: socketPath, grpcServer: adminServer, logger });
+    admin.socket = adminSocket;
     cleanups.push(async () => {
+      const closed = adminSocket.close();
       await shutdown(adminServer, 1000);
-      rmSync(socketPath, { force: true });
+      await closed;
     });
 
     const refreshGauges = async (): Promise<void> => {

@@ -13,6 +13,7 @@ import { makeSelector, type Selector } from '../../spiffe/selector.js';
 import { SpiffeId, TrustDomain } from '../../spiffe/spiffe-id.js';
 import { generateJoinToken, joinTokenAgentId } from '../../../attestors/node/join_token/token.js';
 import type { AuditLog } from '../audit-log.js';
+import type { AdminCaller } from './admin-socket.js';
 import type { BundleManager, ParsedBundleRecord } from '../bundle-manager.js';
 import type { ChangeHub } from '../change-hub.js';
 import type { ServerCa } from '../server-ca.js';
@@ -44,6 +45,14 @@ export interface AdminServiceDeps {
   readonly defaultX509SvidTtlMs: number;
   readonly defaultJwtSvidTtlMs: number;
   readonly info: () => { agentApiAddress: string; startedAt: number; ready: boolean; version: string };
+  /** The kernel's credentials of the connection behind `call.getPeer()`; without it callers are audited as plain `admin`. */
+  readonly callerOf?: (peer: string) => AdminCaller | undefined;
+}
+
+/** Who an audited admin change is by. */
+interface Actor {
+  readonly who: string;
+  readonly caller?: { readonly uid: number; readonly gid: number; readonly pid: number };
 }
 
 /** Admin Entry message shape: the agent API's entry plus its creation time (64-bit fields arrive as strings). */
@@ -65,7 +74,6 @@ interface EntryFilterMsg {
 const MAX_PAGE = 1000;
 const DEFAULT_PAGE = 500;
 const MAX_BATCH = 500;
-const WHO = 'admin';
 
 function sec(ms: number): number {
   return Math.floor(ms / 1000);
@@ -107,9 +115,21 @@ function parseKind(kind: string): 'x509' | 'jwt' {
 export function createAdminServices(deps: AdminServiceDeps): Record<string, UntypedServiceImplementation> {
   const { ds, trustDomain, clock, logger, audit, hub } = deps;
 
-  const unary = <Req>(what: string, fn: (req: Req) => Promise<unknown>) => {
+  /** Who is calling, from the kernel's credentials of the connection (see admin-socket.ts). */
+  const actorOf = (call: ServerUnaryCall<unknown, unknown>): Actor => {
+    if (deps.callerOf === undefined) return { who: 'admin' };
+    const caller = deps.callerOf(call.getPeer());
+    if (caller === undefined) {
+      throw new SigilError('ERR_PERMISSION_DENIED', 'admin caller has no kernel credentials on record', { reason: 'admin-caller-unknown' });
+    }
+    return { who: `admin:uid:${caller.uid}`, caller: { uid: caller.uid, gid: caller.gid, pid: caller.pid } };
+  };
+
+  const unary = <Req>(what: string, fn: (req: Req, actor: Actor) => Promise<unknown>) => {
     return (call: ServerUnaryCall<Req, unknown>, callback: sendUnaryData<unknown>): void => {
-      fn(call.request).then(
+      Promise.resolve()
+        .then(() => fn(call.request, actorOf(call)))
+        .then(
         (res) => callback(null, res),
         (err: unknown) => {
           const se = toSigilError(err);
@@ -202,7 +222,7 @@ export function createAdminServices(deps: AdminServiceDeps): Record<string, Unty
   };
 
   const Entries: UntypedServiceImplementation = {
-    BatchCreateEntry: unary('entry create', async (req: { entries: AdminEntryMsg[] }) =>
+    BatchCreateEntry: unary('entry create', async (req: { entries: AdminEntryMsg[] }, actor: Actor) =>
       perEntry(req.entries, async (m) => {
         const { entry, created } = await ds.createEntryIfNotExists(entryFromMsg(m));
         if (!created) {
@@ -211,24 +231,24 @@ export function createAdminServices(deps: AdminServiceDeps): Record<string, Unty
           });
           return { status: statusOf(err), entry: entryToAdminMsg(entry) };
         }
-        audit.record({ who: WHO, action: 'entry.create', result: 'ok', entryId: entry.id, spiffeId: entry.spiffeId });
+        audit.record({ ...actor, action: 'entry.create', result: 'ok', entryId: entry.id, spiffeId: entry.spiffeId });
         return { entry: entryToAdminMsg(entry) };
       }),
     ),
-    BatchUpdateEntry: unary('entry update', async (req: { entries: AdminEntryMsg[] }) =>
+    BatchUpdateEntry: unary('entry update', async (req: { entries: AdminEntryMsg[] }, actor: Actor) =>
       perEntry(req.entries, async (m) => {
         if (m.id === '') throw new SigilError('ERR_INVALID_ARGUMENT', 'entry update needs an entry id', { reason: 'no-entry-id' });
         const entry = await ds.updateEntry({ ...entryFromMsg(m), id: m.id });
-        audit.record({ who: WHO, action: 'entry.update', result: 'ok', entryId: entry.id, spiffeId: entry.spiffeId });
+        audit.record({ ...actor, action: 'entry.update', result: 'ok', entryId: entry.id, spiffeId: entry.spiffeId });
         return { entry: entryToAdminMsg(entry) };
       }),
     ),
-    BatchDeleteEntry: unary('entry delete', async (req: { ids: string[] }) =>
+    BatchDeleteEntry: unary('entry delete', async (req: { ids: string[] }, actor: Actor) =>
       perEntry(
         req.ids,
         async (id) => {
           const entry = await ds.deleteEntry(id);
-          audit.record({ who: WHO, action: 'entry.delete', result: 'ok', entryId: entry.id, spiffeId: entry.spiffeId });
+          audit.record({ ...actor, action: 'entry.delete', result: 'ok', entryId: entry.id, spiffeId: entry.spiffeId });
           return { id };
         },
         (id) => ({ id }),
@@ -264,36 +284,36 @@ export function createAdminServices(deps: AdminServiceDeps): Record<string, Unty
     }),
     GetAgent: unary('agent show', async (req: { spiffe_id: string }) => agentToMsg(await getNode(req.spiffe_id))),
     CountAgents: unary('agent count', async () => ({ count: await ds.countAttestedNodes() })),
-    EvictAgent: unary('agent evict', async (req: { spiffe_id: string }) => {
+    EvictAgent: unary('agent evict', async (req: { spiffe_id: string }, actor: Actor) => {
       const n = await getNode(req.spiffe_id);
       await ds.deleteAttestedNode(n.spiffeId);
-      audit.record({ who: WHO, action: 'agent.evict', result: 'ok', spiffeId: n.spiffeId });
+      audit.record({ ...actor, action: 'agent.evict', result: 'ok', spiffeId: n.spiffeId });
       hub.notify('agents');
       return {};
     }),
-    BanAgent: unary('agent ban', async (req: { spiffe_id: string }) => {
+    BanAgent: unary('agent ban', async (req: { spiffe_id: string }, actor: Actor) => {
       const n = await getNode(req.spiffe_id);
       await ds.updateAttestedNode({ ...n, banned: true });
-      audit.record({ who: WHO, action: 'agent.ban', result: 'ok', spiffeId: n.spiffeId });
+      audit.record({ ...actor, action: 'agent.ban', result: 'ok', spiffeId: n.spiffeId });
       hub.notify('agents');
       return {};
     }),
-    UnbanAgent: unary('agent unban', async (req: { spiffe_id: string }) => {
+    UnbanAgent: unary('agent unban', async (req: { spiffe_id: string }, actor: Actor) => {
       const n = await getNode(req.spiffe_id);
       await ds.updateAttestedNode({ ...n, banned: false });
-      audit.record({ who: WHO, action: 'agent.unban', result: 'ok', spiffeId: n.spiffeId });
+      audit.record({ ...actor, action: 'agent.unban', result: 'ok', spiffeId: n.spiffeId });
       return {};
     }),
   };
 
   const JoinTokens: UntypedServiceImplementation = {
-    CreateJoinToken: unary('token generate', async (req: { ttl_seconds: number }) => {
+    CreateJoinToken: unary('token generate', async (req: { ttl_seconds: number }, actor: Actor) => {
       const ttlMs = req.ttl_seconds > 0 ? req.ttl_seconds * 1000 : deps.joinTokenTtlMs;
       const t = generateJoinToken(clock.nowMs(), ttlMs);
       await ds.createJoinToken({ tokenId: t.tokenId, tokenHash: t.tokenHash, expiresAt: t.expiresAt });
       const agentId = joinTokenAgentId(trustDomain, t.tokenId).toString();
       audit.record({
-        who: WHO,
+        ...actor,
         action: 'jointoken.create',
         result: 'ok',
         spiffeId: agentId,
@@ -323,7 +343,7 @@ export function createAdminServices(deps: AdminServiceDeps): Record<string, Unty
       if (b === undefined) throw new SigilError('ERR_NOT_FOUND', `no federated bundle for ${id}`, { reason: 'bundle-not-found' });
       return bundleMsg(parsed(b));
     }),
-    SetFederatedBundle: unary('bundle set', async (req: { trust_domain: string; document: Buffer; format: string; append: boolean }) => {
+    SetFederatedBundle: unary('bundle set', async (req: { trust_domain: string; document: Buffer; format: string; append: boolean }, actor: Actor) => {
       const id = deps.bundles.federatedId(req.trust_domain);
       const td = TrustDomain.parse(id);
       const text = req.document.toString('utf8');
@@ -354,13 +374,13 @@ export function createAdminServices(deps: AdminServiceDeps): Record<string, Unty
         next = incoming.with({ sequenceNumber: (old.sequenceNumber ?? 0) + 1 });
       }
       const rec = await deps.bundles.setFederated(id, next);
-      audit.record({ who: WHO, action: 'bundle.set', result: 'ok', spiffeId: id });
+      audit.record({ ...actor, action: 'bundle.set', result: 'ok', spiffeId: id });
       return bundleMsg(parsed(rec));
     }),
-    DeleteFederatedBundle: unary('bundle delete', async (req: { trust_domain: string }) => {
+    DeleteFederatedBundle: unary('bundle delete', async (req: { trust_domain: string }, actor: Actor) => {
       const id = deps.bundles.federatedId(req.trust_domain);
       await deps.bundles.deleteFederated(id);
-      audit.record({ who: WHO, action: 'bundle.delete', result: 'ok', spiffeId: id });
+      audit.record({ ...actor, action: 'bundle.delete', result: 'ok', spiffeId: id });
       return {};
     }),
   };
@@ -372,12 +392,12 @@ export function createAdminServices(deps: AdminServiceDeps): Record<string, Unty
   const laStatus = async (): Promise<unknown> => ({ authorities: authoritiesOf(la().status()) });
   /** One authority operation: audited, then the own bundle is brought in step before the new status is returned. */
   const laStep = (op: 'prepare' | 'activate' | 'taint' | 'revoke') =>
-    unary(`localauthority ${op}`, async (req: { kind: string; authority_id?: string }) => {
+    unary(`localauthority ${op}`, async (req: { kind: string; authority_id?: string }, actor: Actor) => {
       const kind = parseKind(req.kind);
       const id = req.authority_id ?? '';
       if (op === 'prepare' || op === 'activate') await la()[op](kind);
       else await la()[op](kind, id);
-      audit.record({ who: WHO, action: `localauthority.${kind}.${op}`, result: 'ok', ...(op === 'taint' || op === 'revoke' ? { detail: { authorityId: id } } : {}) });
+      audit.record({ ...actor, action: `localauthority.${kind}.${op}`, result: 'ok', ...(op === 'taint' || op === 'revoke' ? { detail: { authorityId: id } } : {}) });
       await deps.bundles.syncOwn();
       return laStatus();
     });
@@ -390,21 +410,21 @@ export function createAdminServices(deps: AdminServiceDeps): Record<string, Unty
   };
 
   const Mint: UntypedServiceImplementation = {
-    MintX509Svid: unary('x509 mint', async (req: { spiffe_id: string; csr: Buffer; ttl_seconds: number; dns_names: string[] }) => {
+    MintX509Svid: unary('x509 mint', async (req: { spiffe_id: string; csr: Buffer; ttl_seconds: number; dns_names: string[] }, actor: Actor) => {
       const spiffeId = inTrustDomain(req.spiffe_id, 'spiffe id');
       if (req.csr.length === 0) throw new SigilError('ERR_INVALID_ARGUMENT', 'mint needs a CSR', { reason: 'no-csr' });
       const ttlMs = req.ttl_seconds > 0 ? req.ttl_seconds * 1000 : deps.defaultX509SvidTtlMs;
       const s = await deps.ca.signX509SvidFromCsr({ csr: req.csr, spiffeId: SpiffeId.parse(spiffeId), ttlMs, ...(req.dns_names.length > 0 ? { dnsNames: [...req.dns_names] } : {}) });
       const serial = normalizeSerial(s.serial);
-      audit.record({ who: WHO, action: 'x509svid.mint', result: 'ok', spiffeId, serial, expiresAt: s.notAfter.toISOString() });
+      audit.record({ ...actor, action: 'x509svid.mint', result: 'ok', spiffeId, serial, expiresAt: s.notAfter.toISOString() });
       return { spiffe_id: spiffeId, cert_chain: [...s.chain], serial, expires_at: sec(s.notAfter.getTime()), x509_authorities: deps.ca.x509Authorities() };
     }),
-    MintJwtSvid: unary('jwt mint', async (req: { spiffe_id: string; audience: string[]; ttl_seconds: number }) => {
+    MintJwtSvid: unary('jwt mint', async (req: { spiffe_id: string; audience: string[]; ttl_seconds: number }, actor: Actor) => {
       const spiffeId = inTrustDomain(req.spiffe_id, 'spiffe id');
       if (req.audience.length === 0) throw new SigilError('ERR_INVALID_ARGUMENT', 'a JWT-SVID needs at least one audience', { reason: 'no-audience' });
       const ttlMs = req.ttl_seconds > 0 ? req.ttl_seconds * 1000 : deps.defaultJwtSvidTtlMs;
       const j = await deps.ca.mintJwtSvid({ spiffeId: SpiffeId.parse(spiffeId), audience: [...req.audience], ttlMs });
-      audit.record({ who: WHO, action: 'jwtsvid.mint', result: 'ok', spiffeId, expiresAt: j.expiresAt.toISOString(), detail: { kid: j.kid, jti: j.jti } });
+      audit.record({ ...actor, action: 'jwtsvid.mint', result: 'ok', spiffeId, expiresAt: j.expiresAt.toISOString(), detail: { kid: j.kid, jti: j.jti } });
       return { token: j.token, spiffe_id: spiffeId, expires_at: sec(j.expiresAt.getTime()) };
     }),
   };
