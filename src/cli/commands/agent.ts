@@ -17,6 +17,7 @@ const SUBCOMMANDS: Record<string, { readonly summary: string; readonly load: () 
   evict: { summary: 'forget an agent; it must attest again', load: () => import('./agent-admin.js') },
   ban: { summary: 'refuse an agent until unbanned', load: () => import('./agent-admin.js') },
   unban: { summary: 'lift a ban', load: () => import('./agent-admin.js') },
+  run: { summary: 'run the agent daemon (--config agent.yaml)', load: () => import('./agent-run.js') },
 };
 
 function usage(io: CommandIo): void {

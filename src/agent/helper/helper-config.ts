@@ -1,0 +1,141 @@
+/**
+ * Configuration of `sigil helper`: where to write the SVID files, which JWT-SVIDs to keep
+ * fresh, and how to tell the program that uses them (a signal to the pid in a pid file, or
+ * a command). One YAML file, unknown keys rejected by name, defaults filled, then frozen.
+ */
+import { readFileSync } from 'node:fs';
+import { constants } from 'node:os';
+import { isAbsolute, resolve } from 'node:path';
+import { parse as parseYaml } from 'yaml';
+import { z } from 'zod';
+import { parseDuration } from '../../common/duration.js';
+import { SigilError } from '../../common/errors.js';
+
+const fileName = z.string().min(1).regex(/^[^/\0]+$/, 'must be a file name, not a path');
+
+const duration = z.string().refine(
+  (s) => {
+    try {
+      return parseDuration(s) > 0;
+    } catch {
+      return false;
+    }
+  },
+  { message: 'must be a positive duration such as 10s, 1m' },
+);
+
+/** The schema of helper.yaml. */
+export const helperConfigSchema = z.strictObject({
+  /** `unix:///path` of the agent; SPIFFE_ENDPOINT_SOCKET when absent. */
+  agentAddress: z.string().min(1).optional(),
+  /** Folder the files are written to (created 0755 if missing). */
+  certDir: z.string().min(1),
+  svidFileName: fileName.default('svid.pem'),
+  svidKeyFileName: fileName.default('svid_key.pem'),
+  svidBundleFileName: fileName.default('bundle.pem'),
+  /** Append the federated trust domains' CAs to the bundle file. */
+  includeFederatedBundles: z.boolean().default(false),
+  /** JWT-SVIDs kept fresh in files (0600), refreshed at half of their life. */
+  jwtSvids: z.array(z.strictObject({ audience: z.array(z.string().min(1)).min(1), spiffeId: z.string().min(1).optional(), fileName })).default([]),
+  /** The JWT bundles (JWKS JSON by trust domain) written to this file when set. */
+  jwtBundleFileName: fileName.optional(),
+  /** How to make the program pick up new files; nothing is done when absent. */
+  reload: z
+    .strictObject({
+      pidFile: z.string().min(1).optional(),
+      signal: z.string().regex(/^SIG[A-Z0-9]+$/, 'must be a signal name such as SIGHUP').default('SIGHUP'),
+      /** argv of a command to run instead (no shell). */
+      command: z.array(z.string().min(1)).min(1).optional(),
+      timeout: duration.default('30s'),
+    })
+    .optional(),
+  logLevel: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('info'),
+});
+
+/** The resolved, frozen helper configuration. */
+export interface HelperConfig {
+  readonly agentAddress: string | undefined;
+  readonly certDir: string;
+  readonly svidFileName: string;
+  readonly svidKeyFileName: string;
+  readonly svidBundleFileName: string;
+  readonly includeFederatedBundles: boolean;
+  readonly jwtSvids: readonly { readonly audience: readonly string[]; readonly spiffeId?: string; readonly fileName: string }[];
+  readonly jwtBundleFileName: string | undefined;
+  readonly reload:
+    | { readonly kind: 'signal'; readonly pidFile: string; readonly signal: NodeJS.Signals; readonly timeoutMs: number }
+    | { readonly kind: 'command'; readonly command: readonly string[]; readonly timeoutMs: number }
+    | undefined;
+  readonly logLevel: 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'fatal' | 'silent';
+}
+
+function configError(problems: string[]): SigilError {
+  return new SigilError('ERR_CONFIG_INVALID', `invalid helper configuration: ${problems.join('; ')}`, { reason: 'config' });
+}
+
+function deepFreeze<T>(value: T): T {
+  if (value !== null && typeof value === 'object' && !Object.isFrozen(value)) {
+    for (const v of Object.values(value)) deepFreeze(v);
+    Object.freeze(value);
+  }
+  return value;
+}
+
+/** Validates parsed YAML; relative paths resolve against `baseDir`. */
+export function resolveHelperConfig(raw: unknown, baseDir = process.cwd()): HelperConfig {
+  if (raw === null || raw === undefined) raw = {};
+  if (typeof raw !== 'object' || Array.isArray(raw)) throw configError(['the file must hold a YAML mapping']);
+  const parsed = helperConfigSchema.safeParse(raw);
+  if (!parsed.success) {
+    throw configError(
+      parsed.error.issues.map((issue) => {
+        const where = issue.path.length === 0 ? '(top level)' : issue.path.map(String).join('.');
+        if (issue.code === 'unrecognized_keys') {
+          const prefix = issue.path.length === 0 ? '' : `${where}.`;
+          return `unknown key${issue.keys.length > 1 ? 's' : ''} ${issue.keys.map((k) => prefix + k).join(', ')}`;
+        }
+        return `${where}: ${issue.message}`;
+      }),
+    );
+  }
+  const c = parsed.data;
+  const abs = (p: string): string => (isAbsolute(p) ? p : resolve(baseDir, p));
+  const problems: string[] = [];
+  let reload: HelperConfig['reload'];
+  if (c.reload !== undefined) {
+    const timeoutMs = parseDuration(c.reload.timeout);
+    if ((c.reload.pidFile === undefined) === (c.reload.command === undefined)) problems.push('reload: set exactly one of pidFile, command');
+    else if (c.reload.command !== undefined) reload = { kind: 'command', command: [...c.reload.command], timeoutMs };
+    else {
+      if (!(c.reload.signal in constants.signals)) problems.push(`reload.signal: unknown signal ${c.reload.signal}`);
+      reload = { kind: 'signal', pidFile: abs(c.reload.pidFile as string), signal: c.reload.signal as NodeJS.Signals, timeoutMs };
+    }
+  }
+  const names = [c.svidFileName, c.svidKeyFileName, c.svidBundleFileName, ...c.jwtSvids.map((j) => j.fileName), ...(c.jwtBundleFileName ? [c.jwtBundleFileName] : [])];
+  const dup = names.find((n, i) => names.indexOf(n) !== i);
+  if (dup !== undefined) problems.push(`file name ${dup} is used twice`);
+  if (problems.length > 0) throw configError(problems);
+  return deepFreeze({
+    agentAddress: c.agentAddress,
+    certDir: abs(c.certDir),
+    svidFileName: c.svidFileName,
+    svidKeyFileName: c.svidKeyFileName,
+    svidBundleFileName: c.svidBundleFileName,
+    includeFederatedBundles: c.includeFederatedBundles,
+    jwtSvids: c.jwtSvids.map((j) => ({ audience: [...j.audience], fileName: j.fileName, ...(j.spiffeId === undefined ? {} : { spiffeId: j.spiffeId }) })),
+    jwtBundleFileName: c.jwtBundleFileName,
+    reload,
+    logLevel: c.logLevel,
+  });
+}
+
+/** Reads and resolves a helper.yaml; paths are relative to its folder. */
+export function loadHelperConfig(path: string): HelperConfig {
+  let raw: unknown;
+  try {
+    raw = parseYaml(readFileSync(path, 'utf8'));
+  } catch (err) {
+    throw new SigilError('ERR_CONFIG_INVALID', `cannot read helper configuration ${path}`, { reason: 'config-file', cause: err });
+  }
+  return resolveHelperConfig(raw, resolve(path, '..'));
+}
