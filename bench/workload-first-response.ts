@@ -24,7 +24,7 @@ const firstResponse: Benchmark = {
     const perBlock = options.quick ? 25 : 60;
     const dir = mkdtempSync(join(tmpdir(), 'sigil-bench-4-'));
     const floor = await startFloorServer(join(dir, 'floor.sock'));
-    const sigil = await startSigilEndpoint(join(dir, 'agent.sock'));
+    const sigil = await startSigilEndpoint();
     const driver = WorkloadDriver.start();
     try {
       await driver.latency(floor.address, 20);

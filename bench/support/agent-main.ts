@@ -20,6 +20,7 @@ function stats(): AgentProcessStats {
     synced: s?.synced ?? false,
     rss: m.rss,
     heapUsed: m.heapUsed,
+    arrayBuffers: m.arrayBuffers,
     at: process.hrtime.bigint().toString(),
   };
 }

@@ -78,6 +78,8 @@ export interface AgentProcessStats {
   readonly synced: boolean;
   readonly rss: number;
   readonly heapUsed: number;
+  /** Memory of Buffers and ArrayBuffers outside the JS heap. */
+  readonly arrayBuffers: number;
   /** process.hrtime.bigint() in the child when the stats were taken (one clock for all processes). */
   readonly at: string;
 }

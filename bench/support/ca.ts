@@ -9,10 +9,10 @@ import { TrustDomain } from '../../src/spiffe/spiffe-id.js';
 /** The trust domain every benchmark uses. */
 export const BENCH_TRUST_DOMAIN = 'example.org';
 
-/** A fresh CA for `example.org` with P-256 keys held in memory. */
-export function createBenchCa(): Promise<CaManager> {
+/** A fresh CA for `example.org` (or `trustDomain`) with P-256 keys held in memory. */
+export function createBenchCa(trustDomain = BENCH_TRUST_DOMAIN): Promise<CaManager> {
   return CaManager.create({
-    trustDomain: TrustDomain.parse(BENCH_TRUST_DOMAIN),
+    trustDomain: TrustDomain.parse(trustDomain),
     keyManager: new MemoryKeyManager(),
     journal: new MemoryCaJournalStore(),
     clock: systemClock,
