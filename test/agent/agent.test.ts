@@ -128,3 +128,39 @@ rootOnly('the successor is minted at half-life and pushed on an open stream; the
   await eventually(() => a.agent.cache.serialOf(later), 5000, 'entry after renewal');
   t.pass();
 });
+
+rootOnly('a prepared CA key changes the bundle: open streams get it pushed', async (t) => {
+  const server = await startTestServer();
+  t.teardown(() => server.destroy());
+  const a = await startTestAgent(t, server);
+  await server.createEntry({ spiffeId: 'spiffe://example.org/w/bundles', parentId: a.agentId, selectors: ['unix:uid:0'] });
+  await eventually(() => (a.agent.cache.stats().svids > 0 ? true : undefined), 5000, 'first SVID');
+  const root = await startWorkload(script, a.socketPath);
+  t.teardown(() => root.workload.stop());
+  root.workload.send({ op: 'x509bundles', tag: 'b' });
+  root.workload.send({ op: 'jwtbundles', tag: 'j' });
+  const first = (await root.workload.tagged('b', 0)) as WorkloadEvent & { bundles: Record<string, string> };
+  const firstJwt = (await root.workload.tagged('j', 0)) as WorkloadEvent & { bundles: Record<string, { keys: unknown[] }> };
+  t.truthy(first.bundles['spiffe://example.org']);
+
+  await server.admin.call('LocalAuthority', 'Prepare', { kind: 'x509' });
+  const second = (await root.workload.tagged('b', 1, 10_000)) as WorkloadEvent & { bundles: Record<string, string> };
+  t.not(second.bundles['spiffe://example.org'], first.bundles['spiffe://example.org']);
+  await server.admin.call('LocalAuthority', 'Prepare', { kind: 'jwt' });
+  const secondJwt = (await root.workload.tagged('j', 1, 10_000)) as WorkloadEvent & { bundles: Record<string, { keys: unknown[] }> };
+  t.is(secondJwt.bundles['spiffe://example.org']?.keys.length, (firstJwt.bundles['spiffe://example.org']?.keys.length ?? 0) + 1);
+});
+
+rootOnly('a burst of 1,000 workload connections is served from the real cache with no UNAVAILABLE', async (t) => {
+  const server = await startTestServer();
+  t.teardown(() => server.destroy());
+  const a = await startTestAgent(t, server);
+  await server.createEntry({ spiffeId: 'spiffe://example.org/w/burst', parentId: a.agentId, selectors: ['unix:uid:0'] });
+  await eventually(() => (a.agent.cache.stats().svids > 0 ? true : undefined), 5000, 'first SVID');
+  const root = await startWorkload(script, a.socketPath);
+  t.teardown(() => root.workload.stop());
+  root.workload.send({ op: 'burst', tag: 'burst', n: 1000 });
+  const result = (await root.workload.tagged('burst', 0, 90_000)) as WorkloadEvent & { counts: Record<string, number> };
+  t.deepEqual(result.counts, { ok: 1000 });
+  await eventually(() => (a.agent.cache.stats().subscribers === 0 ? true : undefined), 10_000, 'subscriptions released');
+});
