@@ -142,6 +142,20 @@ export class AgentIdentityManager {
   async #reattestLoop(why: string): Promise<void> {
     const { logger, clock, store } = this.#o;
     const signal = this.#stopped.signal;
+    if (why === 'rejected' && this.#current !== undefined && this.#current.notAfterMs > clock.nowMs()) {
+      // A call made with the SVID just replaced by a renewal is refused too: only a refusal
+      // of the current SVID means eviction. Re-attesting needlessly would spend a join token.
+      try {
+        await this.#o.client.getBundle(signal);
+        logger.info({ agentId: this.#current.spiffeId }, 'agent SVID still accepted; no re-attestation needed');
+        return;
+      } catch (err) {
+        if (!isAgentRejected(err)) {
+          logger.warn({ err }, 'cannot confirm whether the agent SVID is still accepted; will check again');
+          return;
+        }
+      }
+    }
     logger.warn({ agentId: this.#current?.spiffeId, why }, 'agent must attest again');
     // The stored SVID is no good any more: a restart must not try it again.
     if (why === 'rejected') store.clearIdentity();

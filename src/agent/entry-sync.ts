@@ -108,7 +108,8 @@ export class EntrySync {
       if (err !== undefined && isAgentRejected(err)) {
         logger.warn({ code: err.code }, 'server refused entry sync; attesting again');
         await this.#o.onRejected();
-        continue;
+        // A new agent SVID reopens at once; anything else waits like any failure.
+        if (generation !== this.#generation || signal.aborted) continue;
       }
       const delay = this.#backoff.next();
       if (err === undefined || err.code === 'ERR_CANCELLED') logger.info({ retryInMs: delay }, 'entry sync stream ended; reopening');
