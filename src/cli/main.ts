@@ -17,6 +17,7 @@ const COMMANDS: Record<string, { summary: string; load: () => Promise<CommandMod
   localauthority: { summary: 'X.509 CA and JWT key lifecycle: show, prepare, activate, taint, revoke', load: () => import('./commands/localauthority.js') },
   x509: { summary: 'mint an X.509-SVID', load: () => import('./commands/x509.js') },
   jwt: { summary: 'mint a JWT-SVID', load: () => import('./commands/jwt.js') },
+  demo: { summary: 'run a local trust domain with two mTLS demo services (Ctrl-C stops it)', load: () => import('./commands/demo.js') },
   api: { summary: 'Workload API client: fetch x509|jwt|bundles, validate jwt, watch', load: () => import('./commands/api.js') },
   helper: { summary: 'write SVID files for programs that cannot speak the Workload API', load: () => import('./commands/helper.js') },
 };

@@ -1,0 +1,439 @@
+/**
+ * `sigil demo`: a complete local trust domain in one command. Starts a server (embedded
+ * SQLite, disk key manager with a fresh KEK) and an agent as child processes, issues a join
+ * token and hands it to the agent through a 0600 file, registers one entry per demo service
+ * for the current user's uid, and starts the two demo services of examples/demo/, which talk
+ * mTLS with 2-minute SVIDs so rotation is visible. Ctrl-C (SIGINT) or SIGTERM stops it all.
+ */
+import { constants, existsSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, rmSync, unlinkSync, writeFileSync, accessSync } from 'node:fs';
+import { open } from 'node:fs/promises';
+import { connect, createServer } from 'node:net';
+import { tmpdir, userInfo } from 'node:os';
+import { dirname, join, relative, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { generateKekFile } from '../../ca/key-manager/kek.js';
+import { X509Source } from '../../client/x509-source.js';
+import { parseDuration } from '../../common/duration.js';
+import { SigilError } from '../../common/errors.js';
+import { toPem } from '../../common/x509.js';
+import type { CommandIo } from '../io.js';
+import { AdminClient } from './admin-client.js';
+import { parseArgs, usageError } from './args.js';
+import { DemoChildren, type DemoChild } from './demo-children.js';
+import { reportError } from './output.js';
+
+const USAGE = `usage: sigil demo [--data-dir DIR] [--socket PATH] [--svid-ttl 2m]
+
+Runs a local trust domain until Ctrl-C: server, agent, a join token used automatically,
+one entry per demo service for your uid, and two services talking mTLS (examples/demo/).
+
+  --data-dir DIR   where state and logs go (default .sigil-demo/ in the project); wiped at start
+  --socket PATH    Workload API socket (default /tmp/sigil/agent.sock, or one in the data dir
+                   when that is taken or not writable)
+  --svid-ttl D     X509-SVID lifetime (default 2m; the agent rotates at about half of it)
+`;
+
+const TRUST_DOMAIN = 'demo.example.org';
+const SERVICES = ['greeter-server', 'greeter-client'] as const;
+const DEMO_SOCKET = '/tmp/sigil/agent.sock';
+/** Unix socket paths longer than this do not fit in sockaddr_un on Linux (108 bytes with the NUL). */
+const MAX_SOCKET_PATH = 100;
+const STOP_GRACE_MS = 10_000;
+
+/** The package root: the folder above this module holding package.json and bin/sigil.js. */
+function projectRoot(): string {
+  let dir = dirname(fileURLToPath(import.meta.url));
+  for (let i = 0; i < 8; i++) {
+    if (existsSync(join(dir, 'package.json')) && existsSync(join(dir, 'bin', 'sigil.js'))) return dir;
+    dir = dirname(dir);
+  }
+  throw new SigilError('ERR_INTERNAL', 'cannot find the sigil project folder above the demo module', { reason: 'no-project-root' });
+}
+
+function pidAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+function socketAnswers(path: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = connect(path);
+    s.once('connect', () => {
+      s.destroy();
+      resolve(true);
+    });
+    s.once('error', () => resolve(false));
+  });
+}
+
+/** A free TCP port on 127.0.0.1 (the OS picks; a tiny race with other programs is acceptable for a demo). */
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = createServer();
+    srv.once('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const address = srv.address();
+      srv.close(() => (typeof address === 'object' && address !== null ? resolve(address.port) : reject(new Error('no port'))));
+    });
+  });
+}
+
+/** Writes a secret to a new file of mode 0600 (never through argv or env). */
+async function writeSecretFile(path: string, text: string): Promise<void> {
+  const fh = await open(path, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL, 0o600);
+  try {
+    await fh.writeFile(text);
+  } finally {
+    await fh.close();
+  }
+}
+
+/** The Workload API socket: DESIGN.md's demo path when usable, else one under the data dir (or a temp dir when that path is too long). */
+async function chooseSocket(requested: string | undefined, dataDir: string, tempDirs: string[]): Promise<{ path: string; note?: string }> {
+  if (requested !== undefined) return { path: resolve(requested) };
+  let why: string | undefined;
+  try {
+    mkdirSync(dirname(DEMO_SOCKET), { recursive: true, mode: 0o755 });
+    accessSync(dirname(DEMO_SOCKET), constants.W_OK);
+    if (existsSync(DEMO_SOCKET) && (await socketAnswers(DEMO_SOCKET))) why = `${DEMO_SOCKET} is in use by another agent`;
+  } catch {
+    why = `${dirname(DEMO_SOCKET)} is not writable`;
+  }
+  if (why === undefined) return { path: DEMO_SOCKET };
+  let path = join(dataDir, 'agent.sock');
+  if (Buffer.byteLength(path) > MAX_SOCKET_PATH) {
+    const dir = mkdtempSync(join(tmpdir(), 'sigil-demo-'));
+    tempDirs.push(dir);
+    path = join(dir, 'agent.sock');
+  }
+  return { path, note: `${why}, so the agent listens on ${path}` };
+}
+
+/** A short socket path for the server's admin API (the data dir may be deep). */
+function adminSocketPath(serverDir: string, tempDirs: string[]): string {
+  const path = join(serverDir, 'admin.sock');
+  if (Buffer.byteLength(path) <= MAX_SOCKET_PATH) return path;
+  const dir = mkdtempSync(join(tmpdir(), 'sigil-demo-admin-'));
+  tempDirs.push(dir);
+  return join(dir, 'admin.sock');
+}
+
+function logTail(path: string, lines = 15): string {
+  try {
+    return readFileSync(path, 'utf8').trimEnd().split('\n').slice(-lines).join('\n');
+  } catch {
+    return '(no log)';
+  }
+}
+
+/** Polls `check` until it returns a value; prints a progress line every 5 s; fails when the child exits or time runs out. */
+async function waitFor<T>(io: CommandIo, what: string, check: () => Promise<T | undefined>, options: { child?: DemoChild; timeoutMs: number; signal: AbortSignal }): Promise<T> {
+  const start = Date.now();
+  let nextNote = start + 5000;
+  for (;;) {
+    if (options.signal.aborted) throw new SigilError('ERR_CANCELLED', 'demo stopped while starting', { reason: 'demo-cancelled' });
+    const child = options.child;
+    if (child !== undefined && (child.process.exitCode !== null || child.process.signalCode !== null)) {
+      throw new SigilError('ERR_UNAVAILABLE', `${child.name} exited while ${what}`, { reason: 'demo-child-exited' });
+    }
+    const value = await check().catch(() => undefined);
+    if (value !== undefined) return value;
+    const now = Date.now();
+    if (now - start > options.timeoutMs) throw new SigilError('ERR_DEADLINE_EXCEEDED', `timed out after ${Math.round((now - start) / 1000)}s ${what}`, { reason: 'demo-timeout' });
+    if (now >= nextNote) {
+      io.out(`  … still ${what} (${Math.round((now - start) / 1000)}s)\n`);
+      nextNote = now + 5000;
+    }
+    await new Promise((r) => setTimeout(r, 250));
+  }
+}
+
+interface BundleMsg {
+  x509_authorities: Buffer[];
+}
+interface EntryResult {
+  status: { code: number; message: string; sigil_code: string };
+  entry: { id: string } | null;
+}
+
+/** Runs `sigil demo`. */
+export async function run(argv: string[], io: CommandIo): Promise<number> {
+  let args;
+  let ttlMs: number;
+  try {
+    args = parseArgs(argv, { values: ['data-dir', 'svid-ttl'] });
+    if (args.has('help')) {
+      io.out(USAGE);
+      return 0;
+    }
+    if (args.positionals.length > 0) throw usageError(`unexpected argument ${JSON.stringify(args.positionals[0])}`);
+    const ttlText = args.get('svid-ttl') ?? '2m';
+    try {
+      ttlMs = parseDuration(ttlText);
+    } catch {
+      throw usageError(`--svid-ttl must be a duration such as 2m, got ${JSON.stringify(ttlText)}`);
+    }
+    if (ttlMs < 60_000) throw usageError(`--svid-ttl must be at least 1m (the server's minimum), got ${JSON.stringify(ttlText)}`);
+  } catch (err) {
+    return reportError(io, err);
+  }
+
+  const root = projectRoot();
+  const dataDir = resolve(args.get('data-dir') ?? join(root, '.sigil-demo'));
+  const shown = (p: string): string => {
+    const rel = relative(process.cwd(), p);
+    return rel !== '' && !rel.startsWith('..') && rel.length < p.length ? rel : p;
+  };
+  const pidFile = join(dataDir, 'demo.pid');
+  const children = new DemoChildren();
+  const tempDirs: string[] = [];
+  const stop = new AbortController();
+  let socketPath: string | undefined;
+  let stopping = false;
+  let firstSignalAt = 0;
+  let ownsPidFile = false;
+
+  const onSignal = (signal: NodeJS.Signals): void => {
+    const now = Date.now();
+    // `npm run demo` forwards the terminal's SIGINT that we also receive directly: only a
+    // second press well after the first one forces.
+    if (stopping && now - firstSignalAt > 1500) {
+      io.out('\nsigil demo: forced stop, killing every child\n');
+      children.killAll();
+      return;
+    }
+    if (stopping) return;
+    stopping = true;
+    firstSignalAt = now;
+    io.out(`\nsigil demo: ${signal} received, stopping (press Ctrl-C again to force)\n`);
+    stop.abort();
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  const lastResort = (): void => children.killAll();
+  process.on('exit', lastResort);
+
+  let exitCode = 0;
+  try {
+    // One demo per data dir: a second one would wipe the first one's state under it.
+    if (existsSync(pidFile)) {
+      const pid = Number(readFileSync(pidFile, 'utf8').trim());
+      if (Number.isInteger(pid) && pid > 0 && pid !== process.pid && pidAlive(pid)) {
+        throw new SigilError('ERR_ALREADY_EXISTS', `a demo is already running in ${shown(dataDir)} (pid ${pid}); stop it with Ctrl-C in its terminal, or pass --data-dir`, { reason: 'demo-running' });
+      }
+    }
+    io.out(`sigil demo: starting a fresh local trust domain in ${shown(dataDir)}/\n`);
+    rmSync(dataDir, { recursive: true, force: true });
+    mkdirSync(dataDir, { recursive: true, mode: 0o700 });
+    writeFileSync(pidFile, `${process.pid}\n`, { mode: 0o600 });
+    ownsPidFile = true;
+
+    const socket = await chooseSocket(args.get('socket'), dataDir, tempDirs);
+    socketPath = socket.path;
+    if (socket.note !== undefined) io.out(`  note: ${socket.note}\n`);
+
+    // --- server ---
+    const serverDir = join(dataDir, 'server');
+    const adminSocket = adminSocketPath(serverDir, tempDirs);
+    const kekFile = join(dataDir, 'kek');
+    await generateKekFile(kekFile);
+    const agentPort = await freePort();
+    const serverConfig = join(dataDir, 'server.yaml');
+    writeFileSync(
+      serverConfig,
+      [
+        '# written by sigil demo; keys are described in docs/configuration.md',
+        `trustDomain: ${TRUST_DOMAIN}`,
+        'dataDir: server',
+        'logLevel: info',
+        'agentApi:',
+        `  address: 127.0.0.1:${agentPort}`,
+        'adminApi:',
+        `  socketPath: ${JSON.stringify(adminSocket)}`,
+        'keyManager:',
+        '  type: disk',
+        '  kekFile: kek',
+        'svid:',
+        `  defaultX509Ttl: ${Math.round(ttlMs / 1000)}s`,
+        '',
+      ].join('\n'),
+      { mode: 0o600 },
+    );
+    const sigil = join(root, 'bin', 'sigil.js');
+    const serverLog = join(dataDir, 'server.log');
+    io.out(`sigil demo: starting the server (first start creates the CA; log ${shown(serverLog)})\n`);
+    const server = children.start('server', process.execPath, [sigil, 'server', 'run', '--config', serverConfig], { cwd: root, output: { logFile: serverLog } });
+    const admin = new AdminClient(adminSocket);
+    let agentId: string;
+    try {
+      await waitFor(
+        io,
+        'waiting for the server',
+        async () => ((await admin.call<{ ready: boolean }>('Server', 'GetInfo', {}, 2000)).ready ? true : undefined),
+        { child: server, timeoutMs: 90_000, signal: stop.signal },
+      );
+      io.out(`  server ready: trust domain ${TRUST_DOMAIN}, agent API 127.0.0.1:${agentPort}\n`);
+
+      // --- trust bundle, join token, entries ---
+      const bundle = await admin.call<BundleMsg>('Bundles', 'GetBundle');
+      const bundleFile = join(dataDir, 'bundle.pem');
+      writeFileSync(bundleFile, bundle.x509_authorities.map((der) => toPem(der, 'CERTIFICATE')).join(''), { mode: 0o644 });
+      const token = await admin.call<{ token: string; agent_id: string }>('JoinTokens', 'CreateJoinToken', { ttl_seconds: 600 });
+      const tokenFile = join(dataDir, 'join-token');
+      await writeSecretFile(tokenFile, `${token.token}\n`);
+      agentId = token.agent_id;
+      io.out(`  join token issued for ${agentId} (written to ${shown(tokenFile)}, mode 0600)\n`);
+
+      const uid = process.getuid?.() ?? 0;
+      for (const name of SERVICES) {
+        const r = await admin.call<{ results: EntryResult[] }>('Entries', 'BatchCreateEntry', {
+          entries: [
+            {
+              spiffe_id: `spiffe://${TRUST_DOMAIN}/demo/${name}`,
+              parent_id: agentId,
+              selectors: [{ type: 'unix', value: `uid:${uid}` }],
+              x509_svid_ttl_seconds: Math.round(ttlMs / 1000),
+              jwt_svid_ttl_seconds: 0,
+              dns_names: [],
+              federates_with: [],
+              admin: false,
+              downstream: false,
+              hint: name,
+              expires_at: 0,
+            },
+          ],
+        });
+        const result = r.results[0];
+        if (result === undefined || result.status.code !== 0) {
+          throw new SigilError('ERR_INTERNAL', `could not register ${name}: ${result?.status.message ?? 'no result'}`, { reason: 'demo-entry' });
+        }
+      }
+      io.out(`  registered spiffe://${TRUST_DOMAIN}/demo/{${SERVICES.join(',')}} for unix:uid:${uid} (${userInfo().username}), X509-SVID TTL ${Math.round(ttlMs / 1000)}s\n`);
+    } finally {
+      admin.close();
+    }
+
+    // --- agent ---
+    const agentConfig = join(dataDir, 'agent.yaml');
+    writeFileSync(
+      agentConfig,
+      [
+        '# written by sigil demo; keys are described in docs/configuration.md',
+        `trustDomain: ${TRUST_DOMAIN}`,
+        `serverAddress: 127.0.0.1:${agentPort}`,
+        'trustBundleFile: bundle.pem',
+        'dataDir: agent',
+        `socketPath: ${JSON.stringify(socketPath)}`,
+        'logLevel: info',
+        'nodeAttestor:',
+        '  joinToken:',
+        '    tokenFile: join-token',
+        '',
+      ].join('\n'),
+      { mode: 0o600 },
+    );
+    const agentLog = join(dataDir, 'agent.log');
+    io.out(`sigil demo: starting the agent (attests with the join token; log ${shown(agentLog)})\n`);
+    const agent = children.start('agent', process.execPath, [sigil, 'agent', 'run', '--config', agentConfig], { cwd: root, output: { logFile: agentLog } });
+    const endpoint = `unix://${socketPath}`;
+    const wanted = SERVICES.map((s) => `spiffe://${TRUST_DOMAIN}/demo/${s}`);
+    await waitFor(
+      io,
+      'waiting for the agent to serve both demo identities',
+      async () => {
+        if (!existsSync(socketPath as string)) return undefined;
+        const source = await X509Source.create({ address: endpoint, timeoutMs: 3000 }, stop.signal);
+        try {
+          const ids = source.context.svids.map((s) => s.id.toString());
+          return wanted.every((w) => ids.includes(w)) ? true : undefined;
+        } finally {
+          await source.close();
+        }
+      },
+      { child: agent, timeoutMs: 90_000, signal: stop.signal },
+    );
+    io.out(`  agent ready: Workload API on ${socketPath}\n`);
+
+    // --- demo services ---
+    const servicePort = await freePort();
+    const [serverId, clientId] = wanted as [string, string];
+    const serviceEnv = (me: string, peer: string): Record<string, string> => ({
+      SPIFFE_ENDPOINT_SOCKET: endpoint,
+      MY_SPIFFE_ID: me,
+      PEER_SPIFFE_ID: peer,
+      PORT: String(servicePort),
+      SIGIL_DEMO_CHILD: '1',
+    });
+    const relay = (name: string) => (line: string) => io.out(`[${name}] ${line}\n`);
+    io.out('sigil demo: starting the two demo services (examples/demo/)\n');
+    children.start('greeter-server', process.execPath, [join(root, 'examples/demo/greeter-server.js')], { cwd: root, env: serviceEnv(serverId, clientId), output: { relay: relay('greeter-server') } });
+    children.start('greeter-client', process.execPath, [join(root, 'examples/demo/greeter-client.js')], { cwd: root, env: serviceEnv(clientId, serverId), output: { relay: relay('greeter-client') } });
+
+    const bin = shown(sigil);
+    const fetchDir = '/tmp/x';
+    io.out(
+      [
+        '',
+        'Sigil demo is ready.',
+        '',
+        `  server          pid ${server.pid}, trust domain ${TRUST_DOMAIN}, agent API on 127.0.0.1:${agentPort}`,
+        `                  admin socket ${adminSocket}`,
+        `  agent           pid ${agent.pid}, attested as ${agentId}`,
+        `                  Workload API socket ${socketPath}`,
+        `  greeter-server  ${serverId}, mTLS on 127.0.0.1:${servicePort}, accepts only greeter-client`,
+        `  greeter-client  ${clientId}, calls greeter-server every 3s and prints both serial numbers`,
+        `  X509-SVIDs live ${Math.round(ttlMs / 1000)}s and the agent renews them at about half of that: watch the serials change.`,
+        `  State and logs: ${shown(dataDir)}/ (server.log, agent.log)`,
+        '',
+        'Try in a second terminal, from this folder:',
+        '',
+        `  SPIFFE_ENDPOINT_SOCKET=${endpoint} node ${bin} api fetch x509 --write ${fetchDir}`,
+        `  openssl verify -CAfile ${fetchDir}/bundle.0.pem ${fetchDir}/svid.0.pem`,
+        `  node ${bin} entry list --socket ${adminSocket}`,
+        '',
+        'The fetch runs as you, so it gets both demo identities (svid.0 and svid.1): the entries select unix:uid.',
+        'Press Ctrl-C to stop everything.',
+        '',
+      ].join('\n'),
+    );
+
+    // Runs until a signal, or until a child dies on its own (then the demo is broken: stop).
+    const died = await Promise.race([
+      new Promise<undefined>((r) => stop.signal.addEventListener('abort', () => r(undefined), { once: true })),
+      ...children.all.map((c) => c.exited.then(() => c)),
+    ]);
+    if (died !== undefined && !stop.signal.aborted) {
+      io.err(`sigil demo: ${died.name} (pid ${died.pid}) exited unexpectedly; stopping the rest\n`);
+      exitCode = 1;
+    }
+  } catch (err) {
+    if (!(err instanceof SigilError && err.code === 'ERR_CANCELLED')) {
+      exitCode = reportError(io, err);
+      for (const c of children.all.filter((x) => x.name === 'server' || x.name === 'agent')) {
+        io.err(`--- last lines of ${c.name}.log ---\n${logTail(join(dataDir, `${c.name}.log`))}\n`);
+      }
+    }
+  } finally {
+    if (children.all.length > 0) io.out('sigil demo: stopping the services, then the agent, then the server\n');
+    await children.stopAll(STOP_GRACE_MS, (c) => io.out(`  stopping ${c.name} (pid ${c.pid})\n`));
+    // The agent removes its socket; if it could not (killed), do it here.
+    if (socketPath !== undefined) {
+      try {
+        if (lstatSync(socketPath).isSocket() && !(await socketAnswers(socketPath))) unlinkSync(socketPath);
+      } catch {
+        // already gone
+      }
+    }
+    for (const dir of tempDirs) rmSync(dir, { recursive: true, force: true });
+    if (ownsPidFile) rmSync(pidFile, { force: true });
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+    process.off('exit', lastResort);
+    if (ownsPidFile) io.out(`sigil demo: stopped; every process exited, socket removed; state kept in ${shown(dataDir)}/\n`);
+  }
+  return exitCode;
+}
