@@ -29,12 +29,16 @@ export const STATUS_BY_CODE: Readonly<Record<ErrorCode, Status>> = {
 
 /** Metadata key that carries the Sigil error code to Sigil's own clients. */
 export const ERROR_CODE_METADATA_KEY = 'sigil-error-code';
+/** Metadata key that carries the error's `reason` (e.g. `agent-evicted`) to Sigil's own clients. */
+export const ERROR_REASON_METADATA_KEY = 'sigil-error-reason';
+const REASON_RE = /^[a-z0-9][a-z0-9-]{0,63}$/;
 
 /** Converts anything thrown by a handler into a gRPC ServiceError with a client-safe message. */
 export function toServiceError(err: unknown): ServiceError {
   const metadata = new Metadata();
   if (err instanceof SigilError) {
     metadata.set(ERROR_CODE_METADATA_KEY, err.code);
+    if (err.reason !== undefined && REASON_RE.test(err.reason)) metadata.set(ERROR_REASON_METADATA_KEY, err.reason);
     const e = new Error(err.message) as ServiceError;
     e.code = STATUS_BY_CODE[err.code];
     e.details = err.message;
@@ -56,7 +60,11 @@ export function fromServiceError(err: unknown): SigilError {
   const carried = se?.metadata?.get(ERROR_CODE_METADATA_KEY)[0];
   const details = typeof se?.details === 'string' && se.details.length > 0 ? se.details : 'request failed';
   if (typeof carried === 'string' && carried in STATUS_BY_CODE) {
-    return new SigilError(carried as ErrorCode, details, { cause: err });
+    const reason = se?.metadata?.get(ERROR_REASON_METADATA_KEY)[0];
+    return new SigilError(carried as ErrorCode, details, {
+      cause: err,
+      ...(typeof reason === 'string' && REASON_RE.test(reason) ? { reason } : {}),
+    });
   }
   const byStatus: Partial<Record<number, ErrorCode>> = {
     [Status.INVALID_ARGUMENT]: 'ERR_INVALID_ARGUMENT',

@@ -83,6 +83,11 @@ test('every error code maps to a gRPC status and round-trips', (t) => {
     t.is(se.code, STATUS_BY_CODE[code]);
     t.is(fromServiceError(se).code, code);
   }
+  const withReason = fromServiceError(toServiceError(new SigilError('ERR_PERMISSION_DENIED', 'agent is banned', { reason: 'agent-banned' })));
+  t.is(withReason.code, 'ERR_PERMISSION_DENIED');
+  t.is(withReason.reason, 'agent-banned');
+  const odd = fromServiceError(toServiceError(new SigilError('ERR_NOT_FOUND', 'x', { reason: 'Not A Slug!' })));
+  t.is(odd.reason, undefined);
   const internal = toServiceError(new Error('secret detail'));
   t.is(internal.code, status.INTERNAL);
   t.is(internal.details, 'internal error');
