@@ -8,7 +8,7 @@ import { x509 } from '../../src/common/x509.js';
 import { CaManager, type SlotInfo } from '../../src/ca/ca-manager.js';
 import { MemoryCaJournalStore } from '../../src/ca/ca-journal.js';
 import { DiskKeyManager } from '../../src/ca/key-manager/disk-key-manager.js';
-import { silentLogger } from '../../src/common/logger.js';
+import { memoryLogger, silentLogger } from '../../src/common/logger.js';
 import { ManualClock } from '../../src/common/clock.js';
 import type { KeyType } from '../../src/plugin/key-manager.js';
 import { T0, TD, makeCa, makeCsr, opensslVerify, tempDir } from './helpers.js';
@@ -322,4 +322,29 @@ test('a journal of another trust domain is refused', async (t) => {
   t.is(reasonOf(err), 'journal-trust-domain');
   await journal.save(Buffer.from('{"version":7}'));
   t.is(reasonOf(await t.throwsAsync(makeCa({ journal }))), 'bad-ca-journal');
+});
+
+test('CA logs carry no key material or tokens', async (t) => {
+  const { logger, lines } = memoryLogger('debug');
+  const { dir, cleanup } = await tempDir();
+  t.teardown(cleanup);
+  const kek = new Secret(randomBytes(32));
+  const ca = await CaManager.create({
+    trustDomain: TD,
+    keyManager: await DiskKeyManager.open({ dir: join(dir, 'keys'), kek, logger }),
+    journal: new MemoryCaJournalStore(),
+    clock: new ManualClock(T0),
+    logger,
+  });
+  const jwt = await ca.mintJwtSvid({ spiffeId: TD.id('w'), audience: ['a'] });
+  await ca.prepare('x509');
+  await ca.activate('x509');
+  await ca.prepare('jwt');
+  t.true(lines.length > 0);
+  const all = lines.join('\n');
+  t.false(all.includes('PRIVATE'));
+  t.false(all.includes('eyJ'));
+  t.false(all.includes(jwt.token));
+  t.false(all.includes(kek.reveal().toString('hex')));
+  t.false(all.includes(kek.reveal().toString('base64')));
 });
