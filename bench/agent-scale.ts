@@ -15,7 +15,7 @@ import { millis, type Benchmark, type BenchOutcome, type BenchRow, type Metric }
 const CHUNK = 5000;
 const TEN_K_TARGET_MS = 1000;
 
-async function insert(srv: BenchServer, n: number, parentOf: (i: number) => string, prefix: string): Promise<number> {
+async function insert(srv: BenchServer, n: number, parentOf: (i: number) => string, prefix: string, log?: (l: string) => void): Promise<number> {
   const t0 = process.hrtime.bigint();
   for (let first = 0; first < n; first += CHUNK) {
     const batch = [];
@@ -23,6 +23,7 @@ async function insert(srv: BenchServer, n: number, parentOf: (i: number) => stri
       batch.push(benchEntry(`spiffe://${BENCH_TRUST_DOMAIN}/${prefix}/${i}`, parentOf(i), [`unix:uid:${10_000 + (i % 50_000)}`, `unix:gid:${i % 1000}`]));
     }
     await srv.server.datastore.createEntries(batch);
+    if (log !== undefined && (first + CHUNK) % 100_000 === 0) log(`  ${(first + CHUNK).toLocaleString('en-US')} inserted after ${(Number(process.hrtime.bigint() - t0) / 1e9).toFixed(0)} s`);
   }
   return Number(process.hrtime.bigint() - t0) / 1e6;
 }
@@ -72,7 +73,7 @@ const agentScale: Benchmark = {
         const agent = await AgentProcess.spawn(srv);
         try {
           // Every 100th entry is the bench agent's; the rest belong to 99 other agents.
-          const insertMs = await insert(srv, total, (i) => (i % 100 === 0 ? agent.agentId : `spiffe://${BENCH_TRUST_DOMAIN}/sigil/agent/join_token/other-${i % 99}`), 'm');
+          const insertMs = await insert(srv, total, (i) => (i % 100 === 0 ? agent.agentId : `spiffe://${BENCH_TRUST_DOMAIN}/sigil/agent/join_token/other-${i % 99}`), 'm', log);
           log(`${total.toLocaleString('en-US')} entries inserted in ${(insertMs / 1000).toFixed(1)} s; starting the agent`);
           const t0 = await agent.begin();
           const s = await agent.until({ entries: mine }, 600_000);

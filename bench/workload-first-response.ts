@@ -20,7 +20,7 @@ const firstResponse: Benchmark = {
   id: 4,
   name: 'Workload API first response',
   async run(options, log): Promise<BenchOutcome> {
-    const blocks = options.quick ? 2 : 10;
+    const blocks = options.quick ? 2 : 20;
     const perBlock = options.quick ? 25 : 60;
     const dir = mkdtempSync(join(tmpdir(), 'sigil-bench-4-'));
     const floor = await startFloorServer(join(dir, 'floor.sock'));
