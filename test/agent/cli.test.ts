@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { opensslVerify } from '../helpers/openssl.js';
 import { startTestServer } from '../helpers/server.js';
-import { eventually, WallClock, writeBootstrapBundle } from './support/agent-harness.js';
+import { eventually, writeBootstrapBundle } from './support/agent-harness.js';
 import { Daemon, runSigil, SIGIL_BIN } from './support/processes.js';
 
 const AS_ROOT = process.getuid?.() === 0;
@@ -23,7 +23,7 @@ test.serial('sigil agent run refuses a join token on the command line', async (t
 });
 
 rootOnly('sigil agent run serves workloads; sigil api fetches, writes, validates', async (t) => {
-  const server = await startTestServer({ clock: new WallClock() });
+  const server = await startTestServer();
   t.teardown(() => server.destroy());
   const dir = mkdtempSync(join(tmpdir(), 'sigil-agent-cli-'));
   chmodSync(dir, 0o755);

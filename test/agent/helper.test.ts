@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { resolveHelperConfig } from '../../src/agent/helper/helper-config.js';
 import { isSigilError } from '../../src/common/errors.js';
 import { startTestServer } from '../helpers/server.js';
-import { eventually, startTestAgent, WallClock } from './support/agent-harness.js';
+import { eventually, startTestAgent } from './support/agent-harness.js';
 import { Daemon, runCommand, SIGIL_BIN } from './support/processes.js';
 
 const AS_ROOT = process.getuid?.() === 0;
@@ -62,10 +62,9 @@ test('helper config: unknown keys named, one reload kind, file names not paths, 
 });
 
 withNginx('helper + nginx: a rotation reaches a new handshake without restarting nginx', async (t) => {
-  const clock = new WallClock();
-  const server = await startTestServer({ clock });
+  const server = await startTestServer();
   t.teardown(() => server.destroy());
-  const a = await startTestAgent(t, server, { clock });
+  const a = await startTestAgent(t, server);
   await server.createEntry({ spiffeId: 'spiffe://example.org/web/nginx', parentId: a.agentId, selectors: ['unix:uid:0'], x509SvidTtlSeconds: 4, dnsNames: ['localhost'] });
   await server.createEntry({ spiffeId: 'spiffe://example.org/db-client', parentId: a.agentId, selectors: ['unix:uid:0', 'unix:gid:0'] });
 

@@ -11,7 +11,7 @@ import { parseSelector } from '../../src/spiffe/selector.js';
 import type { WorkloadUpdate } from '../../src/agent/workload-api/identity-source.js';
 import { startTestServer } from '../helpers/server.js';
 import { startWorkload, writeWorkloadScript, type WorkloadEvent } from './workload-api/support/workload-child.js';
-import { eventually, startTestAgent, WallClock } from './support/agent-harness.js';
+import { eventually, startTestAgent } from './support/agent-harness.js';
 
 const AS_ROOT = process.getuid?.() === 0;
 const rootOnly = AS_ROOT ? test.serial : test.serial.skip;
@@ -48,10 +48,9 @@ test.serial('memory policy: eager up to maxSize, always for connected workloads,
 });
 
 rootOnly('with a 4 s TTL the agent rotates in real time and every SVID reaches the open stream', async (t) => {
-  const clock = new WallClock();
-  const server = await startTestServer({ clock });
+  const server = await startTestServer();
   t.teardown(() => server.destroy());
-  const a = await startTestAgent(t, server, { clock });
+  const a = await startTestAgent(t, server);
   await server.createEntry({ spiffeId: 'spiffe://example.org/w/short', parentId: a.agentId, selectors: ['unix:uid:0'], x509SvidTtlSeconds: 4 });
   const script = writeWorkloadScript();
   const w = await startWorkload(script, a.socketPath);
@@ -71,8 +70,7 @@ rootOnly('with a 4 s TTL the agent rotates in real time and every SVID reaches t
 });
 
 rootOnly('JWT-SVIDs are minted through the server, cached per audience set, and validated against the agent bundles', async (t) => {
-  // Wall-clock server: its tokens (5 min) must still be fresh when they arrive.
-  const server = await startTestServer({ clock: new WallClock() });
+  const server = await startTestServer();
   t.teardown(() => server.destroy());
   const a = await startTestAgent(t, server);
   await server.createEntry({ spiffeId: 'spiffe://example.org/w/jwt', parentId: a.agentId, selectors: ['unix:uid:0'] });

@@ -6,7 +6,7 @@
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { ManualClock } from '../../src/common/clock.js';
+import { ManualClock, systemClock, type Clock, type TimerHandle } from '../../src/common/clock.js';
 import type { Secret } from '../../src/common/secret.js';
 import { memoryLogger, type Logger } from '../../src/common/logger.js';
 import { generateKekFile } from '../../src/ca/key-manager/kek.js';
@@ -16,22 +16,102 @@ import type { AuditSink } from '../../src/server/audit-log.js';
 import { AdminClient } from '../../src/cli/commands/admin-client.js';
 import { Secret as SecretValue } from '../../src/common/secret.js';
 
+/**
+ * Real time that can still be moved ahead: `nowMs()` is the wall clock plus whatever
+ * `advance`/`set` added, and timers fire in real time (or at once when a jump passes them).
+ * The default clock of startTestServer, so SVIDs minted with short TTLs really expire and
+ * TLS (which checks validity against the wall clock) accepts what the CA signs.
+ */
+export class WallClock extends ManualClock {
+  #offsetMs: number;
+  readonly #timers = new Set<{ at: number; fire: () => void; cancel: () => void }>();
+
+  /** `offsetMs` shifts this clock from the wall clock (negative: behind). */
+  constructor(offsetMs = 0) {
+    super(Date.now() + offsetMs);
+    this.#offsetMs = offsetMs;
+  }
+  override nowMs(): number {
+    return Date.now() + this.#offsetMs;
+  }
+  override now(): Date {
+    return new Date(this.nowMs());
+  }
+  override setTimer(fn: () => void, ms: number): TimerHandle {
+    let done = false;
+    const entry = {
+      at: this.nowMs() + Math.max(0, ms),
+      fire: (): void => {
+        if (done) return;
+        done = true;
+        handle.cancel();
+        this.#timers.delete(entry);
+        fn();
+      },
+      cancel: (): void => {
+        done = true;
+        handle.cancel();
+        this.#timers.delete(entry);
+      },
+    };
+    const handle = systemClock.setTimer(() => entry.fire(), ms);
+    this.#timers.add(entry);
+    return { cancel: entry.cancel };
+  }
+  override sleep(ms: number, signal?: AbortSignal): Promise<void> {
+    return new Promise((resolve, reject) => {
+      if (signal?.aborted) {
+        reject(signal.reason);
+        return;
+      }
+      const onAbort = (): void => {
+        timer.cancel();
+        reject(signal?.reason);
+      };
+      const timer = this.setTimer(() => {
+        signal?.removeEventListener('abort', onAbort);
+        resolve();
+      }, ms);
+      signal?.addEventListener('abort', onAbort, { once: true });
+    });
+  }
+  override get pendingTimers(): number {
+    return this.#timers.size;
+  }
+  override advance(ms: number): void {
+    this.set(this.nowMs() + ms);
+  }
+  override set(targetMs: number): void {
+    if (targetMs <= this.nowMs()) return;
+    this.#offsetMs += targetMs - this.nowMs();
+    // Timers a jump passes fire now, earliest first, as a ManualClock's would.
+    for (const t of [...this.#timers].sort((a, b) => a.at - b.at)) if (t.at <= targetMs) t.fire();
+  }
+}
+
 /** Options of startTestServer. */
-export interface TestServerOptions {
+export interface TestServerOptions<C extends Clock = Clock> {
   readonly trustDomain?: string;
   /** Reuse a directory (e.g. to restart a server on the same data). */
   readonly dir?: string;
   /** Extra raw config merged over the defaults (YAML-shaped). */
   readonly config?: Record<string, unknown>;
-  readonly clock?: ManualClock;
+  /** Any clock; a WallClock (real time) by default. */
+  readonly clock?: C;
+  /**
+   * Without `clock`: start the default WallClock this far behind real time, for tests that
+   * advance the server's clock and still need TLS to accept what it signs afterwards.
+   */
+  readonly behindMs?: number;
 }
 
 /** A server started for a test, with its captured logs. */
-export interface TestServer {
+export interface TestServer<C extends Clock = ManualClock> {
   readonly server: RunningServer;
   readonly config: ServerConfig;
   readonly dir: string;
-  readonly clock: ManualClock;
+  /** The server's clock: the one passed in, or the default WallClock (a ManualClock). */
+  readonly clock: C;
   readonly logger: Logger;
   /** Every log line the server wrote. */
   readonly logLines: string[];
@@ -57,12 +137,13 @@ export async function makeServerDir(): Promise<string> {
   return dir;
 }
 
-/** Starts a server on temp dirs; call `destroy()` in the test's teardown. */
-export async function startTestServer(options: TestServerOptions = {}): Promise<TestServer> {
+/** Starts a server on temp dirs with the default WallClock; call `destroy()` in the test's teardown. */
+export async function startTestServer(options?: TestServerOptions<never>): Promise<TestServer>;
+/** Starts a server on temp dirs driven by `options.clock`; call `destroy()` in the test's teardown. */
+export async function startTestServer<C extends Clock>(options: TestServerOptions<C> & { readonly clock: C }): Promise<TestServer<C>>;
+export async function startTestServer(options: TestServerOptions = {}): Promise<TestServer<Clock>> {
   const dir = options.dir ?? (await makeServerDir());
-  // starts in the past so that tests may advance it a few minutes and certificates the
-  // CA signs (notBefore from this clock) are still valid for TLS, which uses real time
-  const clock = options.clock ?? new ManualClock(Date.now() - 5 * 60_000);
+  const clock = options.clock ?? new WallClock(-(options.behindMs ?? 0));
   const raw = {
     trustDomain: options.trustDomain ?? 'example.org',
     dataDir: join(dir, 'data'),

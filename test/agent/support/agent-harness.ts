@@ -7,34 +7,12 @@ import type { ExecutionContext } from 'ava';
 import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { ManualClock, systemClock, type Clock, type TimerHandle } from '../../../src/common/clock.js';
+import type { Clock } from '../../../src/common/clock.js';
 import { memoryLogger } from '../../../src/common/logger.js';
 import { toPem } from '../../../src/common/x509.js';
 import { startAgent, type RunningAgent } from '../../../src/agent/agent.js';
 import { resolveAgentConfig, type AgentConfig } from '../../../src/agent/config.js';
 import type { TestServer } from '../../helpers/server.js';
-
-/**
- * Real time behind the ManualClock type that test/helpers/server.ts accepts, for tests whose
- * SVIDs must really expire and rotate (short TTLs): the server then issues with the wall clock.
- */
-export class WallClock extends ManualClock {
-  constructor() {
-    super(Date.now());
-  }
-  override nowMs(): number {
-    return Date.now();
-  }
-  override now(): Date {
-    return new Date();
-  }
-  override setTimer(fn: () => void, ms: number): TimerHandle {
-    return systemClock.setTimer(fn, ms);
-  }
-  override sleep(ms: number, signal?: AbortSignal): Promise<void> {
-    return systemClock.sleep(ms, signal);
-  }
-}
 
 /** An agent started for a test. */
 export interface TestAgent {
