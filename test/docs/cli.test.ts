@@ -36,8 +36,10 @@ test('every command and every flag of its --help is documented, and nothing else
   t.deepEqual([...documented].sort(), [...commands].sort());
   for (const command of commands) {
     const text = section(command) ?? '';
-    // Subcommands with their own usage (today: agent run) are checked too.
-    const usages = [await help([command]), ...(command === 'agent' ? [await help(['agent', 'run'])] : [])].join('\n');
+    // `sigil agent` dispatches to subcommands with usages of their own: check those too.
+    const own = await help([command]);
+    const subs = command === 'agent' ? [...own.matchAll(/^ {2}([a-z]+) {2,}/gm)].map((m) => m[1] as string) : [];
+    const usages = [own, ...(await Promise.all(subs.map((s) => help([command, s]))))].join('\n');
     const flags = new Set([...usages.matchAll(/--[a-z][a-z0-9-]*/g)].map((m) => m[0]).filter((f) => f !== '--help'));
     for (const flag of flags) t.true(text.includes(`\`${flag}`) || COMMON.includes(`\`${flag}`), `docs/cli.md ## sigil ${command} does not mention ${flag}`);
   }
