@@ -3,7 +3,8 @@ import { makeGenericClientConstructor } from '@grpc/grpc-js';
 import { X509Source, authorizeId, grpcChannelCredentials } from 'sigil/client';
 import { greeterService } from './greeter.js';
 
-const source = await X509Source.create();
+// SVID_HINT picks our identity by its hint when the workload has several (e.g. one uid, several services).
+const source = await X509Source.create(process.env.SVID_HINT ? { picker: { hint: process.env.SVID_HINT } } : {});
 const Greeter = makeGenericClientConstructor(greeterService, 'Greeter');
 const client = new Greeter(`127.0.0.1:${process.env.PORT}`, grpcChannelCredentials({ source, authorizer: authorizeId(process.env.PEER_ID) }));
 try {

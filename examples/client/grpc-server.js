@@ -3,8 +3,11 @@ import { Server } from '@grpc/grpc-js';
 import { X509Source, authorizeId, grpcPeerSpiffeId, serveGrpc } from 'sigil/client';
 import { greeterService } from './greeter.js';
 
-const source = await X509Source.create();
-source.on('update', () => console.log(`svid ${source.svid.id} serial ${source.svid.serial}`));
+// SVID_HINT picks our identity by its hint when the workload has several (e.g. one uid, several services).
+const source = await X509Source.create(process.env.SVID_HINT ? { picker: { hint: process.env.SVID_HINT } } : {});
+const announce = () => console.log(`svid ${source.svid.id} serial ${source.svid.serial}`);
+announce(); // the SVID in use now, then each one a rotation brings
+source.on('update', announce);
 
 const server = new Server();
 server.addService(greeterService, {

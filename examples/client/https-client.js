@@ -2,7 +2,8 @@
 import { request } from 'node:https';
 import { X509Source, authorizeId, createHttpsAgent } from 'sigil/client';
 
-const source = await X509Source.create();
+// SVID_HINT picks our identity by its hint when the workload has several (e.g. one uid, several services).
+const source = await X509Source.create(process.env.SVID_HINT ? { picker: { hint: process.env.SVID_HINT } } : {});
 const agent = createHttpsAgent({ source, authorizer: authorizeId(process.env.PEER_ID) });
 try {
   const body = await new Promise((resolve, reject) => {

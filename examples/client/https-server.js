@@ -1,8 +1,11 @@
 // An https server that serves only PEER_ID, with SPIFFE mutual TLS.
 import { X509Source, authorizeId, createHttpsServer, peerSpiffeId } from 'sigil/client';
 
-const source = await X509Source.create();
-source.on('update', () => console.log(`svid ${source.svid.id} serial ${source.svid.serial}`));
+// SVID_HINT picks our identity by its hint when the workload has several (e.g. one uid, several services).
+const source = await X509Source.create(process.env.SVID_HINT ? { picker: { hint: process.env.SVID_HINT } } : {});
+const announce = () => console.log(`svid ${source.svid.id} serial ${source.svid.serial}`);
+announce(); // the SVID in use now, then each one a rotation brings
+source.on('update', announce);
 
 const server = createHttpsServer({ source, authorizer: authorizeId(process.env.PEER_ID) }, (req, res) => {
   res.end(`hello ${peerSpiffeId(req.socket)} from ${source.svid.id}\n`);

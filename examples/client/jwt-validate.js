@@ -4,7 +4,8 @@ import { JwtSource } from 'sigil/client';
 let token = '';
 for await (const chunk of process.stdin) token += chunk;
 
-const source = await JwtSource.create();
+// SVID_HINT picks our identity by its hint when the workload has several (e.g. one uid, several services).
+const source = await JwtSource.create(process.env.SVID_HINT ? { hint: process.env.SVID_HINT } : {});
 try {
   const svid = await source.validateJwtSvid(token.trim(), process.env.AUDIENCE);
   console.log(`valid ${svid.id} for ${svid.audience.join(',')}`);

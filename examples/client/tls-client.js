@@ -1,7 +1,8 @@
 // Connects to the tls-server example, accepting only a server whose SPIFFE ID is PEER_ID.
 import { X509Source, authorizeId, connectTls } from 'sigil/client';
 
-const source = await X509Source.create();
+// SVID_HINT picks our identity by its hint when the workload has several (e.g. one uid, several services).
+const source = await X509Source.create(process.env.SVID_HINT ? { picker: { hint: process.env.SVID_HINT } } : {});
 try {
   const socket = await connectTls({ source, authorizer: authorizeId(process.env.PEER_ID), port: Number(process.env.PORT) });
   console.log(`server serial ${socket.getPeerX509Certificate().serialNumber}`);

@@ -105,6 +105,21 @@ export interface TestServerOptions<C extends Clock = Clock> {
   readonly behindMs?: number;
 }
 
+/** A registration entry to create: selectors as `type:value`; optional fields as in the admin API. */
+export interface TestEntrySpec {
+  readonly spiffeId: string;
+  readonly parentId: string;
+  readonly selectors: readonly string[];
+  readonly x509SvidTtlSeconds?: number;
+  readonly jwtSvidTtlSeconds?: number;
+  readonly dnsNames?: readonly string[];
+  readonly hint?: string;
+  /** Trust domains (`other.org` or `spiffe://other.org`) whose bundles the workload gets. */
+  readonly federatesWith?: readonly string[];
+  /** When the entry stops being valid, in ms since the epoch (0 or absent: never). */
+  readonly expiresAtMs?: number;
+}
+
 /** A server started for a test, with its captured logs. */
 export interface TestServer<C extends Clock = ManualClock> {
   readonly server: RunningServer;
@@ -123,7 +138,7 @@ export interface TestServer<C extends Clock = ManualClock> {
   /** Creates a join token through the admin API. */
   createJoinToken(ttlSeconds?: number): Promise<{ token: Secret<string>; tokenId: string; agentId: string }>;
   /** Creates a registration entry through the admin API and returns its ID. */
-  createEntry(entry: { spiffeId: string; parentId: string; selectors: string[]; x509SvidTtlSeconds?: number; dnsNames?: string[] }): Promise<string>;
+  createEntry(entry: TestEntrySpec): Promise<string>;
   /** Stops the server (keeps the directory). */
   stop(): Promise<void>;
   /** Stops the server and removes its directory. */
@@ -191,7 +206,11 @@ export async function startTestServer(options: TestServerOptions = {}): Promise<
               return { type: s.slice(0, i), value: s.slice(i + 1) };
             }),
             x509_svid_ttl_seconds: entry.x509SvidTtlSeconds ?? 0,
-            dns_names: entry.dnsNames ?? [],
+            jwt_svid_ttl_seconds: entry.jwtSvidTtlSeconds ?? 0,
+            dns_names: [...(entry.dnsNames ?? [])],
+            hint: entry.hint ?? '',
+            federates_with: (entry.federatesWith ?? []).map((td) => (td.startsWith('spiffe://') ? td : `spiffe://${td}`)),
+            expires_at: Math.floor((entry.expiresAtMs ?? 0) / 1000),
           },
         ],
       });
