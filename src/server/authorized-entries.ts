@@ -4,7 +4,11 @@
  * for entries parented to the SPIFFE ID of a node-alias entry (an entry whose parent is
  * the server ID) whose selectors its node selectors satisfy; and, as SPIRE does, for
  * every descendant: entries parented to the SPIFFE ID of an entry already authorised.
- * Node-alias entries themselves are never handed to agents.
+ * Node-alias entries themselves are never handed to agents. Expired entries grant nothing.
+ *
+ * Two ways to ask: the whole set (a BFS down from the agent, for a full sync), and one
+ * entry (a walk up its parent chain, for issuance), whose cost is the depth of the chain
+ * rather than the number of entries the agent has.
  */
 import type { Datastore, EntryFilter, RegistrationEntry } from '../datastore/datastore.js';
 import { selectorKey, selectorsSatisfiedBy, type Selector } from '../spiffe/selector.js';
@@ -18,6 +22,8 @@ export function serverSpiffeId(trustDomain: TrustDomain): SpiffeId {
 const PAGE = 1000;
 /** Parent IDs per query, so one IN (...) list stays small. */
 const PARENTS_PER_QUERY = 200;
+/** Longest parent chain followed when authorising one entry (cycles and absurd depths end here). */
+const MAX_CHAIN_STEPS = 256;
 
 /** Every entry matching the filter, page by page. */
 export async function listAllEntries(ds: Datastore, filter: EntryFilter): Promise<RegistrationEntry[]> {
@@ -37,6 +43,57 @@ export interface AgentFacts {
   readonly nodeSelectors: readonly Selector[];
 }
 
+/** True when the entry is in force at `nowMs` (0 = never expires). */
+export function entryLive(e: RegistrationEntry, nowMs: number): boolean {
+  return e.entryExpiresAt === 0 || e.entryExpiresAt > nowMs;
+}
+
+/** The entries an agent is authorised for, and the node-alias entries that matched it. */
+export interface AuthorizedSet {
+  /** Authorised entries by entry ID. */
+  readonly entries: Map<string, RegistrationEntry>;
+  /** Matching node-alias entries by entry ID (never sent to the agent). */
+  readonly aliases: Map<string, RegistrationEntry>;
+}
+
+/** Every entry parented to one of `parentIds`, in chunks that keep each IN (...) list small. */
+export async function listChildren(ds: Datastore, parentIds: readonly string[]): Promise<RegistrationEntry[]> {
+  const out: RegistrationEntry[] = [];
+  for (let i = 0; i < parentIds.length; i += PARENTS_PER_QUERY) out.push(...(await listAllEntries(ds, { parentIds: parentIds.slice(i, i + PARENTS_PER_QUERY) })));
+  return out;
+}
+
+/** The full authorised set of an agent. */
+export async function authorizedSet(ds: Datastore, trustDomain: TrustDomain, agent: AgentFacts, nowMs: number): Promise<AuthorizedSet> {
+  const server = serverSpiffeId(trustDomain).toString();
+  const have = new Set(agent.nodeSelectors.map(selectorKey));
+  const aliases = new Map<string, RegistrationEntry>();
+  for (const a of await listAllEntries(ds, { parentId: server })) {
+    if (entryLive(a, nowMs) && selectorsSatisfiedBy(a.selectors, have)) aliases.set(a.id, a);
+  }
+  const visited = new Set<string>([server]);
+  const roots = [agent.agentId, ...[...aliases.values()].map((a) => a.spiffeId)].filter((id) => {
+    if (visited.has(id)) return false;
+    visited.add(id);
+    return true;
+  });
+  const entries = new Map<string, RegistrationEntry>();
+  // breadth first: each level is the children of the SPIFFE IDs first reached one level up
+  for (let level = roots; level.length > 0; ) {
+    const next: string[] = [];
+    for (const e of await listChildren(ds, level)) {
+      if (!entryLive(e, nowMs) || entries.has(e.id)) continue;
+      entries.set(e.id, e);
+      if (!visited.has(e.spiffeId)) {
+        visited.add(e.spiffeId);
+        next.push(e.spiffeId);
+      }
+    }
+    level = next;
+  }
+  return { entries, aliases };
+}
+
 /** The entries the agent is authorised for, keyed by entry ID (expired entries excluded). */
 export async function authorizedEntries(
   ds: Datastore,
@@ -44,33 +101,55 @@ export async function authorizedEntries(
   agent: AgentFacts,
   nowMs: number,
 ): Promise<Map<string, RegistrationEntry>> {
-  const server = serverSpiffeId(trustDomain).toString();
-  const live = (e: RegistrationEntry): boolean => e.entryExpiresAt === 0 || e.entryExpiresAt > nowMs;
-  const have = new Set(agent.nodeSelectors.map(selectorKey));
-  const aliases = (await listAllEntries(ds, { parentId: server })).filter(
-    (e) => live(e) && selectorsSatisfiedBy(e.selectors, have),
-  );
-  const out = new Map<string, RegistrationEntry>();
-  const visited = new Set<string>([server]);
-  let frontier = [agent.agentId, ...aliases.map((a) => a.spiffeId)].filter((id) => {
-    if (visited.has(id)) return false;
-    visited.add(id);
-    return true;
-  });
-  while (frontier.length > 0) {
-    const next: string[] = [];
-    for (let i = 0; i < frontier.length; i += PARENTS_PER_QUERY) {
-      const entries = await listAllEntries(ds, { parentIds: frontier.slice(i, i + PARENTS_PER_QUERY) });
-      for (const e of entries) {
-        if (!live(e) || out.has(e.id)) continue;
-        out.set(e.id, e);
-        if (!visited.has(e.spiffeId)) {
-          visited.add(e.spiffeId);
-          next.push(e.spiffeId);
-        }
-      }
-    }
-    frontier = next;
+  return (await authorizedSet(ds, trustDomain, agent, nowMs)).entries;
+}
+
+/**
+ * Decides entries one at a time by walking up their parent chains, remembering what it
+ * learnt about each SPIFFE ID, so a batch of CSRs costs the chains' depth, not the agent's
+ * whole set.
+ */
+export class EntryAuthorizer {
+  readonly #ds: Datastore;
+  readonly #server: string;
+  readonly #agent: AgentFacts;
+  readonly #have: Set<string>;
+  readonly #nowMs: number;
+  /** SPIFFE ID → whether entries parented to it are authorised. */
+  readonly #reach = new Map<string, boolean>();
+
+  constructor(ds: Datastore, trustDomain: TrustDomain, agent: AgentFacts, nowMs: number) {
+    this.#ds = ds;
+    this.#server = serverSpiffeId(trustDomain).toString();
+    this.#agent = agent;
+    this.#have = new Set(agent.nodeSelectors.map(selectorKey));
+    this.#nowMs = nowMs;
   }
-  return out;
+
+  /** The entry when the agent is authorised for it, else undefined (unknown, expired, a node alias, or not the agent's). */
+  async entry(entryId: string): Promise<RegistrationEntry | undefined> {
+    const e = await this.#ds.getEntry(entryId);
+    if (e === undefined || !entryLive(e, this.#nowMs) || e.parentId === this.#server) return undefined;
+    return (await this.#reachable(e.parentId, new Set())) ? e : undefined;
+  }
+
+  async #reachable(id: string, onPath: Set<string>): Promise<boolean> {
+    if (id === this.#agent.agentId) return true;
+    if (id === this.#server) return false;
+    const known = this.#reach.get(id);
+    if (known !== undefined) return known;
+    // a cycle (or an absurd depth) grants nothing along this path; not memoised, since another path may
+    if (onPath.has(id) || onPath.size >= MAX_CHAIN_STEPS) return false;
+    onPath.add(id);
+    let ok = false;
+    for (const p of await listAllEntries(this.#ds, { spiffeId: id })) {
+      if (!entryLive(p, this.#nowMs)) continue;
+      if (p.parentId === this.#server) ok = selectorsSatisfiedBy(p.selectors, this.#have);
+      else ok = await this.#reachable(p.parentId, onPath);
+      if (ok) break;
+    }
+    onPath.delete(id);
+    if (ok || onPath.size === 0) this.#reach.set(id, ok);
+    return ok;
+  }
 }

@@ -1,16 +1,39 @@
 /**
- * Tells open SyncEntries streams that something changed, so a new entry reaches agents
- * within a second instead of at the next poll. In-process writers (the admin API) notify
- * directly; a slow poll of the datastore's entry events catches writers elsewhere.
+ * Tells open SyncEntries streams what changed. Entry changes come from one place, the
+ * datastore's entry event log, whoever wrote them: in-process writers (the admin API) call
+ * `notify('entries')` to have the log read at once instead of at the next poll. Each batch
+ * names the changed entries with their state as read (undefined once deleted), so a stream
+ * can work out whether it is touched without reading its whole set again. Bundle and agent
+ * changes are told directly. Old events are pruned so the log stays small.
  */
-import type { Datastore } from '../datastore/datastore.js';
+import type { Clock } from '../common/clock.js';
+import type { Datastore, RegistrationEntry } from '../datastore/datastore.js';
 import type { Logger } from '../common/logger.js';
 
 /** What changed. */
 export type ChangeKind = 'entries' | 'bundles' | 'agents';
 
+/** One changed entry: its state when read after the change, undefined when it no longer exists. */
+export interface EntryChange {
+  readonly id: string;
+  readonly entry: RegistrationEntry | undefined;
+}
+
+/** A change told to subscribers. */
+export type Change =
+  | { readonly kind: 'entries'; readonly changes: readonly EntryChange[] }
+  | { readonly kind: 'bundles' }
+  /** An agent was attested again, banned, unbanned or evicted (`agentId` absent: any agent). */
+  | { readonly kind: 'agents'; readonly agentId?: string };
+
 /** A subscriber callback. */
-export type ChangeListener = (kind: ChangeKind) => void;
+export type ChangeListener = (change: Change) => void;
+
+/** Events read per datastore call. */
+const EVENT_PAGE = 1000;
+/** Events older than this are pruned (far longer than any poll gap). */
+const EVENT_RETENTION_MS = 60 * 60_000;
+const PRUNE_EVERY_MS = 10 * 60_000;
 
 /** Fan-out of change notifications to sync streams. */
 export class ChangeHub {
@@ -18,6 +41,10 @@ export class ChangeHub {
   #timer: NodeJS.Timeout | undefined;
   #lastEventId = 0;
   #stopped = false;
+  #polling: { ds: Datastore; logger: Logger; clock: Clock | undefined } | undefined;
+  #running: Promise<void> | undefined;
+  #again = false;
+  #lastPruneMs = 0;
 
   /** Registers a listener; returns its unsubscribe function. */
   subscribe(listener: ChangeListener): () => void {
@@ -30,24 +57,67 @@ export class ChangeHub {
     return this.#listeners.size;
   }
 
-  /** Tells every subscriber that `kind` changed. */
-  notify(kind: ChangeKind): void {
-    for (const l of [...this.#listeners]) l(kind);
+  /** Tells subscribers that `kind` changed; for entries, reads the event log now. */
+  notify(kind: ChangeKind, agentId?: string): void {
+    if (kind === 'entries') {
+      void this.pollNow();
+      return;
+    }
+    this.#emit(kind === 'bundles' ? { kind } : agentId === undefined ? { kind } : { kind, agentId });
   }
 
-  /** Polls the datastore's newest entry event every `intervalMs` (real time: it paces I/O) and notifies on a new one. */
-  async startPolling(ds: Datastore, logger: Logger, intervalMs = 1000): Promise<void> {
+  #emit(change: Change): void {
+    for (const l of [...this.#listeners]) l(change);
+  }
+
+  /** Reads new entry events and tells subscribers; concurrent calls are folded into one more read. */
+  pollNow(): Promise<void> {
+    if (this.#polling === undefined || this.#stopped) return Promise.resolve();
+    if (this.#running !== undefined) {
+      this.#again = true;
+      return this.#running;
+    }
+    const { ds, logger } = this.#polling;
+    this.#running = (async () => {
+      do {
+        this.#again = false;
+        try {
+          await this.#readEvents(ds);
+        } catch (err) {
+          // the same events are read again at the next poll
+          logger.warn({ err }, 'entry event poll failed');
+        }
+      } while (this.#again && !this.#stopped);
+    })().finally(() => {
+      this.#running = undefined;
+    });
+    return this.#running;
+  }
+
+  async #readEvents(ds: Datastore): Promise<void> {
+    const ids = new Set<string>();
+    let last = this.#lastEventId;
+    for (;;) {
+      const events = await ds.listEntryEvents(last, EVENT_PAGE);
+      for (const e of events) ids.add(e.entryId);
+      if (events.length > 0) last = (events[events.length - 1] as { eventId: number }).eventId;
+      if (events.length < EVENT_PAGE) break;
+    }
+    if (ids.size === 0) return;
+    const changes: EntryChange[] = [];
+    for (const id of ids) changes.push({ id, entry: await ds.getEntry(id) });
+    this.#lastEventId = last;
+    this.#emit({ kind: 'entries', changes });
+  }
+
+  /** Follows the event log from its newest event, every `intervalMs` (real time: it paces I/O), pruning old events. */
+  async startPolling(ds: Datastore, logger: Logger, intervalMs = 1000, clock?: Clock): Promise<void> {
     this.#lastEventId = await ds.latestEntryEventId();
+    this.#polling = { ds, logger, clock };
     const tick = (): void => {
       if (this.#stopped) return;
-      ds.latestEntryEventId()
-        .then((id) => {
-          if (id !== this.#lastEventId) {
-            this.#lastEventId = id;
-            this.notify('entries');
-          }
-        })
-        .catch((err: unknown) => logger.warn({ err }, 'entry event poll failed'))
+      this.pollNow()
+        .then(() => this.#prune())
         .finally(() => {
           if (!this.#stopped) this.#timer = setTimeout(tick, intervalMs).unref();
         });
@@ -55,6 +125,20 @@ export class ChangeHub {
     this.#timer = setTimeout(tick, intervalMs).unref();
   }
 
+  async #prune(): Promise<void> {
+    const p = this.#polling;
+    if (p?.clock === undefined) return;
+    const now = p.clock.nowMs();
+    if (now - this.#lastPruneMs < PRUNE_EVERY_MS) return;
+    this.#lastPruneMs = now;
+    try {
+      await p.ds.pruneEntryEvents(now - EVENT_RETENTION_MS);
+    } catch (err) {
+      p.logger.warn({ err }, 'entry event pruning failed');
+    }
+  }
+
+  /** Stops polling and drops every subscriber. */
   stop(): void {
     this.#stopped = true;
     if (this.#timer !== undefined) clearTimeout(this.#timer);

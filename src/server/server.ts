@@ -159,7 +159,7 @@ export async function startServer(config: ServerConfig, options: StartServerOpti
     const bundles = new BundleManager({ ds, ca: serverCa, trustDomain: td, refreshHintSeconds: Math.round(config.bundleRefreshHintMs / 1000), hub, logger });
     await bundles.start();
     cleanups.push(() => bundles.stop());
-    await hub.startPolling(ds, logger);
+    await hub.startPolling(ds, logger, 1000, clock);
 
     const attestors = new Map<string, NodeAttestorServer>();
     if (config.nodeAttestors.joinToken !== undefined) attestors.set('join_token', new JoinTokenServerAttestor({ store: ds, clock }));

@@ -9,7 +9,7 @@ import { AgentApiClient, attest, uriOf, type SyncMessage } from '../helpers/agen
 
 
 test('join_token attestation, renewal, sync with pushed changes, issuance and authorisation', async (t) => {
-  const s = await startTestServer();
+  const s = await startTestServer({ behindMs: 5 * 60_000 });
   t.teardown(() => s.destroy());
   const roots = s.server.x509Authorities();
   const tok = await s.createJoinToken();

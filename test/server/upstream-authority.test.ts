@@ -4,7 +4,6 @@ import { chmod, readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { JoinTokenAgentAttestor } from '../../attestors/node/join_token/agent.js';
-import { ManualClock } from '../../src/common/clock.js';
 import { pemBlocks, toPem } from '../../src/common/x509.js';
 import { generateKeyAndCsr } from '../../src/server/server-svid.js';
 import { Bundle } from '../../src/spiffe/bundle.js';
@@ -33,8 +32,8 @@ test('upstream authority from PEM files: the signing CA is an intermediate, the 
   const dir = await makeServerDir();
   const root = await opensslRootCa(dir, 'upstream-root');
   t.is((await stat(root.key)).mode & 0o777, 0o600);
-  // the CA's certificates take their notBefore from the clock: keep it at real time, after the root's
-  const s = await startTestServer({ dir, clock: new ManualClock(Date.now()), config: { ca: { upstream: { certFile: root.cert, keyFile: root.key } } } });
+  // the default clock is real time, so the CA's notBefore comes after the root's
+  const s = await startTestServer({ dir, config: { ca: { upstream: { certFile: root.cert, keyFile: root.key } } } });
   t.teardown(() => s.destroy());
   const rootDer = pemBlocks(await readFile(root.cert, 'utf8'), 'CERTIFICATE');
   t.deepEqual(s.server.x509Authorities(), rootDer);
@@ -80,7 +79,7 @@ test('upstream authority from PEM files: the signing CA is an intermediate, the 
 
   // a restart keeps the upstream-signed CA and the bundle
   await s.stop();
-  const again = await startTestServer({ dir, clock: new ManualClock(Date.now()), config: { ca: { upstream: { certFile: root.cert, keyFile: root.key } } } });
+  const again = await startTestServer({ dir, config: { ca: { upstream: { certFile: root.cert, keyFile: root.key } } } });
   t.teardown(() => again.destroy());
   t.deepEqual(again.server.x509Authorities(), rootDer);
   const reminted = await again.admin.call<{ cert_chain: Buffer[] }>('Mint', 'MintX509Svid', { spiffe_id: 'spiffe://example.org/minted', csr, ttl_seconds: 60 });
@@ -110,7 +109,7 @@ for (const withBundleFile of [false, true]) {
     const interPem = await readFile(inter.cert, 'utf8');
     await writeFile(chainFile, withBundleFile ? interPem : interPem + rootPem);
     const upstream = { certFile: chainFile, keyFile: inter.key, ...(withBundleFile ? { bundleFile: root.cert } : {}) };
-    const s = await startTestServer({ dir, clock: new ManualClock(Date.now()), config: { ca: { upstream } } });
+    const s = await startTestServer({ dir, config: { ca: { upstream } } });
     t.teardown(() => s.destroy());
     const rootDer = pemBlocks(rootPem, 'CERTIFICATE');
     t.deepEqual(s.server.x509Authorities(), rootDer);
@@ -142,12 +141,12 @@ test('upstream key files must be 0600 or stricter, and match the certificate', a
   const root = await opensslRootCa(dir, 'root');
   const other = await opensslRootCa(dir, 'other');
   await chmod(root.key, 0o644);
-  const loose = await rejectionOf(startTestServer({ dir, clock: new ManualClock(Date.now()), config: { ca: { upstream: { certFile: root.cert, keyFile: root.key } } } }));
+  const loose = await rejectionOf(startTestServer({ dir, config: { ca: { upstream: { certFile: root.cert, keyFile: root.key } } } }));
   t.is(loose.code, 'ERR_CONFIG_INVALID');
   await chmod(root.key, 0o600);
-  const mismatch = await rejectionOf(startTestServer({ dir, clock: new ManualClock(Date.now()), config: { ca: { upstream: { certFile: root.cert, keyFile: other.key } } } }));
+  const mismatch = await rejectionOf(startTestServer({ dir, config: { ca: { upstream: { certFile: root.cert, keyFile: other.key } } } }));
   t.is(mismatch.code, 'ERR_CONFIG_INVALID');
   t.is(mismatch.reason, 'upstream-key-mismatch');
-  const missing = await rejectionOf(startTestServer({ dir, clock: new ManualClock(Date.now()), config: { ca: { upstream: { certFile: join(dir, 'nope.pem'), keyFile: root.key } } } }));
+  const missing = await rejectionOf(startTestServer({ dir, config: { ca: { upstream: { certFile: join(dir, 'nope.pem'), keyFile: root.key } } } }));
   t.is(missing.reason, 'upstream-file-unreadable');
 });

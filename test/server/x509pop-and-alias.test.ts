@@ -96,7 +96,7 @@ test('x509pop: success, refusals, ban; node alias authorisation; SVIDs pass src/
   await s.admin.call('Agents', 'BanAgent', { spiffe_id: id.spiffeId });
   const banned = await codeOf(attest(s.agentTarget, roots, td, agentAttestor));
   t.is(banned.code, 'ERR_PERMISSION_DENIED');
-  t.is(banned.reason, undefined); // reason does not cross the wire; the code does
+  t.is(banned.reason, 'agent-banned'); // the reason crosses the wire to Sigil clients (src/grpc/status.ts)
   // evicted: the SVID is no longer accepted
   await s.admin.call('Agents', 'UnbanAgent', { spiffe_id: id.spiffeId });
   const third = await attest(s.agentTarget, roots, td, agentAttestor);

@@ -288,14 +288,14 @@ export function createAdminServices(deps: AdminServiceDeps): Record<string, Unty
       const n = await getNode(req.spiffe_id);
       await ds.deleteAttestedNode(n.spiffeId);
       audit.record({ ...actor, action: 'agent.evict', result: 'ok', spiffeId: n.spiffeId });
-      hub.notify('agents');
+      hub.notify('agents', n.spiffeId);
       return {};
     }),
     BanAgent: unary('agent ban', async (req: { spiffe_id: string }, actor: Actor) => {
       const n = await getNode(req.spiffe_id);
       await ds.updateAttestedNode({ ...n, banned: true });
       audit.record({ ...actor, action: 'agent.ban', result: 'ok', spiffeId: n.spiffeId });
-      hub.notify('agents');
+      hub.notify('agents', n.spiffeId);
       return {};
     }),
     UnbanAgent: unary('agent unban', async (req: { spiffe_id: string }, actor: Actor) => {

@@ -10,7 +10,7 @@ import type {
   ServerWritableStream,
   UntypedServiceImplementation,
 } from '@grpc/grpc-js';
-import type { Clock } from '../../common/clock.js';
+import type { Clock, TimerHandle } from '../../common/clock.js';
 import { SigilError, toSigilError } from '../../common/errors.js';
 import type { Logger } from '../../common/logger.js';
 import type { Datastore, RegistrationEntry } from '../../datastore/datastore.js';
@@ -18,12 +18,13 @@ import { STATUS_BY_CODE, toServiceError } from '../../grpc/status.js';
 import type { NodeAttestorServer, NodeAttestationResult } from '../../plugin/node-attestor.js';
 import { SpiffeId, type TrustDomain } from '../../spiffe/spiffe-id.js';
 import type { AuditLog } from '../audit-log.js';
-import { authorizedEntries } from '../authorized-entries.js';
+import { EntryAuthorizer, type AgentFacts } from '../authorized-entries.js';
 import type { BundleManager } from '../bundle-manager.js';
-import type { ChangeHub, ChangeKind } from '../change-hub.js';
+import type { Change, ChangeHub, EntryChange } from '../change-hub.js';
 import type { ServerMetrics } from '../metrics.js';
 import type { ServerCa, SignedX509Svid } from '../server-ca.js';
 import { authenticateAgent, normalizeSerial, type AgentCaller } from './caller.js';
+import { AgentSyncState } from './sync-state.js';
 import {
   bundleToMsg,
   entrySizeEstimate,
@@ -56,8 +57,6 @@ export interface AgentServiceDeps {
 export const SYNC_PAGE_SIZE = { default: 500, max: 1000 } as const;
 /** Byte budget of one page of entries (the gRPC limit is 4 MiB). */
 const SYNC_PAGE_BYTES = 1024 * 1024;
-/** Changes arriving within this window are sent as one batch. */
-const SYNC_DEBOUNCE_MS = 50;
 /** Most CSRs in one BatchNewX509SVID call. */
 export const MAX_BATCH_CSRS = 500;
 const MAX_ATTEST_ROUNDS = 8;
@@ -230,7 +229,7 @@ export function createAgentService(deps: AgentServiceDeps): UntypedServiceImplem
     };
     if (existing === undefined) await ds.createAttestedNode(node);
     else await ds.updateAttestedNode(node);
-    deps.hub.notify('agents');
+    deps.hub.notify('agents', agentId);
     return svid;
   }
 
@@ -250,9 +249,8 @@ export function createAgentService(deps: AgentServiceDeps): UntypedServiceImplem
     return { svid: svidMsg(caller.agentId, svid) };
   }
 
-  async function authorizedFor(caller: AgentCaller): Promise<Map<string, RegistrationEntry>> {
-    return authorizedEntries(ds, trustDomain, { agentId: caller.agentId, nodeSelectors: caller.node.selectors }, clock.nowMs());
-  }
+  const authorizerFor = (caller: AgentCaller): EntryAuthorizer =>
+    new EntryAuthorizer(ds, trustDomain, { agentId: caller.agentId, nodeSelectors: caller.node.selectors }, clock.nowMs());
 
   async function batchNewX509Svid(
     call: ServerUnaryCall<{ params: { entry_id: string; csr: Buffer }[] }, unknown>,
@@ -262,10 +260,10 @@ export function createAgentService(deps: AgentServiceDeps): UntypedServiceImplem
     if (params.length > MAX_BATCH_CSRS) {
       throw new SigilError('ERR_INVALID_ARGUMENT', `at most ${MAX_BATCH_CSRS} CSRs per call, got ${params.length}`, { reason: 'batch-too-large' });
     }
-    const allowed = await authorizedFor(caller);
+    const allowed = authorizerFor(caller);
     const results = [];
     for (const p of params) {
-      const entry = allowed.get(p.entry_id);
+      const entry = await allowed.entry(p.entry_id);
       if (entry === undefined) {
         const err = new SigilError('ERR_PERMISSION_DENIED', `agent is not authorised for entry ${JSON.stringify(p.entry_id)}`, {
           reason: 'entry-not-authorized',
@@ -305,7 +303,7 @@ export function createAgentService(deps: AgentServiceDeps): UntypedServiceImplem
     if (audience.length === 0 || audience.some((a) => a.length === 0)) {
       throw new SigilError('ERR_INVALID_ARGUMENT', 'a JWT-SVID needs at least one non-empty audience', { reason: 'no-audience' });
     }
-    const entry = (await authorizedFor(caller)).get(entryId);
+    const entry = await authorizerFor(caller).entry(entryId);
     if (entry === undefined) {
       metrics.svidsIssued.inc({ kind: 'jwt', result: 'denied' });
       audit.record({ who: caller.agentId, action: 'jwtsvid.issue', result: 'denied', entryId, reason: 'entry-not-authorized' });
@@ -344,21 +342,40 @@ export function createAgentService(deps: AgentServiceDeps): UntypedServiceImplem
     return bundlesMsg();
   }
 
+  /** The bundles part of a sync message, read once per bundle change and shared by every stream. */
+  let sharedBundles: Promise<{ bundle: BundleMsg; federated_bundles: BundleMsg[] }> | undefined;
+  const bundlesForStreams = (): Promise<{ bundle: BundleMsg; federated_bundles: BundleMsg[] }> => {
+    sharedBundles ??= bundlesMsg().catch((err: unknown) => {
+      sharedBundles = undefined;
+      throw err;
+    });
+    return sharedBundles;
+  };
+  // subscribed before any stream, so the next stream to ask reads the changed bundles
+  const unsubscribeBundles = deps.hub.subscribe((change) => {
+    if (change.kind === 'bundles') sharedBundles = undefined;
+  });
+
   function syncEntries(call: ServerWritableStream<{ page_size: number }, unknown>): void {
     const requested = call.request.page_size;
     const pageSize = requested > 0 ? Math.min(requested, SYNC_PAGE_SIZE.max) : SYNC_PAGE_SIZE.default;
     let closed = false;
     let batch = 0;
-    let sent = new Map<string, number>(); // entry ID → revision last sent
-    let dirty: Set<ChangeKind> = new Set();
-    let timer: NodeJS.Timeout | undefined;
-    let running: Promise<void> = Promise.resolve();
+    let state: AgentSyncState | undefined;
+    // work waiting for the drain loop: changed entries (latest read wins), bundles, agent record
+    let pendingEntries = new Map<string, EntryChange>();
+    let pendingBundles = false;
+    let pendingAgent = false;
+    let expiryDue = false;
+    let expiryTimer: TimerHandle | undefined;
+    let expiryAt: number | undefined;
+    let draining = false;
     let unsubscribe: () => void = () => undefined;
 
     const close = (err?: unknown): void => {
       if (closed) return;
       closed = true;
-      if (timer !== undefined) clearTimeout(timer);
+      expiryTimer?.cancel();
       unsubscribe();
       openStreams.delete(forceClose);
       metrics.syncStreams.dec();
@@ -394,7 +411,7 @@ export function createAgentService(deps: AgentServiceDeps): UntypedServiceImplem
       pages.push({ entries: cur, deleted: [] });
       for (let i = 0; i < deleted.length; i += pageSize * 4) pages.push({ entries: [], deleted: deleted.slice(i, i + pageSize * 4) });
       const nonEmpty = pages.filter((p, i) => i === 0 || p.entries.length > 0 || p.deleted.length > 0);
-      const bundles = withBundles ? await bundlesMsg() : undefined;
+      const bundles = withBundles ? await bundlesForStreams() : undefined;
       for (const [i, p] of nonEmpty.entries()) {
         await write({
           kind,
@@ -408,43 +425,94 @@ export function createAgentService(deps: AgentServiceDeps): UntypedServiceImplem
     };
 
     const caller = async (): Promise<AgentCaller> => authenticateAgent(call.getAuthContext(), ds, trustDomain);
+    const factsOf = (c: AgentCaller): AgentFacts => ({ agentId: c.agentId, nodeSelectors: c.node.selectors });
 
-    const full = async (): Promise<void> => {
-      const c = await caller();
-      const entries = [...(await authorizedFor(c)).values()];
-      await sendBatch('FULL', entries, [], true);
-      sent = new Map(entries.map((e) => [e.id, e.revision]));
-      logger.debug({ agentId: c.agentId, entries: entries.length }, 'entry sync started');
+    const armExpiry = (s: AgentSyncState): void => {
+      const at = s.nextExpiry();
+      if (at === expiryAt) return;
+      expiryTimer?.cancel();
+      expiryAt = at;
+      if (at === undefined) return;
+      expiryTimer = clock.setTimer(() => {
+        expiryAt = undefined;
+        expiryDue = true;
+        kick();
+      }, Math.max(0, at - clock.nowMs() + 1));
     };
 
-    const delta = async (kinds: Set<ChangeKind>): Promise<void> => {
-      // re-authenticating catches evictions and bans while the stream is open
-      const c = await caller();
-      const now = await authorizedFor(c);
-      const upserts: RegistrationEntry[] = [];
-      for (const e of now.values()) if (sent.get(e.id) !== e.revision) upserts.push(e);
-      const deleted = [...sent.keys()].filter((id) => !now.has(id));
-      const withBundles = kinds.has('bundles');
+    /** One round: fold in what is pending, then send what changed for this agent (nothing when nothing did). */
+    const round = async (): Promise<void> => {
+      if (state === undefined) {
+        const c = await caller();
+        const s = new AgentSyncState({ ds, trustDomain, clock, agent: factsOf(c) });
+        // changes seen while this ran are applied next round; stale reads are ignored by revision
+        await s.recompute();
+        state = s;
+        const { upserts } = s.takeDelta();
+        await sendBatch('FULL', upserts, [], true);
+        armExpiry(s);
+        logger.debug({ agentId: c.agentId, entries: upserts.length }, 'entry sync started');
+        return;
+      }
+      const s = state;
+      const changes = pendingEntries;
+      pendingEntries = new Map();
+      const withBundles = pendingBundles;
+      pendingBundles = false;
+      let mustRecompute = s.apply(changes.values());
+      if (expiryDue) {
+        expiryDue = false;
+        mustRecompute = s.expire() || mustRecompute;
+      }
+      let c: AgentCaller | undefined;
+      if (pendingAgent) {
+        pendingAgent = false;
+        // re-authenticating ends the stream of a banned or evicted agent
+        c = await caller();
+        if (s.selectorsChanged(factsOf(c))) mustRecompute = true;
+      }
+      if (mustRecompute) {
+        c ??= await caller();
+        await s.recompute(factsOf(c));
+      } else {
+        await s.expand();
+      }
+      const { upserts, deleted } = s.takeDelta();
+      armExpiry(s);
       if (upserts.length === 0 && deleted.length === 0 && !withBundles) return;
+      // nothing goes to an agent that has been banned or evicted meanwhile
+      if (c === undefined) await caller();
       await sendBatch('DELTA', upserts, deleted, withBundles);
-      sent = new Map([...now.values()].map((e) => [e.id, e.revision]));
     };
 
-    const schedule = (kind: ChangeKind): void => {
+    const hasWork = (): boolean => state === undefined || pendingEntries.size > 0 || pendingBundles || pendingAgent || expiryDue;
+    const kick = (): void => {
+      if (draining || closed) return;
+      draining = true;
+      (async () => {
+        while (!closed && hasWork()) await round();
+      })()
+        .catch((err: unknown) => close(err))
+        .finally(() => {
+          draining = false;
+          if (!closed && hasWork()) kick();
+        });
+    };
+
+    const onChange = (change: Change): void => {
       if (closed) return;
-      dirty.add(kind);
-      if (timer !== undefined) return;
-      // real time, not the injected clock: this only coalesces bursts of I/O
-      timer = setTimeout(() => {
-        timer = undefined;
-        const kinds = dirty;
-        dirty = new Set();
-        running = running.then(() => (closed ? undefined : delta(kinds))).catch((err: unknown) => close(err));
-      }, SYNC_DEBOUNCE_MS);
+      if (change.kind === 'entries') {
+        for (const ch of change.changes) pendingEntries.set(ch.id, ch);
+      } else if (change.kind === 'bundles') {
+        pendingBundles = true;
+      } else {
+        if (change.agentId !== undefined && state !== undefined && change.agentId !== state.agentId) return;
+        pendingAgent = true;
+      }
+      kick();
     };
-
-    unsubscribe = deps.hub.subscribe(schedule);
-    running = full().catch((err: unknown) => close(err));
+    unsubscribe = deps.hub.subscribe(onChange);
+    kick();
   }
 
   return {
@@ -455,6 +523,7 @@ export function createAgentService(deps: AgentServiceDeps): UntypedServiceImplem
     NewJWTSVID: unary('JWT-SVID', newJwtSvid),
     GetBundle: unary('bundle', getBundle),
     closeStreams: () => {
+      unsubscribeBundles();
       for (const c of [...openStreams]) c();
     },
   };
