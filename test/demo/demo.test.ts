@@ -145,6 +145,7 @@ test.serial('the demo comes up, serves a verifiable SVID to a second process, ru
 
   // The services talk mTLS, each side seeing the other's SPIFFE ID.
   await demo.waitFor(/^\[greeter-client\] mTLS ok: server spiffe:\/\/demo\.example\.org\/demo\/greeter-server serial \S+, me serial \S+$/m, 60_000);
+  t.false(demo.output().includes('call failed'), 'the client starts only once the server listens');
   await demo.waitFor(/^\[greeter-server\] mTLS request #1 from spiffe:\/\/demo\.example\.org\/demo\/greeter-client, client serial \S+$/m, 10_000);
 
   // A second demo on the same data dir refuses instead of wiping the first one's state.

@@ -370,7 +370,20 @@ export async function run(argv: string[], io: CommandIo): Promise<number> {
     });
     const relay = (name: string) => (line: string) => io.out(`[${name}] ${line}\n`);
     io.out('sigil demo: starting the two demo services (examples/demo/)\n');
-    children.start('greeter-server', process.execPath, [join(root, 'examples/demo/greeter-server.js')], { cwd: root, env: serviceEnv(serverId, clientId), output: { relay: relay('greeter-server') } });
+    // The client starts once the server listens, so its first call does not fail.
+    let listening: () => void = () => undefined;
+    const isListening = new Promise<true>((r) => (listening = () => r(true)));
+    const greeterServer = children.start('greeter-server', process.execPath, [join(root, 'examples/demo/greeter-server.js')], {
+      cwd: root,
+      env: serviceEnv(serverId, clientId),
+      output: {
+        relay: (line) => {
+          if (line.startsWith('listening on ')) listening();
+          relay('greeter-server')(line);
+        },
+      },
+    });
+    await waitFor(io, 'waiting for greeter-server to listen', () => Promise.race([isListening, Promise.resolve(undefined)]), { child: greeterServer, timeoutMs: 30_000, signal: stop.signal });
     children.start('greeter-client', process.execPath, [join(root, 'examples/demo/greeter-client.js')], { cwd: root, env: serviceEnv(clientId, serverId), output: { relay: relay('greeter-client') } });
 
     const bin = shown(sigil);
@@ -393,7 +406,7 @@ export async function run(argv: string[], io: CommandIo): Promise<number> {
         '',
         `  SPIFFE_ENDPOINT_SOCKET=${endpoint} node ${bin} api fetch x509 --write ${fetchDir}`,
         `  openssl verify -CAfile ${fetchDir}/bundle.0.pem ${fetchDir}/svid.0.pem`,
-        `  node ${bin} entry list --socket ${adminSocket}`,
+        `  node ${bin} entry list --socket ${shown(adminSocket)}`,
         '',
         'The fetch runs as you, so it gets both demo identities (svid.0 and svid.1): the entries select unix:uid.',
         'Press Ctrl-C to stop everything.',
