@@ -1,0 +1,331 @@
+/**
+ * node-postgres behind the async SqlDriver seam, for several Sigil servers sharing one
+ * database.
+ *
+ * Write transactions are serialised across every server on the same schema by a
+ * transaction-scoped advisory lock taken right after BEGIN. That gives PostgreSQL the same
+ * guarantee the SQLite driver gets from BEGIN IMMEDIATE: the neutral layer's
+ * read-check-write sequences (duplicate checks, createEntryIfNotExists) cannot interleave,
+ * and an entry event's ID is drawn from the sequence while the lock is held. The lock is
+ * released only after the commit is visible, so events become visible in ID order: a
+ * reader that remembers the last ID it saw can never later find a smaller ID appear
+ * (docs/datastore.md, "Entry events across servers"). Reads take no lock and run in
+ * REPEATABLE READ, READ ONLY transactions.
+ *
+ * Every statement's `?` → `$n` rewrite is done once and cached, together with a name under
+ * which each pooled connection prepares it on first use. A connection that drops is
+ * discarded: a transaction that failed before its first statement reached the server is
+ * retried once on a fresh connection, a read transaction is retried once wherever it
+ * failed, and anything else surfaces as ERR_UNAVAILABLE for the caller to retry.
+ */
+import { createHash } from 'node:crypto';
+import pg from 'pg';
+import { SigilError, isSigilError } from '../../common/errors.js';
+import type { Logger } from '../../common/logger.js';
+import type { SqlDialect, SqlDriver, SqlExecutor, SqlRow, SqlValue } from '../sql/sql-driver.js';
+import { toPositionalSql } from './positional-sql.js';
+
+/** PostgreSQL's fragments: lists travel as one JSON parameter, expanded by the json set functions. */
+export const POSTGRES_DIALECT: SqlDialect = {
+  name: 'postgres',
+  textListSubquery: 'SELECT j.value AS value FROM json_array_elements_text(?::json) AS j(value)',
+  textListParam: (values) => JSON.stringify(values),
+  pairListSubquery: 'SELECT p.pair->>0 AS type, p.pair->>1 AS value FROM json_array_elements(?::json) AS p(pair)',
+  pairListParam: (pairs) => JSON.stringify(pairs),
+  isUniqueViolation: (err) => pgCode(err) === '23505',
+};
+
+/** What the driver needs: a ready pg pool configuration (no connection string: see postgres-datastore.ts). */
+export interface PostgresDriverOptions {
+  /** Connection settings for every pooled connection. */
+  readonly pool: pg.PoolConfig;
+  /** The schema the connections' search_path points at; keys the advisory locks. */
+  readonly schema: string;
+  readonly logger: Logger;
+  /** How long a write transaction waits for another server's write lock; then ERR_UNAVAILABLE `datastore-busy`. */
+  readonly lockTimeoutMs: number;
+}
+
+/** Named prepared statements cached per driver; past this many distinct texts, new ones run unnamed. */
+const MAX_CACHED_STATEMENTS = 2000;
+/** The first half of every advisory lock key Sigil takes ('SIGL'); the second half names the schema. */
+const LOCK_CLASS_WRITE = 0x5349474c;
+/** The migration lock's first half, distinct from the write lock so both can be held at once. */
+const LOCK_CLASS_MIGRATE = 0x5349474d;
+/** How often opening polls for another server's migration lock. */
+const MIGRATION_LOCK_POLL_MS = 50;
+/** SQLSTATEs that mean "try again later" rather than "this request is wrong". */
+const BUSY_CODES = new Set(['55P03', '40001', '40P01', '57014', '53300']);
+/** SQLSTATEs that mean the server ended or refused the session. */
+const GONE_CODES = new Set(['57P01', '57P02', '57P03']);
+
+function pgCode(err: unknown): string {
+  const code = (err as { code?: unknown } | null)?.code;
+  return typeof code === 'string' ? code : '';
+}
+
+/** A SQLSTATE is five characters of [0-9A-Z]; node's socket errors have E-codes instead. */
+function isSqlState(code: string): boolean {
+  return /^[0-9A-Z]{5}$/.test(code);
+}
+
+/** Errors pg raises itself (no SQLSTATE) when the socket fails, closes or cannot be opened in time. */
+function isClientConnectionError(err: unknown): boolean {
+  if (!(err instanceof Error)) return false;
+  if (/^E[A-Z]+$/.test(pgCode(err))) return true;
+  return /connection|terminated|timeout|not queryable|ended/i.test(err.message);
+}
+
+/** True when a (mapped) error means the connection, not the statement, failed. */
+function isConnectionError(err: unknown): boolean {
+  return isSigilError(err) && err.reason === 'datastore-unavailable';
+}
+
+function unavailable(err: unknown): SigilError {
+  return new SigilError('ERR_UNAVAILABLE', 'datastore is unavailable', { reason: 'datastore-unavailable', cause: err });
+}
+
+function busy(err: unknown): SigilError {
+  return new SigilError('ERR_UNAVAILABLE', 'datastore is busy', { reason: 'datastore-busy', cause: err });
+}
+
+function closedError(): SigilError {
+  return new SigilError('ERR_UNAVAILABLE', 'datastore is closed', { reason: 'datastore-closed' });
+}
+
+/** Errors from a statement: connection failures and contention become SigilErrors, the rest stay raw for the neutral layer. */
+function mapStatementError(err: unknown): unknown {
+  if (isSigilError(err)) return err;
+  const code = pgCode(err);
+  if (BUSY_CODES.has(code)) return busy(err);
+  if (code.startsWith('08') || GONE_CODES.has(code)) return unavailable(err);
+  if (!isSqlState(code) && isClientConnectionError(err)) return unavailable(err);
+  return err;
+}
+
+/** Waits `ms`, or throws ERR_CANCELLED as soon as `signal` aborts. */
+function sleep(ms: number, signal: AbortSignal | undefined): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const cancelled = (): SigilError => new SigilError('ERR_CANCELLED', 'opening the datastore was cancelled', { reason: 'cancelled' });
+    if (signal?.aborted === true) return reject(cancelled());
+    const onAbort = (): void => {
+      clearTimeout(timer);
+      reject(cancelled());
+    };
+    const timer = setTimeout(() => {
+      signal?.removeEventListener('abort', onAbort);
+      resolve();
+    }, ms);
+    signal?.addEventListener('abort', onAbort, { once: true });
+  });
+}
+
+/** The second half of the advisory lock keys: 32 bits of a hash of the schema name, so schemas do not block each other. */
+export function schemaLockKey(schema: string): number {
+  return createHash('sha256').update(`sigil:${schema}`).digest().readInt32BE(0);
+}
+
+/** 64-bit integers come back as numbers: every one Sigil stores (epoch ms, IDs, counts) is far below 2^53. */
+function int8(text: string): number {
+  const n = Number(text);
+  if (!Number.isSafeInteger(n)) throw new SigilError('ERR_INTERNAL', `integer ${text} from the datastore is out of range`, { reason: 'datastore-error' });
+  return n;
+}
+
+/** Per-pool type parsers, so the process-wide pg.types stay untouched for anyone else. */
+const TYPES: pg.CustomTypesConfig = {
+  getTypeParser: ((oid: number, format?: string) =>
+    oid === pg.types.builtins.INT8 && format !== 'binary' ? int8 : pg.types.getTypeParser(oid, format as 'text')) as pg.CustomTypesConfig['getTypeParser'],
+};
+
+/** pg sends numbers, strings, Buffers and null as they are; bigint and plain byte views need help. */
+function toPgValue(v: SqlValue): unknown {
+  if (typeof v === 'bigint') return v.toString();
+  if (v instanceof Uint8Array && !Buffer.isBuffer(v)) return Buffer.from(v.buffer, v.byteOffset, v.byteLength);
+  return v;
+}
+
+interface Prepared {
+  readonly text: string;
+  readonly name: string | undefined;
+}
+
+/** A SqlDriver over a node-postgres pool. */
+export class PostgresDriver implements SqlDriver {
+  readonly dialect = POSTGRES_DIALECT;
+  readonly #pool: pg.Pool;
+  readonly #log: Logger;
+  readonly #beginWrite: string;
+  readonly #schemaKey: number;
+  readonly #prepared = new Map<string, Prepared>();
+  readonly #inflight = new Set<Promise<unknown>>();
+  #closed = false;
+  #closing: Promise<void> | undefined;
+
+  constructor(options: PostgresDriverOptions) {
+    this.#log = options.logger;
+    this.#schemaKey = schemaLockKey(options.schema);
+    const lockTimeout = Math.max(1, Math.trunc(options.lockTimeoutMs));
+    // One round trip: BEGIN, a bounded wait for the lock, then the lock that serialises writers on this schema.
+    this.#beginWrite = `BEGIN; SET LOCAL lock_timeout = ${lockTimeout}; SELECT pg_advisory_xact_lock(${LOCK_CLASS_WRITE}, ${this.#schemaKey})`;
+    this.#pool = new pg.Pool({ ...options.pool, types: TYPES });
+    // An idle pooled connection that the server ends emits here; without a listener the process would crash.
+    this.#pool.on('error', (err) => this.#log.warn({ err }, 'datastore connection lost'));
+  }
+
+  /** The cached `$n` text and statement name for `sql`. */
+  #prepare(sql: string): Prepared {
+    let p = this.#prepared.get(sql);
+    if (p === undefined) {
+      const { text } = toPositionalSql(sql);
+      // Past the cap (a caller building unbounded SQL texts) statements still work, just unnamed and uncached.
+      if (this.#prepared.size >= MAX_CACHED_STATEMENTS) return { text, name: undefined };
+      p = { text, name: `sigil_${this.#prepared.size + 1}` };
+      this.#prepared.set(sql, p);
+    }
+    return p;
+  }
+
+  #executor(client: pg.PoolClient): SqlExecutor {
+    const query = async (sql: string, params: readonly SqlValue[], array: boolean): Promise<pg.QueryResult> => {
+      const p = this.#prepare(sql);
+      const config: pg.QueryConfig = { text: p.text, values: params.map(toPgValue) };
+      if (p.name !== undefined) config.name = p.name;
+      try {
+        return array ? await client.query({ ...config, rowMode: 'array' }) : await client.query(config);
+      } catch (err) {
+        throw mapStatementError(err);
+      }
+    };
+    return {
+      all: async (sql, params = []) => (await query(sql, params, false)).rows as SqlRow[],
+      rows: async (sql, params = []) => (await query(sql, params, true)).rows as unknown[][],
+      run: async (sql, params = []) => (await query(sql, params, false)).rowCount ?? 0,
+      exec: async (sql) => {
+        try {
+          await client.query(sql);
+        } catch (err) {
+          throw mapStatementError(err);
+        }
+      },
+    };
+  }
+
+  transaction<T>(mode: 'read' | 'write', fn: (tx: SqlExecutor) => Promise<T>): Promise<T> {
+    if (this.#closed) return Promise.reject(closedError());
+    // Registered synchronously so close() waits for work handed to the driver before it.
+    const work = this.#attempt(mode, fn, true);
+    this.#inflight.add(work);
+    void work.then(
+      () => this.#inflight.delete(work),
+      () => this.#inflight.delete(work),
+    );
+    return work;
+  }
+
+  async #attempt<T>(mode: 'read' | 'write', fn: (tx: SqlExecutor) => Promise<T>, mayRetry: boolean): Promise<T> {
+    let client: pg.PoolClient;
+    try {
+      client = await this.#pool.connect();
+    } catch (err) {
+      if (this.#closed) throw closedError();
+      throw mapStatementError(err);
+    }
+    let begun = false;
+    try {
+      try {
+        await client.query(mode === 'write' ? this.#beginWrite : 'BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
+      } catch (err) {
+        throw mapStatementError(err);
+      }
+      begun = true;
+      const result = await fn(this.#executor(client));
+      try {
+        await client.query('COMMIT');
+      } catch (err) {
+        throw mapStatementError(err);
+      }
+      client.release();
+      return result;
+    } catch (err) {
+      if (isConnectionError(err)) {
+        // The connection is gone: destroy it rather than hand it back to the pool.
+        client.release(err instanceof Error ? err : true);
+        // Nothing reached the server yet, or only reads did: safe to run again once on a fresh connection.
+        if (mayRetry && !this.#closed && (!begun || mode === 'read')) {
+          this.#log.debug({ mode }, 'datastore connection lost, retrying on a new one');
+          return this.#attempt(mode, fn, false);
+        }
+        throw err;
+      }
+      await this.#rollback(client);
+      throw err;
+    }
+  }
+
+  async #rollback(client: pg.PoolClient): Promise<void> {
+    try {
+      await client.query('ROLLBACK');
+      client.release();
+    } catch (err) {
+      client.release(err instanceof Error ? err : true);
+    }
+  }
+
+  /**
+   * Holds the schema's migration lock (a session advisory lock, separate from the write lock)
+   * on a dedicated connection while `fn` runs, so servers starting together migrate one after
+   * another. The lock is polled rather than waited for inside the server, so `signal` can stop
+   * the wait; after `timeoutMs` it throws ERR_UNAVAILABLE `datastore-busy`.
+   */
+  async withMigrationLock<T>(timeoutMs: number, fn: () => Promise<T>, signal?: AbortSignal): Promise<T> {
+    if (this.#closed) throw closedError();
+    let client: pg.PoolClient;
+    try {
+      client = await this.#pool.connect();
+    } catch (err) {
+      throw mapStatementError(err);
+    }
+    const key = `${LOCK_CLASS_MIGRATE}, ${this.#schemaKey}`;
+    let locked = false;
+    try {
+      const deadline = performance.now() + timeoutMs;
+      for (;;) {
+        const r = await client.query<{ ok: boolean }>(`SELECT pg_try_advisory_lock(${key}) AS ok`);
+        if (r.rows[0]?.ok === true) break;
+        if (performance.now() >= deadline) throw busy(new Error('migration lock wait timed out'));
+        await sleep(MIGRATION_LOCK_POLL_MS, signal);
+      }
+      locked = true;
+      const result = await fn();
+      await client.query(`SELECT pg_advisory_unlock(${key})`);
+      client.release();
+      return result;
+    } catch (err) {
+      // Destroying the connection also drops a session lock still held after a failed step.
+      client.release(true);
+      if (locked) this.#log.debug({}, 'migration lock released by closing its connection');
+      throw mapStatementError(err);
+    }
+  }
+
+  /** Runs one statement (PostgreSQL `$n` text) outside any transaction: schema creation before migrations. */
+  async queryOutside(sql: string, params: readonly SqlValue[] = []): Promise<SqlRow[]> {
+    if (this.#closed) throw closedError();
+    try {
+      return (await this.#pool.query(sql, params.map(toPgValue))).rows as SqlRow[];
+    } catch (err) {
+      throw mapStatementError(err);
+    }
+  }
+
+  close(): Promise<void> {
+    if (this.#closing !== undefined) return this.#closing;
+    this.#closed = true;
+    this.#closing = (async () => {
+      await Promise.allSettled([...this.#inflight]);
+      await this.#pool.end();
+    })();
+    return this.#closing;
+  }
+}
