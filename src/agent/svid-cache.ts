@@ -582,8 +582,18 @@ export class SvidCache implements WorkloadIdentitySource {
     return pending;
   }
 
-  async validateJwtSvid(_selectors: readonly Selector[], token: string, audience: string): Promise<ValidatedJwtSvid> {
-    const set = new BundleSet([...(this.#ownBundle ? [this.#ownBundle] : []), ...[...this.#federated.values()].map((f) => f.bundle)]);
+  async validateJwtSvid(selectors: readonly Selector[], token: string, audience: string): Promise<ValidatedJwtSvid> {
+    // Only the trust domains this caller's entries federate with: a workload that does not
+    // federate with a domain must not accept that domain's tokens (as SPIRE's agent does).
+    const federates = new Set<string>();
+    for (const id of this.#match(new Set(selectors.map(selectorKey)), this.#o.clock.nowMs())) {
+      for (const td of this.#entries.get(id)?.entry.federates_with ?? []) federates.add(TrustDomain.parse(td).idString);
+    }
+    const foreign = [...federates].flatMap((td) => {
+      const f = this.#federated.get(td);
+      return f === undefined ? [] : [f.bundle];
+    });
+    const set = new BundleSet([...(this.#ownBundle ? [this.#ownBundle] : []), ...foreign]);
     const jwt = await parseAndValidateJwtSvid(token, set, audience, { now: this.#o.clock.now() });
     return { spiffeId: jwt.id.toString(), claims: jwt.claims };
   }
