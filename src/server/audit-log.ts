@@ -3,9 +3,10 @@
  * Records carry who, what, entry ID, SPIFFE ID, serial and expiry — by construction never
  * a key, token or JWT: the record type has no field that could hold one.
  */
-import { closeSync, mkdirSync, openSync, writeSync } from 'node:fs';
+import { closeSync, fchmodSync, mkdirSync, openSync, writeSync } from 'node:fs';
 import { dirname } from 'node:path';
 import type { Clock } from '../common/clock.js';
+import { SigilError } from '../common/errors.js';
 
 /** One audit record. */
 export interface AuditRecord {
@@ -36,8 +37,20 @@ export interface AuditSink {
 
 /** An audit sink appending to a file (mode 0600), synchronously so no record is lost on crash. */
 export function fileAuditSink(path: string): AuditSink {
-  mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
-  const fd = openSync(path, 'a', 0o600);
+  let fd: number;
+  try {
+    mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
+    fd = openSync(path, 'a', 0o600);
+  } catch (err) {
+    throw new SigilError('ERR_CONFIG_INVALID', `cannot open audit log ${path}`, { reason: 'audit-log', cause: err });
+  }
+  // the mode given to open applies only to a new file: bring an older one down too
+  try {
+    fchmodSync(fd, 0o600);
+  } catch (err) {
+    closeSync(fd);
+    throw new SigilError('ERR_CONFIG_INVALID', `cannot make audit log ${path} mode 0600`, { reason: 'audit-log', cause: err });
+  }
   let open = true;
   return {
     write: (line) => {
@@ -48,6 +61,11 @@ export function fileAuditSink(path: string): AuditSink {
       open = false;
     },
   };
+}
+
+/** An audit sink writing to standard output (config `auditLog.path: "-"`, for containers that collect stdout). */
+export function stdoutAuditSink(): AuditSink {
+  return { write: (line) => void process.stdout.write(line), close: () => undefined };
 }
 
 /** An audit sink keeping lines in memory (tests). */

@@ -5,7 +5,7 @@
  * audit log — and stops it again in reverse order.
  */
 import { X509Certificate } from 'node:crypto';
-import { mkdirSync, readFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, readFileSync, statSync } from 'node:fs';
 import { Server, experimental, type ServerCredentials } from '@grpc/grpc-js';
 import type { CertificateProvider } from '@grpc/grpc-js/build/src/certificate-provider.js';
 import { systemClock, type Clock } from '../common/clock.js';
@@ -26,7 +26,7 @@ import { X509PopServerAttestor } from '../../attestors/node/x509pop/server.js';
 import { createAdminServices } from './admin-api/admin-service.js';
 import { listenAdminSocket, type AdminSocket } from './admin-api/admin-socket.js';
 import { createAgentService } from './agent-api/agent-service.js';
-import { AuditLog, fileAuditSink, type AuditSink } from './audit-log.js';
+import { AuditLog, fileAuditSink, stdoutAuditSink, type AuditSink } from './audit-log.js';
 import { serverSpiffeId } from './authorized-entries.js';
 import { BundleManager } from './bundle-manager.js';
 import { ChangeHub } from './change-hub.js';
@@ -42,6 +42,57 @@ export const AGENT_PROTO = 'sigil/agent/v1/agent.proto';
 export const ADMIN_PROTO = 'sigil/admin/v1/admin.proto';
 /** Names of the admin services in ADMIN_PROTO (package sigil.admin.v1). */
 export const ADMIN_SERVICES = ['Entries', 'Agents', 'JoinTokens', 'Bundles', 'LocalAuthority', 'Mint', 'Server'] as const;
+/**
+ * gRPC message size limits of both APIs, each way. 4 MiB is grpc-js's default receive
+ * limit, so Sigil's own clients (agent, CLI) accept anything the server may send; the
+ * server keeps its answers inside it by construction (sync pages of at most 1 MiB of
+ * entries, at most 500 CSRs or entries per batch, bounded entry sizes) and refuses larger
+ * requests with RESOURCE_EXHAUSTED before reading them.
+ */
+export const GRPC_MESSAGE_LIMITS = { receiveBytes: 4 * 1024 * 1024, sendBytes: 4 * 1024 * 1024 } as const;
+
+const GRPC_SERVER_OPTIONS = {
+  'grpc.max_receive_message_length': GRPC_MESSAGE_LIMITS.receiveBytes,
+  'grpc.max_send_message_length': GRPC_MESSAGE_LIMITS.sendBytes,
+} as const;
+
+/** Creates the data dir 0700, or brings an existing one of ours down to 0700. */
+function prepareDataDir(dir: string): void {
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  const st = statSync(dir);
+  if ((st.mode & 0o077) === 0) return;
+  try {
+    chmodSync(dir, 0o700);
+  } catch (err) {
+    throw new SigilError('ERR_CONFIG_INVALID', `data dir ${dir} is open to other users (mode ${(st.mode & 0o777).toString(8)}) and cannot be made 0700`, {
+      reason: 'data-dir-mode',
+      cause: err,
+    });
+  }
+}
+
+/** Reads the x509pop trust bundle (PEM certificates) named in the config. */
+function readX509PopCas(path: string): Buffer[] {
+  let pem: string;
+  try {
+    pem = readFileSync(path, 'utf8');
+  } catch (err) {
+    throw new SigilError('ERR_CONFIG_INVALID', `cannot read nodeAttestors.x509pop.caBundleFile ${path}`, { reason: 'x509pop-ca-bundle', cause: err });
+  }
+  const cas = pemBlocks(pem, 'CERTIFICATE');
+  if (cas.length === 0) {
+    throw new SigilError('ERR_CONFIG_INVALID', `nodeAttestors.x509pop.caBundleFile ${path} holds no certificate`, { reason: 'x509pop-ca-bundle' });
+  }
+  for (const [i, der] of cas.entries()) {
+    try {
+      new X509Certificate(der);
+    } catch (err) {
+      throw new SigilError('ERR_CONFIG_INVALID', `certificate ${i + 1} of nodeAttestors.x509pop.caBundleFile ${path} is malformed`, { reason: 'x509pop-ca-bundle', cause: err });
+    }
+  }
+  return cas;
+}
+
 /** Sigil's version as reported by the admin API. */
 export const SIGIL_VERSION = '0.1.0';
 
@@ -107,8 +158,8 @@ export async function startServer(config: ServerConfig, options: StartServerOpti
     cleanups.length = 0;
   };
   try {
-    mkdirSync(config.dataDir, { recursive: true, mode: 0o700 });
-    const audit = new AuditLog(options.auditSink ?? fileAuditSink(config.auditLog.path), clock);
+    prepareDataDir(config.dataDir);
+    const audit = new AuditLog(options.auditSink ?? (config.auditLog.path === '-' ? stdoutAuditSink() : fileAuditSink(config.auditLog.path)), clock);
     cleanups.push(() => audit.close());
 
     const ds = await openSqliteDatastore({ path: config.datastore.sqlitePath, clock, logger });
@@ -164,13 +215,7 @@ export async function startServer(config: ServerConfig, options: StartServerOpti
     const attestors = new Map<string, NodeAttestorServer>();
     if (config.nodeAttestors.joinToken !== undefined) attestors.set('join_token', new JoinTokenServerAttestor({ store: ds, clock }));
     if (config.nodeAttestors.x509pop !== undefined) {
-      const pem = readFileSync(config.nodeAttestors.x509pop.caBundleFile, 'utf8');
-      const cas = pemBlocks(pem, 'CERTIFICATE');
-      if (cas.length === 0) {
-        throw new SigilError('ERR_CONFIG_INVALID', `nodeAttestors.x509pop.caBundleFile ${config.nodeAttestors.x509pop.caBundleFile} holds no certificate`, {
-          reason: 'x509pop-ca-bundle',
-        });
-      }
+      const cas = readX509PopCas(config.nodeAttestors.x509pop.caBundleFile);
       attestors.set('x509pop', new X509PopServerAttestor({ trustedCas: cas, clock }));
     }
 
@@ -193,7 +238,7 @@ export async function startServer(config: ServerConfig, options: StartServerOpti
       defaultX509SvidTtlMs: config.svid.defaultX509TtlMs,
       defaultJwtSvidTtlMs: config.svid.defaultJwtTtlMs,
     });
-    const agentServer = new Server({ 'grpc.max_receive_message_length': 4 * 1024 * 1024 });
+    const agentServer = new Server(GRPC_SERVER_OPTIONS);
     agentServer.addService(serviceDefinition(AGENT_PROTO, 'sigil.agent.v1.Agent'), agentService);
     const provider = svid as unknown as CertificateProvider;
     const creds = experimental.createCertificateProviderServerCredentials(provider, provider, false);
@@ -206,7 +251,7 @@ export async function startServer(config: ServerConfig, options: StartServerOpti
 
     const started = clock.nowMs();
     let ready = false;
-    const adminServer = new Server();
+    const adminServer = new Server(GRPC_SERVER_OPTIONS);
     // handlers are built before the socket exists; calls only arrive once it does
     const admin: { socket?: AdminSocket } = {};
     const adminImpls = createAdminServices({

@@ -18,7 +18,7 @@ import type { BundleManager, ParsedBundleRecord } from '../bundle-manager.js';
 import type { ChangeHub } from '../change-hub.js';
 import type { ServerCa } from '../server-ca.js';
 import { normalizeSerial } from '../agent-api/caller.js';
-import { bundleToMsg, entryToMsg, type EntryMsg } from '../agent-api/wire.js';
+import { bundleToMsg, checkAudience, checkCsr, entryToMsg, type EntryMsg } from '../agent-api/wire.js';
 import { Bundle } from '../../spiffe/bundle.js';
 
 /** The CA operations of `sigil localauthority` (src/ca's CaManager provides them). */
@@ -74,6 +74,10 @@ interface EntryFilterMsg {
 const MAX_PAGE = 1000;
 const DEFAULT_PAGE = 500;
 const MAX_BATCH = 500;
+/** Most selectors, DNS names or federated trust domains on one entry: keeps a page of entries inside one message. */
+const MAX_LIST_ITEMS = 64;
+/** Year 9999: later expiries are typos, and would overflow ms timestamps in some clients. */
+const MAX_EPOCH_SECONDS = 253_402_300_799;
 
 function sec(ms: number): number {
   return Math.floor(ms / 1000);
@@ -115,6 +119,14 @@ function parseKind(kind: string): 'x509' | 'jwt' {
 export function createAdminServices(deps: AdminServiceDeps): Record<string, UntypedServiceImplementation> {
   const { ds, trustDomain, clock, logger, audit, hub } = deps;
 
+  /** The error as the caller may see it: an internal one is logged here and reaches the caller only as `internal error`. */
+  const safeError = (err: unknown, what: string): SigilError => {
+    const se = toSigilError(err);
+    if (se.code !== 'ERR_INTERNAL') return se;
+    logger.error({ err }, `${what} failed`);
+    return new SigilError('ERR_INTERNAL', 'internal error');
+  };
+
   /** Who is calling, from the kernel's credentials of the connection (see admin-socket.ts). */
   const actorOf = (call: ServerUnaryCall<unknown, unknown>): Actor => {
     if (deps.callerOf === undefined) return { who: 'admin' };
@@ -131,11 +143,7 @@ export function createAdminServices(deps: AdminServiceDeps): Record<string, Unty
         .then(() => fn(call.request, actorOf(call)))
         .then(
         (res) => callback(null, res),
-        (err: unknown) => {
-          const se = toSigilError(err);
-          if (se.code === 'ERR_INTERNAL') logger.error({ err }, `${what} failed`);
-          callback(toServiceError(se));
-        },
+        (err: unknown) => callback(toServiceError(safeError(err, what))),
       );
     };
   };
@@ -159,6 +167,17 @@ export function createAdminServices(deps: AdminServiceDeps): Record<string, Unty
     const spiffeId = inTrustDomain(m.spiffe_id, 'spiffe id');
     const parentId = inTrustDomain(m.parent_id, 'parent id');
     if (m.selectors.length === 0) throw new SigilError('ERR_INVALID_ARGUMENT', 'an entry needs at least one selector', { reason: 'no-selectors' });
+    for (const [field, list] of [['selectors', m.selectors], ['dns names', m.dns_names], ['federates with', m.federates_with]] as const) {
+      if (list.length > MAX_LIST_ITEMS) {
+        throw new SigilError('ERR_INVALID_ARGUMENT', `an entry may have at most ${MAX_LIST_ITEMS} ${field}, got ${list.length}`, { reason: 'entry-too-large' });
+      }
+    }
+    const expiresAt = Number(m.expires_at);
+    if (!Number.isSafeInteger(expiresAt) || expiresAt < 0 || expiresAt > MAX_EPOCH_SECONDS) {
+      throw new SigilError('ERR_INVALID_ARGUMENT', `entry expiry must be seconds since the epoch (0 = never), got ${JSON.stringify(String(m.expires_at).slice(0, 32))}`, {
+        reason: 'invalid-expiry',
+      });
+    }
     const selectors: Selector[] = m.selectors.map((s) => makeSelector(s.type, s.value));
     const federatesWith = m.federates_with.map((f) => TrustDomain.parse(f).idString);
     return {
@@ -173,7 +192,7 @@ export function createAdminServices(deps: AdminServiceDeps): Record<string, Unty
       admin: m.admin,
       downstream: m.downstream,
       hint: m.hint,
-      entryExpiresAt: Number(m.expires_at) * 1000,
+      entryExpiresAt: expiresAt * 1000,
     };
   };
 
@@ -214,7 +233,7 @@ export function createAdminServices(deps: AdminServiceDeps): Record<string, Unty
       try {
         results.push({ status: statusOf(), ...(await fn(item)) });
       } catch (err) {
-        results.push({ ...onError(item), status: statusOf(toSigilError(err)) });
+        results.push({ ...onError(item), status: statusOf(safeError(err, 'batch item')) });
       }
     }
     hub.notify('entries');
@@ -412,7 +431,7 @@ export function createAdminServices(deps: AdminServiceDeps): Record<string, Unty
   const Mint: UntypedServiceImplementation = {
     MintX509Svid: unary('x509 mint', async (req: { spiffe_id: string; csr: Buffer; ttl_seconds: number; dns_names: string[] }, actor: Actor) => {
       const spiffeId = inTrustDomain(req.spiffe_id, 'spiffe id');
-      if (req.csr.length === 0) throw new SigilError('ERR_INVALID_ARGUMENT', 'mint needs a CSR', { reason: 'no-csr' });
+      checkCsr(req.csr, 'mint request');
       const ttlMs = req.ttl_seconds > 0 ? req.ttl_seconds * 1000 : deps.defaultX509SvidTtlMs;
       const s = await deps.ca.signX509SvidFromCsr({ csr: req.csr, spiffeId: SpiffeId.parse(spiffeId), ttlMs, ...(req.dns_names.length > 0 ? { dnsNames: [...req.dns_names] } : {}) });
       const serial = normalizeSerial(s.serial);
@@ -421,7 +440,7 @@ export function createAdminServices(deps: AdminServiceDeps): Record<string, Unty
     }),
     MintJwtSvid: unary('jwt mint', async (req: { spiffe_id: string; audience: string[]; ttl_seconds: number }, actor: Actor) => {
       const spiffeId = inTrustDomain(req.spiffe_id, 'spiffe id');
-      if (req.audience.length === 0) throw new SigilError('ERR_INVALID_ARGUMENT', 'a JWT-SVID needs at least one audience', { reason: 'no-audience' });
+      checkAudience(req.audience);
       const ttlMs = req.ttl_seconds > 0 ? req.ttl_seconds * 1000 : deps.defaultJwtSvidTtlMs;
       const j = await deps.ca.mintJwtSvid({ spiffeId: SpiffeId.parse(spiffeId), audience: [...req.audience], ttlMs });
       audit.record({ ...actor, action: 'jwtsvid.mint', result: 'ok', spiffeId, expiresAt: j.expiresAt.toISOString(), detail: { kid: j.kid, jti: j.jti } });

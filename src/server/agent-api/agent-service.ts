@@ -27,6 +27,11 @@ import { authenticateAgent, normalizeSerial, type AgentCaller } from './caller.j
 import { AgentSyncState } from './sync-state.js';
 import {
   bundleToMsg,
+  checkAttestationMessage,
+  checkAttestorName,
+  checkAudience,
+  checkCsr,
+  checkEntryId,
   entrySizeEstimate,
   entryToMsg,
   type AttestAgentRequestMsg,
@@ -85,8 +90,12 @@ export function createAgentService(deps: AgentServiceDeps): UntypedServiceImplem
 
   const fail = (err: unknown, what: string): ReturnType<typeof toServiceError> => {
     const se = toSigilError(err);
-    if (se.code === 'ERR_INTERNAL') logger.error({ err }, `${what} failed`);
-    else logger.info({ code: se.code, reason: se.reason }, `${what} refused`);
+    if (se.code === 'ERR_INTERNAL') {
+      // the cause stays in our log; the caller learns only that it was internal
+      logger.error({ err }, `${what} failed`);
+      return toServiceError(new SigilError('ERR_INTERNAL', 'internal error'));
+    }
+    logger.info({ code: se.code, reason: se.reason }, `${what} refused`);
     return toServiceError(se);
   };
 
@@ -155,17 +164,18 @@ export function createAgentService(deps: AgentServiceDeps): UntypedServiceImplem
       if (first.step !== 'params' || params === undefined || params === null) {
         throw new SigilError('ERR_INVALID_ARGUMENT', 'first attestation message must carry params', { reason: 'no-params' });
       }
-      attestorName = params.attestor;
-      const attestor = deps.attestors.get(params.attestor);
+      const name = checkAttestorName(params.attestor);
+      attestorName = name;
+      const attestor = deps.attestors.get(name);
       if (attestor === undefined) {
         attestorName = 'unknown';
-        throw new SigilError('ERR_INVALID_ARGUMENT', `node attestor ${JSON.stringify(params.attestor)} is not enabled on this server`, {
+        throw new SigilError('ERR_INVALID_ARGUMENT', `node attestor ${JSON.stringify(name)} is not enabled on this server`, {
           reason: 'unknown-attestor',
         });
       }
-      if (params.csr.length === 0) throw new SigilError('ERR_INVALID_ARGUMENT', 'attestation params carry no CSR', { reason: 'no-csr' });
+      const csr = checkCsr(params.csr, 'attestation params');
       const session = attestor.begin(trustDomain);
-      let step = await session.next(params.payload);
+      let step = await session.next(checkAttestationMessage(params.payload, 'attestation payload'));
       let rounds = 0;
       while (step.kind === 'challenge') {
         if (++rounds > MAX_ATTEST_ROUNDS) throw new SigilError('ERR_ATTESTATION_FAILED', 'too many attestation rounds', { reason: 'too-many-rounds' });
@@ -174,11 +184,11 @@ export function createAgentService(deps: AgentServiceDeps): UntypedServiceImplem
         if (reply === undefined || reply.step !== 'challenge_response' || reply.challenge_response === undefined) {
           throw new SigilError('ERR_ATTESTATION_FAILED', 'expected a challenge response', { reason: 'no-challenge-response' });
         }
-        step = await session.next(reply.challenge_response);
+        step = await session.next(checkAttestationMessage(reply.challenge_response, 'challenge response'));
       }
       const result = step.result;
       agentIdForAudit = result.agentId.toString();
-      const svid = await admitAgent(result, attestor.name, params.csr);
+      const svid = await admitAgent(result, attestor.name, csr);
       const bundle = await ownBundleMsg();
       metrics.attestations.inc({ attestor: attestorName, result: 'ok' });
       audit.record({
@@ -235,8 +245,8 @@ export function createAgentService(deps: AgentServiceDeps): UntypedServiceImplem
 
   async function renew(call: ServerUnaryCall<{ csr: Buffer }, unknown>): Promise<unknown> {
     const caller = await authenticateAgent(call.getAuthContext(), ds, trustDomain);
-    if (call.request.csr.length === 0) throw new SigilError('ERR_INVALID_ARGUMENT', 'renewal carries no CSR', { reason: 'no-csr' });
-    const svid = await sign('agent', caller.agentId, call.request.csr, deps.agentSvidTtlMs);
+    const csr = checkCsr(call.request.csr, 'renewal');
+    const svid = await sign('agent', caller.agentId, csr, deps.agentSvidTtlMs);
     await ds.updateAttestedNode({ ...caller.node, newCertSerial: normalizeSerial(svid.serial), newCertNotAfter: svid.notAfter.getTime() });
     audit.record({
       who: caller.agentId,
@@ -263,6 +273,15 @@ export function createAgentService(deps: AgentServiceDeps): UntypedServiceImplem
     const allowed = authorizerFor(caller);
     const results = [];
     for (const p of params) {
+      let csr: Buffer;
+      try {
+        checkEntryId(p.entry_id);
+        csr = checkCsr(p.csr, 'batch item');
+      } catch (err) {
+        // not echoed back: the ID may be anything the caller sent
+        results.push({ entry_id: '', status: errStatus(toSigilError(err)) });
+        continue;
+      }
       const entry = await allowed.entry(p.entry_id);
       if (entry === undefined) {
         const err = new SigilError('ERR_PERMISSION_DENIED', `agent is not authorised for entry ${JSON.stringify(p.entry_id)}`, {
@@ -276,7 +295,7 @@ export function createAgentService(deps: AgentServiceDeps): UntypedServiceImplem
       }
       try {
         const ttlMs = entry.x509SvidTtlSeconds > 0 ? entry.x509SvidTtlSeconds * 1000 : deps.defaultX509SvidTtlMs;
-        const svid = await sign('x509', entry.spiffeId, p.csr, ttlMs, [...entry.dnsNames]);
+        const svid = await sign('x509', entry.spiffeId, csr, ttlMs, [...entry.dnsNames]);
         audit.record({
           who: caller.agentId,
           action: 'x509svid.issue',
@@ -299,10 +318,8 @@ export function createAgentService(deps: AgentServiceDeps): UntypedServiceImplem
 
   async function newJwtSvid(call: ServerUnaryCall<{ entry_id: string; audience: string[] }, unknown>): Promise<unknown> {
     const caller = await authenticateAgent(call.getAuthContext(), ds, trustDomain);
-    const { entry_id: entryId, audience } = call.request;
-    if (audience.length === 0 || audience.some((a) => a.length === 0)) {
-      throw new SigilError('ERR_INVALID_ARGUMENT', 'a JWT-SVID needs at least one non-empty audience', { reason: 'no-audience' });
-    }
+    const entryId = checkEntryId(call.request.entry_id);
+    const audience = checkAudience(call.request.audience);
     const entry = await authorizerFor(caller).entry(entryId);
     if (entry === undefined) {
       metrics.svidsIssued.inc({ kind: 'jwt', result: 'denied' });

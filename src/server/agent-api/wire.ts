@@ -3,6 +3,7 @@
  * (keepCase, longs as strings, bytes as Buffers, defaults filled, oneof name set), and
  * converters from domain records. Only the agent API handlers use these.
  */
+import { SigilError } from '../../common/errors.js';
 import type { RegistrationEntry } from '../../datastore/datastore.js';
 import type { ParsedBundleRecord } from '../bundle-manager.js';
 
@@ -98,4 +99,72 @@ export function entrySizeEstimate(e: RegistrationEntry): number {
   for (const d of e.dnsNames) n += 4 + d.length;
   for (const f of e.federatesWith) n += 4 + f.length;
   return n;
+}
+
+/** Limits on what one agent API request may carry; each far above legitimate use, far below the 4 MiB message limit's reach. */
+export const AGENT_INPUT_LIMITS = {
+  attestorNameBytes: 64,
+  /** Node attestation evidence or one challenge response. */
+  attestationMessageBytes: 64 * 1024,
+  csrBytes: 16 * 1024,
+  entryIdBytes: 256,
+  audiences: 32,
+  audienceBytes: 512,
+} as const;
+
+function hasControlChar(s: string): boolean {
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    if (c < 0x20 || c === 0x7f) return true;
+  }
+  return false;
+}
+
+function invalid(reason: string, message: string): SigilError {
+  return new SigilError('ERR_INVALID_ARGUMENT', message, { reason });
+}
+
+/** Checks a CSR's presence and size; `what` names it in the message. */
+export function checkCsr(csr: Buffer | undefined, what: string): Buffer {
+  if (csr === undefined || csr.length === 0) throw invalid('no-csr', `${what} carries no CSR`);
+  if (csr.length > AGENT_INPUT_LIMITS.csrBytes) throw invalid('csr-too-large', `${what} CSR is ${csr.length} bytes, more than ${AGENT_INPUT_LIMITS.csrBytes}`);
+  return csr;
+}
+
+/** Checks a node attestor name (as configured: lowercase letters, digits, underscore). */
+export function checkAttestorName(name: string): string {
+  if (typeof name !== 'string' || name.length === 0 || name.length > AGENT_INPUT_LIMITS.attestorNameBytes || !/^[a-z0-9_]+$/.test(name)) {
+    throw invalid('unknown-attestor', `node attestor name ${JSON.stringify(String(name).slice(0, 64))} is not valid`);
+  }
+  return name;
+}
+
+/** Checks one attestation message (evidence or challenge response) for size; its content is the attestor's to judge. */
+export function checkAttestationMessage(bytes: Buffer | undefined, what: string): Buffer {
+  const b = bytes ?? Buffer.alloc(0);
+  if (b.length > AGENT_INPUT_LIMITS.attestationMessageBytes) {
+    throw new SigilError('ERR_ATTESTATION_FAILED', `${what} is ${b.length} bytes, more than ${AGENT_INPUT_LIMITS.attestationMessageBytes}`, { reason: 'attestation-too-large' });
+  }
+  return b;
+}
+
+/** Checks an entry ID sent by an agent (the value is named in messages only when short and printable). */
+export function checkEntryId(id: string): string {
+  if (typeof id !== 'string' || id.length === 0 || Buffer.byteLength(id) > AGENT_INPUT_LIMITS.entryIdBytes || hasControlChar(id)) {
+    throw invalid('invalid-entry-id', 'entry id must be 1 to 256 bytes without control characters');
+  }
+  return id;
+}
+
+/** Checks JWT-SVID audiences: 1 to 32 non-empty values of at most 512 bytes without control characters. */
+export function checkAudience(audience: readonly string[]): string[] {
+  if (audience.length === 0 || audience.length > AGENT_INPUT_LIMITS.audiences) {
+    throw invalid('no-audience', `a JWT-SVID needs 1 to ${AGENT_INPUT_LIMITS.audiences} audiences, got ${audience.length}`);
+  }
+  for (const a of audience) {
+    if (a.length === 0 || Buffer.byteLength(a) > AGENT_INPUT_LIMITS.audienceBytes || hasControlChar(a)) {
+      throw invalid('invalid-audience', `each audience must be 1 to ${AGENT_INPUT_LIMITS.audienceBytes} bytes without control characters`);
+    }
+  }
+  return [...audience];
 }
