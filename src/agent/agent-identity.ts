@@ -44,6 +44,16 @@ export interface AgentIdentityOptions {
   readonly onIdentity?: (svid: AgentSvid) => void;
   /** Called with the server's X.509 authorities (DER) learned from attestation. */
   readonly onRoots?: (roots: Buffer[]) => void;
+  /** How long to wait between checks while the server has banned this agent; 5 minutes by default. */
+  readonly bannedRetryMs?: number;
+}
+
+/** Default wait between checks while banned: an unban is an operator's act, not something to poll for. */
+export const DEFAULT_BANNED_RETRY_MS = 5 * 60_000;
+
+/** True when the server refused this agent because an operator banned it (reason from the server). */
+export function isAgentBanned(err: unknown): boolean {
+  return isSigilError(err, 'ERR_PERMISSION_DENIED') && err.reason === 'agent-banned';
 }
 
 function svidFrom(wire: WireX509Svid, key: Secret<Buffer>, spkiDer: Buffer | undefined, receivedAtMs: number, canReattest: boolean, attestor: string): AgentSvid {
@@ -142,7 +152,7 @@ export class AgentIdentityManager {
   async #reattestLoop(why: string): Promise<void> {
     const { logger, clock, store } = this.#o;
     const signal = this.#stopped.signal;
-    if (why === 'rejected' && this.#current !== undefined && this.#current.notAfterMs > clock.nowMs()) {
+    while (why === 'rejected' && this.#current !== undefined && this.#current.notAfterMs > clock.nowMs()) {
       // A call made with the SVID just replaced by a renewal is refused too: only a refusal
       // of the current SVID means eviction. Re-attesting needlessly would spend a join token.
       try {
@@ -150,10 +160,15 @@ export class AgentIdentityManager {
         logger.info({ agentId: this.#current.spiffeId }, 'agent SVID still accepted; no re-attestation needed');
         return;
       } catch (err) {
+        if (signal.aborted) return;
         if (!isAgentRejected(err)) {
           logger.warn({ err }, 'cannot confirm whether the agent SVID is still accepted; will check again');
           return;
         }
+        if (!isAgentBanned(err)) break;
+        // Banned: attesting again is refused too (and would spend a join token). The SVID is
+        // kept: once an operator unbans the agent it is accepted again, so only check, slowly.
+        if (!(await this.#waitWhileBanned(err))) return;
       }
     }
     logger.warn({ agentId: this.#current?.spiffeId, why }, 'agent must attest again');
@@ -166,6 +181,10 @@ export class AgentIdentityManager {
         return;
       } catch (err) {
         if (signal.aborted) return;
+        if (isAgentBanned(err)) {
+          if (!(await this.#waitWhileBanned(err))) return;
+          continue;
+        }
         const delay = this.#backoff.next();
         const se = toSigilError(err);
         if (se.reason === 'join-token-spent') logger.error({ code: se.code, reason: se.reason, retryInMs: delay }, se.message);
@@ -176,6 +195,22 @@ export class AgentIdentityManager {
           return;
         }
       }
+    }
+  }
+
+  /** Logs the ban once per check and waits; false when the manager stopped meanwhile. */
+  async #waitWhileBanned(err: unknown): Promise<boolean> {
+    const delay = this.#o.bannedRetryMs ?? DEFAULT_BANNED_RETRY_MS;
+    const se = toSigilError(err);
+    this.#o.logger.error(
+      { agentId: this.#current?.spiffeId, code: se.code, reason: se.reason, retryInMs: delay },
+      'the server has banned this agent; an operator must unban it (sigil agent unban) before it is served again',
+    );
+    try {
+      await this.#o.clock.sleep(delay, this.#stopped.signal);
+      return true;
+    } catch {
+      return false;
     }
   }
 

@@ -26,6 +26,8 @@ export interface StartAgentOptions {
   readonly random?: () => number;
   /** Reader of /proc; the real procfs by default. */
   readonly processInfo?: ProcessInfo;
+  /** Wait between checks while the server has banned this agent; 5 minutes by default. */
+  readonly bannedRetryMs?: number;
 }
 
 /** A running agent. */
@@ -95,6 +97,7 @@ export async function startAgent(config: AgentConfig, options: StartAgentOptions
     logger,
     ...retry,
     onRoots,
+    ...(options.bannedRetryMs === undefined ? {} : { bannedRetryMs: options.bannedRetryMs }),
     // A new agent SVID must carry the sync stream at once: the server drops the old one once the new one is used.
     onIdentity: () => sync.reconnect(),
   });

@@ -134,6 +134,7 @@ export class SvidCache implements WorkloadIdentitySource {
   #flushScheduled = false;
   #retryTimer: TimerHandle | undefined;
   #sweepTimer: TimerHandle | undefined;
+  #expiryTimer: TimerHandle | undefined;
   #stopped = false;
   readonly #stop = new AbortController();
 
@@ -204,6 +205,29 @@ export class SvidCache implements WorkloadIdentitySource {
     this.#recount();
     this.#reconcile();
     this.#notifyAll();
+    this.#scheduleExpiry();
+  }
+
+  /** Arms one timer for the earliest entry `expiresAt`, so an expiring entry goes when it expires, not at the next batch. */
+  #scheduleExpiry(): void {
+    this.#expiryTimer?.cancel();
+    this.#expiryTimer = undefined;
+    if (this.#stopped) return;
+    let next = Infinity;
+    for (const e of this.#entries.values()) if (e.expiresAtMs > 0 && e.expiresAtMs < next) next = e.expiresAtMs;
+    if (next === Infinity) return;
+    this.#expiryTimer = this.#o.clock.setTimer(() => {
+      this.#expiryTimer = undefined;
+      const now = this.#o.clock.nowMs();
+      const expired = [...this.#entries.values()].filter((e) => e.expiresAtMs > 0 && e.expiresAtMs <= now).map((e) => e.entry.id);
+      if (expired.length === 0) {
+        this.#scheduleExpiry();
+        return;
+      }
+      this.#o.logger.info({ entryIds: expired }, 'registration entries expired; no longer served');
+      // The same path as a deletion from the server: SVIDs dropped, open streams told at once.
+      this.applyBatch({ kind: 'DELTA', entries: [], deletedEntryIds: expired });
+    }, Math.max(0, next - this.#o.clock.nowMs()));
   }
 
   #applyBundles(own: WireBundle, federated: readonly WireBundle[]): void {
@@ -604,6 +628,7 @@ export class SvidCache implements WorkloadIdentitySource {
     this.#stop.abort(new SigilError('ERR_CANCELLED', 'svid cache stopping', { reason: 'stopping' }));
     this.#retryTimer?.cancel();
     this.#sweepTimer?.cancel();
+    this.#expiryTimer?.cancel();
     for (const id of [...this.#svids.keys()]) this.#dropSvid(id);
     this.#subscribers.clear();
   }

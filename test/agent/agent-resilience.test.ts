@@ -1,7 +1,9 @@
 /**
  * The agent when things go wrong: server stopped and restarted (same data, same port), agent
  * restarted (no new token needed), agent evicted (x509pop re-attests in process; a join
- * token cannot, says so, and recovers once a new token is in the token file).
+ * token cannot, says so, and recovers once a new token is in the token file), agent banned
+ (told apart from evicted by the server's reason: no re-attestation, a clear error, served
+ again with the same SVID once unbanned).
  */
 import test from 'ava';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -126,4 +128,37 @@ rootOnly('an evicted x509pop agent re-attests in process and keeps its agent ID'
   t.not(a.agent.identity.current?.serial, serial);
   t.is(a.agent.agentId(), agentId);
   t.true(a.lines.some((l) => l.includes('agent must attest again')));
+});
+
+test.serial('a banned agent says so, does not attest again (its join token stays unspent), and is served again once unbanned', async (t) => {
+  const server = await startTestServer();
+  t.teardown(() => server.destroy());
+  const a = await startTestAgent(t, server, { bannedRetryMs: 300 });
+  await eventually(() => (a.agent.sync.connected ? true : undefined), 5000, 'first sync');
+  const serial = a.agent.identity.current?.serial;
+  await server.admin.call('Agents', 'BanAgent', { spiffe_id: a.agentId });
+  await server.createEntry({ spiffeId: 'spiffe://example.org/w/while-banned', parentId: a.agentId, selectors: [`unix:uid:${process.getuid?.() ?? 0}`] });
+  const banned = await eventually(() => a.lines.find((l) => l.includes('"reason":"agent-banned"') && l.includes('"level":50')), 10_000, 'the ban logged as an error');
+  t.true(banned.includes('unban'), banned);
+  // Several checks later: still no attempt to attest (that would spend the join token), SVID kept.
+  await eventually(() => (a.lines.filter((l) => l.includes('"reason":"agent-banned"')).length >= 3 ? true : undefined), 10_000, 'repeated checks');
+  t.false(a.lines.some((l) => l.includes('agent must attest again') || l.includes('join-token-spent')));
+  t.is(a.agent.identity.current?.serial, serial);
+
+  await server.admin.call('Agents', 'UnbanAgent', { spiffe_id: a.agentId });
+  const entryId = await server.createEntry({ spiffeId: 'spiffe://example.org/w/after-unban', parentId: a.agentId, selectors: [`unix:uid:${process.getuid?.() ?? 0}`] });
+  await eventually(() => a.agent.cache.serialOf(entryId), 15_000, 'served again after the unban');
+  t.is(a.agent.agentId(), a.agentId, 'the same agent, not a re-attested one');
+  t.true(a.lines.some((l) => l.includes('agent SVID still accepted')));
+});
+
+test.serial('an evicted agent is told apart from a banned one: it attests again at once', async (t) => {
+  const server = await startTestServer();
+  t.teardown(() => server.destroy());
+  const a = await startTestAgent(t, server, { bannedRetryMs: 60_000 });
+  await eventually(() => (a.agent.sync.connected ? true : undefined), 5000, 'first sync');
+  await server.admin.call('Agents', 'EvictAgent', { spiffe_id: a.agentId });
+  await server.createEntry({ spiffeId: 'spiffe://example.org/w/poke', parentId: a.agentId, selectors: ['unix:uid:0'] });
+  await eventually(() => a.lines.find((l) => l.includes('agent must attest again')), 10_000, 're-attestation started');
+  t.false(a.lines.some((l) => l.includes('"reason":"agent-banned"')));
 });

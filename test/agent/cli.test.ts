@@ -1,7 +1,8 @@
 /**
  * `sigil agent run` as a real child process, and `sigil api …` as real child processes
  * talking to it: fetch x509 --write (files, modes, openssl verify), fetch jwt, validate jwt,
- * fetch bundles; the agent's own output carries no key, token or JWT.
+ * fetch bundles; `sigil api watch` prints every update until interrupted; the agent's own
+ * output carries no key, token or JWT.
  */
 import test from 'ava';
 import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
@@ -9,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { opensslVerify } from '../helpers/openssl.js';
 import { startTestServer } from '../helpers/server.js';
-import { eventually, writeBootstrapBundle } from './support/agent-harness.js';
+import { eventually, startTestAgent, writeBootstrapBundle } from './support/agent-harness.js';
 import { Daemon, runSigil, SIGIL_BIN } from './support/processes.js';
 
 const AS_ROOT = process.getuid?.() === 0;
@@ -78,4 +79,27 @@ rootOnly('sigil agent run serves workloads; sigil api fetches, writes, validates
   const logs = agent.stdout + agent.stderr;
   t.true(logs.includes('"msg":"X509-SVID cached"'));
   for (const secret of ['PRIVATE KEY', 'eyJ', token.token.reveal(), minted?.token ?? 'x']) t.false(logs.includes(secret), `agent output holds ${secret.slice(0, 12)}…`);
+});
+
+test.serial('sigil api watch prints the X.509 context and every update until SIGTERM', async (t) => {
+  const server = await startTestServer();
+  t.teardown(() => server.destroy());
+  const a = await startTestAgent(t, server);
+  const selector = `unix:uid:${process.getuid?.() ?? 0}`;
+  await server.createEntry({ spiffeId: 'spiffe://example.org/w/watched', parentId: a.agentId, selectors: [selector] });
+  const watch = new Daemon(process.execPath, [SIGIL_BIN, 'api', 'watch', '--socket', a.agent.address, '--output', 'json']);
+  t.teardown(() => watch.stop());
+  type Line = { svids: { spiffeId: string }[] };
+  const updates = (): Line[] => watch.stdout.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as Line);
+  await eventually(() => (updates().length > 0 ? true : undefined), 15_000, 'the first update').catch((err: unknown) => {
+    throw new Error(`${String(err)}: ${watch.stderr}`);
+  });
+  t.deepEqual(updates()[0]?.svids.map((s) => s.spiffeId), ['spiffe://example.org/w/watched']);
+
+  // A second identity for the same workload reaches the running watch.
+  await server.createEntry({ spiffeId: 'spiffe://example.org/w/watched-too', parentId: a.agentId, selectors: [selector] });
+  const second = await eventually(() => updates().find((u) => u.svids.length === 2), 15_000, 'the pushed update');
+  t.deepEqual(second.svids.map((s) => s.spiffeId).sort(), ['spiffe://example.org/w/watched', 'spiffe://example.org/w/watched-too']);
+  t.is(await watch.stop('SIGTERM'), 0);
+  t.false(watch.stdout.includes('PRIVATE KEY'));
 });

@@ -98,3 +98,31 @@ rootOnly('JWT-SVIDs are minted through the server, cached per audience set, and 
   const unknown = await t.throwsAsync(client.fetchJwtSvid({ audience: 'x', spiffeId: 'spiffe://example.org/w/not-mine' }));
   t.true(isSigilError(unknown, 'ERR_NO_IDENTITY') || isSigilError(unknown, 'ERR_PERMISSION_DENIED'));
 });
+
+test.serial('an entry that reaches its expiresAt stops being served at once, on its own timer, and open streams get the new state', async (t) => {
+  const server = await startTestServer();
+  t.teardown(() => server.destroy());
+  // The agent's clock is moved by hand: the server (real time) sees nothing expire, so no batch comes.
+  const clock = new ManualClock(Date.now());
+  const a = await startTestAgent(t, server, { clock });
+  const selector = `unix:uid:${process.getuid?.() ?? 0}`;
+  const expiring = await server.createEntry({ spiffeId: 'spiffe://example.org/w/expiring', parentId: a.agentId, selectors: [selector], expiresAtMs: clock.nowMs() + 120_000 });
+  const staying = await server.createEntry({ spiffeId: 'spiffe://example.org/w/staying', parentId: a.agentId, selectors: [selector] });
+  await eventually(() => (a.agent.cache.serialOf(expiring) && a.agent.cache.serialOf(staying) ? true : undefined), 5000, 'both SVIDs');
+  const updates: WorkloadUpdate[] = [];
+  const unsubscribe = a.agent.cache.subscribe([parseSelector(selector)], (u) => updates.push(u));
+  t.teardown(unsubscribe);
+  await eventually(() => (updates.at(-1)?.svids.length === 2 ? true : undefined), 5000, 'both identities on the stream');
+  const batches = a.agent.sync.batchesApplied;
+
+  clock.advance(119_000);
+  t.is(updates.at(-1)?.svids.length, 2, 'still served before expiresAt');
+  clock.advance(1_000);
+  t.deepEqual(updates.at(-1)?.svids.map((s) => s.spiffeId), ['spiffe://example.org/w/staying']);
+  t.is(a.agent.cache.serialOf(expiring), undefined, 'its SVID is dropped');
+  t.is(a.agent.cache.stats().entries, 1);
+  t.is(a.agent.sync.batchesApplied, batches, 'no batch was needed');
+  const jwt = await a.agent.cache.fetchJwtSvids([parseSelector(selector)], ['aud'], 'spiffe://example.org/w/expiring');
+  t.deepEqual(jwt, [], 'no JWT-SVID for an expired entry');
+  t.true(a.lines.some((l) => l.includes('registration entries expired')));
+});

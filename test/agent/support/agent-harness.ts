@@ -32,6 +32,8 @@ export interface TestAgent {
 export interface TestAgentOptions {
   readonly clock?: Clock;
   readonly random?: () => number;
+  /** Wait between checks while banned (StartAgentOptions.bannedRetryMs). */
+  readonly bannedRetryMs?: number;
   /** Raw config merged over the defaults. */
   readonly config?: Record<string, unknown>;
   /** Reuse a directory (restart with the same data dir and token file). */
@@ -79,7 +81,7 @@ export async function startTestAgent(t: ExecutionContext, server: TestServer, op
   }
   const config = agentConfigFor(server, dir, tokenFile, options.config);
   const { logger, lines } = memoryLogger('debug');
-  const agent = await startAgent(config, { logger, ...(options.clock ? { clock: options.clock } : {}), ...(options.random ? { random: options.random } : {}) });
+  const agent = await startAgent(config, { logger, ...(options.clock ? { clock: options.clock } : {}), ...(options.random ? { random: options.random } : {}), ...(options.bannedRetryMs === undefined ? {} : { bannedRetryMs: options.bannedRetryMs }) });
   let stopped = false;
   const stop = async (): Promise<void> => {
     if (stopped) return;
