@@ -25,6 +25,10 @@ export function runCommand(file: string, args: readonly string[], options: { inp
     child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
     const timer = setTimeout(() => child.kill('SIGKILL'), options.timeoutMs ?? 20_000);
     child.once('error', reject);
+    // A program that exits without reading its input (nginx -s, openssl) closes the pipe first: not an error here.
+    child.stdin.on('error', (err: NodeJS.ErrnoException) => {
+      if (err.code !== 'EPIPE') reject(err);
+    });
     child.once('close', (code) => {
       clearTimeout(timer);
       resolveRun({ code, stdout, stderr });
