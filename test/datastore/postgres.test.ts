@@ -390,9 +390,13 @@ test('a write lock held past lockTimeoutMs is ERR_UNAVAILABLE datastore-busy; re
 
 // ------------------------------------------------------------------ connection loss
 
-async function terminate(applicationName: string): Promise<number> {
+/** Ends the server sessions of one store (only those waiting on a lock when `waiting`), as an administrator or a failover would. */
+async function terminate(applicationName: string, waiting = false): Promise<number> {
   return withAdmin(async (c) => {
-    const { rows } = await c.query<{ ok: boolean }>('SELECT pg_terminate_backend(pid) AS ok FROM pg_stat_activity WHERE application_name = $1', [applicationName]);
+    const { rows } = await c.query<{ ok: boolean }>(
+      `SELECT pg_terminate_backend(pid) AS ok FROM pg_stat_activity WHERE application_name = $1${waiting ? " AND wait_event_type = 'Lock'" : ''}`,
+      [applicationName],
+    );
     return rows.filter((r) => r.ok).length;
   });
 }
@@ -439,4 +443,25 @@ test('a connection ended in the middle of a write fails that write with ERR_UNAV
   t.is(await ready.countEntries(), 1);
   await ds.createEntry(entry(3));
   t.is(await ready.countEntries(), 2);
+});
+
+test('a read whose connection is ended mid-statement is retried once on a new connection', async (t) => {
+  const app = `sigil_test_${randomBytes(4).toString('hex')}`;
+  const { logger, lines } = memoryLogger('debug');
+  const ds = await open(t, { connectionString: `${URL}?application_name=${app}`, logger });
+  await ds.createEntry(entry(1));
+  // Park the read on a table lock so its connection can be ended while the statement runs.
+  const holder = new pg.Client({ connectionString: URL });
+  await holder.connect();
+  t.teardown(() => holder.end());
+  await holder.query('BEGIN');
+  await holder.query(`LOCK TABLE ${ds.schema}.registered_entries IN ACCESS EXCLUSIVE MODE`);
+  const read = ds.countEntries();
+  await new Promise((resolve) => setTimeout(resolve, 200));
+  // Only the parked session: ending the idle ones too could let the retry land on one about to be ended.
+  t.is(await terminate(app, true), 1);
+  await new Promise((resolve) => setTimeout(resolve, 100));
+  await holder.query('ROLLBACK');
+  t.is(await read, 1);
+  t.true(lines.some((l) => (JSON.parse(l) as { msg: string }).msg === 'datastore connection lost, retrying on a new one'));
 });

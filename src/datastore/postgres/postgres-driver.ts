@@ -14,9 +14,11 @@
  *
  * Every statement's `?` → `$n` rewrite is done once and cached, together with a name under
  * which each pooled connection prepares it on first use. A connection that drops is
- * discarded: a transaction that failed before its first statement reached the server is
- * retried once on a fresh connection, a read transaction is retried once wherever it
- * failed, and anything else surfaces as ERR_UNAVAILABLE for the caller to retry.
+ * discarded: a transaction whose connection failed before BEGIN completed starts over on
+ * another (nothing of it reached the database; after a server restart every idle pooled
+ * connection may be dead), a read is retried once wherever it failed, and a write that lost
+ * its connection midway surfaces as ERR_UNAVAILABLE: the server rolled it back, and the
+ * caller decides whether to try again.
  */
 import { createHash } from 'node:crypto';
 import pg from 'pg';
@@ -159,6 +161,7 @@ export class PostgresDriver implements SqlDriver {
   readonly #schemaKey: number;
   readonly #prepared = new Map<string, Prepared>();
   readonly #inflight = new Set<Promise<unknown>>();
+  readonly #beginRetries: number;
   #closed = false;
   #closing: Promise<void> | undefined;
 
@@ -169,6 +172,7 @@ export class PostgresDriver implements SqlDriver {
     // One round trip: BEGIN, a bounded wait for the lock, then the lock that serialises writers on this schema.
     this.#beginWrite = `BEGIN; SET LOCAL lock_timeout = ${lockTimeout}; SELECT pg_advisory_xact_lock(${LOCK_CLASS_WRITE}, ${this.#schemaKey})`;
     this.#pool = new pg.Pool({ ...options.pool, types: TYPES });
+    this.#beginRetries = (options.pool.max ?? 10) + 1;
     // An idle pooled connection that the server ends emits here; without a listener the process would crash.
     this.#pool.on('error', (err) => this.#log.warn({ err }, 'datastore connection lost'));
   }
@@ -214,7 +218,7 @@ export class PostgresDriver implements SqlDriver {
   transaction<T>(mode: 'read' | 'write', fn: (tx: SqlExecutor) => Promise<T>): Promise<T> {
     if (this.#closed) return Promise.reject(closedError());
     // Registered synchronously so close() waits for work handed to the driver before it.
-    const work = this.#attempt(mode, fn, true);
+    const work = this.#attempt(mode, fn, true, this.#beginRetries);
     this.#inflight.add(work);
     void work.then(
       () => this.#inflight.delete(work),
@@ -223,7 +227,13 @@ export class PostgresDriver implements SqlDriver {
     return work;
   }
 
-  async #attempt<T>(mode: 'read' | 'write', fn: (tx: SqlExecutor) => Promise<T>, mayRetry: boolean): Promise<T> {
+  /**
+   * One try of a transaction. `readRetry`: a read may run again after losing its connection
+   * midway. `beginRetries`: how many more times a transaction whose connection failed before
+   * BEGIN completed may start over; nothing of it reached the database, and after a server
+   * restart every idle pooled connection may be dead, so this allows one per pooled connection.
+   */
+  async #attempt<T>(mode: 'read' | 'write', fn: (tx: SqlExecutor) => Promise<T>, readRetry: boolean, beginRetries: number): Promise<T> {
     let client: pg.PoolClient;
     try {
       client = await this.#pool.connect();
@@ -251,10 +261,13 @@ export class PostgresDriver implements SqlDriver {
       if (isConnectionError(err)) {
         // The connection is gone: destroy it rather than hand it back to the pool.
         client.release(err instanceof Error ? err : true);
-        // Nothing reached the server yet, or only reads did: safe to run again once on a fresh connection.
-        if (mayRetry && !this.#closed && (!begun || mode === 'read')) {
+        if (!this.#closed && !begun && beginRetries > 0) {
           this.#log.debug({ mode }, 'datastore connection lost, retrying on a new one');
-          return this.#attempt(mode, fn, false);
+          return this.#attempt(mode, fn, readRetry, beginRetries - 1);
+        }
+        if (!this.#closed && begun && mode === 'read' && readRetry) {
+          this.#log.debug({ mode }, 'datastore connection lost, retrying on a new one');
+          return this.#attempt(mode, fn, false, beginRetries);
         }
         throw err;
       }
