@@ -18,4 +18,17 @@ if [ "${#need_pkgs[@]}" -gt 0 ]; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_pkgs[@]}" >/dev/null
 fi
+# PostgreSQL at 127.0.0.1:5432 with a `test` database (test/datastore/postgres.test.ts, which fails without it).
+if command -v pg_isready >/dev/null 2>&1 && [ -d /etc/postgresql ]; then
+  if ! pg_isready -q -h 127.0.0.1 -p 5432; then
+    echo "ci-prepare: starting PostgreSQL"
+    pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql)" main start || echo "ci-prepare: PostgreSQL did not start" >&2
+    for _ in $(seq 1 30); do pg_isready -q -h 127.0.0.1 -p 5432 && break; sleep 1; done
+  fi
+  if ! psql -h 127.0.0.1 -U postgres -d postgres -tAc "SELECT 1 FROM pg_database WHERE datname = 'test'" 2>/dev/null | grep -q 1; then
+    createdb -h 127.0.0.1 -U postgres test || echo "ci-prepare: cannot create the test database" >&2
+  fi
+else
+  echo "ci-prepare: PostgreSQL is not installed; test/datastore/postgres.test.ts will fail" >&2
+fi
 echo "ci-prepare: node $(node --version), $(openssl version)"
