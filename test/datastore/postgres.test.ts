@@ -465,3 +465,21 @@ test('a read whose connection is ended mid-statement is retried once on a new co
   t.is(await read, 1);
   t.true(lines.some((l) => (JSON.parse(l) as { msg: string }).msg === 'datastore connection lost, retrying on a new one'));
 });
+
+test('opening waits for another server migrating, up to migrationLockTimeoutMs, and can be cancelled', async (t) => {
+  const schema = newSchema();
+  t.teardown(() => dropSchema(schema));
+  const holder = new pg.Client({ connectionString: URL });
+  await holder.connect();
+  t.teardown(() => holder.end());
+  // The migration lock as another server holds it while migrating.
+  await holder.query('SELECT pg_advisory_lock($1, $2)', [0x5349474d, schemaLockKey(schema)]);
+  await rejects(t, openPostgresDatastore({ connectionString: URL, schema, migrationLockTimeoutMs: 300 }), 'ERR_UNAVAILABLE', 'datastore-busy');
+  await rejects(t, openPostgresDatastore({ connectionString: URL, schema }, AbortSignal.timeout(200)), 'ERR_CANCELLED', 'cancelled');
+  const waiting = openPostgresDatastore({ connectionString: URL, schema });
+  await new Promise((resolve) => setTimeout(resolve, 200));
+  await holder.query('SELECT pg_advisory_unlock($1, $2)', [0x5349474d, schemaLockKey(schema)]);
+  const ds = await waiting;
+  t.is(ds.schemaVersion, POSTGRES_MIGRATIONS.length);
+  await ds.close();
+});
