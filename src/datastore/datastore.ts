@@ -1,5 +1,5 @@
 /**
- * The datastore interface. SQLite (embedded default) implements it now, PostgreSQL later;
+ * The datastore interface, implemented by SQLite (the embedded default) and PostgreSQL (several servers);
  * one conformance suite (test/datastore/conformance.ts) holds every implementation to it.
  * Records use plain strings for SPIFFE IDs (validated at the API edge) and epoch
  * milliseconds for times. No proto type ever reaches this layer.
