@@ -9,6 +9,10 @@
  * entries are minted eagerly too, so a workload that connects while the server is down
  * still gets its SVID. Beyond that, an entry no connected workload matches is minted only
  * when one does, and its SVID is dropped `idleGraceMs` after the last such workload left.
+ *
+ * Cost: entries and subscribers are indexed by selector key, so a batch touches only the
+ * changed entries and the subscribers they concern, and a new subscriber is matched by
+ * counting its selectors' postings, never by scanning every entry.
  */
 import { Backoff } from '../common/backoff.js';
 import type { Clock, TimerHandle } from '../common/clock.js';
@@ -19,7 +23,7 @@ import { Bundle } from '../spiffe/bundle.js';
 import { BundleSet } from '../spiffe/bundle-set.js';
 import { ParsedCertificate } from '../spiffe/certificate.js';
 import { parseAndValidateJwtSvid } from '../spiffe/jwt-svid.js';
-import { selectorKey, selectorsSatisfiedBy, type Selector } from '../spiffe/selector.js';
+import { selectorKey, type Selector } from '../spiffe/selector.js';
 import { TrustDomain } from '../spiffe/spiffe-id.js';
 import type {
   IssuedJwtSvid,
@@ -64,11 +68,13 @@ export interface SvidCacheOptions {
 
 interface EntryState {
   readonly entry: WireEntry;
-  readonly selectors: readonly Selector[];
+  /** The entry's distinct selector keys (selectorKey form); empty never matches. */
+  readonly keys: readonly string[];
   /** What the SVID depends on: a change means minting again. */
   readonly mintKey: string;
   readonly expiresAtMs: number;
-  activeCount: number;
+  /** The subscribers whose selectors satisfy this entry (its "active count" is the size). */
+  readonly subs: Set<Subscriber>;
   lastActiveMs: number;
 }
 
@@ -85,8 +91,16 @@ interface SvidState {
 interface Subscriber {
   readonly keys: ReadonlySet<string>;
   readonly onUpdate: (u: WorkloadUpdate) => void;
-  matched: string[];
+  /** IDs of the entries this subscriber matches. */
+  readonly matched: Set<string>;
+  /** `matched` sorted (svids[0], the default identity, must not flip between pushes); rebuilt when it changes. */
+  sorted: string[] | undefined;
   lastSignature: string | undefined;
+}
+
+function sortedMatches(sub: Subscriber): string[] {
+  sub.sorted ??= [...sub.matched].sort();
+  return sub.sorted;
 }
 
 function mintKeyOf(e: WireEntry): string {
@@ -116,6 +130,16 @@ export class SvidCache implements WorkloadIdentitySource {
   readonly #maxSize: number;
   readonly #idleGraceMs: number;
   readonly #entries = new Map<string, EntryState>();
+  /**
+   * Indexes that keep a batch's cost at (changed entries × subscribers they concern) rather
+   * than (all entries × all subscribers): entries and subscribers by selector key, and the
+   * entries that carry an expiry.
+   */
+  readonly #entriesByKey = new Map<string, Set<string>>();
+  readonly #subsByKey = new Map<string, Set<Subscriber>>();
+  readonly #expiring = new Set<string>();
+  /** Whether the last reconcile held every entry (fewer than maxSize): then only changed entries need a look. */
+  #allWanted = false;
   readonly #svids = new Map<string, SvidState>();
   readonly #subscribers = new Set<Subscriber>();
   readonly #jwt = new JwtSvidCache();
@@ -172,40 +196,130 @@ export class SvidCache implements WorkloadIdentitySource {
   applyBatch(batch: SyncBatch): void {
     if (this.#stopped) return;
     const now = this.#o.clock.nowMs();
-    const next = batch.kind === 'FULL' ? new Map<string, EntryState>() : new Map(this.#entries);
-    for (const id of batch.deletedEntryIds) next.delete(id);
+    const wasSynced = this.#synced;
+    const touched = new Set<string>();
+    const affected = new Set<Subscriber>();
+    if (batch.kind === 'FULL') {
+      const incoming = new Set(batch.entries.map((e) => e.id));
+      for (const id of [...this.#entries.keys()]) if (!incoming.has(id)) this.#removeEntry(id, affected);
+    }
+    for (const id of batch.deletedEntryIds) this.#removeEntry(id, affected);
     for (const e of batch.entries) {
-      const old = this.#entries.get(e.id);
       const expires = Number(e.expires_at);
-      next.set(e.id, {
-        entry: e,
-        selectors: e.selectors.map((s) => ({ type: s.type, value: s.value })),
-        mintKey: mintKeyOf(e),
-        expiresAtMs: expires > 0 ? expires * 1000 : 0,
-        activeCount: 0,
-        lastActiveMs: old?.lastActiveMs ?? 0,
-      });
+      const expiresAtMs = expires > 0 ? expires * 1000 : 0;
+      if (expiresAtMs !== 0 && expiresAtMs <= now) this.#removeEntry(e.id, affected);
+      else if (this.#upsertEntry(e, expiresAtMs, now, affected)) touched.add(e.id);
     }
-    for (const [id, s] of this.#entries) {
-      const n = next.get(id);
-      if (n === undefined || n.entry.revision !== s.entry.revision) this.#jwt.dropEntry(id);
-    }
-    this.#entries.clear();
-    for (const [id, s] of next) if (s.expiresAtMs === 0 || s.expiresAtMs > now) this.#entries.set(id, s);
-    // SVIDs of removed entries, or minted for an older form of the entry, go now.
-    for (const [id, s] of this.#svids) {
-      const e = this.#entries.get(id);
-      if (e === undefined) this.#dropSvid(id);
-      else if (e.mintKey !== s.mintKey) this.#queue(id);
-    }
-    for (const id of this.#failed) if (!this.#entries.has(id)) this.#failed.delete(id);
-    if (batch.bundles !== undefined) this.#applyBundles(batch.bundles.own, batch.bundles.federated);
+    const bundlesChanged = batch.bundles !== undefined && this.#applyBundles(batch.bundles.own, batch.bundles.federated);
     this.#synced = true;
-    for (const sub of this.#subscribers) sub.matched = this.#match(sub.keys, now);
-    this.#recount();
-    this.#reconcile();
-    this.#notifyAll();
+    if (!wasSynced) for (const sub of this.#subscribers) this.#matchSubscriber(sub, now);
+    this.#reconcile(touched);
+    if (!wasSynced || bundlesChanged) this.#notifyAll();
+    else for (const sub of affected) this.#notify(sub);
     this.#scheduleExpiry();
+  }
+
+  /** Adds or replaces an entry, re-linking the subscribers it concerns; true when it needs a look by #reconcile. */
+  #upsertEntry(e: WireEntry, expiresAtMs: number, now: number, affected: Set<Subscriber>): boolean {
+    const old = this.#entries.get(e.id);
+    const keys = [...new Set(e.selectors.map((sel) => selectorKey({ type: sel.type, value: sel.value })))].sort();
+    const sameKeys = old !== undefined && old.keys.length === keys.length && old.keys.every((k, i) => k === keys[i]);
+    if (old !== undefined && old.entry.revision !== e.revision) this.#jwt.dropEntry(e.id);
+    if (old !== undefined && !sameKeys) this.#unlinkEntry(old, now, affected);
+    const state: EntryState = {
+      entry: e,
+      keys,
+      mintKey: mintKeyOf(e),
+      expiresAtMs,
+      subs: sameKeys ? old.subs : new Set<Subscriber>(),
+      lastActiveMs: old?.lastActiveMs ?? 0,
+    };
+    // Map.set on an existing key keeps its place: the idle order ("sync order") stays as it was.
+    this.#entries.set(e.id, state);
+    if (expiresAtMs !== 0) this.#expiring.add(e.id);
+    else this.#expiring.delete(e.id);
+    if (!sameKeys) this.#linkEntry(state);
+    // Its subscribers' state may change (federates_with, a new SVID to come): they get a look.
+    for (const sub of state.subs) affected.add(sub);
+    const svid = this.#svids.get(e.id);
+    // An SVID minted for an older form of the entry is replaced (it is served until then).
+    if (svid !== undefined && svid.mintKey !== state.mintKey) this.#queue(e.id);
+    return old === undefined || !sameKeys || old.mintKey !== state.mintKey;
+  }
+
+  /** Removes an entry with its SVID, tokens and subscriber links. */
+  #removeEntry(id: string, affected: Set<Subscriber>): void {
+    const state = this.#entries.get(id);
+    if (state === undefined) return;
+    this.#unlinkEntry(state, this.#o.clock.nowMs(), affected);
+    this.#entries.delete(id);
+    this.#expiring.delete(id);
+    this.#jwt.dropEntry(id);
+    this.#dropSvid(id);
+    this.#failed.delete(id);
+  }
+
+  /** Indexes an entry by its selector keys and links it to every subscriber that satisfies it. */
+  #linkEntry(state: EntryState): void {
+    const id = state.entry.id;
+    if (state.keys.length === 0) return;
+    let candidates: Set<Subscriber> | undefined;
+    for (const k of state.keys) {
+      let ids = this.#entriesByKey.get(k);
+      if (ids === undefined) this.#entriesByKey.set(k, (ids = new Set()));
+      ids.add(id);
+      const subs = this.#subsByKey.get(k);
+      if (candidates === undefined || (subs?.size ?? 0) < candidates.size) candidates = subs ?? new Set();
+    }
+    // Before the first batch is in, subscribers are linked all at once when it is.
+    if (!this.#synced) return;
+    for (const sub of candidates ?? []) {
+      if (state.keys.every((k) => sub.keys.has(k))) this.#link(sub, state);
+    }
+  }
+
+  /** Takes an entry out of the selector index and off every subscriber it was linked to. */
+  #unlinkEntry(state: EntryState, now: number, affected: Set<Subscriber>): void {
+    const id = state.entry.id;
+    for (const k of state.keys) {
+      const ids = this.#entriesByKey.get(k);
+      ids?.delete(id);
+      if (ids?.size === 0) this.#entriesByKey.delete(k);
+    }
+    for (const sub of state.subs) {
+      sub.matched.delete(id);
+      sub.sorted = undefined;
+      affected.add(sub);
+    }
+    if (state.subs.size > 0) state.lastActiveMs = now;
+    state.subs.clear();
+  }
+
+  #link(sub: Subscriber, state: EntryState): void {
+    state.subs.add(sub);
+    sub.matched.add(state.entry.id);
+    sub.sorted = undefined;
+  }
+
+  /** The IDs of the entries whose selectors are all among `keys`: counted through the index, sorted. */
+  #matchKeys(keys: ReadonlySet<string>): string[] {
+    const counts = new Map<string, number>();
+    for (const k of keys) for (const id of this.#entriesByKey.get(k) ?? []) counts.set(id, (counts.get(id) ?? 0) + 1);
+    const out: string[] = [];
+    for (const [id, n] of counts) if (this.#entries.get(id)?.keys.length === n) out.push(id);
+    return out.sort();
+  }
+
+  /** Links a subscriber to every entry it satisfies; returns the entries that had no subscriber before. */
+  #matchSubscriber(sub: Subscriber, now: number): string[] {
+    const newlyActive: string[] = [];
+    for (const id of this.#matchKeys(sub.keys)) {
+      const e = this.#entries.get(id) as EntryState;
+      if (e.expiresAtMs !== 0 && e.expiresAtMs <= now) continue;
+      if (e.subs.size === 0) newlyActive.push(id);
+      this.#link(sub, e);
+    }
+    return newlyActive;
   }
 
   /** Arms one timer for the earliest entry `expiresAt`, so an expiring entry goes when it expires, not at the next batch. */
@@ -214,12 +328,18 @@ export class SvidCache implements WorkloadIdentitySource {
     this.#expiryTimer = undefined;
     if (this.#stopped) return;
     let next = Infinity;
-    for (const e of this.#entries.values()) if (e.expiresAtMs > 0 && e.expiresAtMs < next) next = e.expiresAtMs;
+    for (const id of this.#expiring) {
+      const at = this.#entries.get(id)?.expiresAtMs ?? 0;
+      if (at > 0 && at < next) next = at;
+    }
     if (next === Infinity) return;
     this.#expiryTimer = this.#o.clock.setTimer(() => {
       this.#expiryTimer = undefined;
       const now = this.#o.clock.nowMs();
-      const expired = [...this.#entries.values()].filter((e) => e.expiresAtMs > 0 && e.expiresAtMs <= now).map((e) => e.entry.id);
+      const expired = [...this.#expiring].filter((id) => {
+        const at = this.#entries.get(id)?.expiresAtMs ?? 0;
+        return at > 0 && at <= now;
+      });
       if (expired.length === 0) {
         this.#scheduleExpiry();
         return;
@@ -230,7 +350,8 @@ export class SvidCache implements WorkloadIdentitySource {
     }, Math.max(0, next - this.#o.clock.nowMs()));
   }
 
-  #applyBundles(own: WireBundle, federated: readonly WireBundle[]): void {
+  /** Replaces the bundles; true when anything a workload sees changed. */
+  #applyBundles(own: WireBundle, federated: readonly WireBundle[]): boolean {
     const parse = (w: WireBundle): Bundle => Bundle.parseJwks(TrustDomain.parse(w.trust_domain_id), w.document);
     let changed = false;
     try {
@@ -259,62 +380,45 @@ export class SvidCache implements WorkloadIdentitySource {
     if (fed.size !== this.#federated.size || [...fed].some(([k, v]) => this.#federated.get(k) !== v)) changed = true;
     this.#federated = fed;
     if (changed) this.#bundleVersion++;
+    return changed;
   }
 
   // ---- workload subscriptions ----
 
   subscribe(selectors: readonly Selector[], onUpdate: (update: WorkloadUpdate) => void): Unsubscribe {
     const keys = new Set(selectors.map(selectorKey));
-    const sub: Subscriber = { keys, onUpdate, matched: this.#synced ? this.#match(keys, this.#o.clock.nowMs()) : [], lastSignature: undefined };
+    const sub: Subscriber = { keys, onUpdate, matched: new Set(), sorted: undefined, lastSignature: undefined };
     this.#subscribers.add(sub);
-    let newlyActive = false;
-    for (const id of sub.matched) {
-      const e = this.#entries.get(id);
-      if (e !== undefined && e.activeCount++ === 0) newlyActive = true;
+    for (const k of keys) {
+      let subs = this.#subsByKey.get(k);
+      if (subs === undefined) this.#subsByKey.set(k, (subs = new Set()));
+      subs.add(sub);
     }
-    if (newlyActive) this.#reconcile();
+    const newlyActive = this.#synced ? this.#matchSubscriber(sub, this.#o.clock.nowMs()) : [];
+    if (newlyActive.length > 0) this.#reconcile(new Set(newlyActive));
     this.#notify(sub);
     let done = false;
     return () => {
       if (done) return;
       done = true;
       this.#subscribers.delete(sub);
+      for (const k of keys) {
+        const subs = this.#subsByKey.get(k);
+        subs?.delete(sub);
+        if (subs?.size === 0) this.#subsByKey.delete(k);
+      }
       const now = this.#o.clock.nowMs();
       let idle = false;
       for (const id of sub.matched) {
         const e = this.#entries.get(id);
-        if (e !== undefined && --e.activeCount <= 0) {
-          e.activeCount = 0;
+        if (e !== undefined && e.subs.delete(sub) && e.subs.size === 0) {
           e.lastActiveMs = now;
           idle = true;
         }
       }
+      sub.matched.clear();
       if (idle) this.#scheduleSweep();
     };
-  }
-
-  #match(keys: ReadonlySet<string>, nowMs: number): string[] {
-    const out: string[] = [];
-    for (const [id, e] of this.#entries) {
-      if (e.expiresAtMs !== 0 && e.expiresAtMs <= nowMs) continue;
-      if (selectorsSatisfiedBy(e.selectors, keys)) out.push(id);
-    }
-    // A stable order: svids[0] (the default identity) must not flip between pushes.
-    return out.sort();
-  }
-
-  #recount(): void {
-    for (const e of this.#entries.values()) e.activeCount = 0;
-    const now = this.#o.clock.nowMs();
-    for (const sub of this.#subscribers) {
-      for (const id of sub.matched) {
-        const e = this.#entries.get(id);
-        if (e !== undefined) {
-          e.activeCount++;
-          e.lastActiveMs = now;
-        }
-      }
-    }
   }
 
   /** Full state for one subscriber, or undefined while one of its SVIDs is still being minted for the first time. */
@@ -323,7 +427,7 @@ export class SvidCache implements WorkloadIdentitySource {
     const svids: WorkloadX509Svid[] = [];
     const serials: string[] = [];
     const federates = new Set<string>();
-    for (const id of sub.matched) {
+    for (const id of sortedMatches(sub)) {
       const s = this.#svids.get(id);
       if (s === undefined) {
         if ((this.#queued.has(id) || this.#inFlight.has(id)) && !this.#failed.has(id)) return undefined;
@@ -359,16 +463,39 @@ export class SvidCache implements WorkloadIdentitySource {
     for (const sub of [...this.#subscribers]) this.#notify(sub);
   }
 
+  /** Notifies the subscribers of these entries only (a mint, a failure, an expiry concerns no one else). */
+  #notifyEntries(ids: Iterable<string>): void {
+    const subs = new Set<Subscriber>();
+    for (const id of ids) for (const sub of this.#entries.get(id)?.subs ?? []) subs.add(sub);
+    for (const sub of subs) this.#notify(sub);
+  }
+
   // ---- which SVIDs to hold ----
 
-  /** Mints what should be held and drops what should not (see the policy at the top). */
-  #reconcile(): void {
+  /**
+   * Mints what should be held and drops what should not (see the policy at the top). While
+   * every entry fits in maxSize every entry is held, so only `touched` entries (new, changed,
+   * newly matched) need a look; otherwise the whole policy runs.
+   */
+  #reconcile(touched?: ReadonlySet<string>): void {
     if (this.#stopped || !this.#synced) return;
+    if (this.#entries.size <= this.#maxSize) {
+      const wasAllWanted = this.#allWanted;
+      this.#allWanted = true;
+      if (wasAllWanted && touched !== undefined) {
+        for (const id of touched) this.#queueIfMissing(id);
+        return;
+      }
+      for (const id of this.#entries.keys()) this.#queueIfMissing(id);
+      this.#scheduleSweep();
+      return;
+    }
+    this.#allWanted = false;
     const now = this.#o.clock.nowMs();
     const wanted = new Set<string>();
     const rest: string[] = [];
     for (const [id, e] of this.#entries) {
-      if (e.activeCount > 0) wanted.add(id);
+      if (e.subs.size > 0) wanted.add(id);
       else rest.push(id);
     }
     // Idle entries: the most recently used first, then the others in sync order.
@@ -390,22 +517,27 @@ export class SvidCache implements WorkloadIdentitySource {
         this.#dropSvid(id);
       }
     }
-    for (const id of wanted) {
-      const s = this.#svids.get(id);
-      if ((s === undefined || s.mintKey !== this.#entries.get(id)?.mintKey) && !this.#failed.has(id)) this.#queue(id);
-    }
+    for (const id of wanted) this.#queueIfMissing(id);
     this.#scheduleSweep();
+  }
+
+  /** Queues a mint when the entry has no SVID for its current form and its last mint did not fail. */
+  #queueIfMissing(id: string): void {
+    const s = this.#svids.get(id);
+    if ((s === undefined || s.mintKey !== this.#entries.get(id)?.mintKey) && !this.#failed.has(id)) this.#queue(id);
   }
 
   #scheduleSweep(): void {
     if (this.#stopped) return;
+    this.#sweepTimer?.cancel();
+    this.#sweepTimer = undefined;
+    // While every entry fits in maxSize nothing idle is ever dropped: no sweep to plan.
+    if (this.#entries.size <= this.#maxSize) return;
     const now = this.#o.clock.nowMs();
     let next = Infinity;
     for (const e of this.#entries.values()) {
-      if (e.activeCount === 0 && e.lastActiveMs > 0 && this.#svids.has(e.entry.id)) next = Math.min(next, e.lastActiveMs + this.#idleGraceMs);
+      if (e.subs.size === 0 && e.lastActiveMs > 0 && this.#svids.has(e.entry.id)) next = Math.min(next, e.lastActiveMs + this.#idleGraceMs);
     }
-    this.#sweepTimer?.cancel();
-    this.#sweepTimer = undefined;
     if (next === Infinity) return;
     this.#sweepTimer = this.#o.clock.setTimer(() => {
       this.#sweepTimer = undefined;
@@ -469,7 +601,7 @@ export class SvidCache implements WorkloadIdentitySource {
         this.#queued.add(id);
       }
       // Waiting workloads are answered with what there is rather than left hanging.
-      this.#notifyAll();
+      this.#notifyEntries(ids);
       if (failure !== undefined && isAgentRejected(failure)) void this.#o.onRejected?.();
       this.#retryTimer?.cancel();
       this.#retryTimer = this.#o.clock.setTimer(() => {
@@ -511,7 +643,7 @@ export class SvidCache implements WorkloadIdentitySource {
         this.#failed.add(res.entryId);
       }
     }
-    this.#notifyAll();
+    this.#notifyEntries(ids);
     if (this.#queued.size > 0) {
       const pending = [...this.#queued];
       this.#queued.clear();
@@ -550,7 +682,7 @@ export class SvidCache implements WorkloadIdentitySource {
       if (this.#svids.get(id) !== state) return;
       this.#o.logger.warn({ entryId: id, serial: state.serial }, 'X509-SVID expired before a successor arrived');
       this.#dropSvid(id);
-      this.#notifyAll();
+      this.#notifyEntries([id]);
     }, Math.max(0, notAfterMs - nowMs));
     this.#svids.set(id, state);
     this.#o.logger.info({ entryId: id, spiffeId: entry.entry.spiffe_id, serial: state.serial, notAfter: leaf.facts.notAfter.toISOString() }, 'X509-SVID cached');
@@ -560,11 +692,12 @@ export class SvidCache implements WorkloadIdentitySource {
 
   async fetchJwtSvids(selectors: readonly Selector[], audience: readonly string[], spiffeId: string | undefined, signal?: AbortSignal): Promise<IssuedJwtSvid[]> {
     if (!this.#synced) throw new SigilError('ERR_UNAVAILABLE', 'agent has not synced its entries yet', { reason: 'not-synced' });
-    const keys = new Set(selectors.map(selectorKey));
+    const now = this.#o.clock.nowMs();
     const seen = new Set<string>();
     const picked: EntryState[] = [];
-    for (const id of this.#match(keys, this.#o.clock.nowMs())) {
+    for (const id of this.#matchKeys(new Set(selectors.map(selectorKey)))) {
       const e = this.#entries.get(id) as EntryState;
+      if (e.expiresAtMs !== 0 && e.expiresAtMs <= now) continue;
       if (spiffeId !== undefined && e.entry.spiffe_id !== spiffeId) continue;
       if (seen.has(e.entry.spiffe_id)) continue;
       seen.add(e.entry.spiffe_id);
@@ -610,7 +743,7 @@ export class SvidCache implements WorkloadIdentitySource {
     // Only the trust domains this caller's entries federate with: a workload that does not
     // federate with a domain must not accept that domain's tokens (as SPIRE's agent does).
     const federates = new Set<string>();
-    for (const id of this.#match(new Set(selectors.map(selectorKey)), this.#o.clock.nowMs())) {
+    for (const id of this.#matchKeys(new Set(selectors.map(selectorKey)))) {
       for (const td of this.#entries.get(id)?.entry.federates_with ?? []) federates.add(TrustDomain.parse(td).idString);
     }
     const foreign = [...federates].flatMap((td) => {

@@ -126,3 +126,45 @@ test.serial('an entry that reaches its expiresAt stops being served at once, on 
   t.deepEqual(jwt, [], 'no JWT-SVID for an expired entry');
   t.true(a.lines.some((l) => l.includes('registration entries expired')));
 });
+
+test.serial('matching through the selector index: all of an entry’s selectors are needed, selector changes move an entry between workloads, deletes reach only its workloads', async (t) => {
+  const server = await startTestServer();
+  t.teardown(() => server.destroy());
+  const a = await startTestAgent(t, server);
+  const cache = a.agent.cache;
+  const sel = (s: string): ReturnType<typeof parseSelector> => parseSelector(s);
+  const last = (u: WorkloadUpdate[]): string[] => (u.at(-1)?.svids ?? []).map((s) => s.spiffeId);
+  const both = await server.createEntry({ spiffeId: 'spiffe://example.org/w/both', parentId: a.agentId, selectors: ['unix:uid:1001', 'unix:gid:2001'] });
+  await server.createEntry({ spiffeId: 'spiffe://example.org/w/uid', parentId: a.agentId, selectors: ['unix:uid:1001'] });
+  await eventually(() => (cache.stats().svids === 2 ? true : undefined), 5000, 'two SVIDs');
+
+  const onlyUid: WorkloadUpdate[] = [];
+  const uidAndGid: WorkloadUpdate[] = [];
+  const other: WorkloadUpdate[] = [];
+  t.teardown(cache.subscribe([sel('unix:uid:1001'), sel('unix:gid:9')], (u) => onlyUid.push(u)));
+  t.teardown(cache.subscribe([sel('unix:uid:1001'), sel('unix:gid:2001'), sel('unix:user:x')], (u) => uidAndGid.push(u)));
+  t.teardown(cache.subscribe([sel('unix:uid:1002')], (u) => other.push(u)));
+  await eventually(() => (onlyUid.length > 0 && uidAndGid.length > 0 && other.length > 0 ? true : undefined), 5000, 'first pushes');
+  t.deepEqual(last(onlyUid), ['spiffe://example.org/w/uid']);
+  t.deepEqual(last(uidAndGid).sort(), ['spiffe://example.org/w/both', 'spiffe://example.org/w/uid']);
+  t.deepEqual(last(other), []);
+
+  // The entry's selectors change: it leaves the second workload and reaches the third.
+  const otherBefore = other.length;
+  const r = await server.admin.call<{ results: { status: { code: number } }[] }>('Entries', 'BatchUpdateEntry', {
+    entries: [{ id: both, spiffe_id: 'spiffe://example.org/w/both', parent_id: a.agentId, selectors: [{ type: 'unix', value: 'uid:1002' }] }],
+  });
+  t.is(r.results[0]?.status.code, 0);
+  await eventually(() => (last(other).includes('spiffe://example.org/w/both') ? true : undefined), 5000, 'moved to the third workload');
+  await eventually(() => (last(uidAndGid).length === 1 ? true : undefined), 5000, 'gone from the second');
+  t.deepEqual(last(uidAndGid), ['spiffe://example.org/w/uid']);
+  t.true(other.length > otherBefore);
+
+  // A delete reaches the workloads that had the entry; the first one's state is unchanged and not pushed again.
+  const firstPushes = onlyUid.length;
+  await server.admin.call('Entries', 'BatchDeleteEntry', { ids: [both] });
+  await eventually(() => (last(other).length === 0 ? true : undefined), 5000, 'deleted from the third');
+  t.is(onlyUid.length, firstPushes);
+  t.deepEqual(last(uidAndGid), ['spiffe://example.org/w/uid']);
+  t.deepEqual(await cache.fetchJwtSvids([sel('unix:uid:1002')], ['aud'], undefined), []);
+});
