@@ -129,6 +129,12 @@ export interface Datastore {
   /** Deletes and returns the entry; ERR_NOT_FOUND when absent. */
   deleteEntry(id: string): Promise<RegistrationEntry>;
   listEntries(filter?: EntryFilter, page?: PageRequest): Promise<Page<RegistrationEntry>>;
+  /**
+   * Every entry whose parent is one of `parentIds` (duplicates ignored), unpaged and in no set
+   * order, read in one transaction through the parent index: the cost follows the parents
+   * and their children, not the size of the table (an agent's authorised set, level by level).
+   */
+  listEntriesByParentIds(parentIds: readonly string[]): Promise<RegistrationEntry[]>;
   countEntries(filter?: EntryFilter): Promise<number>;
   /** Events with eventId > afterEventId, oldest first, at most `limit`. */
   listEntryEvents(afterEventId: number, limit?: number): Promise<EntryEvent[]>;

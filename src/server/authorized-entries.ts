@@ -20,8 +20,8 @@ export function serverSpiffeId(trustDomain: TrustDomain): SpiffeId {
 }
 
 const PAGE = 1000;
-/** Parent IDs per query, so one IN (...) list stays small. */
-const PARENTS_PER_QUERY = 200;
+/** Parent IDs per listEntriesByParentIds call. */
+const PARENTS_PER_CALL = 5000;
 /** Longest parent chain followed when authorising one entry (cycles and absurd depths end here). */
 const MAX_CHAIN_STEPS = 256;
 
@@ -56,10 +56,16 @@ export interface AuthorizedSet {
   readonly aliases: Map<string, RegistrationEntry>;
 }
 
-/** Every entry parented to one of `parentIds`, in chunks that keep each IN (...) list small. */
+/**
+ * Every entry parented to one of `parentIds`. One datastore call per slice, each a probe of
+ * the parent index per parent, so a level of the walk costs its parents and children only.
+ */
 export async function listChildren(ds: Datastore, parentIds: readonly string[]): Promise<RegistrationEntry[]> {
   const out: RegistrationEntry[] = [];
-  for (let i = 0; i < parentIds.length; i += PARENTS_PER_QUERY) out.push(...(await listAllEntries(ds, { parentIds: parentIds.slice(i, i + PARENTS_PER_QUERY) })));
+  // sliced so a level of 100k parents does not hold the datastore in one transaction throughout
+  for (let i = 0; i < parentIds.length; i += PARENTS_PER_CALL) {
+    for (const e of await ds.listEntriesByParentIds(parentIds.slice(i, i + PARENTS_PER_CALL))) out.push(e);
+  }
   return out;
 }
 

@@ -327,6 +327,32 @@ export function datastoreConformance(name: string, open: (options: ConformanceOp
     await rejects(t, ds.countEntries({ parentIds: [1 as unknown as string] }), 'ERR_INVALID_ARGUMENT', 'invalid-filter');
   });
 
+  it('listEntriesByParentIds returns every child of the given parents, whole, across statement chunks', async (t, ds) => {
+    const other = `${TD}/spire/agent/join_token/other`;
+    const e1 = await ds.createEntry(newEntry({ sel: ['unix:uid:1'], hint: 'h1', federatesWith: ['spiffe://a.org'], dnsNames: ['a.example.org'] }));
+    const e2 = await ds.createEntry(newEntry({ sel: ['unix:uid:2'], parentId: other }));
+    const e3 = await ds.createEntry(newEntry({ sel: ['unix:uid:3'], spiffeId: `${TD}/db`, parentId: `${TD}/workload` }));
+    const sorted = (es: readonly RegistrationEntry[]): RegistrationEntry[] => [...es].sort((x, y) => (x.id < y.id ? -1 : 1));
+    const cases: [string, string[], RegistrationEntry[]][] = [
+      ['one parent', [AGENT], [e1]],
+      ['several, one unknown', [AGENT, `${TD}/workload`, `${TD}/nobody`], [e1, e3]],
+      ['repeats count once', [other, other, AGENT], [e1, e2]],
+      ['none', [], []],
+      ['unknown only', [`${TD}/nobody`], []],
+    ];
+    for (const [label, parents, expected] of cases) t.deepEqual(sorted(await ds.listEntriesByParentIds(parents)), sorted(expected), label);
+    // more parents than one statement binds, each with one child, plus a parent with many
+    const many = Array.from({ length: 2100 }, (_, i) => `${TD}/agent/${i}`);
+    const made = await ds.createEntries([
+      ...many.map((p, i) => newEntry({ sel: [`unix:uid:${i}`], parentId: p })),
+      ...Array.from({ length: 50 }, (_, i) => newEntry({ sel: [`unix:gid:${i}`], parentId: many[2099] })),
+    ]);
+    const got = await ds.listEntriesByParentIds([...many, AGENT]);
+    t.deepEqual(ids(sorted(got)), ids(sorted([...made, e1])));
+    await rejects(t, ds.listEntriesByParentIds([1 as unknown as string]), 'ERR_INVALID_ARGUMENT', 'invalid-filter');
+    await rejects(t, ds.listEntriesByParentIds('x' as unknown as string[]), 'ERR_INVALID_ARGUMENT', 'invalid-filter');
+  });
+
   it('selector filters match exact, subset, superset and any', async (t, ds) => {
     const a = await ds.createEntry(newEntry({ sel: ['unix:uid:1'] }));
     const ab = await ds.createEntry(newEntry({ sel: ['unix:uid:1', 'unix:gid:2'] }));

@@ -54,6 +54,8 @@ export interface SqlDatastoreOptions {
 /** Default and maximum number of events one listEntryEvents call returns. */
 const DEFAULT_EVENT_LIMIT = 1000;
 const MAX_EVENT_LIMIT = 10_000;
+/** Parent IDs bound in one statement of listEntriesByParentIds (keeps each list parameter small). */
+const PARENTS_PER_STATEMENT = 1000;
 
 interface NodeRow {
   spiffe_id: string;
@@ -487,6 +489,24 @@ export class SqlDatastore implements Datastore {
       const items = rows.map(decodeEntry);
       const last = items[items.length - 1];
       return { items, nextPageToken: more && last !== undefined ? encodePageToken(last.id) : '' };
+    });
+  }
+
+  async listEntriesByParentIds(parentIds: readonly string[]): Promise<RegistrationEntry[]> {
+    if (!Array.isArray(parentIds) || parentIds.some((p) => typeof p !== 'string')) throw invalidFilter('parent ids must be a list of strings');
+    const parents = [...new Set(parentIds)];
+    if (parents.length === 0) return [];
+    const d = this.#driver.dialect;
+    // The list drives the join (CROSS JOIN pins it as SQLite's outer loop), so each parent is
+    // one probe of the (parent_id, id) index. Paging by id instead made SQLite walk the whole
+    // table once per statement, quadratic over an agent's descendants.
+    const sql = `SELECT ${ENTRY_COLUMNS} FROM (${d.textListSubquery}) p CROSS JOIN registered_entries e WHERE e.parent_id = p.value`;
+    return this.#tx('read', async (tx) => {
+      const out: RegistrationEntry[] = [];
+      for (let i = 0; i < parents.length; i += PARENTS_PER_STATEMENT) {
+        for (const row of await tx.rows(sql, [d.textListParam(parents.slice(i, i + PARENTS_PER_STATEMENT))])) out.push(decodeEntry(row));
+      }
+      return out;
     });
   }
 
