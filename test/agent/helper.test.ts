@@ -65,7 +65,7 @@ withNginx('helper + nginx: a rotation reaches a new handshake without restarting
   const server = await startTestServer();
   t.teardown(() => server.destroy());
   const a = await startTestAgent(t, server);
-  await server.createEntry({ spiffeId: 'spiffe://example.org/web/nginx', parentId: a.agentId, selectors: ['unix:uid:0'], x509SvidTtlSeconds: 4, dnsNames: ['localhost'] });
+  await server.createEntry({ spiffeId: 'spiffe://example.org/web/nginx', parentId: a.agentId, selectors: ['unix:uid:0'], x509SvidTtlSeconds: 10, dnsNames: ['localhost'] });
   await server.createEntry({ spiffeId: 'spiffe://example.org/db-client', parentId: a.agentId, selectors: ['unix:uid:0', 'unix:gid:0'] });
 
   const dir = mkdtempSync(join(tmpdir(), 'sigil-helper-'));
@@ -110,7 +110,7 @@ withNginx('helper + nginx: a rotation reaches a new handshake without restarting
     if (onDisk === first) return undefined;
     const seen = await handshakeSerial(port, certDir).catch(() => undefined);
     return seen !== undefined && seen !== first ? seen : undefined;
-  }, 15_000, 'a rotated certificate in a new handshake');
+  }, 45_000, 'a rotated certificate in a new handshake');
   t.not(rotated, first);
   t.is(readFileSync(join(dir, 'nginx.pid'), 'utf8').trim(), masterPid, 'nginx was reloaded, not restarted');
   t.is(nginx.child.exitCode, null);
