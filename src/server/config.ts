@@ -46,7 +46,16 @@ export const serverConfigSchema = z.strictObject({
   logLevel: z.enum(LOG_LEVELS).default('info'),
   agentApi: z.strictObject({ address: hostPort.default('0.0.0.0:8081') }).default({ address: '0.0.0.0:8081' }),
   adminApi: z.strictObject({ socketPath: z.string().min(1).optional() }).default({}),
-  datastore: z.strictObject({ sqlitePath: z.string().min(1).optional() }).default({}),
+  datastore: z
+    .strictObject({
+      type: z.enum(['sqlite', 'postgres']).default('sqlite'),
+      sqlitePath: z.string().min(1).optional(),
+      connectionString: z.string().min(1).optional(),
+      passwordFile: z.string().min(1).optional(),
+      schema: z.string().min(1).optional(),
+      maxConnections: z.number().int().min(2).max(200).optional(),
+    })
+    .default({ type: 'sqlite' }),
   keyManager: z
     .strictObject({
       type: z.enum(['disk', 'memory']).default('disk'),
@@ -89,7 +98,18 @@ export interface ServerConfig {
   readonly logLevel: (typeof LOG_LEVELS)[number];
   readonly agentApi: { readonly host: string; readonly port: number };
   readonly adminApi: { readonly socketPath: string };
-  readonly datastore: { readonly sqlitePath: string };
+  readonly datastore: {
+    readonly type: 'sqlite' | 'postgres';
+    /** The SQLite file (used when `type` is sqlite). */
+    readonly sqlitePath: string;
+    /** Present when `type` is postgres; the password, if any, only ever comes from `passwordFile`. */
+    readonly postgres?: {
+      readonly connectionString: string;
+      readonly passwordFile?: string;
+      readonly schema?: string;
+      readonly maxConnections?: number;
+    };
+  };
   readonly keyManager: { readonly type: 'disk' | 'memory'; readonly kekFile?: string; readonly dir: string };
   readonly ca: {
     readonly keyType: (typeof KEY_TYPES)[number];
@@ -177,6 +197,16 @@ export function resolveServerConfig(raw: unknown, flags: ServerFlags = {}, baseD
   if (c.keyManager.type === 'disk' && c.keyManager.kekFile === undefined) {
     problems.push('keyManager.kekFile: required when keyManager.type is disk');
   }
+  if (c.datastore.type === 'postgres' && c.datastore.connectionString === undefined) {
+    problems.push('datastore.connectionString: required when datastore.type is postgres');
+  }
+  if (c.datastore.type === 'sqlite') {
+    for (const key of ['connectionString', 'passwordFile', 'schema', 'maxConnections'] as const) {
+      if (c.datastore[key] !== undefined) problems.push(`datastore.${key}: only used when datastore.type is postgres`);
+    }
+  } else if (c.datastore.sqlitePath !== undefined) {
+    problems.push('datastore.sqlitePath: only used when datastore.type is sqlite');
+  }
   if (problems.length > 0) throw configError(problems);
 
   const config: ServerConfig = {
@@ -185,7 +215,20 @@ export function resolveServerConfig(raw: unknown, flags: ServerFlags = {}, baseD
     logLevel: c.logLevel,
     agentApi: splitHostPort(c.agentApi.address),
     adminApi: { socketPath: abs(c.adminApi.socketPath ?? join(dataDir, 'admin.sock')) },
-    datastore: { sqlitePath: abs(c.datastore.sqlitePath ?? join(dataDir, 'datastore.sqlite3')) },
+    datastore: {
+      type: c.datastore.type,
+      sqlitePath: abs(c.datastore.sqlitePath ?? join(dataDir, 'datastore.sqlite3')),
+      ...(c.datastore.type === 'postgres'
+        ? {
+            postgres: {
+              connectionString: c.datastore.connectionString as string,
+              ...(c.datastore.passwordFile === undefined ? {} : { passwordFile: abs(c.datastore.passwordFile) }),
+              ...(c.datastore.schema === undefined ? {} : { schema: c.datastore.schema }),
+              ...(c.datastore.maxConnections === undefined ? {} : { maxConnections: c.datastore.maxConnections }),
+            },
+          }
+        : {}),
+    },
     keyManager: {
       type: c.keyManager.type,
       ...(c.keyManager.kekFile === undefined ? {} : { kekFile: abs(c.keyManager.kekFile) }),

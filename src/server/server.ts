@@ -14,6 +14,7 @@ import { createLogger, type Logger } from '../common/logger.js';
 import { pemBlocks } from '../common/x509.js';
 import type { Datastore } from '../datastore/datastore.js';
 import { openSqliteDatastore } from '../datastore/sqlite/sqlite-datastore.js';
+import { openPostgresDatastore } from '../datastore/postgres/postgres-datastore.js';
 import { serviceDefinition } from '../grpc/proto.js';
 import type { KeyManager } from '../plugin/key-manager.js';
 import type { NodeAttestorServer } from '../plugin/node-attestor.js';
@@ -162,7 +163,11 @@ export async function startServer(config: ServerConfig, options: StartServerOpti
     const audit = new AuditLog(options.auditSink ?? (config.auditLog.path === '-' ? stdoutAuditSink() : fileAuditSink(config.auditLog.path)), clock);
     cleanups.push(() => audit.close());
 
-    const ds = await openSqliteDatastore({ path: config.datastore.sqlitePath, clock, logger });
+    const pg = config.datastore.postgres;
+    const ds =
+      config.datastore.type === 'postgres' && pg !== undefined
+        ? await openPostgresDatastore({ ...pg, clock, logger })
+        : await openSqliteDatastore({ path: config.datastore.sqlitePath, clock, logger });
     cleanups.push(() => ds.close());
 
     let keyManager = options.keyManager;
