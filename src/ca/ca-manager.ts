@@ -30,8 +30,10 @@ import {
   type X509AuthorityRecord,
 } from './ca-journal.js';
 import { verifyCsr } from './csr.js';
+import { inMemoryPrivateKey } from './key-manager/key-gen.js';
 import { LeafTemplate, checkDnsName, randomSerial, serialHex } from './leaf-template.js';
 import { encodeName } from './name.js';
+import { SigningPool } from './signing-pool.js';
 import { spkiOf, subjectKeyIdentifier } from './spki.js';
 import type { UpstreamAuthority } from './upstream-authority.js';
 
@@ -71,6 +73,11 @@ export interface CaManagerOptions {
   upstream?: UpstreamAuthority;
   /** Subject of Sigil's CA certificates; C=US, O=Sigil by default. */
   subject?: { country?: string; organization?: string; commonName?: string };
+  /**
+   * Worker threads that verify CSRs and sign leaves for signX509SvidFromCsr; 0 (the default)
+   * signs on the calling thread. Keys a key manager holds outside this process always do.
+   */
+  signingThreads?: number;
 }
 
 /** A signed X.509-SVID. */
@@ -125,6 +132,8 @@ interface X509Slot {
   chainTail: Buffer[];
   anchors: Buffer[];
   pending?: PendingBound | undefined;
+  /** The key's reference in the signing pool; null when it cannot go there; unset until first use. */
+  poolRef?: number | null;
 }
 
 interface JwtSlot {
@@ -201,6 +210,7 @@ export class CaManager extends EventEmitter {
   #saves: Promise<unknown> = Promise.resolve();
   #timer: TimerHandle | undefined;
   #started = false;
+  readonly #pool: SigningPool | undefined;
 
   private constructor(o: CaManagerOptions) {
     super();
@@ -222,6 +232,8 @@ export class CaManager extends EventEmitter {
     this.#upstream = o.upstream;
     this.#upstreamFp = o.upstream === undefined ? null : createHash('sha256').update(o.upstream.certChain[0] as Buffer).digest('hex');
     this.#subject = { country: o.subject?.country ?? 'US', organization: o.subject?.organization ?? 'Sigil', commonName: o.subject?.commonName };
+    const threads = o.signingThreads ?? 0;
+    this.#pool = threads === 0 ? undefined : new SigningPool(threads);
   }
 
   /** Loads the journal (or mints the first CA and JWT key), then makes sure an active authority of each kind exists. */
@@ -244,6 +256,17 @@ export class CaManager extends EventEmitter {
     this.#started = false;
     this.#timer?.cancel();
     this.#timer = undefined;
+  }
+
+  /** Stops the timer and the signing threads; later signing happens on the calling thread. */
+  async close(): Promise<void> {
+    this.stop();
+    await this.#pool?.close();
+  }
+
+  /** Number of signing threads (0: signing happens on the calling thread). */
+  get signingThreads(): number {
+    return this.#pool === undefined || this.#pool.closed ? 0 : this.#pool.size;
   }
 
   /** Runs the lifecycle now: prunes, prepares and activates whatever is due. Idempotent. */
@@ -271,6 +294,11 @@ export class CaManager extends EventEmitter {
   signX509SvidFromCsr(req: { csr: Uint8Array; spiffeId: SpiffeId; ttlMs?: number; dnsNames?: string[] }): Promise<IssuedX509Svid> {
     try {
       this.#checkLeafRequest(req.spiffeId, req.dnsNames);
+      const slot = this.#activeX509;
+      const pool = this.#pool;
+      if (pool !== undefined && !pool.closed && slot !== undefined && this.#poolRef(pool, slot) !== null) {
+        return this.#issueInPool(pool, req.csr, req.spiffeId, req.dnsNames ?? [], req.ttlMs);
+      }
       const { spki, publicKey } = verifyCsr(req.csr);
       const { rsa } = checkSvidPublicKey(publicKey);
       return this.#issue(spki, rsa, req.spiffeId, req.dnsNames ?? [], req.ttlMs);
@@ -334,7 +362,8 @@ export class CaManager extends EventEmitter {
     return requested;
   }
 
-  async #issue(spki: Buffer, rsa: boolean, spiffeId: SpiffeId, dnsNames: readonly string[], ttlMs: number | undefined): Promise<IssuedX509Svid> {
+  /** The active CA able to sign now and the validity of a leaf it signs now; ERR_UNAVAILABLE when there is none. */
+  #leafValidity(ttlMs: number | undefined): { slot: X509Slot & { key: ManagedKey }; notBefore: number; notAfter: number } {
     const ttl = this.#ttl(ttlMs, this.#x509SvidTtl);
     const slot = this.#activeX509;
     const now = this.#clock.nowMs();
@@ -345,6 +374,32 @@ export class CaManager extends EventEmitter {
     const notAfter = Math.min(floorSec(now + ttl), slot.rec.notAfter);
     if (notAfter <= now) throw new SigilError('ERR_UNAVAILABLE', 'X.509 CA is about to expire', { reason: 'no-active-authority' });
     const notBefore = Math.max(floorSec(now - NOT_BEFORE_CUSHION_MS), slot.rec.notBefore);
+    return { slot: slot as X509Slot & { key: ManagedKey }, notBefore, notAfter };
+  }
+
+  /** The slot's key in the pool, registered at first use; null for a key the pool cannot hold (not in this process). */
+  #poolRef(pool: SigningPool, slot: X509Slot): number | null {
+    if (slot.poolRef !== undefined) return slot.poolRef;
+    const privateKey = slot.key === undefined ? undefined : inMemoryPrivateKey(slot.key);
+    if (slot.key === undefined || privateKey === undefined) return null; // not memoised: a missing key is refused by #leafValidity
+    const { issuerName, authorityKeyId, scheme } = slot.template.options;
+    slot.poolRef = pool.register({ keyId: slot.key.id, privateKey, issuerName, authorityKeyId, scheme });
+    return slot.poolRef;
+  }
+
+  /** As signX509SvidFromCsr + #issue, with the CSR check and the signature on a pool thread. */
+  async #issueInPool(pool: SigningPool, csr: Uint8Array, spiffeId: SpiffeId, dnsNames: readonly string[], ttlMs: number | undefined): Promise<IssuedX509Svid> {
+    const { slot, notBefore, notAfter } = this.#leafValidity(ttlMs);
+    const ref = this.#poolRef(pool, slot);
+    if (ref === null) throw new SigilError('ERR_INTERNAL', 'X.509 CA key is not usable by the signing threads', { reason: 'signing-key-unavailable' });
+    if (notAfter > slot.rec.signedUntil) await this.#raiseSignedUntil(slot, notAfter);
+    const serial = randomSerial();
+    const leaf = await pool.sign({ keyRef: ref, csr, serial, notBeforeMs: notBefore, notAfterMs: notAfter, spiffeId: spiffeId.toString(), dnsNames });
+    return { chain: slot.chainTail.length === 0 ? [leaf] : [leaf, ...slot.chainTail], serial: serialHex(serial), notAfter: new Date(notAfter), spiffeId };
+  }
+
+  async #issue(spki: Buffer, rsa: boolean, spiffeId: SpiffeId, dnsNames: readonly string[], ttlMs: number | undefined): Promise<IssuedX509Svid> {
+    const { slot, notBefore, notAfter } = this.#leafValidity(ttlMs);
     if (notAfter > slot.rec.signedUntil) await this.#raiseSignedUntil(slot, notAfter);
     const serial = randomSerial();
     const tbs = slot.template.tbs({
@@ -694,6 +749,7 @@ export class CaManager extends EventEmitter {
   async #remove(kind: AuthorityKind, slot: X509Slot | JwtSlot, why: string): Promise<void> {
     if (kind === 'x509') this.#x509 = this.#x509.filter((s) => s !== slot);
     else this.#jwt = this.#jwt.filter((s) => s !== slot);
+    if ('template' in slot && typeof slot.poolRef === 'number') this.#pool?.forget(slot.poolRef);
     this.#afterChange();
     // Journal first: a crash after it leaves an orphan key (collected at start), never a journal entry without its key.
     await this.#save();

@@ -99,6 +99,8 @@ export function serialHex(serial: Uint8Array): string {
 
 /** Builds X.509-SVID leaves for one CA. */
 export class LeafTemplate {
+  /** What the template was built from (handed to signing threads to build the same leaves). */
+  readonly options: LeafTemplateOptions;
   readonly #scheme: SignatureScheme;
   readonly #sigAlgAndIssuer: Buffer;
   readonly #fixedExtsEc: Buffer;
@@ -107,6 +109,7 @@ export class LeafTemplate {
   readonly #plainSubject: Buffer;
 
   constructor(options: LeafTemplateOptions) {
+    this.options = options;
     this.#scheme = options.scheme;
     this.#sigAlgAndIssuer = Buffer.concat([options.scheme.algorithmId, options.issuerName]);
     this.#fixedExtsEc = Buffer.concat([KU_EC, EKU, BC_LEAF]);

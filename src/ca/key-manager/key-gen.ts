@@ -54,6 +54,18 @@ export function keyMatchesType(key: KeyObject, type: KeyType): boolean {
   }
 }
 
+/** Private keys behind the ManagedKeys made here, for Sigil's own signing threads only. */
+const privateKeys = new WeakMap<ManagedKey, KeyObject>();
+
+/**
+ * The private KeyObject behind a ManagedKey made by inMemoryManagedKey (memory and disk key
+ * managers), so the CA can clone it to its signing threads; undefined for keys held
+ * elsewhere (an HSM), which are then used through `sign` on the main thread.
+ */
+export function inMemoryPrivateKey(key: ManagedKey): KeyObject | undefined {
+  return privateKeys.get(key);
+}
+
 /**
  * A ManagedKey over an in-memory private KeyObject. Signing is synchronous inside (the
  * one-shot crypto.sign is the fastest path in Node; the threadpool variant costs more
@@ -64,7 +76,7 @@ export function inMemoryManagedKey(id: string, type: KeyType, privateKey: KeyObj
   const ec = type === 'ec-p256' || type === 'ec-p384';
   const der = { key: privateKey, dsaEncoding: 'der' as const };
   const p1363 = { key: privateKey, dsaEncoding: 'ieee-p1363' as const };
-  return {
+  const managed: ManagedKey = {
     id,
     type,
     publicKey,
@@ -77,4 +89,6 @@ export function inMemoryManagedKey(id: string, type: KeyType, privateKey: KeyObj
       }
     },
   };
+  privateKeys.set(managed, privateKey);
+  return managed;
 }
