@@ -72,6 +72,8 @@ interface EntryState {
   readonly keys: readonly string[];
   /** What the SVID depends on: a change means minting again. */
   readonly mintKey: string;
+  /** `entry.federates_with` as trust domain IDs. */
+  readonly federates: readonly string[];
   readonly expiresAtMs: number;
   /** The subscribers whose selectors satisfy this entry (its "active count" is the size). */
   readonly subs: Set<Subscriber>;
@@ -95,12 +97,47 @@ interface Subscriber {
   readonly matched: Set<string>;
   /** `matched` sorted (svids[0], the default identity, must not flip between pushes); rebuilt when it changes. */
   sorted: string[] | undefined;
+  /** `sorted` joined: subscribers with the same one share one state per notification pass. */
+  group: string | undefined;
   lastSignature: string | undefined;
 }
+
+/** A subscriber's full state and the signature that tells whether it changed. */
+interface SubscriberState {
+  readonly update: WorkloadUpdate;
+  readonly signature: string;
+}
+
+/**
+ * States computed during one notification pass, by subscriber group: every subscriber of a
+ * group gets the same WorkloadUpdate object, so the Workload API renders and encodes it once.
+ */
+type StateMemo = Map<string, SubscriberState | undefined>;
 
 function sortedMatches(sub: Subscriber): string[] {
   sub.sorted ??= [...sub.matched].sort();
   return sub.sorted;
+}
+
+function groupOf(sub: Subscriber): string {
+  sub.group ??= sortedMatches(sub).join(' ');
+  return sub.group;
+}
+
+const NO_FEDERATION: readonly string[] = Object.freeze([]);
+
+/** Trust domain IDs of an entry's federates_with, parsed once per entry form (the server checked them; one it did not is skipped). */
+function federatesOf(e: WireEntry): readonly string[] {
+  if (e.federates_with.length === 0) return NO_FEDERATION;
+  const out: string[] = [];
+  for (const td of e.federates_with) {
+    try {
+      out.push(TrustDomain.parse(td).idString);
+    } catch {
+      // Matches nothing in #federated either way.
+    }
+  }
+  return out;
 }
 
 function mintKeyOf(e: WireEntry): string {
@@ -215,7 +252,10 @@ export class SvidCache implements WorkloadIdentitySource {
     if (!wasSynced) for (const sub of this.#subscribers) this.#matchSubscriber(sub, now);
     this.#reconcile(touched);
     if (!wasSynced || bundlesChanged) this.#notifyAll();
-    else for (const sub of affected) this.#notify(sub);
+    else {
+      const memo: StateMemo = new Map();
+      for (const sub of affected) this.#notify(sub, memo);
+    }
     this.#scheduleExpiry();
   }
 
@@ -230,6 +270,7 @@ export class SvidCache implements WorkloadIdentitySource {
       entry: e,
       keys,
       mintKey: mintKeyOf(e),
+      federates: federatesOf(e),
       expiresAtMs,
       subs: sameKeys ? old.subs : new Set<Subscriber>(),
       lastActiveMs: old?.lastActiveMs ?? 0,
@@ -289,6 +330,7 @@ export class SvidCache implements WorkloadIdentitySource {
     for (const sub of state.subs) {
       sub.matched.delete(id);
       sub.sorted = undefined;
+      sub.group = undefined;
       affected.add(sub);
     }
     if (state.subs.size > 0) state.lastActiveMs = now;
@@ -299,6 +341,7 @@ export class SvidCache implements WorkloadIdentitySource {
     state.subs.add(sub);
     sub.matched.add(state.entry.id);
     sub.sorted = undefined;
+    sub.group = undefined;
   }
 
   /** The IDs of the entries whose selectors are all among `keys`: counted through the index, sorted. */
@@ -387,7 +430,7 @@ export class SvidCache implements WorkloadIdentitySource {
 
   subscribe(selectors: readonly Selector[], onUpdate: (update: WorkloadUpdate) => void): Unsubscribe {
     const keys = new Set(selectors.map(selectorKey));
-    const sub: Subscriber = { keys, onUpdate, matched: new Set(), sorted: undefined, lastSignature: undefined };
+    const sub: Subscriber = { keys, onUpdate, matched: new Set(), sorted: undefined, group: undefined, lastSignature: undefined };
     this.#subscribers.add(sub);
     for (const k of keys) {
       let subs = this.#subsByKey.get(k);
@@ -422,7 +465,7 @@ export class SvidCache implements WorkloadIdentitySource {
   }
 
   /** Full state for one subscriber, or undefined while one of its SVIDs is still being minted for the first time. */
-  #stateFor(sub: Subscriber): { update: WorkloadUpdate; signature: string } | undefined {
+  #stateFor(sub: Subscriber): SubscriberState | undefined {
     if (!this.#synced || this.#ownWire === undefined) return undefined;
     const svids: WorkloadX509Svid[] = [];
     const serials: string[] = [];
@@ -435,7 +478,7 @@ export class SvidCache implements WorkloadIdentitySource {
       }
       svids.push(s.svid);
       serials.push(s.serial);
-      for (const td of this.#entries.get(id)?.entry.federates_with ?? []) federates.add(TrustDomain.parse(td).idString);
+      for (const td of this.#entries.get(id)?.federates ?? NO_FEDERATION) federates.add(td);
     }
     const federatedBundles: TrustDomainBundle[] = [];
     for (const td of [...federates].sort()) {
@@ -448,8 +491,15 @@ export class SvidCache implements WorkloadIdentitySource {
     };
   }
 
-  #notify(sub: Subscriber): void {
-    const state = this.#stateFor(sub);
+  /** Pushes a subscriber its state when it changed; `memo` shares states within one pass. */
+  #notify(sub: Subscriber, memo?: StateMemo): void {
+    let state: SubscriberState | undefined;
+    if (memo === undefined) state = this.#stateFor(sub);
+    else {
+      const group = groupOf(sub);
+      if (memo.has(group)) state = memo.get(group);
+      else memo.set(group, (state = this.#stateFor(sub)));
+    }
     if (state === undefined || state.signature === sub.lastSignature) return;
     sub.lastSignature = state.signature;
     try {
@@ -460,14 +510,16 @@ export class SvidCache implements WorkloadIdentitySource {
   }
 
   #notifyAll(): void {
-    for (const sub of [...this.#subscribers]) this.#notify(sub);
+    const memo: StateMemo = new Map();
+    for (const sub of [...this.#subscribers]) this.#notify(sub, memo);
   }
 
   /** Notifies the subscribers of these entries only (a mint, a failure, an expiry concerns no one else). */
   #notifyEntries(ids: Iterable<string>): void {
     const subs = new Set<Subscriber>();
     for (const id of ids) for (const sub of this.#entries.get(id)?.subs ?? []) subs.add(sub);
-    for (const sub of subs) this.#notify(sub);
+    const memo: StateMemo = new Map();
+    for (const sub of subs) this.#notify(sub, memo);
   }
 
   // ---- which SVIDs to hold ----
@@ -744,7 +796,7 @@ export class SvidCache implements WorkloadIdentitySource {
     // federate with a domain must not accept that domain's tokens (as SPIRE's agent does).
     const federates = new Set<string>();
     for (const id of this.#matchKeys(new Set(selectors.map(selectorKey)))) {
-      for (const td of this.#entries.get(id)?.entry.federates_with ?? []) federates.add(TrustDomain.parse(td).idString);
+      for (const td of this.#entries.get(id)?.federates ?? NO_FEDERATION) federates.add(td);
     }
     const foreign = [...federates].flatMap((td) => {
       const f = this.#federated.get(td);

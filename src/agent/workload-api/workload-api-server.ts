@@ -7,7 +7,7 @@
 import { lstatSync, mkdirSync, chmodSync, unlinkSync } from 'node:fs';
 import { connect, createServer, type Server as NetServer, type Socket } from 'node:net';
 import { dirname, isAbsolute } from 'node:path';
-import { Server as GrpcServer, ServerCredentials, type ConnectionInjector } from '@grpc/grpc-js';
+import { Server as GrpcServer, ServerCredentials, type ConnectionInjector, type ServiceDefinition } from '@grpc/grpc-js';
 import { SigilError } from '../../common/errors.js';
 import { systemClock, type Clock } from '../../common/clock.js';
 import type { Logger } from '../../common/logger.js';
@@ -15,6 +15,7 @@ import { serviceDefinition, WORKLOAD_PROTO, WORKLOAD_SERVICE } from '../../grpc/
 import type { WorkloadAttestor } from '../../plugin/workload-attestor.js';
 import { getPeerCredentials, requirePeerCredentials } from '../peer/peer-credentials.js';
 import { ProcfsProcessInfo, type ProcessInfo } from '../peer/process-info.js';
+import { ProcessReadings } from '../peer/process-readings.js';
 import type { WorkloadIdentitySource } from './identity-source.js';
 import { createWorkloadApiService } from './workload-api-service.js';
 import type { ConnectionFacts } from './workload-caller.js';
@@ -53,6 +54,30 @@ const PEER_TOKEN_PREFIX = 'sigil-workload-connection-';
 
 function socketError(reason: string, message: string, cause?: unknown): SigilError {
   return new SigilError('ERR_FAILED_PRECONDITION', message, { reason, cause });
+}
+
+/**
+ * The Workload API service with response encoders that remember their last outputs: a push
+ * writes one message object to every stream of the same state, and encoding it once instead
+ * of once per stream is most of a fan-out's cost. Keyed weakly by the message object, which
+ * is never changed after it is written.
+ */
+function withSharedEncoding(definition: ServiceDefinition): ServiceDefinition {
+  const out: Record<string, ServiceDefinition[string]> = {};
+  for (const [name, method] of Object.entries(definition)) {
+    const encode = method.responseSerialize;
+    const encoded = new WeakMap<object, Buffer>();
+    out[name] = {
+      ...method,
+      responseSerialize(value: unknown): Buffer {
+        if (typeof value !== 'object' || value === null) return encode(value);
+        let bytes = encoded.get(value);
+        if (bytes === undefined) encoded.set(value, (bytes = encode(value)));
+        return bytes;
+      },
+    };
+  }
+  return out;
 }
 
 /** True when something accepts connections on `path` (a live agent we must not displace). */
@@ -101,7 +126,7 @@ export async function startWorkloadApiServer(options: WorkloadApiServerOptions):
   const service = createWorkloadApiService({
     attestors: options.attestors,
     identities: options.identities,
-    processes,
+    readings: new ProcessReadings(processes),
     logger,
     clock,
     attestTimeoutMs: options.attestTimeoutMs ?? 30_000,
@@ -109,7 +134,7 @@ export async function startWorkloadApiServer(options: WorkloadApiServerOptions):
     factsOf: (peer) => (peer.startsWith(PEER_TOKEN_PREFIX) ? connections.get(peer) : undefined),
   });
   const grpcServer = new GrpcServer();
-  grpcServer.addService(serviceDefinition(WORKLOAD_PROTO, WORKLOAD_SERVICE), service.implementation);
+  grpcServer.addService(withSharedEncoding(serviceDefinition(WORKLOAD_PROTO, WORKLOAD_SERVICE)), service.implementation);
   const injector: ConnectionInjector = grpcServer.createConnectionInjector(ServerCredentials.createInsecure());
 
   let nextConnection = 0;

@@ -12,7 +12,7 @@ import { WORKLOAD_HEADER } from '../../grpc/proto.js';
 import { toServiceError } from '../../grpc/status.js';
 import type { WorkloadAttestor } from '../../plugin/workload-attestor.js';
 import { SpiffeId } from '../../spiffe/spiffe-id.js';
-import type { ProcessInfo } from '../peer/process-info.js';
+import type { ProcessReadings } from '../peer/process-readings.js';
 import type { TrustDomainBundle, Unsubscribe, WorkloadIdentitySource, WorkloadUpdate } from './identity-source.js';
 import { jsonToStruct, type StructMessage } from './struct.js';
 import { attestCaller, checkCaller, processGoneError, type AttestedCaller, type ConnectionFacts } from './workload-caller.js';
@@ -57,7 +57,8 @@ interface ValidateJwtSvidResponse {
 export interface WorkloadApiContext {
   readonly attestors: readonly WorkloadAttestor[];
   readonly identities: WorkloadIdentitySource;
-  readonly processes: ProcessInfo;
+  /** /proc readings, shared among the checks of one turn. */
+  readonly readings: ProcessReadings;
   readonly logger: Logger;
   readonly clock: Clock;
   /** Longest an attestation may take before the call fails with UNAVAILABLE. */
@@ -139,7 +140,7 @@ export function createWorkloadApiService(ctx: WorkloadApiContext): { implementat
       ctx.attestTimeoutMs,
     );
     try {
-      const caller = await attestCaller(facts, ctx.attestors, ctx.processes, logger, controller.signal);
+      const caller = await attestCaller(facts, ctx.attestors, ctx.readings, logger, controller.signal);
       logger.debug({ peerPid: facts.pid, peerUid: facts.uid, selectors: caller.selectors.length }, 'workload attested');
       return caller;
     } catch (err) {
@@ -163,28 +164,36 @@ export function createWorkloadApiService(ctx: WorkloadApiContext): { implementat
     void stream.start();
   };
 
+  const renderX509 = (update: WorkloadUpdate, logger: Logger): { message: X509SvidResponse; spiffeIds: string[] } => {
+    const svids = uniqueHints(update.svids, logger);
+    return {
+      message: {
+        svids: svids.map((s) => ({
+          spiffe_id: s.spiffeId,
+          x509_svid: s.chainDer,
+          x509_svid_key: s.keyPkcs8Der.reveal(),
+          bundle: update.bundle.x509AuthoritiesDer,
+          hint: s.hint,
+        })),
+        crl: [],
+        federated_bundles: Object.fromEntries(
+          update.federatedBundles.filter((b) => b.trustDomainId !== update.bundle.trustDomainId).map((b) => [b.trustDomainId, b.x509AuthoritiesDer]),
+        ),
+      },
+      spiffeIds: svids.map((s) => s.spiffeId),
+    };
+  };
+  const x509Rendered = new WeakMap<WorkloadUpdate, { message: X509SvidResponse; spiffeIds: string[] }>();
+
   const implementation: UntypedServiceImplementation = {
     FetchX509SVID(call: ServerWritableStream<unknown, X509SvidResponse>): void {
       startStream(call, 'FetchX509SVID', {
         requireIdentity: true,
         render(update, logger) {
-          const svids = uniqueHints(update.svids, logger);
-          return {
-            message: {
-              svids: svids.map((s) => ({
-                spiffe_id: s.spiffeId,
-                x509_svid: s.chainDer,
-                x509_svid_key: s.keyPkcs8Der.reveal(),
-                bundle: update.bundle.x509AuthoritiesDer,
-                hint: s.hint,
-              })),
-              crl: [],
-              federated_bundles: Object.fromEntries(
-                update.federatedBundles.filter((b) => b.trustDomainId !== update.bundle.trustDomainId).map((b) => [b.trustDomainId, b.x509AuthoritiesDer]),
-              ),
-            },
-            spiffeIds: svids.map((s) => s.spiffeId),
-          };
+          // The cache hands every subscriber of one state the same update: one message for all.
+          let rendered = x509Rendered.get(update);
+          if (rendered === undefined) x509Rendered.set(update, (rendered = renderX509(update, logger)));
+          return rendered;
         },
       });
     },
@@ -229,7 +238,7 @@ export function createWorkloadApiService(ctx: WorkloadApiContext): { implementat
         const issued = await ctx.identities.fetchJwtSvids(caller.selectors, audience, requested, cancel);
         if (issued.length === 0) throw noIdentity();
         // The tokens are minted; hand them out only if the caller is still the attested process.
-        const check = checkCaller(caller, ctx.processes);
+        const check = checkCaller(caller, ctx.readings);
         if (check === 'gone') throw processGoneError(caller.facts.pid);
         if (check === 'credentials-changed') {
           throw new SigilError('ERR_PERMISSION_DENIED', `workload process ${caller.facts.pid} changed credentials during the call`, { reason: 'credentials-changed' });
@@ -368,7 +377,7 @@ class UpdateStream<Res> {
     if (caller === undefined) return;
     let check;
     try {
-      check = checkCaller(caller, this.#ctx.processes);
+      check = checkCaller(caller, this.#ctx.readings);
     } catch (err) {
       this.fail(err);
       return;

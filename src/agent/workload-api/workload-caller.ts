@@ -3,11 +3,12 @@
  * process start time recorded then (so a pid that exits or is reused is noticed), and the
  * selectors the workload attestors produced for it.
  */
-import { SigilError, isSigilError } from '../../common/errors.js';
+import { SigilError } from '../../common/errors.js';
 import type { Logger } from '../../common/logger.js';
 import type { PeerCredentials, WorkloadAttestor } from '../../plugin/workload-attestor.js';
 import { normalizeSelectors, type Selector } from '../../spiffe/selector.js';
-import type { ProcessInfo, ProcessStatus } from '../peer/process-info.js';
+import type { IdSet, ProcessStatus } from '../peer/process-info.js';
+import type { ProcessReadings } from '../peer/process-readings.js';
 
 /** What was learned about a connection when it was accepted. */
 export interface ConnectionFacts extends PeerCredentials {
@@ -33,24 +34,14 @@ function processGone(pid: number): SigilError {
   return new SigilError('ERR_PERMISSION_DENIED', `workload process ${pid} exited or was replaced`, { reason: 'process-gone' });
 }
 
-function sameIds(a: ProcessStatus, b: ProcessStatus): boolean {
-  const k = (s: ProcessStatus): string =>
-    [s.uid.real, s.uid.effective, s.uid.saved, s.uid.filesystem, s.gid.real, s.gid.effective, s.gid.saved, s.gid.filesystem, '|', ...s.groups].join(',');
-  return k(a) === k(b);
+function sameIdSet(a: IdSet, b: IdSet): boolean {
+  return a.real === b.real && a.effective === b.effective && a.saved === b.saved && a.filesystem === b.filesystem;
 }
 
-/** Reads the status of the process named by `facts`, or undefined when it is no longer that process. */
-function currentStatus(facts: ConnectionFacts, processes: ProcessInfo): ProcessStatus | undefined {
-  if (processes.startTime(facts.pid) !== facts.startTime) return undefined;
-  let status: ProcessStatus;
-  try {
-    status = processes.status(facts.pid);
-  } catch (err) {
-    if (isSigilError(err, 'ERR_NOT_FOUND')) return undefined;
-    throw err;
-  }
-  // Checked again after reading status: the pid could have been reused in between.
-  return processes.startTime(facts.pid) === facts.startTime ? status : undefined;
+function sameIds(a: ProcessStatus, b: ProcessStatus): boolean {
+  if (a === b) return true;
+  if (!sameIdSet(a.uid, b.uid) || !sameIdSet(a.gid, b.gid) || a.groups.length !== b.groups.length) return false;
+  return a.groups.every((g, i) => g === b.groups[i]);
 }
 
 /**
@@ -62,16 +53,17 @@ function currentStatus(facts: ConnectionFacts, processes: ProcessInfo): ProcessS
 export async function attestCaller(
   facts: ConnectionFacts,
   attestors: readonly WorkloadAttestor[],
-  processes: ProcessInfo,
+  readings: ProcessReadings,
   logger: Logger,
   signal?: AbortSignal,
 ): Promise<AttestedCaller> {
   for (let round = 0; round < MAX_ATTEST_ROUNDS; round++) {
-    const before = currentStatus(facts, processes);
+    // Both readings are fresh: the one after must postdate everything the attestors read.
+    const before = readings.fresh(facts.pid, facts.startTime);
     if (before === undefined) throw processGone(facts.pid);
     const results = await Promise.allSettled(attestors.map((a) => a.attest(facts, signal)));
     // Checked before cancellation: a caller that vanished mid-attestation is the event to record.
-    const after = currentStatus(facts, processes);
+    const after = readings.fresh(facts.pid, facts.startTime);
     if (after === undefined) {
       logger.warn({ peerPid: facts.pid, peerUid: facts.uid, reason: 'process-gone' }, 'workload process exited or was replaced during attestation');
       throw processGone(facts.pid);
@@ -88,9 +80,12 @@ export async function attestCaller(
   throw new SigilError('ERR_PERMISSION_DENIED', 'workload credentials kept changing during attestation', { reason: 'credentials-unstable' });
 }
 
-/** Re-checks a caller before a send: still the same process, with the credentials it was attested with? */
-export function checkCaller(caller: AttestedCaller, processes: ProcessInfo): CallerCheck {
-  const now = currentStatus(caller.facts, processes);
+/**
+ * Re-checks a caller before a send: still the same process, with the credentials it was
+ * attested with? Answers from a reading of this turn when one was taken (see ProcessReadings).
+ */
+export function checkCaller(caller: AttestedCaller, readings: ProcessReadings): CallerCheck {
+  const now = readings.shared(caller.facts.pid, caller.facts.startTime);
   if (now === undefined) return 'gone';
   return sameIds(caller.status, now) ? 'same' : 'credentials-changed';
 }
