@@ -6,7 +6,8 @@
  * CA private keys reach the threads as KeyObjects cloned by postMessage: in memory only,
  * never encoded, written or logged. Requests made in the same turn of the event loop travel
  * together, one message per thread, with their CSRs packed into one transferred buffer.
- * Threads start at the first request, are unref'd while idle (an idle pool never keeps the
+ * A thread holds at most two messages; requests beyond that wait and leave together with
+ * the next reply. Threads start at the first request, are unref'd while idle (an idle pool never keeps the
  * process alive), and one that dies fails its requests with ERR_INTERNAL and is replaced at
  * the next request.
  */
@@ -51,7 +52,16 @@ interface Waiting {
 interface Thread {
   readonly worker: Worker;
   readonly inflight: Map<number, Waiting>;
+  /** `jobs` messages posted and not answered yet. */
+  batches: number;
 }
+
+/**
+ * `jobs` messages a thread may hold at once: two keep it busy across a reply's round trip;
+ * requests beyond that wait here and leave together with the next reply, so a busy pool
+ * sends fewer, larger messages (each post wakes a thread, which costs more than it carries).
+ */
+const BATCHES_PER_THREAD = 2;
 
 const WORKER_URL = new URL('./signing-worker.js', import.meta.url);
 
@@ -110,26 +120,33 @@ export class SigningPool {
     if (this.#closed) return Promise.reject(new SigilError('ERR_UNAVAILABLE', 'signing pool is closed', { reason: 'signing-pool-closed' }));
     return new Promise((resolve, reject) => {
       this.#queue.push({ req, resolve, reject });
-      if (!this.#flushQueued) {
-        this.#flushQueued = true;
-        // after the I/O callbacks of this turn, so concurrent calls share one message per thread
-        setImmediate(() => this.#flush());
-      }
+      this.#scheduleFlush();
     });
   }
 
+  #scheduleFlush(): void {
+    if (this.#flushQueued || this.#queue.length === 0) return;
+    this.#flushQueued = true;
+    // after the I/O callbacks of this turn, so concurrent calls share one message per thread
+    setImmediate(() => this.#flush());
+  }
+
+  /** Shares the waiting requests among threads with room for a message, fewest requests in flight first. */
   #flush(): void {
     this.#flushQueued = false;
-    const queue = this.#queue;
-    this.#queue = [];
-    if (queue.length === 0) return;
+    if (this.#queue.length === 0) return;
     if (this.#closed) {
+      const queue = this.#queue;
+      this.#queue = [];
       for (const w of queue) w.reject(new SigilError('ERR_UNAVAILABLE', 'signing pool is closed', { reason: 'signing-pool-closed' }));
       return;
     }
-    const threads = this.#threads.map((t, i) => t ?? this.#start(i));
-    const load = threads.map((t) => t.inflight.size);
-    const groups = threads.map((): Waiting[] => []);
+    const open = this.#threads.map((t, i) => t ?? this.#start(i)).filter((t) => t.batches < BATCHES_PER_THREAD);
+    if (open.length === 0) return; // the next reply flushes again
+    const queue = this.#queue;
+    this.#queue = [];
+    const load = open.map((t) => t.inflight.size);
+    const groups = open.map((): Waiting[] => []);
     for (const w of queue) {
       let best = 0;
       for (let i = 1; i < load.length; i++) if ((load[i] as number) < (load[best] as number)) best = i;
@@ -137,35 +154,41 @@ export class SigningPool {
       load[best] = (load[best] as number) + 1;
     }
     groups.forEach((g, i) => {
-      if (g.length > 0) this.#send(threads[i] as Thread, g);
+      if (g.length > 0) this.#send(open[i] as Thread, g);
     });
   }
 
   #send(t: Thread, group: Waiting[]): void {
     let size = 0;
-    for (const w of group) size += w.req.csr.length;
-    // one fresh buffer, transferred: request Buffers are often views into a larger gRPC message
+    for (const w of group) size += w.req.csr.length + w.req.serial.length;
+    // One fresh buffer, transferred. Cloning the requests' own Uint8Arrays would copy whole
+    // ArrayBuffers: CSRs are views into a gRPC message, serials into Node's 8 KiB Buffer pool.
     const bytes = new Uint8Array(size);
     const jobs: LeafJob[] = [];
     let at = 0;
     for (const w of group) {
       const { req } = w;
+      const csrAt = at;
       bytes.set(req.csr, at);
+      at += req.csr.length;
+      const serialAt = at;
+      bytes.set(req.serial, at);
+      at += req.serial.length;
       const id = this.#nextJob++;
       jobs.push({
         id,
         keyRef: req.keyRef,
-        csr: [at, req.csr.length],
-        serial: req.serial,
+        csr: [csrAt, req.csr.length],
+        serial: [serialAt, req.serial.length],
         notBeforeMs: req.notBeforeMs,
         notAfterMs: req.notAfterMs,
         spiffeId: req.spiffeId,
         dnsNames: req.dnsNames,
       });
-      at += req.csr.length;
       t.inflight.set(id, w);
     }
     t.worker.ref();
+    t.batches++;
     this.#post(t, { type: 'jobs', jobs, bytes }, [bytes.buffer]);
   }
 
@@ -175,7 +198,7 @@ export class SigningPool {
 
   #start(i: number): Thread {
     const worker = new Worker(WORKER_URL, { name: `sigil-signer-${i}` });
-    const t: Thread = { worker, inflight: new Map() };
+    const t: Thread = { worker, inflight: new Map(), batches: 0 };
     this.#threads[i] = t;
     worker.unref();
     for (const k of this.#keys.values()) this.#post(t, { type: 'key', key: k });
@@ -188,7 +211,9 @@ export class SigningPool {
         if ('leaf' in r) w.resolve(bytes.subarray(r.leaf[0], r.leaf[0] + r.leaf[1]));
         else w.reject(new SigilError(r.error.code, r.error.message, r.error.reason === undefined ? {} : { reason: r.error.reason }));
       }
+      t.batches--;
       if (t.inflight.size === 0) worker.unref();
+      this.#scheduleFlush();
     });
     // an uncaught error in the thread ends it; 'exit' follows and fails what it held
     worker.on('error', () => undefined);
@@ -197,6 +222,7 @@ export class SigningPool {
       const lost = [...t.inflight.values()];
       t.inflight.clear();
       for (const w of lost) w.reject(threadGone());
+      this.#scheduleFlush();
     });
     return t;
   }

@@ -30,7 +30,8 @@ export interface LeafJob {
   readonly keyRef: number;
   /** [offset, length] of the DER CSR in the message's `bytes`. */
   readonly csr: readonly [number, number];
-  readonly serial: Uint8Array;
+  /** [offset, length] of the serial (positive, big-endian magnitude) in the message's `bytes`. */
+  readonly serial: readonly [number, number];
   readonly notBeforeMs: number;
   readonly notAfterMs: number;
   readonly spiffeId: string;
@@ -41,7 +42,7 @@ export interface LeafJob {
 export type ToSigningWorker =
   | { readonly type: 'key'; readonly key: WorkerKey }
   | { readonly type: 'forget'; readonly ref: number }
-  /** Jobs whose CSRs sit back to back in `bytes` (one transferred buffer per message). */
+  /** Jobs whose CSRs and serials sit back to back in `bytes` (one transferred buffer per message). */
   | { readonly type: 'jobs'; readonly jobs: readonly LeafJob[]; readonly bytes: Uint8Array };
 
 /** A job's outcome: the leaf's [offset, length] in the reply's `bytes`, or an error. */
@@ -84,7 +85,7 @@ function signOne(job: LeafJob, bytes: Buffer): Buffer {
   const { spki, publicKey } = verifyCsr(bytes.subarray(job.csr[0], job.csr[0] + job.csr[1]));
   const { rsa } = checkSvidPublicKey(publicKey);
   const tbs = k.template.tbs({
-    serial: job.serial,
+    serial: bytes.subarray(job.serial[0], job.serial[0] + job.serial[1]),
     notBeforeMs: job.notBeforeMs,
     notAfterMs: job.notAfterMs,
     spki,

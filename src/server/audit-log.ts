@@ -71,7 +71,8 @@ export function stdoutAuditSink(): AuditSink {
 /** An audit sink keeping lines in memory (tests). */
 export function memoryAuditSink(): AuditSink & { readonly lines: string[] } {
   const lines: string[] = [];
-  return { lines, write: (line) => void lines.push(line), close: () => undefined };
+  // one entry per record, also when a batch arrives in one write
+  return { lines, write: (text) => void lines.push(...(text.match(/[^\n]*\n/g) ?? [])), close: () => undefined };
 }
 
 /** Writes audit records as JSON lines with a timestamp. */
@@ -86,7 +87,20 @@ export class AuditLog {
 
   /** Appends one record. */
   record(rec: AuditRecord): void {
-    this.#sink.write(`${JSON.stringify({ time: this.#clock.now().toISOString(), ...rec })}\n`);
+    this.#sink.write(this.#line(rec, this.#clock.now().toISOString()));
+  }
+
+  /** Appends several records in one write (a batch of SVIDs), in order, with one timestamp. */
+  recordAll(recs: readonly AuditRecord[]): void {
+    if (recs.length === 0) return;
+    const time = this.#clock.now().toISOString();
+    let text = '';
+    for (const rec of recs) text += this.#line(rec, time);
+    this.#sink.write(text);
+  }
+
+  #line(rec: AuditRecord, time: string): string {
+    return `${JSON.stringify({ time, ...rec })}\n`;
   }
 
   close(): void {

@@ -6,6 +6,7 @@
  */
 import { X509Certificate } from 'node:crypto';
 import { chmodSync, mkdirSync, readFileSync, statSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
 import { Server, experimental, type ServerCredentials } from '@grpc/grpc-js';
 import type { CertificateProvider } from '@grpc/grpc-js/build/src/certificate-provider.js';
 import { systemClock, type Clock } from '../common/clock.js';
@@ -105,6 +106,8 @@ export interface StartServerOptions {
   readonly auditSink?: AuditSink;
   /** Key manager to use instead of the configured one (tests that share keys across restarts). */
   readonly keyManager?: KeyManager;
+  /** Threads that verify CSRs and sign X.509-SVIDs; default one per core (os.availableParallelism()), 0 signs on the main thread. */
+  readonly signingThreads?: number;
 }
 
 /** A running server. */
@@ -201,11 +204,13 @@ export async function startServer(config: ServerConfig, options: StartServerOpti
       jwtKeyType: config.ca.jwtKeyType,
       caTtlMs: config.ca.ttlMs,
       ...(upstream === undefined ? {} : { upstream }),
+      signingThreads: options.signingThreads ?? availableParallelism(),
     });
     ca.start();
     cleanups.push(async () => {
       ca.stop();
       await ca.idle();
+      await ca.close();
     });
     const serverCa: ServerCa = ca;
 

@@ -17,7 +17,7 @@ import type { Datastore, RegistrationEntry } from '../../datastore/datastore.js'
 import { STATUS_BY_CODE, toServiceError } from '../../grpc/status.js';
 import type { NodeAttestorServer, NodeAttestationResult } from '../../plugin/node-attestor.js';
 import { SpiffeId, type TrustDomain } from '../../spiffe/spiffe-id.js';
-import type { AuditLog } from '../audit-log.js';
+import type { AuditLog, AuditRecord } from '../audit-log.js';
 import { EntryAuthorizer, type AgentFacts } from '../authorized-entries.js';
 import type { BundleManager } from '../bundle-manager.js';
 import type { Change, ChangeHub, EntryChange } from '../change-hub.js';
@@ -271,32 +271,66 @@ export function createAgentService(deps: AgentServiceDeps): UntypedServiceImplem
       throw new SigilError('ERR_INVALID_ARGUMENT', `at most ${MAX_BATCH_CSRS} CSRs per call, got ${params.length}`, { reason: 'batch-too-large' });
     }
     const allowed = authorizerFor(caller);
-    const results = [];
+    // one lookup per entry ID per call, however often the batch names it
+    const lookups = new Map<string, Promise<RegistrationEntry | undefined>>();
+    type Signed = { readonly svid: SignedX509Svid } | { readonly err: unknown };
+    type Item =
+      | { readonly kind: 'invalid'; readonly err: SigilError }
+      | { readonly kind: 'denied'; readonly entryId: string }
+      | { readonly kind: 'sign'; readonly entry: RegistrationEntry; readonly signed: Promise<Signed> };
+    const items: Item[] = [];
+    // Every signature is started before any is awaited, so the CA's signing threads get the
+    // whole batch at once; outcomes are then reported in request order.
     for (const p of params) {
       let csr: Buffer;
       try {
         checkEntryId(p.entry_id);
         csr = checkCsr(p.csr, 'batch item');
       } catch (err) {
-        // not echoed back: the ID may be anything the caller sent
-        results.push({ entry_id: '', status: errStatus(toSigilError(err)) });
+        items.push({ kind: 'invalid', err: toSigilError(err) });
         continue;
       }
-      const entry = await allowed.entry(p.entry_id);
+      let lookup = lookups.get(p.entry_id);
+      if (lookup === undefined) {
+        lookup = allowed.entry(p.entry_id);
+        lookups.set(p.entry_id, lookup);
+      }
+      const entry = await lookup;
       if (entry === undefined) {
-        const err = new SigilError('ERR_PERMISSION_DENIED', `agent is not authorised for entry ${JSON.stringify(p.entry_id)}`, {
+        items.push({ kind: 'denied', entryId: p.entry_id });
+        continue;
+      }
+      const ttlMs = entry.x509SvidTtlSeconds > 0 ? entry.x509SvidTtlSeconds * 1000 : deps.defaultX509SvidTtlMs;
+      // settled at once into a value: a rejection must not sit unhandled while later lookups run
+      const signed = sign('x509', entry.spiffeId, csr, ttlMs, [...entry.dnsNames]).then(
+        (svid): Signed => ({ svid }),
+        (err: unknown): Signed => ({ err }),
+      );
+      items.push({ kind: 'sign', entry, signed });
+    }
+    const results = [];
+    const records: AuditRecord[] = [];
+    for (const item of items) {
+      if (item.kind === 'invalid') {
+        // not echoed back: the ID may be anything the caller sent
+        results.push({ entry_id: '', status: errStatus(item.err) });
+        continue;
+      }
+      if (item.kind === 'denied') {
+        const err = new SigilError('ERR_PERMISSION_DENIED', `agent is not authorised for entry ${JSON.stringify(item.entryId)}`, {
           reason: 'entry-not-authorized',
         });
         metrics.svidsIssued.inc({ kind: 'x509', result: 'denied' });
-        audit.record({ who: caller.agentId, action: 'x509svid.issue', result: 'denied', entryId: p.entry_id, reason: err.reason ?? err.code });
-        logger.warn({ agentId: caller.agentId, entryId: p.entry_id }, 'agent asked for an entry it is not authorised for');
-        results.push({ entry_id: p.entry_id, status: errStatus(err) });
+        records.push({ who: caller.agentId, action: 'x509svid.issue', result: 'denied', entryId: item.entryId, reason: err.reason ?? err.code });
+        logger.warn({ agentId: caller.agentId, entryId: item.entryId }, 'agent asked for an entry it is not authorised for');
+        results.push({ entry_id: item.entryId, status: errStatus(err) });
         continue;
       }
-      try {
-        const ttlMs = entry.x509SvidTtlSeconds > 0 ? entry.x509SvidTtlSeconds * 1000 : deps.defaultX509SvidTtlMs;
-        const svid = await sign('x509', entry.spiffeId, csr, ttlMs, [...entry.dnsNames]);
-        audit.record({
+      const { entry } = item;
+      const outcome = await item.signed;
+      if ('svid' in outcome) {
+        const { svid } = outcome;
+        records.push({
           who: caller.agentId,
           action: 'x509svid.issue',
           result: 'ok',
@@ -306,13 +340,15 @@ export function createAgentService(deps: AgentServiceDeps): UntypedServiceImplem
           expiresAt: svid.notAfter.toISOString(),
         });
         results.push({ entry_id: entry.id, svid: svidMsg(entry.spiffeId, svid), status: okStatus() });
-      } catch (err) {
-        const se = toSigilError(err);
-        if (se.code === 'ERR_INTERNAL') logger.error({ err, entryId: entry.id }, 'signing an X509-SVID failed');
-        audit.record({ who: caller.agentId, action: 'x509svid.issue', result: 'error', entryId: entry.id, spiffeId: entry.spiffeId, reason: se.reason ?? se.code });
+      } else {
+        const se = toSigilError(outcome.err);
+        if (se.code === 'ERR_INTERNAL') logger.error({ err: outcome.err, entryId: entry.id }, 'signing an X509-SVID failed');
+        records.push({ who: caller.agentId, action: 'x509svid.issue', result: 'error', entryId: entry.id, spiffeId: entry.spiffeId, reason: se.reason ?? se.code });
         results.push({ entry_id: entry.id, status: errStatus(se.code === 'ERR_INTERNAL' ? new SigilError('ERR_INTERNAL', 'internal error') : se) });
       }
     }
+    // written before any SVID leaves, in one write for the batch
+    audit.recordAll(records);
     return { results };
   }
 
