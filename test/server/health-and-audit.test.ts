@@ -27,10 +27,17 @@ test('the audit file is created 0600 and holds one JSON object per line', async 
   const log = new AuditLog(fileAuditSink(path), new ManualClock());
   log.record({ who: 'admin', action: 'entry.create', result: 'ok', entryId: 'e1', spiffeId: 'spiffe://example.org/x' });
   log.record({ who: 'spiffe://example.org/sigil/agent/x', action: 'x509svid.issue', result: 'denied', entryId: 'e2', reason: 'entry-not-authorized' });
+  // a batch goes out in one write, still one object per line, in order
+  log.recordAll([
+    { who: 'spiffe://example.org/sigil/agent/x', action: 'x509svid.issue', result: 'ok', entryId: 'e3', serial: '1a' },
+    { who: 'spiffe://example.org/sigil/agent/x', action: 'x509svid.issue', result: 'error', entryId: 'e4', reason: 'csr-signature' },
+  ]);
+  log.recordAll([]);
   log.close();
   t.is((await stat(path)).mode & 0o777, 0o600);
   const lines = (await readFile(path, 'utf8')).trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
-  t.is(lines.length, 2);
+  t.is(lines.length, 4);
   t.is(lines[1]?.result, 'denied');
+  t.deepEqual(lines.map((l) => l['entryId']), ['e1', 'e2', 'e3', 'e4']);
   t.is(typeof lines[0]?.time, 'string');
 });
