@@ -5,6 +5,12 @@
  * names the changed entries with their state as read (undefined once deleted), so a stream
  * can work out whether it is touched without reading its whole set again. Bundle and agent
  * changes are told directly. Old events are pruned so the log stays small.
+ *
+ * The log is read a page at a time, each page told as its own batch, yielding to I/O between
+ * pages: over a synchronous driver a long loop of reads is one unbroken chain of microtasks,
+ * and a bulk insert of 1M entries once held every agent's sync behind 1M entry reads. Changed
+ * entries are read only while some subscriber wants entry changes; a stream subscribing
+ * later reads the whole set itself.
  */
 import type { Clock } from '../common/clock.js';
 import type { Datastore, RegistrationEntry } from '../datastore/datastore.js';
@@ -37,7 +43,8 @@ const PRUNE_EVERY_MS = 10 * 60_000;
 
 /** Fan-out of change notifications to sync streams. */
 export class ChangeHub {
-  readonly #listeners = new Set<ChangeListener>();
+  /** Listener → the kinds it wants (undefined: all). */
+  readonly #listeners = new Map<ChangeListener, ReadonlySet<ChangeKind> | undefined>();
   #timer: NodeJS.Timeout | undefined;
   #lastEventId = 0;
   #stopped = false;
@@ -46,9 +53,9 @@ export class ChangeHub {
   #again = false;
   #lastPruneMs = 0;
 
-  /** Registers a listener; returns its unsubscribe function. */
-  subscribe(listener: ChangeListener): () => void {
-    this.#listeners.add(listener);
+  /** Registers a listener for every kind, or only for `kinds`; returns its unsubscribe function. */
+  subscribe(listener: ChangeListener, kinds?: readonly ChangeKind[]): () => void {
+    this.#listeners.set(listener, kinds === undefined ? undefined : new Set(kinds));
     return () => this.#listeners.delete(listener);
   }
 
@@ -67,7 +74,12 @@ export class ChangeHub {
   }
 
   #emit(change: Change): void {
-    for (const l of [...this.#listeners]) l(change);
+    for (const [l, kinds] of [...this.#listeners]) if (kinds === undefined || kinds.has(change.kind)) l(change);
+  }
+
+  #wants(kind: ChangeKind): boolean {
+    for (const kinds of this.#listeners.values()) if (kinds === undefined || kinds.has(kind)) return true;
+    return false;
   }
 
   /** Reads new entry events and tells subscribers; concurrent calls are folded into one more read. */
@@ -95,19 +107,22 @@ export class ChangeHub {
   }
 
   async #readEvents(ds: Datastore): Promise<void> {
-    const ids = new Set<string>();
-    let last = this.#lastEventId;
-    for (;;) {
-      const events = await ds.listEntryEvents(last, EVENT_PAGE);
-      for (const e of events) ids.add(e.entryId);
-      if (events.length > 0) last = (events[events.length - 1] as { eventId: number }).eventId;
-      if (events.length < EVENT_PAGE) break;
+    while (!this.#stopped) {
+      const events = await ds.listEntryEvents(this.#lastEventId, EVENT_PAGE);
+      const last = events[events.length - 1];
+      if (last === undefined) return;
+      // Checked after the page is read: a stream subscribing from here on reads its set after these commits.
+      if (this.#wants('entries')) {
+        const changes: EntryChange[] = [];
+        for (const id of new Set(events.map((e) => e.entryId))) changes.push({ id, entry: await ds.getEntry(id) });
+        this.#lastEventId = last.eventId;
+        this.#emit({ kind: 'entries', changes });
+      } else {
+        this.#lastEventId = last.eventId;
+      }
+      if (events.length < EVENT_PAGE) return;
+      await new Promise<void>((resolve) => setImmediate(resolve));
     }
-    if (ids.size === 0) return;
-    const changes: EntryChange[] = [];
-    for (const id of ids) changes.push({ id, entry: await ds.getEntry(id) });
-    this.#lastEventId = last;
-    this.#emit({ kind: 'entries', changes });
   }
 
   /** Follows the event log from its newest event, every `intervalMs` (real time: it paces I/O), pruning old events. */

@@ -405,9 +405,9 @@ export function createAgentService(deps: AgentServiceDeps): UntypedServiceImplem
     return sharedBundles;
   };
   // subscribed before any stream, so the next stream to ask reads the changed bundles
-  const unsubscribeBundles = deps.hub.subscribe((change) => {
-    if (change.kind === 'bundles') sharedBundles = undefined;
-  });
+  const unsubscribeBundles = deps.hub.subscribe(() => {
+    sharedBundles = undefined;
+  }, ['bundles']);
 
   function syncEntries(call: ServerWritableStream<{ page_size: number }, unknown>): void {
     const requested = call.request.page_size;
