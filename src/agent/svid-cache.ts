@@ -35,7 +35,8 @@ import type {
   WorkloadX509Svid,
 } from './workload-api/identity-source.js';
 import { isAgentRejected } from './agent-identity.js';
-import { generateKeyAndCsr } from './csr.js';
+import { generateKeyAndCsrSync, type KeyAndCsr } from './csr.js';
+import { DeadlineQueue, type Deadline } from './deadline-queue.js';
 import type { SyncBatch } from './entry-sync.js';
 import { audienceKey, JwtSvidCache } from './jwt-cache.js';
 import { rotationDelayMs } from './rotation.js';
@@ -66,28 +67,39 @@ export interface SvidCacheOptions {
   readonly onRoots?: (roots: Buffer[]) => void;
 }
 
+/**
+ * What the cache keeps of an entry: only the fields it matches, mints and serves with (the
+ * wire form carries more, and at 10k entries every field counts).
+ */
 interface EntryState {
-  readonly entry: WireEntry;
+  readonly id: string;
+  readonly spiffeId: string;
+  readonly hint: string;
+  readonly revision: string;
+  /** With spiffeId, what the SVID depends on: a change means minting again. */
+  readonly ttlSeconds: number;
+  /** Sorted; the shared empty array when none. */
+  readonly dnsNames: readonly string[];
+  /** `federates_with` as trust domain IDs; the shared empty array when none. */
+  readonly federates: readonly string[];
   /** The entry's distinct selector keys (selectorKey form); empty never matches. */
   readonly keys: readonly string[];
-  /** What the SVID depends on: a change means minting again. */
-  readonly mintKey: string;
-  /** `entry.federates_with` as trust domain IDs. */
-  readonly federates: readonly string[];
   readonly expiresAtMs: number;
-  /** The subscribers whose selectors satisfy this entry (its "active count" is the size). */
-  readonly subs: Set<Subscriber>;
+  /** The subscribers whose selectors satisfy this entry (its "active count" is the size); undefined while none. */
+  subs: Set<Subscriber> | undefined;
   lastActiveMs: number;
 }
 
-interface SvidState {
-  readonly entryId: string;
-  readonly mintKey: string;
+/** An SVID held for an entry; it waits in the deadline queue for its rotation, then its expiry. */
+interface SvidState extends Deadline {
+  /** The form of the entry it was minted for. */
+  from: EntryState;
   readonly svid: WorkloadX509Svid;
   readonly serial: string;
+  readonly rotateAtMs: number;
   readonly notAfterMs: number;
-  rotateTimer: TimerHandle | undefined;
-  expireTimer: TimerHandle | undefined;
+  /** Its successor was asked for; next deadline is expiry. */
+  rotating: boolean;
 }
 
 interface Subscriber {
@@ -124,11 +136,11 @@ function groupOf(sub: Subscriber): string {
   return sub.group;
 }
 
-const NO_FEDERATION: readonly string[] = Object.freeze([]);
+const NONE: readonly string[] = Object.freeze([]);
 
 /** Trust domain IDs of an entry's federates_with, parsed once per entry form (the server checked them; one it did not is skipped). */
 function federatesOf(e: WireEntry): readonly string[] {
-  if (e.federates_with.length === 0) return NO_FEDERATION;
+  if (e.federates_with.length === 0) return NONE;
   const out: string[] = [];
   for (const td of e.federates_with) {
     try {
@@ -140,8 +152,54 @@ function federatesOf(e: WireEntry): readonly string[] {
   return out;
 }
 
-function mintKeyOf(e: WireEntry): string {
-  return JSON.stringify([e.spiffe_id, [...e.dns_names].sort(), e.x509_svid_ttl_seconds]);
+/** Keys generated between two yields to the event loop while a batch of mints is prepared. */
+const KEYS_PER_TURN = 16;
+
+/**
+ * The served SVID with its key and chain copied into one small pooled Buffer: the exported
+ * key is a malloc'd block of its own, and keeping it would pin heap pages among the freed
+ * temporaries of key generation.
+ */
+function svidMaterial(entry: EntryState, keyDer: Buffer, chain: readonly Buffer[]): WorkloadX509Svid {
+  const material = Buffer.concat([keyDer, ...chain]);
+  return {
+    spiffeId: entry.spiffeId,
+    chainDer: material.subarray(keyDer.length),
+    keyPkcs8Der: new Secret(material.subarray(0, keyDer.length)),
+    hint: entry.hint,
+  };
+}
+
+/** True when an SVID minted for entry form `a` is still right for form `b`. */
+function sameMintForm(a: EntryState, b: EntryState): boolean {
+  return a === b || (a.spiffeId === b.spiffeId && a.ttlSeconds === b.ttlSeconds && a.dnsNames.length === b.dnsNames.length && a.dnsNames.every((d, i) => d === b.dnsNames[i]));
+}
+
+/** The cache's form of a wire entry. */
+function toEntryState(e: WireEntry, keys: readonly string[], expiresAtMs: number, subs: Set<Subscriber> | undefined, lastActiveMs: number): EntryState {
+  return {
+    id: e.id,
+    spiffeId: e.spiffe_id,
+    hint: e.hint,
+    revision: e.revision,
+    ttlSeconds: e.x509_svid_ttl_seconds,
+    dnsNames: e.dns_names.length === 0 ? NONE : [...e.dns_names].sort(),
+    federates: federatesOf(e),
+    keys,
+    expiresAtMs,
+    subs,
+    lastActiveMs,
+  };
+}
+
+/** The entry IDs under one selector key: a lone ID as itself (the usual case), a Set beyond. */
+type IdsByKey = Map<string, string | Set<string>>;
+
+function* idsUnder(index: IdsByKey, key: string): Iterable<string> {
+  const v = index.get(key);
+  if (v === undefined) return;
+  if (typeof v === 'string') yield v;
+  else yield* v;
 }
 
 function toTrustDomainBundle(b: Bundle): TrustDomainBundle {
@@ -172,12 +230,14 @@ export class SvidCache implements WorkloadIdentitySource {
    * than (all entries × all subscribers): entries and subscribers by selector key, and the
    * entries that carry an expiry.
    */
-  readonly #entriesByKey = new Map<string, Set<string>>();
+  readonly #entriesByKey: IdsByKey = new Map();
   readonly #subsByKey = new Map<string, Set<Subscriber>>();
   readonly #expiring = new Set<string>();
   /** Whether the last reconcile held every entry (fewer than maxSize): then only changed entries need a look. */
   #allWanted = false;
   readonly #svids = new Map<string, SvidState>();
+  /** Rotation and expiry of every held SVID, behind one timer. */
+  readonly #deadlines: DeadlineQueue<SvidState>;
   readonly #subscribers = new Set<Subscriber>();
   readonly #jwt = new JwtSvidCache();
   readonly #jwtInFlight = new Map<string, Promise<IssuedJwtSvid>>();
@@ -204,6 +264,7 @@ export class SvidCache implements WorkloadIdentitySource {
     this.#maxSize = options.maxSize ?? 1000;
     this.#idleGraceMs = options.idleGraceMs ?? 5 * 60_000;
     this.#backoff = new Backoff({ initialMs: options.retryInitialMs ?? 1000, maxMs: options.retryMaxMs ?? 30_000, ...(options.random ? { random: options.random } : {}) });
+    this.#deadlines = new DeadlineQueue(options.clock, (s) => this.#svidDue(s));
   }
 
   /** Counts for status output and tests. */
@@ -264,28 +325,23 @@ export class SvidCache implements WorkloadIdentitySource {
     const old = this.#entries.get(e.id);
     const keys = [...new Set(e.selectors.map((sel) => selectorKey({ type: sel.type, value: sel.value })))].sort();
     const sameKeys = old !== undefined && old.keys.length === keys.length && old.keys.every((k, i) => k === keys[i]);
-    if (old !== undefined && old.entry.revision !== e.revision) this.#jwt.dropEntry(e.id);
+    if (old !== undefined && old.revision !== e.revision) this.#jwt.dropEntry(e.id);
     if (old !== undefined && !sameKeys) this.#unlinkEntry(old, now, affected);
-    const state: EntryState = {
-      entry: e,
-      keys,
-      mintKey: mintKeyOf(e),
-      federates: federatesOf(e),
-      expiresAtMs,
-      subs: sameKeys ? old.subs : new Set<Subscriber>(),
-      lastActiveMs: old?.lastActiveMs ?? 0,
-    };
+    const state = toEntryState(e, sameKeys ? old.keys : keys, expiresAtMs, sameKeys ? old.subs : undefined, old?.lastActiveMs ?? 0);
     // Map.set on an existing key keeps its place: the idle order ("sync order") stays as it was.
     this.#entries.set(e.id, state);
     if (expiresAtMs !== 0) this.#expiring.add(e.id);
     else this.#expiring.delete(e.id);
     if (!sameKeys) this.#linkEntry(state);
     // Its subscribers' state may change (federates_with, a new SVID to come): they get a look.
-    for (const sub of state.subs) affected.add(sub);
+    for (const sub of state.subs ?? []) affected.add(sub);
     const svid = this.#svids.get(e.id);
     // An SVID minted for an older form of the entry is replaced (it is served until then).
-    if (svid !== undefined && svid.mintKey !== state.mintKey) this.#queue(e.id);
-    return old === undefined || !sameKeys || old.mintKey !== state.mintKey;
+    if (svid !== undefined) {
+      if (sameMintForm(svid.from, state)) svid.from = state;
+      else this.#queue(e.id);
+    }
+    return old === undefined || !sameKeys || !sameMintForm(old, state);
   }
 
   /** Removes an entry with its SVID, tokens and subscriber links. */
@@ -302,13 +358,14 @@ export class SvidCache implements WorkloadIdentitySource {
 
   /** Indexes an entry by its selector keys and links it to every subscriber that satisfies it. */
   #linkEntry(state: EntryState): void {
-    const id = state.entry.id;
+    const id = state.id;
     if (state.keys.length === 0) return;
     let candidates: Set<Subscriber> | undefined;
     for (const k of state.keys) {
-      let ids = this.#entriesByKey.get(k);
-      if (ids === undefined) this.#entriesByKey.set(k, (ids = new Set()));
-      ids.add(id);
+      const ids = this.#entriesByKey.get(k);
+      if (ids === undefined) this.#entriesByKey.set(k, id);
+      else if (typeof ids !== 'string') ids.add(id);
+      else if (ids !== id) this.#entriesByKey.set(k, new Set([ids, id]));
       const subs = this.#subsByKey.get(k);
       if (candidates === undefined || (subs?.size ?? 0) < candidates.size) candidates = subs ?? new Set();
     }
@@ -321,12 +378,16 @@ export class SvidCache implements WorkloadIdentitySource {
 
   /** Takes an entry out of the selector index and off every subscriber it was linked to. */
   #unlinkEntry(state: EntryState, now: number, affected: Set<Subscriber>): void {
-    const id = state.entry.id;
+    const id = state.id;
     for (const k of state.keys) {
       const ids = this.#entriesByKey.get(k);
-      ids?.delete(id);
-      if (ids?.size === 0) this.#entriesByKey.delete(k);
+      if (ids === id) this.#entriesByKey.delete(k);
+      else if (ids !== undefined && typeof ids !== 'string') {
+        ids.delete(id);
+        if (ids.size === 1) this.#entriesByKey.set(k, ids.values().next().value as string);
+      }
     }
+    if (state.subs === undefined) return;
     for (const sub of state.subs) {
       sub.matched.delete(id);
       sub.sorted = undefined;
@@ -334,12 +395,12 @@ export class SvidCache implements WorkloadIdentitySource {
       affected.add(sub);
     }
     if (state.subs.size > 0) state.lastActiveMs = now;
-    state.subs.clear();
+    state.subs = undefined;
   }
 
   #link(sub: Subscriber, state: EntryState): void {
-    state.subs.add(sub);
-    sub.matched.add(state.entry.id);
+    (state.subs ??= new Set()).add(sub);
+    sub.matched.add(state.id);
     sub.sorted = undefined;
     sub.group = undefined;
   }
@@ -347,7 +408,7 @@ export class SvidCache implements WorkloadIdentitySource {
   /** The IDs of the entries whose selectors are all among `keys`: counted through the index, sorted. */
   #matchKeys(keys: ReadonlySet<string>): string[] {
     const counts = new Map<string, number>();
-    for (const k of keys) for (const id of this.#entriesByKey.get(k) ?? []) counts.set(id, (counts.get(id) ?? 0) + 1);
+    for (const k of keys) for (const id of idsUnder(this.#entriesByKey, k)) counts.set(id, (counts.get(id) ?? 0) + 1);
     const out: string[] = [];
     for (const [id, n] of counts) if (this.#entries.get(id)?.keys.length === n) out.push(id);
     return out.sort();
@@ -359,7 +420,7 @@ export class SvidCache implements WorkloadIdentitySource {
     for (const id of this.#matchKeys(sub.keys)) {
       const e = this.#entries.get(id) as EntryState;
       if (e.expiresAtMs !== 0 && e.expiresAtMs <= now) continue;
-      if (e.subs.size === 0) newlyActive.push(id);
+      if ((e.subs?.size ?? 0) === 0) newlyActive.push(id);
       this.#link(sub, e);
     }
     return newlyActive;
@@ -454,7 +515,8 @@ export class SvidCache implements WorkloadIdentitySource {
       let idle = false;
       for (const id of sub.matched) {
         const e = this.#entries.get(id);
-        if (e !== undefined && e.subs.delete(sub) && e.subs.size === 0) {
+        if (e?.subs !== undefined && e.subs.delete(sub) && e.subs.size === 0) {
+          e.subs = undefined;
           e.lastActiveMs = now;
           idle = true;
         }
@@ -478,7 +540,7 @@ export class SvidCache implements WorkloadIdentitySource {
       }
       svids.push(s.svid);
       serials.push(s.serial);
-      for (const td of this.#entries.get(id)?.federates ?? NO_FEDERATION) federates.add(td);
+      for (const td of this.#entries.get(id)?.federates ?? NONE) federates.add(td);
     }
     const federatedBundles: TrustDomainBundle[] = [];
     for (const td of [...federates].sort()) {
@@ -547,7 +609,7 @@ export class SvidCache implements WorkloadIdentitySource {
     const wanted = new Set<string>();
     const rest: string[] = [];
     for (const [id, e] of this.#entries) {
-      if (e.subs.size > 0) wanted.add(id);
+      if (e.subs !== undefined) wanted.add(id);
       else rest.push(id);
     }
     // Idle entries: the most recently used first, then the others in sync order.
@@ -576,7 +638,8 @@ export class SvidCache implements WorkloadIdentitySource {
   /** Queues a mint when the entry has no SVID for its current form and its last mint did not fail. */
   #queueIfMissing(id: string): void {
     const s = this.#svids.get(id);
-    if ((s === undefined || s.mintKey !== this.#entries.get(id)?.mintKey) && !this.#failed.has(id)) this.#queue(id);
+    const e = this.#entries.get(id);
+    if ((s === undefined || (e !== undefined && !sameMintForm(s.from, e))) && !this.#failed.has(id)) this.#queue(id);
   }
 
   #scheduleSweep(): void {
@@ -588,7 +651,7 @@ export class SvidCache implements WorkloadIdentitySource {
     const now = this.#o.clock.nowMs();
     let next = Infinity;
     for (const e of this.#entries.values()) {
-      if (e.subs.size === 0 && e.lastActiveMs > 0 && this.#svids.has(e.entry.id)) next = Math.min(next, e.lastActiveMs + this.#idleGraceMs);
+      if (e.subs === undefined && e.lastActiveMs > 0 && this.#svids.has(e.id)) next = Math.min(next, e.lastActiveMs + this.#idleGraceMs);
     }
     if (next === Infinity) return;
     this.#sweepTimer = this.#o.clock.setTimer(() => {
@@ -600,8 +663,7 @@ export class SvidCache implements WorkloadIdentitySource {
   #dropSvid(id: string): void {
     const s = this.#svids.get(id);
     if (s === undefined) return;
-    s.rotateTimer?.cancel();
-    s.expireTimer?.cancel();
+    this.#deadlines.remove(s);
     this.#svids.delete(id);
   }
 
@@ -630,9 +692,13 @@ export class SvidCache implements WorkloadIdentitySource {
       this.#queued.delete(id);
       this.#inFlight.add(id);
     }
-    const requests = await Promise.all(
-      ids.map(async (id) => ({ id, mintKey: this.#entries.get(id)?.mintKey, ...(await generateKeyAndCsr()) })),
-    );
+    const requests: (KeyAndCsr & { id: string; from: EntryState | undefined })[] = [];
+    for (const id of ids) {
+      // Keys are made on this thread (see generateKeyAndCsrSync), a few at a time between turns
+      // so that workloads are still answered while a large batch is prepared.
+      if (requests.length > 0 && requests.length % KEYS_PER_TURN === 0) await new Promise<void>((resolve) => setImmediate(resolve));
+      requests.push({ id, from: this.#entries.get(id), ...generateKeyAndCsrSync() });
+    }
     let results: X509SvidItemResult[] | undefined;
     let failure: SigilError | undefined;
     try {
@@ -682,7 +748,7 @@ export class SvidCache implements WorkloadIdentitySource {
         if (!this.#svids.has(res.entryId)) this.#failed.add(res.entryId);
         continue;
       }
-      if (entry === undefined || entry.mintKey !== req.mintKey) {
+      if (entry === undefined || req.from === undefined || !sameMintForm(req.from, entry)) {
         // The entry changed or went while we were minting: this SVID is stale.
         if (entry !== undefined) this.#queued.add(res.entryId);
         continue;
@@ -703,41 +769,47 @@ export class SvidCache implements WorkloadIdentitySource {
     }
   }
 
+  /** An SVID's deadline came: first its rotation (a successor is asked for), then its expiry. */
+  #svidDue(state: SvidState): void {
+    const id = state.from.id;
+    if (this.#svids.get(id) !== state) return;
+    if (!state.rotating && state.rotateAtMs < state.notAfterMs) {
+      state.rotating = true;
+      this.#o.logger.debug({ entryId: id, serial: state.serial }, 'rotating X509-SVID');
+      this.#deadlines.schedule(state, state.notAfterMs);
+      this.#queue(id);
+      return;
+    }
+    this.#o.logger.warn({ entryId: id, serial: state.serial }, 'X509-SVID expired before a successor arrived');
+    this.#dropSvid(id);
+    this.#notifyEntries([id]);
+  }
+
   #install(entry: EntryState, chain: readonly Buffer[], key: Secret<Buffer>, spkiDer: Buffer, nowMs: number): void {
     const leafDer = chain[0];
     if (leafDer === undefined) throw new SigilError('ERR_INTERNAL', 'empty SVID chain', { reason: 'empty-chain' });
     const leaf = ParsedCertificate.fromDer(leafDer);
     if (!Buffer.from(leaf.facts.spki).equals(spkiDer)) throw new SigilError('ERR_INTERNAL', 'SVID does not carry the requested key', { reason: 'key-mismatch' });
     const uris = leaf.facts.subjectAltName?.uris ?? [];
-    if (uris.length !== 1 || uris[0] !== entry.entry.spiffe_id) throw new SigilError('ERR_INTERNAL', 'SVID names another SPIFFE ID', { reason: 'id-mismatch' });
-    const id = entry.entry.id;
+    if (uris.length !== 1 || uris[0] !== entry.spiffeId) throw new SigilError('ERR_INTERNAL', 'SVID names another SPIFFE ID', { reason: 'id-mismatch' });
+    const id = entry.id;
     this.#dropSvid(id);
     const notBeforeMs = leaf.facts.notBefore.getTime();
     const notAfterMs = leaf.facts.notAfter.getTime();
+    const rotateAtMs = nowMs + rotationDelayMs({ notBeforeMs, notAfterMs, receivedAtMs: nowMs }, nowMs, this.#o.random);
     const state: SvidState = {
-      entryId: id,
-      mintKey: entry.mintKey,
-      svid: { spiffeId: entry.entry.spiffe_id, chainDer: Buffer.concat(chain), keyPkcs8Der: key, hint: entry.entry.hint },
+      from: entry,
+      svid: svidMaterial(entry, key.reveal(), chain),
       serial: leaf.serial,
+      rotateAtMs,
       notAfterMs,
-      rotateTimer: undefined,
-      expireTimer: undefined,
+      rotating: false,
+      dueMs: 0,
+      queueIndex: -1,
     };
-    const clock = this.#o.clock;
-    state.rotateTimer = clock.setTimer(() => {
-      state.rotateTimer = undefined;
-      if (this.#svids.get(id) !== state) return;
-      this.#o.logger.debug({ entryId: id, serial: state.serial }, 'rotating X509-SVID');
-      this.#queue(id);
-    }, rotationDelayMs({ notBeforeMs, notAfterMs, receivedAtMs: nowMs }, nowMs, this.#o.random));
-    state.expireTimer = clock.setTimer(() => {
-      if (this.#svids.get(id) !== state) return;
-      this.#o.logger.warn({ entryId: id, serial: state.serial }, 'X509-SVID expired before a successor arrived');
-      this.#dropSvid(id);
-      this.#notifyEntries([id]);
-    }, Math.max(0, notAfterMs - nowMs));
     this.#svids.set(id, state);
-    this.#o.logger.info({ entryId: id, spiffeId: entry.entry.spiffe_id, serial: state.serial, notAfter: leaf.facts.notAfter.toISOString() }, 'X509-SVID cached');
+    this.#deadlines.schedule(state, Math.min(rotateAtMs, notAfterMs));
+    this.#o.logger.info({ entryId: id, spiffeId: entry.spiffeId, serial: state.serial, notAfter: leaf.facts.notAfter.toISOString() }, 'X509-SVID cached');
   }
 
   // ---- JWT-SVIDs ----
@@ -750,28 +822,28 @@ export class SvidCache implements WorkloadIdentitySource {
     for (const id of this.#matchKeys(new Set(selectors.map(selectorKey)))) {
       const e = this.#entries.get(id) as EntryState;
       if (e.expiresAtMs !== 0 && e.expiresAtMs <= now) continue;
-      if (spiffeId !== undefined && e.entry.spiffe_id !== spiffeId) continue;
-      if (seen.has(e.entry.spiffe_id)) continue;
-      seen.add(e.entry.spiffe_id);
+      if (spiffeId !== undefined && e.spiffeId !== spiffeId) continue;
+      if (seen.has(e.spiffeId)) continue;
+      seen.add(e.spiffeId);
       picked.push(e);
     }
     return Promise.all(picked.map((e) => this.#jwtFor(e, audience, signal)));
   }
 
   #jwtFor(e: EntryState, audience: readonly string[], signal?: AbortSignal): Promise<IssuedJwtSvid> {
-    const key = audienceKey(e.entry.id, audience);
+    const key = audienceKey(e.id, audience);
     const cached = this.#jwt.get(key, this.#o.clock.nowMs());
-    if (cached !== undefined) return Promise.resolve({ spiffeId: cached.spiffeId, token: cached.token, hint: e.entry.hint });
+    if (cached !== undefined) return Promise.resolve({ spiffeId: cached.spiffeId, token: cached.token, hint: e.hint });
     let pending = this.#jwtInFlight.get(key);
     if (pending === undefined) {
       pending = (async () => {
         try {
-          const wire = await this.#o.issuer.newJwtSvid(e.entry.id, audience, signal);
+          const wire = await this.#o.issuer.newJwtSvid(e.id, audience, signal);
           const token = new Secret(wire.token);
           const issuedAtMs = Number(wire.issued_at) * 1000 || this.#o.clock.nowMs();
           this.#jwt.put(key, { token, spiffeId: wire.spiffe_id, issuedAtMs, expiresAtMs: Number(wire.expires_at) * 1000, receivedAtMs: this.#o.clock.nowMs() });
-          this.#o.logger.info({ entryId: e.entry.id, spiffeId: wire.spiffe_id, expiresAt: new Date(Number(wire.expires_at) * 1000).toISOString() }, 'JWT-SVID minted');
-          return { spiffeId: wire.spiffe_id, token, hint: e.entry.hint };
+          this.#o.logger.info({ entryId: e.id, spiffeId: wire.spiffe_id, expiresAt: new Date(Number(wire.expires_at) * 1000).toISOString() }, 'JWT-SVID minted');
+          return { spiffeId: wire.spiffe_id, token, hint: e.hint };
         } catch (err) {
           if (isAgentRejected(err)) {
             void this.#o.onRejected?.();
@@ -796,7 +868,7 @@ export class SvidCache implements WorkloadIdentitySource {
     // federate with a domain must not accept that domain's tokens (as SPIRE's agent does).
     const federates = new Set<string>();
     for (const id of this.#matchKeys(new Set(selectors.map(selectorKey)))) {
-      for (const td of this.#entries.get(id)?.federates ?? NO_FEDERATION) federates.add(td);
+      for (const td of this.#entries.get(id)?.federates ?? NONE) federates.add(td);
     }
     const foreign = [...federates].flatMap((td) => {
       const f = this.#federated.get(td);
@@ -815,6 +887,7 @@ export class SvidCache implements WorkloadIdentitySource {
     this.#sweepTimer?.cancel();
     this.#expiryTimer?.cancel();
     for (const id of [...this.#svids.keys()]) this.#dropSvid(id);
+    this.#deadlines.stop();
     this.#subscribers.clear();
   }
 }

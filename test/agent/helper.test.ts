@@ -66,7 +66,8 @@ withNginx('helper + nginx: a rotation reaches a new handshake without restarting
   t.teardown(() => server.destroy());
   const a = await startTestAgent(t, server);
   await server.createEntry({ spiffeId: 'spiffe://example.org/web/nginx', parentId: a.agentId, selectors: ['unix:uid:0'], x509SvidTtlSeconds: 10, dnsNames: ['localhost'] });
-  await server.createEntry({ spiffeId: 'spiffe://example.org/db-client', parentId: a.agentId, selectors: ['unix:uid:0', 'unix:gid:0'] });
+  // Short-lived too: the helper writes svids[0], the lower entry ID of the two (random UUIDs).
+  await server.createEntry({ spiffeId: 'spiffe://example.org/db-client', parentId: a.agentId, selectors: ['unix:uid:0', 'unix:gid:0'], x509SvidTtlSeconds: 10 });
 
   const dir = mkdtempSync(join(tmpdir(), 'sigil-helper-'));
   chmodSync(dir, 0o755);
