@@ -4,40 +4,27 @@
  * key named, then resolved (durations to milliseconds, paths to absolute) and frozen.
  * Secrets are never config values: the join token is read from the file named here.
  */
-import { readFileSync } from 'node:fs';
-import { isAbsolute, join, resolve } from 'node:path';
-import { parse as parseYaml } from 'yaml';
+import { join, resolve } from 'node:path';
 import { z } from 'zod';
+import {
+  configError,
+  deepFreezeConfig,
+  durationSchema,
+  hostPortSchema,
+  logLevelSchema,
+  parseConfig,
+  pathResolver,
+  readYamlConfigFile,
+  requireConfigMapping,
+  trustDomainSchema as trustDomain,
+  type LogLevel,
+} from '../common/config.js';
 import { parseDuration } from '../common/duration.js';
-import { SigilError } from '../common/errors.js';
 import { TrustDomain } from '../spiffe/spiffe-id.js';
 
-const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] as const;
+const duration = durationSchema();
 
-const duration = z.string().refine(
-  (s) => {
-    try {
-      return parseDuration(s) > 0;
-    } catch {
-      return false;
-    }
-  },
-  { message: 'must be a positive duration such as 90s, 5m, 1h30m' },
-);
-
-const hostPort = z.string().regex(/^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):\d{1,5}$/, 'must be host:port, e.g. sigil-server:8081');
-
-const trustDomain = z.string().refine(
-  (s) => {
-    try {
-      TrustDomain.parse(s);
-      return true;
-    } catch {
-      return false;
-    }
-  },
-  { message: 'must be a valid trust domain name such as example.org' },
-);
+const hostPort = hostPortSchema('sigil-server:8081');
 
 /** Default Workload API socket (the deploy location; the demo uses /tmp/sigil/agent.sock). */
 export const DEFAULT_AGENT_SOCKET = '/run/sigil/agent.sock';
@@ -51,7 +38,7 @@ export const agentConfigSchema = z.strictObject({
   trustBundleFile: z.string().min(1),
   dataDir: z.string().min(1),
   socketPath: z.string().min(1).default(DEFAULT_AGENT_SOCKET),
-  logLevel: z.enum(LOG_LEVELS).default('info'),
+  logLevel: logLevelSchema.default('info'),
   nodeAttestor: z.strictObject({
     joinToken: z.strictObject({ tokenFile: z.string().min(1) }).optional(),
     x509pop: z.strictObject({ certFile: z.string().min(1), keyFile: z.string().min(1) }).optional(),
@@ -98,7 +85,7 @@ export interface AgentConfig {
   readonly trustBundleFile: string;
   readonly dataDir: string;
   readonly socketPath: string;
-  readonly logLevel: (typeof LOG_LEVELS)[number];
+  readonly logLevel: LogLevel;
   readonly nodeAttestor: AgentNodeAttestorConfig;
   readonly workloadAttestors: { readonly unix: { readonly discoverWorkloadPath: boolean; readonly workloadSizeLimit: number } };
   readonly svidCache: { readonly maxSize: number; readonly idleGraceMs: number };
@@ -117,22 +104,9 @@ export interface AgentFlags {
   readonly joinTokenFile?: string;
 }
 
-function configError(problems: string[]): SigilError {
-  return new SigilError('ERR_CONFIG_INVALID', `invalid agent configuration: ${problems.join('; ')}`, { reason: 'config' });
-}
-
-function deepFreeze<T>(value: T): T {
-  if (value !== null && typeof value === 'object' && !Object.isFrozen(value) && !(value instanceof TrustDomain)) {
-    for (const v of Object.values(value)) deepFreeze(v);
-    Object.freeze(value);
-  }
-  return value;
-}
-
 /** Validates raw config (parsed YAML) merged with flags; resolves relative paths against `baseDir`. */
 export function resolveAgentConfig(raw: unknown, flags: AgentFlags = {}, baseDir = process.cwd()): AgentConfig {
-  if (raw === null || raw === undefined) raw = {};
-  if (typeof raw !== 'object' || Array.isArray(raw)) throw configError(['the file must hold a YAML mapping']);
+  raw = requireConfigMapping(raw, 'agent');
   const merged = structuredClone(raw) as Record<string, unknown>;
   if (flags.trustDomain !== undefined) merged.trustDomain = flags.trustDomain;
   if (flags.serverAddress !== undefined) merged.serverAddress = flags.serverAddress;
@@ -145,27 +119,14 @@ export function resolveAgentConfig(raw: unknown, flags: AgentFlags = {}, baseDir
     merged.nodeAttestor = { joinToken: { tokenFile: flags.joinTokenFile } };
   }
 
-  const parsed = agentConfigSchema.safeParse(merged as RawConfig);
-  if (!parsed.success) {
-    throw configError(
-      parsed.error.issues.map((issue) => {
-        const where = issue.path.length === 0 ? '(top level)' : issue.path.map(String).join('.');
-        if (issue.code === 'unrecognized_keys') {
-          const prefix = issue.path.length === 0 ? '' : `${where}.`;
-          return `unknown key${issue.keys.length > 1 ? 's' : ''} ${issue.keys.map((k) => prefix + k).join(', ')}`;
-        }
-        return `${where}: ${issue.message}`;
-      }),
-    );
-  }
-  const c = parsed.data;
-  const abs = (p: string): string => (isAbsolute(p) ? p : resolve(baseDir, p));
+  const c = parseConfig(agentConfigSchema, merged as RawConfig, 'agent');
+  const abs = pathResolver(baseDir);
   const problems: string[] = [];
   const { joinToken, x509pop } = c.nodeAttestor;
   if ((joinToken === undefined) === (x509pop === undefined)) {
     problems.push('nodeAttestor: configure exactly one of joinToken, x509pop');
   }
-  if (problems.length > 0) throw configError(problems);
+  if (problems.length > 0) throw configError('agent', problems);
   const nodeAttestor: AgentNodeAttestorConfig =
     joinToken !== undefined
       ? { type: 'join_token', tokenFile: abs(joinToken.tokenFile) }
@@ -184,25 +145,13 @@ export function resolveAgentConfig(raw: unknown, flags: AgentFlags = {}, baseDir
     sync: { pageSize: c.sync.pageSize, retryInitialMs: parseDuration(c.sync.retryInitial), retryMaxMs: parseDuration(c.sync.retryMax) },
     allowUnauthenticatedVerifiers: c.allowUnauthenticatedVerifiers,
   };
-  return deepFreeze(config);
+  return deepFreezeConfig(config);
 }
 
 /** Reads a YAML config file and resolves it with flags; paths in the file are relative to its folder. */
 export function loadAgentConfig(path: string | undefined, flags: AgentFlags = {}): AgentConfig {
   if (path === undefined) return resolveAgentConfig({}, flags);
-  let text: string;
-  try {
-    text = readFileSync(path, 'utf8');
-  } catch (err) {
-    throw new SigilError('ERR_CONFIG_INVALID', `cannot read agent configuration ${path}`, { reason: 'config-file', cause: err });
-  }
-  let raw: unknown;
-  try {
-    raw = parseYaml(text);
-  } catch (err) {
-    throw new SigilError('ERR_CONFIG_INVALID', `agent configuration ${path} is not valid YAML`, { reason: 'config-yaml', cause: err });
-  }
-  return resolveAgentConfig(raw, flags, resolve(path, '..'));
+  return resolveAgentConfig(readYamlConfigFile(path, 'agent'), flags, resolve(path, '..'));
 }
 
 /** Where the agent keeps its SVID, key and last-known bundle inside `dataDir`. */

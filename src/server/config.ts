@@ -3,47 +3,35 @@
  * against one schema that rejects unknown keys and reports every problem at once with
  * the key named, then resolved (durations to milliseconds, paths to absolute) and frozen.
  */
-import { readFileSync } from 'node:fs';
-import { isAbsolute, join, resolve } from 'node:path';
-import { parse as parseYaml } from 'yaml';
+import { join, resolve } from 'node:path';
 import { z } from 'zod';
-import { SigilError } from '../common/errors.js';
+import {
+  configError,
+  deepFreezeConfig,
+  durationSchema,
+  hostPortSchema,
+  logLevelSchema,
+  parseConfig,
+  pathResolver,
+  readYamlConfigFile,
+  requireConfigMapping,
+  trustDomainSchema as trustDomain,
+  type LogLevel,
+} from '../common/config.js';
 import { parseDuration } from '../common/duration.js';
 import { TrustDomain } from '../spiffe/spiffe-id.js';
 
 const KEY_TYPES = ['ec-p256', 'ec-p384', 'rsa-2048'] as const;
-const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] as const;
 
-const duration = z.string().refine(
-  (s) => {
-    try {
-      return parseDuration(s) > 0;
-    } catch {
-      return false;
-    }
-  },
-  { message: 'must be a positive duration such as 90s, 5m, 1h30m' },
-);
+const duration = durationSchema();
 
-const hostPort = z.string().regex(/^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):\d{1,5}$/, 'must be host:port, e.g. 0.0.0.0:8081');
-
-const trustDomain = z.string().refine(
-  (s) => {
-    try {
-      TrustDomain.parse(s);
-      return true;
-    } catch {
-      return false;
-    }
-  },
-  { message: 'must be a valid trust domain name such as example.org' },
-);
+const hostPort = hostPortSchema('0.0.0.0:8081');
 
 /** The schema of the YAML file (and of flags, merged into it). */
 export const serverConfigSchema = z.strictObject({
   trustDomain,
   dataDir: z.string().min(1),
-  logLevel: z.enum(LOG_LEVELS).default('info'),
+  logLevel: logLevelSchema.default('info'),
   agentApi: z.strictObject({ address: hostPort.default('0.0.0.0:8081') }).default({ address: '0.0.0.0:8081' }),
   adminApi: z.strictObject({ socketPath: z.string().min(1).optional() }).default({}),
   datastore: z
@@ -95,7 +83,7 @@ type RawConfig = z.input<typeof serverConfigSchema>;
 export interface ServerConfig {
   readonly trustDomain: TrustDomain;
   readonly dataDir: string;
-  readonly logLevel: (typeof LOG_LEVELS)[number];
+  readonly logLevel: LogLevel;
   readonly agentApi: { readonly host: string; readonly port: number };
   readonly adminApi: { readonly socketPath: string };
   readonly datastore: {
@@ -137,22 +125,10 @@ export interface ServerFlags {
   readonly healthAddress?: string;
 }
 
-function configError(problems: string[]): SigilError {
-  return new SigilError('ERR_CONFIG_INVALID', `invalid server configuration: ${problems.join('; ')}`, { reason: 'config' });
-}
-
 function splitHostPort(text: string): { host: string; port: number } {
   const i = text.lastIndexOf(':');
   const host = text.slice(0, i).replace(/^\[|\]$/g, '');
   return { host, port: Number(text.slice(i + 1)) };
-}
-
-function deepFreeze<T>(value: T): T {
-  if (value !== null && typeof value === 'object' && !Object.isFrozen(value) && !(value instanceof TrustDomain)) {
-    for (const v of Object.values(value)) deepFreeze(v);
-    Object.freeze(value);
-  }
-  return value;
 }
 
 function setIn(obj: Record<string, unknown>, path: readonly string[], value: unknown): void {
@@ -167,8 +143,7 @@ function setIn(obj: Record<string, unknown>, path: readonly string[], value: unk
 
 /** Validates raw config (already parsed YAML) merged with flags; resolves relative paths against `baseDir`. */
 export function resolveServerConfig(raw: unknown, flags: ServerFlags = {}, baseDir = process.cwd()): ServerConfig {
-  if (raw === null || raw === undefined) raw = {};
-  if (typeof raw !== 'object' || Array.isArray(raw)) throw configError(['the file must hold a YAML mapping']);
+  raw = requireConfigMapping(raw, 'server');
   const merged = structuredClone(raw) as Record<string, unknown>;
   if (flags.trustDomain !== undefined) merged.trustDomain = flags.trustDomain;
   if (flags.dataDir !== undefined) merged.dataDir = flags.dataDir;
@@ -177,21 +152,8 @@ export function resolveServerConfig(raw: unknown, flags: ServerFlags = {}, baseD
   if (flags.adminSocket !== undefined) setIn(merged, ['adminApi', 'socketPath'], flags.adminSocket);
   if (flags.healthAddress !== undefined) setIn(merged, ['health', 'address'], flags.healthAddress);
 
-  const parsed = serverConfigSchema.safeParse(merged as RawConfig);
-  if (!parsed.success) {
-    throw configError(
-      parsed.error.issues.map((issue) => {
-        const where = issue.path.length === 0 ? '(top level)' : issue.path.map(String).join('.');
-        if (issue.code === 'unrecognized_keys') {
-          const prefix = issue.path.length === 0 ? '' : `${where}.`;
-          return `unknown key${issue.keys.length > 1 ? 's' : ''} ${issue.keys.map((k) => prefix + k).join(', ')}`;
-        }
-        return `${where}: ${issue.message}`;
-      }),
-    );
-  }
-  const c = parsed.data;
-  const abs = (p: string): string => (isAbsolute(p) ? p : resolve(baseDir, p));
+  const c = parseConfig(serverConfigSchema, merged as RawConfig, 'server');
+  const abs = pathResolver(baseDir);
   const dataDir = abs(c.dataDir);
   const problems: string[] = [];
   if (c.keyManager.type === 'disk' && c.keyManager.kekFile === undefined) {
@@ -207,7 +169,7 @@ export function resolveServerConfig(raw: unknown, flags: ServerFlags = {}, baseD
   } else if (c.datastore.sqlitePath !== undefined) {
     problems.push('datastore.sqlitePath: only used when datastore.type is sqlite');
   }
-  if (problems.length > 0) throw configError(problems);
+  if (problems.length > 0) throw configError('server', problems);
 
   const config: ServerConfig = {
     trustDomain: TrustDomain.parse(c.trustDomain),
@@ -263,26 +225,11 @@ export function resolveServerConfig(raw: unknown, flags: ServerFlags = {}, baseD
     ...(c.health === undefined ? {} : { health: splitHostPort(c.health.address) }),
     auditLog: { path: c.auditLog.path === '-' ? '-' : abs(c.auditLog.path ?? join(dataDir, 'audit.log')) },
   };
-  return deepFreeze(config);
+  return deepFreezeConfig(config);
 }
 
 /** Reads and validates a YAML config file plus flags; throws ERR_CONFIG_INVALID naming every bad key. */
 export function loadServerConfig(path: string | undefined, flags: ServerFlags = {}): ServerConfig {
-  let raw: unknown = {};
-  let baseDir = process.cwd();
-  if (path !== undefined) {
-    let text: string;
-    try {
-      text = readFileSync(path, 'utf8');
-    } catch (err) {
-      throw new SigilError('ERR_CONFIG_INVALID', `cannot read config file ${JSON.stringify(path)}`, { reason: 'config-file', cause: err });
-    }
-    try {
-      raw = parseYaml(text);
-    } catch (err) {
-      throw new SigilError('ERR_CONFIG_INVALID', `config file ${JSON.stringify(path)} is not valid YAML`, { reason: 'config-yaml', cause: err });
-    }
-    baseDir = resolve(path, '..');
-  }
-  return resolveServerConfig(raw, flags, baseDir);
+  if (path === undefined) return resolveServerConfig({}, flags);
+  return resolveServerConfig(readYamlConfigFile(path, 'server'), flags, resolve(path, '..'));
 }

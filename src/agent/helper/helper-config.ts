@@ -5,24 +5,16 @@
  */
 import { readFileSync } from 'node:fs';
 import { constants } from 'node:os';
-import { isAbsolute, resolve } from 'node:path';
+import { resolve } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
+import { configError, deepFreezeConfig, durationSchema, logLevelSchema, parseConfig, pathResolver, requireConfigMapping, type LogLevel } from '../../common/config.js';
 import { parseDuration } from '../../common/duration.js';
 import { SigilError } from '../../common/errors.js';
 
 const fileName = z.string().min(1).regex(/^[^/\0]+$/, 'must be a file name, not a path');
 
-const duration = z.string().refine(
-  (s) => {
-    try {
-      return parseDuration(s) > 0;
-    } catch {
-      return false;
-    }
-  },
-  { message: 'must be a positive duration such as 10s, 1m' },
-);
+const duration = durationSchema('10s, 1m');
 
 /** The schema of helper.yaml. */
 export const helperConfigSchema = z.strictObject({
@@ -49,7 +41,7 @@ export const helperConfigSchema = z.strictObject({
       timeout: duration.default('30s'),
     })
     .optional(),
-  logLevel: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('info'),
+  logLevel: logLevelSchema.default('info'),
 });
 
 /** The resolved, frozen helper configuration. */
@@ -66,40 +58,13 @@ export interface HelperConfig {
     | { readonly kind: 'signal'; readonly pidFile: string; readonly signal: NodeJS.Signals; readonly timeoutMs: number }
     | { readonly kind: 'command'; readonly command: readonly string[]; readonly timeoutMs: number }
     | undefined;
-  readonly logLevel: 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'fatal' | 'silent';
-}
-
-function configError(problems: string[]): SigilError {
-  return new SigilError('ERR_CONFIG_INVALID', `invalid helper configuration: ${problems.join('; ')}`, { reason: 'config' });
-}
-
-function deepFreeze<T>(value: T): T {
-  if (value !== null && typeof value === 'object' && !Object.isFrozen(value)) {
-    for (const v of Object.values(value)) deepFreeze(v);
-    Object.freeze(value);
-  }
-  return value;
+  readonly logLevel: LogLevel;
 }
 
 /** Validates parsed YAML; relative paths resolve against `baseDir`. */
 export function resolveHelperConfig(raw: unknown, baseDir = process.cwd()): HelperConfig {
-  if (raw === null || raw === undefined) raw = {};
-  if (typeof raw !== 'object' || Array.isArray(raw)) throw configError(['the file must hold a YAML mapping']);
-  const parsed = helperConfigSchema.safeParse(raw);
-  if (!parsed.success) {
-    throw configError(
-      parsed.error.issues.map((issue) => {
-        const where = issue.path.length === 0 ? '(top level)' : issue.path.map(String).join('.');
-        if (issue.code === 'unrecognized_keys') {
-          const prefix = issue.path.length === 0 ? '' : `${where}.`;
-          return `unknown key${issue.keys.length > 1 ? 's' : ''} ${issue.keys.map((k) => prefix + k).join(', ')}`;
-        }
-        return `${where}: ${issue.message}`;
-      }),
-    );
-  }
-  const c = parsed.data;
-  const abs = (p: string): string => (isAbsolute(p) ? p : resolve(baseDir, p));
+  const c = parseConfig(helperConfigSchema, requireConfigMapping(raw, 'helper'), 'helper');
+  const abs = pathResolver(baseDir);
   const problems: string[] = [];
   let reload: HelperConfig['reload'];
   if (c.reload !== undefined) {
@@ -114,8 +79,8 @@ export function resolveHelperConfig(raw: unknown, baseDir = process.cwd()): Help
   const names = [c.svidFileName, c.svidKeyFileName, c.svidBundleFileName, ...c.jwtSvids.map((j) => j.fileName), ...(c.jwtBundleFileName ? [c.jwtBundleFileName] : [])];
   const dup = names.find((n, i) => names.indexOf(n) !== i);
   if (dup !== undefined) problems.push(`file name ${dup} is used twice`);
-  if (problems.length > 0) throw configError(problems);
-  return deepFreeze({
+  if (problems.length > 0) throw configError('helper', problems);
+  return deepFreezeConfig({
     agentAddress: c.agentAddress,
     certDir: abs(c.certDir),
     svidFileName: c.svidFileName,
