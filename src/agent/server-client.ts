@@ -9,6 +9,7 @@ import type { PeerCertificate } from 'node:tls';
 import { SigilError } from '../common/errors.js';
 import type { Secret } from '../common/secret.js';
 import { toPem } from '../common/x509.js';
+import type { EntryMessage } from '../grpc/messages.js';
 import { serviceClient } from '../grpc/proto.js';
 import { fromServiceError } from '../grpc/status.js';
 import type { NodeAttestorAgent } from '../plugin/node-attestor.js';
@@ -37,22 +38,8 @@ export interface WireBundle {
   refresh_hint_seconds: string;
 }
 
-/** A registration entry as the server sends it. */
-export interface WireEntry {
-  id: string;
-  spiffe_id: string;
-  parent_id: string;
-  selectors: { type: string; value: string }[];
-  x509_svid_ttl_seconds: number;
-  jwt_svid_ttl_seconds: number;
-  dns_names: string[];
-  federates_with: string[];
-  admin: boolean;
-  downstream: boolean;
-  hint: string;
-  revision: string;
-  expires_at: string;
-}
+/** A registration entry as the server sends it (64-bit fields as decimal strings). */
+export type WireEntry = EntryMessage;
 
 /** One SyncEntries page. */
 export interface WireSyncPage {

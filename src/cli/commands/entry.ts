@@ -1,26 +1,12 @@
 /** `sigil entry create|show|list|update|delete|count`: registration entries over the admin API. */
 import { parseDuration } from '../../common/duration.js';
+import type { AdminEntryMessage } from '../../grpc/messages.js';
 import type { CommandIo } from '../io.js';
 import { parseArgs, usageError, type ParsedArgs } from './args.js';
 import type { AdminClient } from './admin-client.js';
 import { isoSeconds, outputFormat, printFields, printJson, printTable, reportError, withAdmin } from './output.js';
 
-interface EntryMsg {
-  id: string;
-  spiffe_id: string;
-  parent_id: string;
-  selectors: { type: string; value: string }[];
-  x509_svid_ttl_seconds: number;
-  jwt_svid_ttl_seconds: number;
-  dns_names: string[];
-  federates_with: string[];
-  admin: boolean;
-  downstream: boolean;
-  hint: string;
-  expires_at: string;
-  revision: string;
-  created_at: string;
-}
+type EntryMsg = AdminEntryMessage;
 
 interface EntryResult {
   status: { code: number; message: string; sigil_code: string };

@@ -5,6 +5,7 @@
  */
 import { SigilError } from '../../common/errors.js';
 import type { RegistrationEntry } from '../../datastore/datastore.js';
+import type { EntryMessage } from '../../grpc/messages.js';
 import type { ParsedBundleRecord } from '../bundle-manager.js';
 
 /** First message of AttestAgent. */
@@ -38,22 +39,8 @@ export interface BundleMsg {
   refresh_hint_seconds: number;
 }
 
-/** Entry on the wire. */
-export interface EntryMsg {
-  id: string;
-  spiffe_id: string;
-  parent_id: string;
-  selectors: { type: string; value: string }[];
-  x509_svid_ttl_seconds: number;
-  jwt_svid_ttl_seconds: number;
-  dns_names: string[];
-  federates_with: string[];
-  admin: boolean;
-  downstream: boolean;
-  hint: string;
-  revision: number;
-  expires_at: number;
-}
+/** Entry on the wire, as the server builds it (64-bit fields as numbers). */
+export type EntryMsg = EntryMessage<number>;
 
 /** Per-item status. */
 export interface StatusMsg {
