@@ -2,7 +2,8 @@
  * Kernel peer credentials of a connected Unix socket, for the Sigil agent's Workload API.
  * The agent must learn who is calling from the kernel, never from the caller, and Node has
  * no API for SO_PEERCRED; this addon is the smallest bridge: two synchronous getsockopt calls
- * on a file descriptor the agent already owns. Plain C over node_api.h, no dependencies.
+ * on a file descriptor the agent already owns (and malloc_trim, for the agent's RSS after
+ * minting bursts). Plain C over node_api.h, no dependencies.
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE /* struct ucred */
@@ -15,6 +16,9 @@
 #include <sys/socket.h>
 #include <sys/types.h>
 #include <node_api.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 
 /* Stable names for the errors callers may want to tell apart; others keep their number. */
 static const char *errno_code(int err) {
@@ -126,10 +130,28 @@ static napi_value get_peer_groups(napi_env env, napi_callback_info info) {
 #endif
 }
 
+/*
+ * Hands freed heap pages back to the kernel (glibc's malloc_trim). Minting thousands of SVIDs
+ * leaves the allocator holding pages freed by OpenSSL and HTTP/2 temporaries between the few
+ * long-lived blocks; without this they count as agent RSS for good. False elsewhere.
+ */
+static napi_value trim_malloc(napi_env env, napi_callback_info info) {
+  (void)info;
+#ifdef __GLIBC__
+  int released = malloc_trim(0);
+#else
+  int released = 0;
+#endif
+  napi_value result;
+  napi_get_boolean(env, released != 0, &result);
+  return result;
+}
+
 static napi_value init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
     {"getPeerCred", NULL, get_peer_cred, NULL, NULL, NULL, napi_enumerable, NULL},
     {"getPeerGroups", NULL, get_peer_groups, NULL, NULL, NULL, napi_enumerable, NULL},
+    {"trimMalloc", NULL, trim_malloc, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
   return exports;

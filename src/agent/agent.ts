@@ -9,6 +9,7 @@ import { systemClock, type Clock } from '../common/clock.js';
 import { SigilError } from '../common/errors.js';
 import { createLogger, type Logger } from '../common/logger.js';
 import { pemBlocks } from '../common/x509.js';
+import { trimNativeHeap } from './peer/peer-credentials.js';
 import { ProcfsProcessInfo, type ProcessInfo } from './peer/process-info.js';
 import { startWorkloadApiServer, type WorkloadApiServer } from './workload-api/workload-api-server.js';
 import { AgentIdentityManager, type AgentSvid } from './agent-identity.js';
@@ -111,6 +112,7 @@ export async function startAgent(config: AgentConfig, options: StartAgentOptions
     ...retry,
     onRejected: () => identity.reattest('rejected'),
     onRoots,
+    afterMinting: () => trimNativeHeap(),
   });
 
   let svid: AgentSvid;

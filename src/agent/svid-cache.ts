@@ -65,6 +65,11 @@ export interface SvidCacheOptions {
   readonly onRejected?: () => Promise<void>;
   /** The own trust domain's X.509 authorities changed (DER). */
   readonly onRoots?: (roots: Buffer[]) => void;
+  /**
+   * Called once minting has been quiet for a second after a burst, at most every 10 s: the
+   * moment to hand the temporaries' freed native memory back (see trimNativeHeap).
+   */
+  readonly afterMinting?: () => void;
 }
 
 /**
@@ -151,6 +156,10 @@ function federatesOf(e: WireEntry): readonly string[] {
   }
   return out;
 }
+
+/** Quiet time after the last mint, and shortest time between two afterMinting calls. */
+const AFTER_MINTING_QUIET_MS = 1000;
+const AFTER_MINTING_EVERY_MS = 10_000;
 
 /** Keys generated between two yields to the event loop while a batch of mints is prepared. */
 const KEYS_PER_TURN = 16;
@@ -256,6 +265,8 @@ export class SvidCache implements WorkloadIdentitySource {
   #retryTimer: TimerHandle | undefined;
   #sweepTimer: TimerHandle | undefined;
   #expiryTimer: TimerHandle | undefined;
+  #afterMintingTimer: TimerHandle | undefined;
+  #afterMintingAtMs = -Infinity;
   #stopped = false;
   readonly #stop = new AbortController();
 
@@ -767,6 +778,22 @@ export class SvidCache implements WorkloadIdentitySource {
       this.#queued.clear();
       for (const id of pending) if (this.#entries.has(id)) this.#queue(id);
     }
+    this.#scheduleAfterMinting();
+  }
+
+  /** (Re)arms the afterMinting call for when minting has been quiet for a while. */
+  #scheduleAfterMinting(): void {
+    const callback = this.#o.afterMinting;
+    if (callback === undefined || this.#stopped) return;
+    this.#afterMintingTimer?.cancel();
+    const now = this.#o.clock.nowMs();
+    const delay = Math.max(AFTER_MINTING_QUIET_MS, this.#afterMintingAtMs + AFTER_MINTING_EVERY_MS - now);
+    this.#afterMintingTimer = this.#o.clock.setTimer(() => {
+      this.#afterMintingTimer = undefined;
+      if (this.#queued.size > 0 || this.#inFlight.size > 0) return; // the next flush re-arms it
+      this.#afterMintingAtMs = this.#o.clock.nowMs();
+      callback();
+    }, delay);
   }
 
   /** An SVID's deadline came: first its rotation (a successor is asked for), then its expiry. */
@@ -886,6 +913,7 @@ export class SvidCache implements WorkloadIdentitySource {
     this.#retryTimer?.cancel();
     this.#sweepTimer?.cancel();
     this.#expiryTimer?.cancel();
+    this.#afterMintingTimer?.cancel();
     for (const id of [...this.#svids.keys()]) this.#dropSvid(id);
     this.#deadlines.stop();
     this.#subscribers.clear();

@@ -14,6 +14,8 @@ import type { PeerCredentials } from '../../plugin/workload-attestor.js';
 interface PeerCredAddon {
   getPeerCred(fd: number): { pid: number; uid: number; gid: number };
   getPeerGroups(fd: number): number[];
+  /** Absent from builds made before it was added. */
+  trimMalloc?(): boolean;
 }
 
 const ADDON_RELATIVE = join('native', 'peercred', 'build', 'Release', 'peercred.node');
@@ -107,6 +109,19 @@ export function peerCredentialsAvailable(): boolean {
   try {
     loadAddon();
     return true;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Returns the C heap's free pages to the kernel (glibc malloc_trim) through the same addon;
+ * false when nothing was released or the addon or platform cannot do it. For after bursts of
+ * key generation and minting, whose freed temporaries would otherwise stay in the agent's RSS.
+ */
+export function trimNativeHeap(): boolean {
+  try {
+    return loadAddon().trimMalloc?.() ?? false;
   } catch {
     return false;
   }
