@@ -45,6 +45,18 @@ export class AdminClient {
     });
   }
 
+  /** Calls a paged list method until `next_page_token` is empty and returns the items of every page's `field`. */
+  async listAll<T>(service: string, method: string, field: string, request: object = {}): Promise<T[]> {
+    const out: T[] = [];
+    let pageToken = '';
+    do {
+      const r = await this.call<Record<string, unknown>>(service, method, { ...request, page_token: pageToken });
+      out.push(...(r[field] as T[]));
+      pageToken = r.next_page_token as string;
+    } while (pageToken !== '');
+    return out;
+  }
+
   /** Closes every channel. */
   close(): void {
     for (const c of this.#clients.values()) c.close();

@@ -2,6 +2,7 @@
  * A small flag parser for the server-side commands: `--name value`, `--name=value`,
  * repeatable flags, boolean switches. Unknown flags are usage errors (exit code 2).
  */
+import { parseDuration } from '../../common/duration.js';
 import { SigilError } from '../../common/errors.js';
 
 /** How a command's flags are declared. */
@@ -88,4 +89,15 @@ export function intFlag(args: ParsedArgs, name: string, fallback = 0): number {
   if (v === undefined) return fallback;
   if (!/^\d+$/.test(v)) throw usageError(`--${name} must be a whole number, got ${JSON.stringify(v)}`);
   return Number(v);
+}
+
+/** A duration flag in whole seconds, 0 when absent; a usage error citing `example` (e.g. `5m`) otherwise. */
+export function durationSeconds(args: ParsedArgs, name: string, example: string): number {
+  const v = args.get(name);
+  if (v === undefined) return 0;
+  try {
+    return Math.round(parseDuration(v) / 1000);
+  } catch {
+    throw usageError(`--${name} must be a duration such as ${example}, got ${JSON.stringify(v)}`);
+  }
 }

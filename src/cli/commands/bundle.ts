@@ -35,15 +35,8 @@ function printBundle(io: CommandIo, args: ParsedArgs, b: BundleMsg): void {
   for (const der of b.x509_authorities) io.out(toPem(der, 'CERTIFICATE'));
 }
 
-async function listAll(client: AdminClient): Promise<BundleMsg[]> {
-  const out: BundleMsg[] = [];
-  let pageToken = '';
-  do {
-    const r = await client.call<{ bundles: BundleMsg[]; next_page_token: string }>('Bundles', 'ListFederatedBundles', { page_size: 100, page_token: pageToken });
-    out.push(...r.bundles);
-    pageToken = r.next_page_token;
-  } while (pageToken !== '');
-  return out;
+function listAll(client: AdminClient): Promise<BundleMsg[]> {
+  return client.listAll<BundleMsg>('Bundles', 'ListFederatedBundles', 'bundles', { page_size: 100 });
 }
 
 /** Runs `sigil bundle …`. */

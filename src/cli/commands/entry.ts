@@ -2,7 +2,7 @@
 import { parseDuration } from '../../common/duration.js';
 import type { AdminEntryMessage } from '../../grpc/messages.js';
 import type { CommandIo } from '../io.js';
-import { parseArgs, usageError, type ParsedArgs } from './args.js';
+import { durationSeconds, parseArgs, usageError, type ParsedArgs } from './args.js';
 import type { AdminClient } from './admin-client.js';
 import { isoSeconds, outputFormat, printFields, printJson, printTable, reportError, withAdmin } from './output.js';
 
@@ -60,16 +60,6 @@ function selectorMsg(text: string): { type: string; value: string } {
   return { type: text.slice(0, i), value: text.slice(i + 1) };
 }
 
-function ttlSeconds(args: ParsedArgs, name: string): number {
-  const v = args.get(name);
-  if (v === undefined) return 0;
-  try {
-    return Math.round(parseDuration(v) / 1000);
-  } catch {
-    throw usageError(`--${name} must be a duration such as 1h or 90s, got ${JSON.stringify(v)}`);
-  }
-}
-
 async function entryFromFlags(args: ParsedArgs, client: AdminClient, id: string): Promise<Record<string, unknown>> {
   const spiffeId = args.get('spiffe-id');
   if (spiffeId === undefined) throw usageError('--spiffe-id is required');
@@ -96,8 +86,8 @@ async function entryFromFlags(args: ParsedArgs, client: AdminClient, id: string)
     spiffe_id: spiffeId,
     parent_id: parentId,
     selectors,
-    x509_svid_ttl_seconds: ttlSeconds(args, 'x509-svid-ttl'),
-    jwt_svid_ttl_seconds: ttlSeconds(args, 'jwt-svid-ttl'),
+    x509_svid_ttl_seconds: durationSeconds(args, 'x509-svid-ttl', '1h or 90s'),
+    jwt_svid_ttl_seconds: durationSeconds(args, 'jwt-svid-ttl', '1h or 90s'),
     dns_names: args.all('dns'),
     federates_with: args.all('federates-with'),
     admin: args.has('admin'),
@@ -170,15 +160,8 @@ function checkResults(io: CommandIo, results: EntryResult[]): number {
   return code;
 }
 
-async function listAll(client: AdminClient, filter: Record<string, unknown>): Promise<EntryMsg[]> {
-  const out: EntryMsg[] = [];
-  let pageToken = '';
-  do {
-    const r = await client.call<{ entries: EntryMsg[]; next_page_token: string }>('Entries', 'ListEntries', { filter, page_size: 500, page_token: pageToken });
-    out.push(...r.entries);
-    pageToken = r.next_page_token;
-  } while (pageToken !== '');
-  return out;
+function listAll(client: AdminClient, filter: Record<string, unknown>): Promise<EntryMsg[]> {
+  return client.listAll<EntryMsg>('Entries', 'ListEntries', 'entries', { filter, page_size: 500 });
 }
 
 /** Runs `sigil entry …`. */

@@ -1,8 +1,7 @@
 /** `sigil jwt mint`: a JWT-SVID for any ID of the trust domain, printed (or written 0600 with --write). */
 import { writeFile } from 'node:fs/promises';
-import { parseDuration } from '../../common/duration.js';
 import type { CommandIo } from '../io.js';
-import { parseArgs, usageError } from './args.js';
+import { durationSeconds, parseArgs, usageError } from './args.js';
 import { isoSeconds, outputFormat, printJson, reportError, withAdmin } from './output.js';
 
 const USAGE = `usage: sigil jwt mint --spiffe-id ID --audience AUD... [--ttl 5m] [--write FILE] [--socket PATH | --config FILE] [--output table|json]
@@ -20,15 +19,7 @@ export async function run(argv: string[], io: CommandIo): Promise<number> {
     const spiffeId = args.get('spiffe-id');
     const audience = args.all('audience');
     if (spiffeId === undefined || audience.length === 0) throw usageError('--spiffe-id and at least one --audience are required');
-    const ttl = args.get('ttl');
-    let ttlSeconds = 0;
-    if (ttl !== undefined) {
-      try {
-        ttlSeconds = Math.round(parseDuration(ttl) / 1000);
-      } catch {
-        throw usageError(`--ttl must be a duration such as 5m, got ${JSON.stringify(ttl)}`);
-      }
-    }
+    const ttlSeconds = durationSeconds(args, 'ttl', '5m');
     return await withAdmin(io, args, async (client) => {
       const r = await client.call<{ token: string; spiffe_id: string; expires_at: string }>('Mint', 'MintJwtSvid', { spiffe_id: spiffeId, audience, ttl_seconds: ttlSeconds });
       const write = args.get('write');

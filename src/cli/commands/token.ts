@@ -1,7 +1,6 @@
 /** `sigil token generate`: a one-time join token for a new node (printed once, stored only hashed). */
-import { parseDuration } from '../../common/duration.js';
 import type { CommandIo } from '../io.js';
-import { parseArgs, usageError } from './args.js';
+import { durationSeconds, parseArgs } from './args.js';
 import { isoSeconds, outputFormat, printFields, printJson, reportError, withAdmin } from './output.js';
 
 const USAGE = `usage: sigil token generate [--ttl 10m] [--socket PATH | --config server.yaml] [--output table|json]
@@ -23,15 +22,7 @@ export async function run(argv: string[], io: CommandIo): Promise<number> {
       io.out(USAGE);
       return 0;
     }
-    const ttl = args.get('ttl');
-    let ttlSeconds = 0;
-    if (ttl !== undefined) {
-      try {
-        ttlSeconds = Math.round(parseDuration(ttl) / 1000);
-      } catch {
-        throw usageError(`--ttl must be a duration such as 10m, got ${JSON.stringify(ttl)}`);
-      }
-    }
+    const ttlSeconds = durationSeconds(args, 'ttl', '10m');
     return await withAdmin(io, args, async (client) => {
       const r = await client.call<{ token: string; token_id: string; agent_id: string; expires_at: string }>('JoinTokens', 'CreateJoinToken', { ttl_seconds: ttlSeconds });
       if (outputFormat(args) === 'json') printJson(io, { token: r.token, tokenId: r.token_id, agentId: r.agent_id, expiresAt: Number(r.expires_at) });

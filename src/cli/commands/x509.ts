@@ -5,11 +5,10 @@
  */
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { parseDuration } from '../../common/duration.js';
 import { toPem } from '../../common/x509.js';
 import { generateKeyAndCsr } from '../../server/server-svid.js';
 import type { CommandIo } from '../io.js';
-import { parseArgs, usageError } from './args.js';
+import { durationSeconds, parseArgs, usageError } from './args.js';
 import { isoSeconds, outputFormat, printFields, printJson, reportError, withAdmin } from './output.js';
 
 const USAGE = `usage: sigil x509 mint --spiffe-id ID --write DIR [--ttl 1h] [--dns NAME...] [--socket PATH | --config FILE] [--output table|json]
@@ -29,15 +28,7 @@ export async function run(argv: string[], io: CommandIo): Promise<number> {
     const spiffeId = args.get('spiffe-id');
     const dir = args.get('write');
     if (spiffeId === undefined || dir === undefined) throw usageError('--spiffe-id and --write are required');
-    const ttl = args.get('ttl');
-    let ttlSeconds = 0;
-    if (ttl !== undefined) {
-      try {
-        ttlSeconds = Math.round(parseDuration(ttl) / 1000);
-      } catch {
-        throw usageError(`--ttl must be a duration such as 1h, got ${JSON.stringify(ttl)}`);
-      }
-    }
+    const ttlSeconds = durationSeconds(args, 'ttl', '1h');
     return await withAdmin(io, args, async (client) => {
       const { csr, pkcs8 } = await generateKeyAndCsr();
       const r = await client.call<{ spiffe_id: string; cert_chain: Buffer[]; serial: string; expires_at: string; x509_authorities: Buffer[] }>('Mint', 'MintX509Svid', {
