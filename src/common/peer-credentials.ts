@@ -2,7 +2,7 @@
  * Kernel-reported credentials of the process at the other end of an accepted Unix socket
  * (SO_PEERCRED, SO_PEERGROUPS), read through the native/peercred addon. Shared by every
  * Unix-socket API that must know its caller from the kernel, never from the caller: the
- * server's admin socket today (src/agent/peer could load the addon through here too).
+ * server's admin socket and the agent's Workload API.
  */
 import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
@@ -22,6 +22,8 @@ export interface SocketPeerCredentials {
 interface PeerCredAddon {
   getPeerCred(fd: number): { pid: number; uid: number; gid: number };
   getPeerGroups(fd: number): number[];
+  /** Absent from builds made before it was added. */
+  trimMalloc?(): boolean;
 }
 
 /** Where `npm install` (node-gyp) leaves the addon, relative to the package root. */
@@ -58,7 +60,8 @@ function addon(): PeerCredAddon {
   return loaded;
 }
 
-function fdOf(socket: Socket): number {
+/** The file descriptor of an accepted socket; throws when the socket has no OS handle (closed or not a pipe). */
+export function socketFd(socket: Socket): number {
   // net.Socket keeps its descriptor on the internal handle; Node's typings do not show it
   const fd = (socket as unknown as { _handle?: { fd?: unknown } | null })._handle?.fd;
   if (typeof fd !== 'number' || !Number.isInteger(fd) || fd < 0) {
@@ -75,7 +78,7 @@ function syscallFailed(what: string, err: unknown): SigilError {
 /** SO_PEERCRED of an accepted Unix socket: pid, uid and gid of the peer at connect time. */
 export function getPeerCredentials(socket: Socket): SocketPeerCredentials {
   const lib = addon();
-  const fd = fdOf(socket);
+  const fd = socketFd(socket);
   try {
     const { pid, uid, gid } = lib.getPeerCred(fd);
     return Object.freeze({ pid, uid, gid });
@@ -87,7 +90,7 @@ export function getPeerCredentials(socket: Socket): SocketPeerCredentials {
 /** SO_PEERGROUPS (Linux 4.13 and later) of an accepted Unix socket: the peer's supplementary groups. */
 export function getPeerGroups(socket: Socket): number[] {
   const lib = addon();
-  const fd = fdOf(socket);
+  const fd = socketFd(socket);
   try {
     return lib.getPeerGroups(fd);
   } catch (err) {
@@ -98,4 +101,27 @@ export function getPeerGroups(socket: Socket): number[] {
 /** Throws ERR_UNAVAILABLE (`peercred-addon-missing`) when the addon cannot be loaded; for checks at start. */
 export function requirePeerCredentials(): void {
   addon();
+}
+
+/** True when the peer credentials addon is built and loadable. */
+export function peerCredentialsAvailable(): boolean {
+  try {
+    addon();
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Returns the C heap's free pages to the kernel (glibc malloc_trim) through the same addon;
+ * false when nothing was released or the addon or platform cannot do it. For after bursts of
+ * key generation and minting, whose freed temporaries would otherwise stay in the agent's RSS.
+ */
+export function trimNativeHeap(): boolean {
+  try {
+    return addon().trimMalloc?.() ?? false;
+  } catch {
+    return false;
+  }
 }
