@@ -8,4 +8,4 @@ export { X509Svid, X509SvidChain, type X509ChainInput, type PrivateKeyInput } fr
 export { verifyX509SvidChain, type VerifiedX509Svid } from './x509-svid-verify.js';
 export { Bundle, X509_SVID_USE, JWT_SVID_USE, type BundleSource, type JwtAuthority, type BundleJwk, type BundleJwks, type BundleContents } from './bundle.js';
 export { BundleSet } from './bundle-set.js';
-export { JwtSvid, parseAndValidateJwtSvid, parseJwtSvidInsecure, JWT_SVID_ALGORITHMS, DEFAULT_JWT_LEEWAY_SECONDS, type JwtSvidAlgorithm, type JwtSvidHeader, type JwtSvidValidateOptions } from './jwt-svid.js';
+export { JwtSvid, parseAndValidateJwtSvid, parseJwtSvidInsecure, JWT_SVID_ALGORITHMS, DEFAULT_JWT_LEEWAY_SECONDS, MAX_JWT_SVID_LENGTH, type JwtSvidAlgorithm, type JwtSvidHeader, type JwtSvidValidateOptions } from './jwt-svid.js';

@@ -18,6 +18,9 @@ export type JwtSvidAlgorithm = (typeof JWT_SVID_ALGORITHMS)[number];
 /** Default clock leeway for `exp`/`nbf`, in seconds. */
 export const DEFAULT_JWT_LEEWAY_SECONDS = 30;
 
+/** Longest token accepted (characters); real JWT-SVIDs are a few KiB, so anything bigger is refused before it is split or decoded. */
+export const MAX_JWT_SVID_LENGTH = 64 * 1024;
+
 const ALLOWED_ALGS = new Set<string>(JWT_SVID_ALGORITHMS);
 const ALLOWED_HEADER = new Set(['alg', 'kid', 'typ']);
 const EC_CURVE: Record<string, string> = { ES256: 'prime256v1', ES384: 'secp384r1', ES512: 'secp521r1' };
@@ -135,6 +138,7 @@ function decodeJsonSegment(seg: string, what: string): Record<string, unknown> {
 /** Checks the compact form, the header rules and the claim shapes; no signature, no time. */
 function parseToken(token: string): ParsedToken {
   if (typeof token !== 'string') throw jwtError('malformed', 'token is not a string');
+  if (token.length > MAX_JWT_SVID_LENGTH) throw jwtError('too-large', `token is ${token.length} characters, more than ${MAX_JWT_SVID_LENGTH}`);
   const segs = token.split('.');
   // Five segments would be a JWE; JWT-SVIDs are JWS compact serialization only (section 5.1).
   if (segs.length !== 3) throw jwtError('malformed', `token has ${segs.length} segments, expected 3`);

@@ -7,7 +7,7 @@ import { inspect } from 'node:util';
 import { createJwtKey, jwtClaims, signJwt, type TestJwtKey } from '../helpers/pki.js';
 import { Bundle } from '../../src/spiffe/bundle.js';
 import { BundleSet } from '../../src/spiffe/bundle-set.js';
-import { JWT_SVID_ALGORITHMS, parseAndValidateJwtSvid, parseJwtSvidInsecure } from '../../src/spiffe/jwt-svid.js';
+import { JWT_SVID_ALGORITHMS, MAX_JWT_SVID_LENGTH, parseAndValidateJwtSvid, parseJwtSvidInsecure } from '../../src/spiffe/jwt-svid.js';
 import { TrustDomain } from '../../src/spiffe/spiffe-id.js';
 import { SigilError } from '../../src/spiffe/errors.js';
 
@@ -72,6 +72,9 @@ const CASES: Case[] = [
   { name: 'JWS JSON serialization', token: () => JSON.stringify({ payload: 'x', signatures: [] }), reason: 'malformed' },
   { name: 'header not base64url', token: () => `*${signJwt(es256(), base())}`, reason: 'malformed' },
   { name: 'header not JSON', token: () => `${Buffer.from('nope').toString('base64url')}.${signJwt(es256(), base()).split('.').slice(1).join('.')}`, reason: 'malformed' },
+  // Size: a validly signed token is still refused once it is longer than the cap
+  { name: 'signed token over the size cap', token: () => signJwt(es256(), { ...base(), pad: 'x'.repeat(MAX_JWT_SVID_LENGTH) }), reason: 'too-large' },
+  { name: '16 MB of dots', token: () => '.'.repeat(16 * 1024 * 1024), reason: 'too-large' },
   { name: 'empty signature', token: () => `${signJwt(es256(), base()).split('.').slice(0, 2).join('.')}.`, reason: 'malformed' },
   // Header (2)
   { name: 'extra header x5u', token: () => signJwt(es256(), base(), { header: { x5u: 'https://evil' } }), reason: 'extra-header' },

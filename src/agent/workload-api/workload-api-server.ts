@@ -17,7 +17,7 @@ import { getPeerCredentials, requirePeerCredentials } from '../peer/peer-credent
 import { ProcfsProcessInfo, type ProcessInfo } from '../peer/process-info.js';
 import { ProcessReadings } from '../peer/process-readings.js';
 import type { WorkloadIdentitySource } from './identity-source.js';
-import { createWorkloadApiService } from './workload-api-service.js';
+import { createWorkloadApiService, WORKLOAD_API_LIMITS } from './workload-api-service.js';
 import type { ConnectionFacts } from './workload-caller.js';
 
 /** Options of startWorkloadApiServer. */
@@ -133,7 +133,8 @@ export async function startWorkloadApiServer(options: WorkloadApiServerOptions):
     allowUnauthenticatedVerifiers: options.allowUnauthenticatedVerifiers ?? false,
     factsOf: (peer) => (peer.startsWith(PEER_TOKEN_PREFIX) ? connections.get(peer) : undefined),
   });
-  const grpcServer = new GrpcServer();
+  // explicit rather than grpc-js's default, so the bound on what a workload can make us buffer is ours
+  const grpcServer = new GrpcServer({ 'grpc.max_receive_message_length': WORKLOAD_API_LIMITS.requestBytes });
   grpcServer.addService(withSharedEncoding(serviceDefinition(WORKLOAD_PROTO, WORKLOAD_SERVICE)), service.implementation);
   const injector: ConnectionInjector = grpcServer.createConnectionInjector(ServerCredentials.createInsecure());
 

@@ -11,6 +11,7 @@ import type { Logger } from '../../common/logger.js';
 import { WORKLOAD_HEADER } from '../../grpc/proto.js';
 import { toServiceError } from '../../grpc/status.js';
 import type { WorkloadAttestor } from '../../plugin/workload-attestor.js';
+import { MAX_JWT_SVID_LENGTH } from '../../spiffe/jwt-svid.js';
 import { SpiffeId } from '../../spiffe/spiffe-id.js';
 import type { ProcessReadings } from '../peer/process-readings.js';
 import type { TrustDomainBundle, Unsubscribe, WorkloadIdentitySource, WorkloadUpdate } from './identity-source.js';
@@ -51,6 +52,32 @@ interface ValidateJwtSvidRequest {
 interface ValidateJwtSvidResponse {
   spiffe_id: string;
   claims: StructMessage;
+}
+
+/**
+ * Bounds on what a workload may send, checked before attestation so a hostile caller costs
+ * little: the audience limits are the server's (a longer list would only be refused there
+ * after the work of attesting), the token limit is the JWT-SVID parser's, and the request
+ * limit is the gRPC receive limit of the Workload API server.
+ */
+export const WORKLOAD_API_LIMITS = {
+  requestBytes: 256 * 1024,
+  audiences: 32,
+  audienceBytes: 512,
+  svidChars: MAX_JWT_SVID_LENGTH,
+} as const;
+
+function invalidArgument(reason: string, message: string): SigilError {
+  return new SigilError('ERR_INVALID_ARGUMENT', message, { reason });
+}
+
+/** Checks one audience value; `what` names it in the message. */
+function checkAudienceValue(a: unknown, what: string): string {
+  if (typeof a !== 'string' || a === '') throw invalidArgument('audience-required', 'audience must be specified');
+  if (Buffer.byteLength(a, 'utf8') > WORKLOAD_API_LIMITS.audienceBytes) {
+    throw invalidArgument('audience-too-long', `${what} is ${Buffer.byteLength(a, 'utf8')} bytes, more than ${WORKLOAD_API_LIMITS.audienceBytes}`);
+  }
+  return a;
 }
 
 /** What the handlers need from the server around them. */
@@ -230,9 +257,11 @@ export function createWorkloadApiService(ctx: WorkloadApiContext): { implementat
       void (async () => {
         requireHeader(call.metadata);
         const audience = call.request.audience ?? [];
-        if (audience.length === 0 || audience.some((a) => typeof a !== 'string' || a === '')) {
-          throw new SigilError('ERR_INVALID_ARGUMENT', 'audience must be specified', { reason: 'audience-required' });
+        if (audience.length === 0) throw invalidArgument('audience-required', 'audience must be specified');
+        if (audience.length > WORKLOAD_API_LIMITS.audiences) {
+          throw invalidArgument('too-many-audiences', `at most ${WORKLOAD_API_LIMITS.audiences} audiences, got ${audience.length}`);
         }
+        audience.forEach((a, i) => checkAudienceValue(a, `audience ${i}`));
         const requested = call.request.spiffe_id === undefined || call.request.spiffe_id === '' ? undefined : SpiffeId.parse(call.request.spiffe_id).toString();
         const caller = await attest(call, logger, cancel);
         const issued = await ctx.identities.fetchJwtSvids(caller.selectors, audience, requested, cancel);
@@ -259,8 +288,12 @@ export function createWorkloadApiService(ctx: WorkloadApiContext): { implementat
         requireHeader(call.metadata);
         const audience = call.request.audience ?? '';
         const token = call.request.svid ?? '';
-        if (audience === '') throw new SigilError('ERR_INVALID_ARGUMENT', 'audience must be specified', { reason: 'audience-required' });
-        if (token === '') throw new SigilError('ERR_INVALID_ARGUMENT', 'svid must be specified', { reason: 'svid-required' });
+        checkAudienceValue(audience, 'audience');
+        if (token === '') throw invalidArgument('svid-required', 'svid must be specified');
+        // refused here rather than by the parser so an oversized token costs no attestation
+        if (token.length > WORKLOAD_API_LIMITS.svidChars) {
+          throw invalidArgument('svid-too-large', `svid is ${token.length} characters, more than ${WORKLOAD_API_LIMITS.svidChars}`);
+        }
         const caller = await attest(call, logger, cancel);
         const result = await ctx.identities.validateJwtSvid(caller.selectors, token, audience, cancel);
         logger.info({ peerPid: caller.facts.pid, peerUid: caller.facts.uid, spiffeId: result.spiffeId, audience }, 'jwt svid validated');

@@ -21,7 +21,7 @@ import { startWorkload, writeWorkloadScript, type Workload, type WorkloadEvent, 
 
 const AS_ROOT = process.getuid?.() === 0;
 const NOBODY = 65534;
-const GRPC = { INVALID_ARGUMENT: 3, PERMISSION_DENIED: 7, UNAVAILABLE: 14 } as const;
+const GRPC = { INVALID_ARGUMENT: 3, RESOURCE_EXHAUSTED: 8, PERMISSION_DENIED: 7, UNAVAILABLE: 14 } as const;
 
 let script: string;
 let td: TestTrustDomain;
@@ -280,6 +280,38 @@ test.serial('FetchJWTSVID needs an audience and returns tokens; ValidateJWTSVID 
   t.is((await workload.tagged('no-aud')).code, GRPC.INVALID_ARGUMENT);
   workload.send({ op: 'validate', tag: 'no-svid', audience: 'aud', svid: '' });
   t.is((await workload.tagged('no-svid')).code, GRPC.INVALID_ARGUMENT);
+});
+
+test.serial('oversized Workload API input is refused with InvalidArgument and a reason, before any attestation', async (t) => {
+  const h = await setup(t);
+  const me = selectors(`unix:uid:${process.getuid?.() ?? 0}`);
+  h.source.entries = [{ selectors: me, svid: await issueSvid(td, 'spiffe://example.org/a', 'x') }];
+  const { workload } = await h.spawn();
+  const refusal = async (tag: string): Promise<[unknown, unknown, unknown]> => {
+    const e = await workload.tagged(tag);
+    return [e.code, e.sigilCode, e.sigilReason];
+  };
+  const bad = (reason: string): [number, string, string] => [GRPC.INVALID_ARGUMENT, 'ERR_INVALID_ARGUMENT', reason];
+
+  workload.send({ op: 'jwt', tag: 'many', audience: Array.from({ length: 33 }, (_, i) => `aud${i}`) });
+  t.deepEqual(await refusal('many'), bad('too-many-audiences'));
+  workload.send({ op: 'jwt', tag: 'long', audience: ['ok', 'a'.repeat(513)] });
+  t.deepEqual(await refusal('long'), bad('audience-too-long'));
+  workload.send({ op: 'jwt', tag: 'empty-one', audience: ['ok', ''] });
+  t.deepEqual(await refusal('empty-one'), bad('audience-required'));
+  workload.send({ op: 'jwt', tag: 'at-limit', audience: Array.from({ length: 32 }, (_, i) => `${i}`.padEnd(512, 'a')) });
+  t.is((await workload.tagged('at-limit')).event, 'jwt', '32 audiences of 512 bytes are fine');
+
+  workload.send({ op: 'validate', tag: 'big-svid', audience: 'aud', svid: 'e'.repeat(64 * 1024 + 1) });
+  t.deepEqual(await refusal('big-svid'), bad('svid-too-large'));
+  workload.send({ op: 'validate', tag: 'long-aud', audience: 'a'.repeat(513), svid: 'x.y.z' });
+  t.deepEqual(await refusal('long-aud'), bad('audience-too-long'));
+  // past the receive limit grpc-js refuses the message itself, and the agent keeps serving
+  workload.send({ op: 'validate', tag: 'huge', audience: 'aud', svid: 'e'.repeat(1024 * 1024) });
+  t.is((await workload.tagged('huge')).code, GRPC.RESOURCE_EXHAUSTED);
+  workload.send({ op: 'jwt', tag: 'after', audience: ['aud'] });
+  t.is((await workload.tagged('after')).event, 'jwt');
+  t.false(h.lines.some((l) => l.includes('eeeeeeee')), 'the oversized token is not logged');
 });
 
 test.serial('1,000 simultaneous connections are all served, none UNAVAILABLE', async (t) => {

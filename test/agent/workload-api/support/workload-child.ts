@@ -34,7 +34,7 @@ const md = (header) => { const m = new grpc.Metadata(); if (header !== false) m.
 const newClient = (local) => new Client('unix://' + socketPath, grpc.credentials.createInsecure(), local ? { 'grpc.use_local_subchannel_pool': 1 } : {});
 const shared = newClient(false);
 const streams = new Map();
-const errOut = (tag, e) => out({ tag, event: 'error', code: e.code, details: e.details, sigilCode: e.metadata?.get('sigil-error-code')[0] });
+const errOut = (tag, e) => out({ tag, event: 'error', code: e.code, details: e.details, sigilCode: e.metadata?.get('sigil-error-code')[0], sigilReason: e.metadata?.get('sigil-error-reason')[0] });
 const bundlesOf = (m) => Object.fromEntries(Object.entries(m).map(([k, v]) => [k, sha(v)]));
 function watch(tag, method, header, render) {
   const call = shared[method]({}, md(header));
