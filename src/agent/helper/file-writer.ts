@@ -3,7 +3,7 @@
  * same folder with its final mode, then rename(2) swaps it in, so a reader (nginx reloading,
  * PostgreSQL reading its key) sees either the old file or the new one, never a torn one.
  */
-import { chmodSync, mkdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, constants, fchmodSync, mkdirSync, openSync, renameSync, rmSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 
 /** Writes `data` to `dir/name` atomically with `mode`. */
@@ -11,9 +11,18 @@ export function writeFileAtomic(dir: string, name: string, data: string | Buffer
   mkdirSync(dir, { recursive: true, mode: 0o755 });
   const final = join(dir, name);
   const tmp = join(dir, `.${name}.${process.pid}.tmp`);
+  // A leftover temp file (or a symlink planted there) would otherwise be reused as is: its
+  // wider mode would hold a private key until the chmod, and a symlink would be written through.
+  rmSync(tmp, { force: true });
   try {
-    writeFileSync(tmp, data, { mode });
-    chmodSync(tmp, mode); // an umask or a leftover file must not widen or narrow it
+    const fd = openSync(tmp, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, mode & 0o600);
+    try {
+      const bytes = typeof data === 'string' ? Buffer.from(data, 'utf8') : data;
+      for (let off = 0; off < bytes.length; ) off += writeSync(fd, bytes, off, bytes.length - off);
+      fchmodSync(fd, mode); // the umask must not narrow it either (a cert may be meant 0644)
+    } finally {
+      closeSync(fd);
+    }
     renameSync(tmp, final);
   } catch (err) {
     rmSync(tmp, { force: true });
