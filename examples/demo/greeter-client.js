@@ -1,10 +1,11 @@
-/* global setTimeout, clearTimeout, AbortController */
+/* global AbortController */
 // Demo service 2: calls the greeter-server over mTLS every few seconds, checks that the
 // server is exactly the greeter-server's SPIFFE ID, and prints what it saw. Both sides'
 // serial numbers change as the agent rotates the SVIDs (the demo uses 2-minute SVIDs).
 //
 //   SPIFFE_ENDPOINT_SOCKET=unix:///tmp/sigil/agent.sock MY_SPIFFE_ID=… PEER_SPIFFE_ID=… PORT=8443 \
 //     node examples/demo/greeter-client.js
+import { setTimeout as sleep } from 'node:timers/promises';
 import { X509Source, authorizeId, connectTls, peerSpiffeId } from 'sigil/client';
 import { shortSerial, stopOn } from './demo-support.js';
 
@@ -45,10 +46,9 @@ async function loop() {
       if (stopping.signal.aborted) break;
       console.log(`call failed: ${err.code ?? ''} ${err.message}`);
     }
-    await new Promise((resolve) => {
-      const timer = setTimeout(resolve, intervalMs);
-      stopping.signal.addEventListener('abort', () => (clearTimeout(timer), resolve()), { once: true });
-    });
+    // timers/promises removes its abort listener when the timer fires: a listener added by
+    // hand on every call would pile up on the one signal (MaxListenersExceededWarning)
+    await sleep(intervalMs, undefined, { signal: stopping.signal }).catch(() => {});
   }
 }
 
