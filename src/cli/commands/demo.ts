@@ -406,7 +406,8 @@ export async function run(argv: string[], io: CommandIo): Promise<number> {
         '',
         `  SPIFFE_ENDPOINT_SOCKET=${endpoint} node ${bin} api fetch x509 --write ${fetchDir}`,
         `  openssl verify -CAfile ${fetchDir}/bundle.0.pem ${fetchDir}/svid.0.pem`,
-        `  node ${bin} entry list --socket ${shown(adminSocket)}`,
+        // absolute: the admin client dials unix://<path>, where a relative path's first segment would be read as an authority
+        `  node ${bin} entry list --socket ${adminSocket}`,
         '',
         'The fetch runs as you, so it gets both demo identities (svid.0 and svid.1): the entries select unix:uid.',
         'Press Ctrl-C to stop everything.',
