@@ -35,11 +35,15 @@ function sha256Hex(der: Buffer): string {
 
 function parseJson<T>(bytes: Uint8Array, what: string): T {
   if (bytes.length > MAX_PAYLOAD_BYTES) throw refused('x509pop-malformed', `x509pop ${what} is too large`);
+  let value: unknown;
   try {
-    return JSON.parse(Buffer.from(bytes).toString('utf8')) as T;
+    value = JSON.parse(Buffer.from(bytes).toString('utf8'));
   } catch (err) {
     throw refused('x509pop-malformed', `x509pop ${what} is not valid JSON`, err);
   }
+  // `null`, a number or a list is valid JSON too; reading fields off it must not throw a TypeError
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) throw refused('x509pop-malformed', `x509pop ${what} is not a JSON object`);
+  return value as T;
 }
 
 function commonName(subject: string): string | undefined {

@@ -48,3 +48,19 @@ test('refusals: untrusted CA, wrong key, expired certificate, CA as leaf, malfor
   t.is(await reasonOf(server.begin(td).next(Buffer.from('{"certificates":"x"}'))), 'x509pop-malformed');
   t.is(await reasonOf(server.begin(td).next(Buffer.from('not json'))), 'x509pop-malformed');
 });
+
+test('payloads and responses that are valid JSON but not objects are refused as malformed, not thrown as TypeErrors', async (t) => {
+  const root = await createCa({ name: 'CN=Root', id: null });
+  const server = new X509PopServerAttestor({ trustedCas: [root.der], clock: new ManualClock(Date.now()) });
+  for (const body of ['null', '42', '"s"', '[]', '[{"certificates":[]}]']) {
+    t.is(await reasonOf(server.begin(td).next(Buffer.from(body))), 'x509pop-malformed', `payload ${body}`);
+  }
+  const leaf = await createLeaf({ issuer: root, subject: 'CN=n', uris: [] });
+  const agent = new X509PopAgentAttestor({ certificates: [leaf.der], privateKey: leaf.key.privateKey });
+  for (const body of ['null', '7', '{"signature":5}']) {
+    const session = server.begin(td);
+    t.is((await session.next(await agent.payload())).kind, 'challenge');
+    t.is(await reasonOf(session.next(Buffer.from(body))), 'x509pop-malformed', `response ${body}`);
+  }
+  t.is(await reasonOf(server.begin(td).next(Buffer.alloc(64 * 1024 + 1, 0x20))), 'x509pop-malformed', 'oversized payload');
+});
