@@ -5,11 +5,12 @@
  * written to a temporary name and renamed, so a crash never leaves half a key. See
  * docs/agent.md for why the key is kept 0600 rather than wrapped by a KEK.
  */
-import { chmodSync, mkdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { chmodSync, mkdirSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { basename, dirname, join } from 'node:path';
 import { SigilError } from '../common/errors.js';
 import { Secret } from '../common/secret.js';
 import { pemBlocks, toPem } from '../common/x509.js';
+import { writeFileAtomic } from './helper/file-writer.js';
 
 /** The persisted agent identity. */
 export interface StoredAgentIdentity {
@@ -25,11 +26,9 @@ export interface StoredAgentIdentity {
 
 const FILES = { svid: 'agent-svid.pem', key: 'agent-key.pem', state: 'agent-state.json', bundle: 'bundle.pem' } as const;
 
+/** The helper's writer: temp file created O_EXCL|O_NOFOLLOW owner-only, so the key never sits in a wider file. */
 function writeAtomic(path: string, data: string | Buffer, mode: number): void {
-  const tmp = `${path}.tmp-${process.pid}`;
-  writeFileSync(tmp, data, { mode });
-  chmodSync(tmp, mode); // umask may have narrowed or the file may have existed
-  renameSync(tmp, path);
+  writeFileAtomic(dirname(path), basename(path), data, mode);
 }
 
 function readOptional(path: string): string | undefined {
@@ -59,12 +58,17 @@ export class AgentStore {
     const svidPem = readOptional(join(this.dir, FILES.svid));
     const keyPem = readOptional(join(this.dir, FILES.key));
     if (stateText === undefined || svidPem === undefined || keyPem === undefined) return undefined;
-    let state: { spiffeId?: unknown; canReattest?: unknown; attestor?: unknown };
+    let parsed: unknown;
     try {
-      state = JSON.parse(stateText) as typeof state;
+      parsed = JSON.parse(stateText);
     } catch (err) {
       throw new SigilError('ERR_FAILED_PRECONDITION', `agent state file ${join(this.dir, FILES.state)} is not valid JSON`, { reason: 'data-dir', cause: err });
     }
+    // `null` or a list parses too; reading fields off it would be a TypeError at startup
+    if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) {
+      throw new SigilError('ERR_FAILED_PRECONDITION', `agent state file ${join(this.dir, FILES.state)} is not a JSON object`, { reason: 'data-dir' });
+    }
+    const state = parsed as { spiffeId?: unknown; canReattest?: unknown; attestor?: unknown };
     const chain = pemBlocks(svidPem, 'CERTIFICATE');
     const [key] = pemBlocks(keyPem, 'PRIVATE KEY');
     if (typeof state.spiffeId !== 'string' || chain.length === 0 || key === undefined) return undefined;
