@@ -8,6 +8,7 @@ import test from 'ava';
 import { existsSync, readFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { PEERCRED_ADDON_PATH } from '../../src/common/peer-credentials.js';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../../..');
 
@@ -129,5 +130,6 @@ test('every file the build stage copies from the context exists and is in the co
   for (const want of ['/src/dist/src/', '/src/proto/', '/src/node_modules/', '/src/bin/', '/src/package.json', '/src/native/peercred/build/Release/peercred.node']) {
     t.true(runtimeSources.includes(want), want);
   }
-  t.true(readFileSync(join(ROOT, 'src/agent/peer/peer-credentials.ts'), 'utf8').includes("join('native', 'peercred', 'build', 'Release', 'peercred.node')"));
+  // …and that path is the one the loader of the addon looks for.
+  t.true(runtimeSources.includes(`/src/${PEERCRED_ADDON_PATH}`), PEERCRED_ADDON_PATH);
 });
