@@ -2,7 +2,7 @@ import test from 'ava';
 import { execFile, spawn } from 'node:child_process';
 import { X509Certificate } from 'node:crypto';
 import { readFile, stat } from 'node:fs/promises';
-import { dirname, join, resolve } from 'node:path';
+import { dirname, join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { makeServerDir, startTestServer, writeServerConfig } from '../helpers/server.js';
@@ -94,6 +94,16 @@ test('entry create then entry show --output json, token, bundle, agent list, min
   t.false(all.includes('PRIVATE KEY'));
   t.false(all.includes('eyJ'));
   t.false(all.includes(tokJson.token));
+});
+
+test('admin commands accept a relative --socket path (resolved against the current folder)', async (t) => {
+  const s = await startTestServer();
+  t.teardown(() => s.destroy());
+  const rel = relative(ROOT, s.server.adminSocketPath);
+  t.false(rel.startsWith('/'));
+  const r = await sigil(['entry', 'count', '--socket', rel]);
+  t.is(r.code, 0, r.stderr);
+  t.regex(r.stdout, /0/);
 });
 
 test('sigil server run as a child process serves, answers healthcheck, and stops on SIGTERM', async (t) => {

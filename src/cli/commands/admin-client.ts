@@ -2,6 +2,7 @@
  * A promise-based client of the admin API over its Unix socket, used by the CLI commands
  * (and tests). Errors come back as SigilError with the server's code.
  */
+import { resolve } from 'node:path';
 import { credentials, Metadata, type Client, type ServiceError } from '@grpc/grpc-js';
 import { fromServiceError } from '../../grpc/status.js';
 import { serviceClient } from '../../grpc/proto.js';
@@ -20,7 +21,8 @@ export class AdminClient {
   readonly #clients = new Map<string, Client>();
 
   constructor(socketPath: string) {
-    this.#socketPath = socketPath;
+    // grpc-js reads `unix://rel/x.sock` as host `rel`: always dial the absolute path.
+    this.#socketPath = resolve(socketPath);
   }
 
   /** Calls `sigil.admin.v1.<service>/<method>` and resolves to the response message. */
