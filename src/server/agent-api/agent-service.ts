@@ -24,6 +24,7 @@ import type { Change, ChangeHub, EntryChange } from '../change-hub.js';
 import type { ServerMetrics } from '../metrics.js';
 import type { ServerCa, SignedX509Svid } from '../server-ca.js';
 import { authenticateAgent, normalizeSerial, type AgentCaller } from './caller.js';
+import { BoundedMessageQueue } from './bounded-message-queue.js';
 import { AgentSyncState } from './sync-state.js';
 import {
   bundleToMsg,
@@ -65,6 +66,8 @@ const SYNC_PAGE_BYTES = 1024 * 1024;
 /** Most CSRs in one BatchNewX509SVID call. */
 export const MAX_BATCH_CSRS = 500;
 const MAX_ATTEST_ROUNDS = 8;
+/** Most AttestAgent messages kept unread; the protocol needs one in flight per challenge. */
+export const MAX_QUEUED_ATTEST_MESSAGES = 4;
 
 function svidMsg(spiffeId: string, s: SignedX509Svid): X509SvidMsg {
   return {
@@ -127,33 +130,24 @@ export function createAgentService(deps: AgentServiceDeps): UntypedServiceImplem
   }
 
   async function attest(call: ServerDuplexStream<AttestAgentRequestMsg, unknown>): Promise<void> {
-    const queue: AttestAgentRequestMsg[] = [];
-    let waiter: ((m: AttestAgentRequestMsg | undefined) => void) | undefined;
-    let ended = false;
+    // The protocol has at most one message in flight per challenge; anything beyond a few
+    // unread messages is a flood from a caller not yet authenticated, so it fails the stream.
+    const queue = new BoundedMessageQueue<AttestAgentRequestMsg>(MAX_QUEUED_ATTEST_MESSAGES);
+    let settled = false;
     call.on('data', (m: AttestAgentRequestMsg) => {
-      if (waiter !== undefined) {
-        const w = waiter;
-        waiter = undefined;
-        w(m);
-      } else queue.push(m);
+      if (queue.push(m) !== 'overflow') return;
+      const err = new SigilError('ERR_INVALID_ARGUMENT', `more than ${MAX_QUEUED_ATTEST_MESSAGES} attestation messages sent ahead of the server`, {
+        reason: 'attestation-flood',
+      });
+      queue.fail(err);
+      // fail now rather than at the next read: the handler may be busy in a verification step
+      refuse(err);
     });
-    const onEnd = (): void => {
-      ended = true;
-      if (waiter !== undefined) {
-        const w = waiter;
-        waiter = undefined;
-        w(undefined);
-      }
-    };
+    const onEnd = (): void => queue.end();
     call.on('end', onEnd);
     call.on('cancelled', onEnd);
     call.on('error', onEnd);
-    const nextMessage = (): Promise<AttestAgentRequestMsg | undefined> => {
-      const m = queue.shift();
-      if (m !== undefined) return Promise.resolve(m);
-      if (ended) return Promise.resolve(undefined);
-      return new Promise((resolve) => (waiter = resolve));
-    };
+    const nextMessage = (): Promise<AttestAgentRequestMsg | undefined> => queue.next();
 
     let attestorName = 'unknown';
     let agentIdForAudit: string | undefined;
@@ -179,6 +173,7 @@ export function createAgentService(deps: AgentServiceDeps): UntypedServiceImplem
       let rounds = 0;
       while (step.kind === 'challenge') {
         if (++rounds > MAX_ATTEST_ROUNDS) throw new SigilError('ERR_ATTESTATION_FAILED', 'too many attestation rounds', { reason: 'too-many-rounds' });
+        queue.throwIfFailed();
         call.write({ challenge: Buffer.from(step.challenge) });
         const reply = await nextMessage();
         if (reply === undefined || reply.step !== 'challenge_response' || reply.challenge_response === undefined) {
@@ -187,6 +182,8 @@ export function createAgentService(deps: AgentServiceDeps): UntypedServiceImplem
         step = await session.next(checkAttestationMessage(reply.challenge_response, 'challenge response'));
       }
       const result = step.result;
+      // a stream already failed by a flood must not admit the node or spend its evidence
+      queue.throwIfFailed();
       agentIdForAudit = result.agentId.toString();
       const svid = await admitAgent(result, attestor.name, csr);
       const bundle = await ownBundleMsg();
@@ -201,9 +198,18 @@ export function createAgentService(deps: AgentServiceDeps): UntypedServiceImplem
         detail: { attestor: attestor.name },
       });
       logger.info({ agentId: agentIdForAudit, attestor: attestor.name, serial: normalizeSerial(svid.serial) }, 'agent attested');
+      if (settled) return;
+      settled = true;
       call.write({ result: { svid: svidMsg(agentIdForAudit, svid), bundle, can_reattest: result.canReattest } });
       call.end();
     } catch (err) {
+      refuse(err);
+    }
+
+    /** Audits and fails the stream once; a flood may fail it while the handler is still awaiting. */
+    function refuse(err: unknown): void {
+      if (settled) return;
+      settled = true;
       const se = toSigilError(err);
       metrics.attestations.inc({ attestor: attestorName, result: 'refused' });
       audit.record({
