@@ -15,6 +15,7 @@ import type { AgentNodeAttestorConfig } from './config.js';
 import { generateKeyAndCsr } from './csr.js';
 import { prepareNodeAttestor } from './node-attestor.js';
 import { rotationDelayMs } from './rotation.js';
+import { chainUsesTainted } from './tainted-authorities.js';
 import type { AgentServerClient, WireX509Svid } from './server-client.js';
 
 /** The agent SVID in use. */
@@ -283,6 +284,19 @@ export class AgentIdentityManager {
       logger.warn({ err, retryInMs: delay }, 'agent SVID renewal failed; retrying');
       this.#schedule(delay);
     }
+  }
+
+  /**
+   * Renews the agent SVID after `delayMs` when its chain involves a tainted authority (see
+   * tainted-authorities.ts), so the agent keeps being accepted once the authority is revoked.
+   * True when a renewal was scheduled.
+   */
+  renewIfTainted(tainted: ReadonlySet<string>, delayMs: number): boolean {
+    const cur = this.#current;
+    if (cur === undefined || this.#stopped.signal.aborted || !chainUsesTainted(cur.chainDer, tainted)) return false;
+    this.#o.logger.warn({ agentId: cur.spiffeId, serial: cur.serial, inMs: delayMs }, 'agent SVID chains to a tainted authority; renewing it');
+    this.#schedule(delayMs);
+    return true;
   }
 
   /** Stops renewal and any re-attestation loop. */

@@ -113,6 +113,8 @@ export async function startAgent(config: AgentConfig, options: StartAgentOptions
     onRejected: () => identity.reattest('rejected'),
     onRoots,
     afterMinting: () => trimNativeHeap(),
+    // The agent SVID too must leave a tainted authority before the operator revokes it.
+    onTaintedAuthorities: (tainted, delayMs) => void identity.renewIfTainted(tainted, delayMs),
   });
 
   let svid: AgentSvid;

@@ -36,6 +36,8 @@ export interface WireBundle {
   x509_authorities: Buffer[];
   sequence: string;
   refresh_hint_seconds: string;
+  /** Own bundle only: subject key identifiers of tainted X.509 authorities (absent from older servers). */
+  tainted_x509_subject_key_ids?: Buffer[];
 }
 
 /** A registration entry as the server sends it (64-bit fields as decimal strings). */

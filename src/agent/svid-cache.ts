@@ -40,6 +40,7 @@ import { DeadlineQueue, type Deadline } from './deadline-queue.js';
 import type { SyncBatch } from './entry-sync.js';
 import { audienceKey, JwtSvidCache } from './jwt-cache.js';
 import { rotationDelayMs } from './rotation.js';
+import { chainUsesTainted, taintJitterMs, taintedIdsOf } from './tainted-authorities.js';
 import { MAX_CSRS_PER_CALL, type WireBundle, type WireEntry, type WireJwtSvid, type X509SvidItemResult } from './server-client.js';
 
 /** What the cache needs from the server. */
@@ -70,6 +71,8 @@ export interface SvidCacheOptions {
    * moment to hand the temporaries' freed native memory back (see trimNativeHeap).
    */
   readonly afterMinting?: () => void;
+  /** The bundle named a new set of tainted X.509 authorities (hex SKIs); `delayMs` is the jitter the cache's own re-mints wait. */
+  readonly onTaintedAuthorities?: (tainted: ReadonlySet<string>, delayMs: number) => void;
 }
 
 /**
@@ -101,7 +104,8 @@ interface SvidState extends Deadline {
   from: EntryState;
   readonly svid: WorkloadX509Svid;
   readonly serial: string;
-  readonly rotateAtMs: number;
+  /** Moved earlier when a taint concerns it. */
+  rotateAtMs: number;
   readonly notAfterMs: number;
   /** Its successor was asked for; next deadline is expiry. */
   rotating: boolean;
@@ -260,6 +264,8 @@ export class SvidCache implements WorkloadIdentitySource {
   #ownWire: TrustDomainBundle | undefined;
   #federated = new Map<string, { bundle: Bundle; wire: TrustDomainBundle }>();
   #bundleVersion = 0;
+  /** The tainted authority IDs last acted on, sorted and joined: a repeat of the same set costs nothing. */
+  #tainted = '';
   #synced = false;
   #flushScheduled = false;
   #retryTimer: TimerHandle | undefined;
@@ -329,6 +335,29 @@ export class SvidCache implements WorkloadIdentitySource {
       for (const sub of affected) this.#notify(sub, memo);
     }
     this.#scheduleExpiry();
+    if (batch.bundles !== undefined) this.#applyTainted(taintedIdsOf(batch.bundles.own.tainted_x509_subject_key_ids), now);
+  }
+
+  /**
+   * Moves the rotation of every held SVID that chains to a tainted authority to one jittered
+   * moment a few seconds away, so they are re-minted together (one batch call) by the active
+   * authority before the operator revokes the tainted one.
+   */
+  #applyTainted(tainted: ReadonlySet<string>, now: number): void {
+    const key = [...tainted].sort().join(',');
+    if (key === this.#tainted) return;
+    this.#tainted = key;
+    if (tainted.size === 0) return;
+    const delayMs = taintJitterMs(this.#o.random);
+    let count = 0;
+    for (const state of this.#svids.values()) {
+      if (state.rotating || !chainUsesTainted(state.svid.chainDer, tainted)) continue;
+      state.rotateAtMs = Math.min(state.rotateAtMs, now + delayMs);
+      this.#deadlines.schedule(state, Math.min(state.rotateAtMs, state.notAfterMs));
+      count++;
+    }
+    this.#o.logger.warn({ taintedAuthorities: [...tainted], svids: count, inMs: delayMs }, 'authority tainted; re-minting the X509-SVIDs it signed');
+    this.#o.onTaintedAuthorities?.(tainted, delayMs);
   }
 
   /** Adds or replaces an entry, re-linking the subscribers it concerns; true when it needs a look by #reconcile. */

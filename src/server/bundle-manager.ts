@@ -17,6 +17,8 @@ import type { ServerCa } from './server-ca.js';
 export interface ParsedBundleRecord {
   readonly record: BundleRecord;
   readonly bundle: Bundle;
+  /** Own bundle only: subject key identifiers of the tainted X.509 authorities (see agent.proto's Bundle). */
+  readonly taintedX509SubjectKeyIds?: readonly Buffer[];
 }
 
 /** Serialises a bundle as the compact JSON document stored and sent to agents. */
@@ -35,8 +37,19 @@ export class BundleManager {
   /** Last parsed document per trust domain ID: parsing imports every key, which costs more than a signature. */
   readonly #parsed = new Map<string, { document: string; bundle: Bundle }>();
   #syncing: Promise<void> = Promise.resolve();
+  /** Tainted X.509 authority IDs last announced: a taint leaves the document alone but must still reach agents. */
+  #tainted = '';
   readonly #onCaChange = (): void => {
-    this.#syncing = this.#syncing.then(() => this.syncOwn()).catch((err: unknown) => this.#logger.error({ err }, 'bundle update failed'));
+    this.#syncing = this.#syncing
+      .then(async () => {
+        await this.syncOwn();
+        const tainted = this.#taintedIds().join(',');
+        if (tainted === this.#tainted) return;
+        this.#tainted = tainted;
+        this.#logger.info({ taintedX509Authorities: tainted === '' ? [] : tainted.split(',') }, 'tainted X.509 authorities changed; pushing bundles to agents');
+        this.#hub.notify('bundles');
+      })
+      .catch((err: unknown) => this.#logger.error({ err }, 'bundle update failed'));
   };
 
   constructor(options: { ds: Datastore; ca: ServerCa; trustDomain: TrustDomain; refreshHintSeconds: number; hub: ChangeHub; logger: Logger }) {
@@ -51,6 +64,7 @@ export class BundleManager {
   /** Stores the current authorities and follows the CA's changes. */
   async start(): Promise<void> {
     await this.syncOwn();
+    this.#tainted = this.#taintedIds().join(',');
     this.#ca.on('bundle-changed', this.#onCaChange);
   }
 
@@ -107,10 +121,19 @@ export class BundleManager {
     return b;
   }
 
-  /** The own bundle record with its parsed value. */
+  /** The own bundle record with its parsed value and the tainted X.509 authorities' key identifiers. */
   async ownParsed(): Promise<ParsedBundleRecord> {
     const record = await this.own();
-    return { record, bundle: this.parse(record) };
+    return { record, bundle: this.parse(record), taintedX509SubjectKeyIds: this.#taintedIds().map((id) => Buffer.from(id, 'hex')) };
+  }
+
+  /** Sorted hex IDs of the tainted X.509 authorities the CA still holds. */
+  #taintedIds(): string[] {
+    return this.#ca
+      .status()
+      .x509.filter((a) => a.tainted)
+      .map((a) => a.id)
+      .sort();
   }
 
   /** Every federated bundle, sorted by trust domain ID. */

@@ -36,6 +36,15 @@ export class ServerSvidProvider {
   #current: SignedX509Svid | undefined;
   #stopped = false;
   readonly #onBundle = (): void => this.refreshRoots();
+  /**
+   * A new active authority, or a taint of the one that signed the current SVID: reissue now
+   * rather than at half-life, so the certificate new connections see never chains to an
+   * authority about to be revoked (agents would then fail to verify the server).
+   */
+  readonly #onAuthority = (): void => {
+    if (this.#stopped) return;
+    this.rotate().catch((err: unknown) => this.#logger.error({ err }, 'server SVID reissue after an authority change failed'));
+  };
 
   constructor(options: { ca: ServerCa; spiffeId: string; ttlMs: number; clock: Clock; logger: Logger }) {
     this.#ca = options.ca;
@@ -50,12 +59,16 @@ export class ServerSvidProvider {
     this.refreshRoots();
     await this.rotate();
     this.#ca.on('bundle-changed', this.#onBundle);
+    this.#ca.on('activated', this.#onAuthority);
+    this.#ca.on('tainted', this.#onAuthority);
   }
 
   stop(): void {
     this.#stopped = true;
     this.#timer?.cancel();
     this.#ca.off('bundle-changed', this.#onBundle);
+    this.#ca.off('activated', this.#onAuthority);
+    this.#ca.off('tainted', this.#onAuthority);
   }
 
   /** The current server SVID. */

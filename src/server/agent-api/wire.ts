@@ -37,6 +37,8 @@ export interface BundleMsg {
   x509_authorities: Buffer[];
   sequence: number;
   refresh_hint_seconds: number;
+  /** Own bundle only: SKIs of tainted X.509 authorities. */
+  tainted_x509_subject_key_ids: Buffer[];
 }
 
 /** Entry on the wire, as the server builds it (64-bit fields as numbers). */
@@ -50,13 +52,14 @@ export interface StatusMsg {
 }
 
 /** Converts a stored bundle to its wire form. */
-export function bundleToMsg({ record, bundle }: ParsedBundleRecord): BundleMsg {
+export function bundleToMsg({ record, bundle, taintedX509SubjectKeyIds }: ParsedBundleRecord): BundleMsg {
   return {
     trust_domain_id: record.trustDomainId,
     document: Buffer.from(record.document, 'utf8'),
     x509_authorities: bundle.x509AuthoritiesDer().map((d) => Buffer.from(d.buffer, d.byteOffset, d.byteLength)),
     sequence: bundle.sequenceNumber ?? 0,
     refresh_hint_seconds: bundle.refreshHintSeconds ?? 0,
+    tainted_x509_subject_key_ids: taintedX509SubjectKeyIds === undefined ? [] : [...taintedX509SubjectKeyIds],
   };
 }
 
