@@ -56,6 +56,8 @@ export const serverConfigSchema = z.strictObject({
       keyType: z.enum(KEY_TYPES).default('ec-p256'),
       jwtKeyType: z.enum(KEY_TYPES).default('ec-p256'),
       ttl: duration.default('24h'),
+      // bounded: each thread holds a copy of the CA key and a V8 isolate
+      signingThreads: z.number().int().min(0).max(256).optional(),
       upstream: z.strictObject({ certFile: z.string().min(1), keyFile: z.string().min(1), bundleFile: z.string().min(1).optional() }).optional(),
     })
     .default({ keyType: 'ec-p256', jwtKeyType: 'ec-p256', ttl: '24h' }),
@@ -103,6 +105,8 @@ export interface ServerConfig {
     readonly keyType: (typeof KEY_TYPES)[number];
     readonly jwtKeyType: (typeof KEY_TYPES)[number];
     readonly ttlMs: number;
+    /** Worker threads that sign X.509-SVIDs; absent = one per core, 0 = the main thread. */
+    readonly signingThreads?: number;
     readonly upstream?: { readonly certFile: string; readonly keyFile: string; readonly bundleFile?: string };
   };
   readonly svid: { readonly defaultX509TtlMs: number; readonly defaultJwtTtlMs: number; readonly agentTtlMs: number };
@@ -200,6 +204,7 @@ export function resolveServerConfig(raw: unknown, flags: ServerFlags = {}, baseD
       keyType: c.ca.keyType,
       jwtKeyType: c.ca.jwtKeyType,
       ttlMs: parseDuration(c.ca.ttl),
+      ...(c.ca.signingThreads === undefined ? {} : { signingThreads: c.ca.signingThreads }),
       ...(c.ca.upstream === undefined
         ? {}
         : {

@@ -106,7 +106,7 @@ export interface StartServerOptions {
   readonly auditSink?: AuditSink;
   /** Key manager to use instead of the configured one (tests that share keys across restarts). */
   readonly keyManager?: KeyManager;
-  /** Threads that verify CSRs and sign X.509-SVIDs; default one per core (os.availableParallelism()), 0 signs on the main thread. */
+  /** Threads that verify CSRs and sign X.509-SVIDs, over config.ca.signingThreads; default one per core (os.availableParallelism()), 0 signs on the main thread. */
   readonly signingThreads?: number;
 }
 
@@ -204,7 +204,7 @@ export async function startServer(config: ServerConfig, options: StartServerOpti
       jwtKeyType: config.ca.jwtKeyType,
       caTtlMs: config.ca.ttlMs,
       ...(upstream === undefined ? {} : { upstream }),
-      signingThreads: options.signingThreads ?? availableParallelism(),
+      signingThreads: options.signingThreads ?? config.ca.signingThreads ?? availableParallelism(),
     });
     ca.start();
     cleanups.push(async () => {

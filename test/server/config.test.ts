@@ -36,3 +36,14 @@ test('the disk key manager needs a KEK file', (t) => {
   const err = t.throws(() => resolveServerConfig({ trustDomain: 'example.org', dataDir: '/x' }), { instanceOf: SigilError });
   t.true(err?.message.includes('keyManager.kekFile'));
 });
+
+test('ca.signingThreads: absent by default (one per core at start), 0 allowed, negative or fractional refused', (t) => {
+  t.is(resolveServerConfig(BASE).ca.signingThreads, undefined);
+  t.is(resolveServerConfig({ ...BASE, ca: { signingThreads: 0 } }).ca.signingThreads, 0);
+  t.is(resolveServerConfig({ ...BASE, ca: { signingThreads: 3 } }).ca.signingThreads, 3);
+  for (const bad of [-1, 1.5, 1000, '2']) {
+    const err = t.throws(() => resolveServerConfig({ ...BASE, ca: { signingThreads: bad } }), { instanceOf: SigilError });
+    t.is(err?.code, 'ERR_CONFIG_INVALID');
+    t.true(err?.message.includes('ca.signingThreads'));
+  }
+});
