@@ -1,6 +1,7 @@
 import test from 'ava';
 import { SigilError } from '../../src/common/errors.js';
 import { resolveServerConfig } from '../../src/server/config.js';
+import { startTestServer } from '../helpers/server.js';
 
 const BASE = { trustDomain: 'example.org', dataDir: '/var/lib/sigil', keyManager: { type: 'memory' } };
 
@@ -46,4 +47,10 @@ test('ca.signingThreads: absent by default (one per core at start), 0 allowed, n
     t.is(err?.code, 'ERR_CONFIG_INVALID');
     t.true(err?.message.includes('ca.signingThreads'));
   }
+});
+
+test('ca.signingThreads reaches the running CA (0 = sign on the main thread)', async (t) => {
+  const s = await startTestServer({ config: { ca: { signingThreads: 0 } } });
+  t.teardown(() => s.destroy());
+  t.is(s.server.ca.signingThreads, 0);
 });
