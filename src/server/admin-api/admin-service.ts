@@ -74,6 +74,8 @@ interface EntryFilterMsg {
 const MAX_PAGE = 1000;
 const DEFAULT_PAGE = 500;
 const MAX_BATCH = 500;
+/** Longest join token lifetime CreateJoinToken accepts: 30 days. */
+export const MAX_JOIN_TOKEN_TTL_SECONDS = 30 * 24 * 3600;
 /** Most selectors, DNS names or federated trust domains on one entry: keeps a page of entries inside one message. */
 const MAX_LIST_ITEMS = 64;
 /** Year 9999: later expiries are typos, and would overflow ms timestamps in some clients. */
@@ -327,7 +329,14 @@ export function createAdminServices(deps: AdminServiceDeps): Record<string, Unty
 
   const JoinTokens: UntypedServiceImplementation = {
     CreateJoinToken: unary('token generate', async (req: { ttl_seconds: number }, actor: Actor) => {
-      const ttlMs = req.ttl_seconds > 0 ? req.ttl_seconds * 1000 : deps.joinTokenTtlMs;
+      const ttlSeconds = req.ttl_seconds;
+      // a join token is a bearer credential: a years-long one would outlive any sane enrolment window
+      if (!Number.isSafeInteger(ttlSeconds) || ttlSeconds < 0 || ttlSeconds > MAX_JOIN_TOKEN_TTL_SECONDS) {
+        throw new SigilError('ERR_INVALID_ARGUMENT', `join token ttl_seconds must be 0 (the default) to ${MAX_JOIN_TOKEN_TTL_SECONDS} (30 days), got ${ttlSeconds}`, {
+          reason: 'join-token-ttl',
+        });
+      }
+      const ttlMs = ttlSeconds > 0 ? ttlSeconds * 1000 : deps.joinTokenTtlMs;
       const t = generateJoinToken(clock.nowMs(), ttlMs);
       await ds.createJoinToken({ tokenId: t.tokenId, tokenHash: t.tokenHash, expiresAt: t.expiresAt });
       const agentId = joinTokenAgentId(trustDomain, t.tokenId).toString();
