@@ -15,6 +15,16 @@ export interface CachedJwtSvid {
   readonly receivedAtMs: number;
 }
 
+/** The `kid` of a compact JWS's protected header (not secret); undefined when unreadable. */
+function kidOf(token: string): string | undefined {
+  try {
+    const header: unknown = JSON.parse(Buffer.from(token.slice(0, token.indexOf('.')), 'base64url').toString('utf8'));
+    return typeof header === 'object' && header !== null && 'kid' in header && typeof header.kid === 'string' ? header.kid : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 /** The cache key of an audience set: order and repeats do not matter. */
 export function audienceKey(entryId: string, audience: readonly string[]): string {
   return `${entryId}\u0000${[...new Set(audience)].sort().join('\u0000')}`;
@@ -56,6 +66,18 @@ export class JwtSvidCache {
   dropEntry(entryId: string): void {
     const prefix = `${entryId}\u0000`;
     for (const k of [...this.#items.keys()]) if (k.startsWith(prefix)) this.#items.delete(k);
+  }
+
+  /** Drops every token whose JOSE header names one of `kids` (a tainted signing key); returns how many went. */
+  dropSignedBy(kids: ReadonlySet<string>): number {
+    let dropped = 0;
+    for (const [k, item] of [...this.#items]) {
+      if (kids.has(kidOf(item.token.reveal()) ?? '')) {
+        this.#items.delete(k);
+        dropped++;
+      }
+    }
+    return dropped;
   }
 
   /** Number of cached tokens. */

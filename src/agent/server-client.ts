@@ -38,6 +38,8 @@ export interface WireBundle {
   refresh_hint_seconds: string;
   /** Own bundle only: subject key identifiers of tainted X.509 authorities (absent from older servers). */
   tainted_x509_subject_key_ids?: Buffer[];
+  /** Own bundle only: kids of tainted JWT signing keys (absent from older servers). */
+  tainted_jwt_key_ids?: string[];
 }
 
 /** A registration entry as the server sends it (64-bit fields as decimal strings). */

@@ -266,6 +266,7 @@ export class SvidCache implements WorkloadIdentitySource {
   #bundleVersion = 0;
   /** The tainted authority IDs last acted on, sorted and joined: a repeat of the same set costs nothing. */
   #tainted = '';
+  #taintedJwt = '';
   #synced = false;
   #flushScheduled = false;
   #retryTimer: TimerHandle | undefined;
@@ -335,7 +336,20 @@ export class SvidCache implements WorkloadIdentitySource {
       for (const sub of affected) this.#notify(sub, memo);
     }
     this.#scheduleExpiry();
-    if (batch.bundles !== undefined) this.#applyTainted(taintedIdsOf(batch.bundles.own.tainted_x509_subject_key_ids), now);
+    if (batch.bundles !== undefined) {
+      this.#applyTainted(taintedIdsOf(batch.bundles.own.tainted_x509_subject_key_ids), now);
+      this.#applyTaintedJwt(new Set(batch.bundles.own.tainted_jwt_key_ids ?? []));
+    }
+  }
+
+  /** Drops cached JWT-SVIDs signed by a newly tainted key: the next fetch gets one from the active key. */
+  #applyTaintedJwt(kids: ReadonlySet<string>): void {
+    const key = [...kids].sort().join(',');
+    if (key === this.#taintedJwt) return;
+    this.#taintedJwt = key;
+    if (kids.size === 0) return;
+    const dropped = this.#jwt.dropSignedBy(kids);
+    this.#o.logger.warn({ taintedJwtKeys: [...kids], jwtSvids: dropped }, 'JWT signing key tainted; dropped the cached JWT-SVIDs it signed');
   }
 
   /**

@@ -19,6 +19,8 @@ export interface ParsedBundleRecord {
   readonly bundle: Bundle;
   /** Own bundle only: subject key identifiers of the tainted X.509 authorities (see agent.proto's Bundle). */
   readonly taintedX509SubjectKeyIds?: readonly Buffer[];
+  /** Own bundle only: kids of the tainted JWT signing keys. */
+  readonly taintedJwtKeyIds?: readonly string[];
 }
 
 /** Serialises a bundle as the compact JSON document stored and sent to agents. */
@@ -37,16 +39,16 @@ export class BundleManager {
   /** Last parsed document per trust domain ID: parsing imports every key, which costs more than a signature. */
   readonly #parsed = new Map<string, { document: string; bundle: Bundle }>();
   #syncing: Promise<void> = Promise.resolve();
-  /** Tainted X.509 authority IDs last announced: a taint leaves the document alone but must still reach agents. */
+  /** Tainted authority IDs last announced: a taint leaves the document alone but must still reach agents. */
   #tainted = '';
   readonly #onCaChange = (): void => {
     this.#syncing = this.#syncing
       .then(async () => {
         await this.syncOwn();
-        const tainted = this.#taintedIds().join(',');
+        const tainted = this.#taintedKey();
         if (tainted === this.#tainted) return;
         this.#tainted = tainted;
-        this.#logger.info({ taintedX509Authorities: tainted === '' ? [] : tainted.split(',') }, 'tainted X.509 authorities changed; pushing bundles to agents');
+        this.#logger.info({ taintedX509Authorities: this.#taintedIds('x509'), taintedJwtKeys: this.#taintedIds('jwt') }, 'tainted authorities changed; pushing bundles to agents');
         this.#hub.notify('bundles');
       })
       .catch((err: unknown) => this.#logger.error({ err }, 'bundle update failed'));
@@ -64,7 +66,7 @@ export class BundleManager {
   /** Stores the current authorities and follows the CA's changes. */
   async start(): Promise<void> {
     await this.syncOwn();
-    this.#tainted = this.#taintedIds().join(',');
+    this.#tainted = this.#taintedKey();
     this.#ca.on('bundle-changed', this.#onCaChange);
   }
 
@@ -124,16 +126,25 @@ export class BundleManager {
   /** The own bundle record with its parsed value and the tainted X.509 authorities' key identifiers. */
   async ownParsed(): Promise<ParsedBundleRecord> {
     const record = await this.own();
-    return { record, bundle: this.parse(record), taintedX509SubjectKeyIds: this.#taintedIds().map((id) => Buffer.from(id, 'hex')) };
+    return {
+      record,
+      bundle: this.parse(record),
+      taintedX509SubjectKeyIds: this.#taintedIds('x509').map((id) => Buffer.from(id, 'hex')),
+      taintedJwtKeyIds: this.#taintedIds('jwt'),
+    };
   }
 
-  /** Sorted hex IDs of the tainted X.509 authorities the CA still holds. */
-  #taintedIds(): string[] {
-    return this.#ca
-      .status()
-      .x509.filter((a) => a.tainted)
+  /** Sorted IDs (X.509: hex SKIs; JWT: kids) of the tainted authorities the CA still holds. */
+  #taintedIds(kind: 'x509' | 'jwt'): string[] {
+    const all = this.#ca.status()[kind];
+    return all
+      .filter((a) => a.tainted)
       .map((a) => a.id)
       .sort();
+  }
+
+  #taintedKey(): string {
+    return `${this.#taintedIds('x509').join(',')}/${this.#taintedIds('jwt').join(',')}`;
   }
 
   /** Every federated bundle, sorted by trust domain ID. */

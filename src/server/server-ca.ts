@@ -33,7 +33,7 @@ export interface ServerCa {
   /** JWT signing public keys, as published in the bundle. */
   jwtAuthorities(): { kid: string; publicKey: KeyObject; notAfter: Date | number }[];
   /** Every authority with its lifecycle facts; X.509 `id` is the CA's subject key identifier, hex. */
-  status(): { x509: readonly { id: string; tainted: boolean }[] };
+  status(): { x509: readonly { id: string; tainted: boolean }[]; jwt: readonly { id: string; tainted: boolean }[] };
   /** 'activated': a new authority signs from now on; 'tainted': an old one must stop being relied on. */
   on(event: 'bundle-changed' | 'activated' | 'tainted', listener: () => void): unknown;
   off(event: 'bundle-changed' | 'activated' | 'tainted', listener: () => void): unknown;

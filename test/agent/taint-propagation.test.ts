@@ -112,3 +112,32 @@ rootOnly('after activate and taint every SVID, the agent SVID and the server cer
   t.true(withLate.svids.every((s) => akiOf(s.leaf.der) === newId));
   t.false(server.logLines.some((l) => l.includes('PRIVATE KEY')));
 });
+
+rootOnly('a JWT key taint drops the JWT-SVIDs the agent cached from that key; the next fetch is signed by the active key', async (t) => {
+  const server = await startTestServer();
+  t.teardown(() => server.destroy());
+  const { ca } = server.server;
+  const a = await startTestAgent(t, server);
+  await server.createEntry({ spiffeId: 'spiffe://example.org/w/jwt', parentId: a.agentId, selectors: ['unix:uid:0'] });
+  const client = new WorkloadApiClient({ address: a.agent.address, backoff: { initialMs: 50, maxMs: 200 } });
+  t.teardown(() => client.close());
+  const fetchJwt = (): Promise<string | undefined> =>
+    eventually(async () => {
+      try {
+        return (await client.fetchJwtSvid({ audience: 'db' }, AbortSignal.timeout(2000))).header.kid;
+      } catch {
+        return undefined;
+      }
+    }, 10_000, 'a JWT-SVID');
+
+  const oldKid = await fetchJwt();
+  t.is(oldKid, ca.status().jwt.find((s) => s.phase === 'active')?.id);
+  await ca.prepare('jwt');
+  const newKid = (await ca.activate('jwt')).id;
+  // Still cached (less than half of its life passed): activation alone does not replace it.
+  t.is(await fetchJwt(), oldKid);
+  await ca.taint('jwt', oldKid ?? '');
+  await eventually(() => a.lines.some((l) => l.includes('dropped the cached JWT-SVIDs it signed') && l.includes('"jwtSvids":1')) || undefined, 10_000, 'the cache dropped the token');
+  t.is(await fetchJwt(), newKid);
+  t.false(a.lines.some((l) => /eyJ[\w-]+\.eyJ/.test(l)), 'no token in the agent log');
+});

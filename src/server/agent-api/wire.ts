@@ -39,6 +39,8 @@ export interface BundleMsg {
   refresh_hint_seconds: number;
   /** Own bundle only: SKIs of tainted X.509 authorities. */
   tainted_x509_subject_key_ids: Buffer[];
+  /** Own bundle only: kids of tainted JWT signing keys. */
+  tainted_jwt_key_ids: string[];
 }
 
 /** Entry on the wire, as the server builds it (64-bit fields as numbers). */
@@ -52,7 +54,7 @@ export interface StatusMsg {
 }
 
 /** Converts a stored bundle to its wire form. */
-export function bundleToMsg({ record, bundle, taintedX509SubjectKeyIds }: ParsedBundleRecord): BundleMsg {
+export function bundleToMsg({ record, bundle, taintedX509SubjectKeyIds, taintedJwtKeyIds }: ParsedBundleRecord): BundleMsg {
   return {
     trust_domain_id: record.trustDomainId,
     document: Buffer.from(record.document, 'utf8'),
@@ -60,6 +62,7 @@ export function bundleToMsg({ record, bundle, taintedX509SubjectKeyIds }: Parsed
     sequence: bundle.sequenceNumber ?? 0,
     refresh_hint_seconds: bundle.refreshHintSeconds ?? 0,
     tainted_x509_subject_key_ids: taintedX509SubjectKeyIds === undefined ? [] : [...taintedX509SubjectKeyIds],
+    tainted_jwt_key_ids: taintedJwtKeyIds === undefined ? [] : [...taintedJwtKeyIds],
   };
 }
 
