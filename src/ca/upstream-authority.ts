@@ -4,13 +4,13 @@
  * the upstream root(s) instead of Sigil's own certificates.
  */
 import { createPrivateKey, createPublicKey, type KeyObject } from 'node:crypto';
-import { readFile } from 'node:fs/promises';
 import { SigilError } from '../common/errors.js';
 import { Secret } from '../common/secret.js';
 import { parseCertificate, pemBlocks, x509 } from '../common/x509.js';
 import { schemeForKeyObject } from './algorithms.js';
 import { readCertInfo } from './ca-cert.js';
 import { checkSecretFile } from './key-manager/secure-file.js';
+import { readOperatorFile } from './operator-file.js';
 import { spkiOf } from './spki.js';
 
 /** A loaded, checked upstream authority. */
@@ -75,17 +75,25 @@ export function makeUpstreamAuthority(input: { certChain: readonly Uint8Array[];
 export async function loadUpstreamAuthority(files: UpstreamAuthorityFiles): Promise<UpstreamAuthority> {
   const readText = async (path: string, what: string): Promise<string> => {
     try {
-      return await readFile(path, 'utf8');
+      return (await readOperatorFile(path, `upstream ${what}`)).toString('utf8');
     } catch (err) {
+      if (err instanceof SigilError) throw err;
       throw invalid('upstream-file-unreadable', `cannot read upstream ${what} ${path}`, err);
     }
   };
   const certChain = pemBlocks(await readText(files.certPath, 'certificate file'), 'CERTIFICATE');
   if (certChain.length === 0) throw invalid('upstream-no-certificate', `no certificate in upstream certificate file ${files.certPath}`);
   await checkSecretFile(files.keyPath, 'upstream key file', 'upstream-key-file');
+  let keyBytes: Buffer;
+  try {
+    keyBytes = await readOperatorFile(files.keyPath, 'upstream key file');
+  } catch (err) {
+    if (err instanceof SigilError) throw err;
+    throw invalid('upstream-file-unreadable', `cannot read upstream key file ${files.keyPath}`, err);
+  }
   let privateKey: KeyObject;
   try {
-    privateKey = createPrivateKey(await readFile(files.keyPath));
+    privateKey = createPrivateKey(keyBytes);
   } catch (err) {
     throw invalid('upstream-key-unreadable', `upstream key file ${files.keyPath} holds no usable private key`, err);
   }

@@ -5,7 +5,7 @@
  * audit log — and stops it again in reverse order.
  */
 import { X509Certificate } from 'node:crypto';
-import { chmodSync, mkdirSync, readFileSync, statSync } from 'node:fs';
+import { chmodSync, mkdirSync, statSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { Server, experimental, type ServerCredentials } from '@grpc/grpc-js';
 import type { CertificateProvider } from '@grpc/grpc-js/build/src/certificate-provider.js';
@@ -20,6 +20,7 @@ import { serviceDefinition } from '../grpc/proto.js';
 import type { KeyManager } from '../plugin/key-manager.js';
 import type { NodeAttestorServer } from '../plugin/node-attestor.js';
 import { CaManager } from '../ca/ca-manager.js';
+import { readOperatorFileSync } from '../ca/operator-file.js';
 import { DiskKeyManager } from '../ca/key-manager/disk-key-manager.js';
 import { MemoryKeyManager } from '../ca/key-manager/memory-key-manager.js';
 import { loadUpstreamAuthority } from '../ca/upstream-authority.js';
@@ -77,8 +78,9 @@ function prepareDataDir(dir: string): void {
 function readX509PopCas(path: string): Buffer[] {
   let pem: string;
   try {
-    pem = readFileSync(path, 'utf8');
+    pem = readOperatorFileSync(path, 'nodeAttestors.x509pop.caBundleFile').toString('utf8');
   } catch (err) {
+    if (err instanceof SigilError) throw err;
     throw new SigilError('ERR_CONFIG_INVALID', `cannot read nodeAttestors.x509pop.caBundleFile ${path}`, { reason: 'x509pop-ca-bundle', cause: err });
   }
   const cas = pemBlocks(pem, 'CERTIFICATE');
