@@ -27,7 +27,7 @@ export interface StartAgentOptions {
   readonly random?: () => number;
   /** Reader of /proc; the real procfs by default. */
   readonly processInfo?: ProcessInfo;
-  /** Wait between checks while the server has banned this agent; 5 minutes by default. */
+  /** Wait between checks while the server has banned this agent; overrides config `banRecheckInterval` (tests). */
   readonly bannedRetryMs?: number;
 }
 
@@ -98,7 +98,7 @@ export async function startAgent(config: AgentConfig, options: StartAgentOptions
     logger,
     ...retry,
     onRoots,
-    ...(options.bannedRetryMs === undefined ? {} : { bannedRetryMs: options.bannedRetryMs }),
+    bannedRetryMs: options.bannedRetryMs ?? config.banRecheckIntervalMs,
     // A new agent SVID must carry the sync stream at once: the server drops the old one once the new one is used.
     onIdentity: () => sync.reconnect(),
   });

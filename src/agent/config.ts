@@ -69,6 +69,8 @@ export const agentConfigSchema = z.strictObject({
     })
     .default({ pageSize: 0, retryInitial: '1s', retryMax: '30s' }),
   allowUnauthenticatedVerifiers: z.boolean().default(false),
+  /** Wait between attestation checks while the server has banned this agent. */
+  banRecheckInterval: duration.default('5m'),
 });
 
 type RawConfig = z.input<typeof agentConfigSchema>;
@@ -91,6 +93,7 @@ export interface AgentConfig {
   readonly svidCache: { readonly maxSize: number; readonly idleGraceMs: number };
   readonly sync: { readonly pageSize: number; readonly retryInitialMs: number; readonly retryMaxMs: number };
   readonly allowUnauthenticatedVerifiers: boolean;
+  readonly banRecheckIntervalMs: number;
 }
 
 /** Command-line values that override the file; only set ones apply. */
@@ -144,6 +147,7 @@ export function resolveAgentConfig(raw: unknown, flags: AgentFlags = {}, baseDir
     svidCache: { maxSize: c.svidCache.maxSize, idleGraceMs: parseDuration(c.svidCache.idleGrace) },
     sync: { pageSize: c.sync.pageSize, retryInitialMs: parseDuration(c.sync.retryInitial), retryMaxMs: parseDuration(c.sync.retryMax) },
     allowUnauthenticatedVerifiers: c.allowUnauthenticatedVerifiers,
+    banRecheckIntervalMs: parseDuration(c.banRecheckInterval),
   };
   return deepFreezeConfig(config);
 }

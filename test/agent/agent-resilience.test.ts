@@ -133,7 +133,8 @@ rootOnly('an evicted x509pop agent re-attests in process and keeps its agent ID'
 test.serial('a banned agent says so, does not attest again (its join token stays unspent), and is served again once unbanned', async (t) => {
   const server = await startTestServer();
   t.teardown(() => server.destroy());
-  const a = await startTestAgent(t, server, { bannedRetryMs: 300 });
+  // Through the config key, as operators set it.
+  const a = await startTestAgent(t, server, { config: { banRecheckInterval: '300ms' } });
   await eventually(() => (a.agent.sync.connected ? true : undefined), 5000, 'first sync');
   const serial = a.agent.identity.current?.serial;
   await server.admin.call('Agents', 'BanAgent', { spiffe_id: a.agentId });

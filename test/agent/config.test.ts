@@ -65,3 +65,10 @@ test('a YAML file resolves relative paths against its folder; bad durations and 
   t.true(err.message.includes('svidCache.idleGrace'));
   t.is(configError(t, () => loadAgentConfig(join(dir, 'missing.yaml'))).reason, 'config-file');
 });
+
+test('banRecheckInterval defaults to 5m and is read as a duration', (t) => {
+  t.is(resolveAgentConfig(base).banRecheckIntervalMs, 300_000);
+  t.is(resolveAgentConfig({ ...base, banRecheckInterval: '90s' }).banRecheckIntervalMs, 90_000);
+  const err = configError(t, () => resolveAgentConfig({ ...base, banRecheckInterval: 'soon' }));
+  t.true(err.message.includes('banRecheckInterval'));
+});
