@@ -7,6 +7,7 @@ import { readFileSync } from 'node:fs';
 import { UnixWorkloadAttestor } from '../../attestors/workload/unix/unix-attestor.js';
 import { systemClock, type Clock } from '../common/clock.js';
 import { SigilError } from '../common/errors.js';
+import { startProbeServer, type ProbeServer, type ReadinessChecks } from '../common/health-http.js';
 import { createLogger, type Logger } from '../common/logger.js';
 import { pemBlocks } from '../common/x509.js';
 import { trimNativeHeap } from './peer/peer-credentials.js';
@@ -39,8 +40,12 @@ export interface RunningAgent {
   readonly cache: SvidCache;
   readonly identity: AgentIdentityManager;
   readonly sync: EntrySync;
+  /** The health endpoint's bound host and port, when `health` is configured. */
+  readonly healthAddress: { readonly host: string; readonly port: number } | undefined;
   /** The agent's SPIFFE ID. */
   agentId(): string;
+  /** What `/ready` reports: attested, first entry sync applied, Workload API listening. */
+  readiness(): ReadinessChecks;
   /** Stops serving and every loop; idempotent. */
   stop(): Promise<void>;
 }
@@ -117,10 +122,31 @@ export async function startAgent(config: AgentConfig, options: StartAgentOptions
     onTaintedAuthorities: (tainted, delayMs) => void identity.renewIfTainted(tainted, delayMs),
   });
 
+  // Filled in once the socket listens; readiness reads it before then.
+  const served: { api?: WorkloadApiServer } = {};
+  const readiness = (): ReadinessChecks => ({
+    attested: identity.current !== undefined,
+    entriesSynced: cache.stats().synced,
+    workloadApiListening: served.api?.listening ?? false,
+  });
+  // Up before attestation: a liveness probe must not kill an agent that waits on the server.
+  let probes: ProbeServer | undefined;
+  if (config.health !== undefined) {
+    try {
+      probes = await startProbeServer({ ...config.health, readiness });
+    } catch (err) {
+      client.close();
+      cache.stop();
+      throw new SigilError('ERR_CONFIG_INVALID', `cannot listen for health on ${config.health.host}:${config.health.port}`, { reason: 'health-listen', cause: err });
+    }
+    logger.info({ host: probes.host, port: probes.port }, 'health endpoint listening');
+  }
+
   let svid: AgentSvid;
   try {
     svid = await identity.start(signal);
   } catch (err) {
+    await probes?.close();
     identity.stop();
     cache.stop();
     client.close();
@@ -130,15 +156,16 @@ export async function startAgent(config: AgentConfig, options: StartAgentOptions
     identity.stop();
     cache.stop();
     client.close();
+    await probes?.close();
     throw new SigilError('ERR_ATTESTATION_FAILED', `server issued ${svid.spiffeId}, outside trust domain ${config.trustDomain.name}`, { reason: 'wrong-trust-domain' });
   }
 
   sync.start();
 
   const processes = options.processInfo ?? new ProcfsProcessInfo();
-  let workloadApi: WorkloadApiServer;
+  let api: WorkloadApiServer;
   try {
-    workloadApi = await startWorkloadApiServer({
+    api = await startWorkloadApiServer({
       socketPath: config.socketPath,
       attestors: [
         new UnixWorkloadAttestor({
@@ -154,25 +181,30 @@ export async function startAgent(config: AgentConfig, options: StartAgentOptions
       allowUnauthenticatedVerifiers: config.allowUnauthenticatedVerifiers,
     });
   } catch (err) {
+    await probes?.close();
     await sync.stop();
     identity.stop();
     cache.stop();
     client.close();
     throw err;
   }
-  logger.info({ agentId: svid.spiffeId, socket: workloadApi.address, server: config.serverAddress }, 'agent started');
+  served.api = api;
+  logger.info({ agentId: svid.spiffeId, socket: api.address, server: config.serverAddress }, 'agent started');
 
   let stopping: Promise<void> | undefined;
   return {
     config,
-    address: workloadApi.address,
+    address: api.address,
+    healthAddress: probes === undefined ? undefined : { host: probes.host, port: probes.port },
     cache,
     identity,
     sync,
     agentId: () => identity.current?.spiffeId ?? svid.spiffeId,
+    readiness,
     stop: () => {
       stopping ??= (async () => {
-        await workloadApi.close();
+        await api.close();
+        await probes?.close();
         identity.stop();
         await sync.stop();
         cache.stop();

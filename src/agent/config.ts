@@ -71,6 +71,8 @@ export const agentConfigSchema = z.strictObject({
   allowUnauthenticatedVerifiers: z.boolean().default(false),
   /** Wait between attestation checks while the server has banned this agent. */
   banRecheckInterval: duration.default('5m'),
+  /** HTTP `/live` and `/ready` for probes; off when absent. */
+  health: z.strictObject({ address: hostPort }).optional(),
 });
 
 type RawConfig = z.input<typeof agentConfigSchema>;
@@ -94,6 +96,8 @@ export interface AgentConfig {
   readonly sync: { readonly pageSize: number; readonly retryInitialMs: number; readonly retryMaxMs: number };
   readonly allowUnauthenticatedVerifiers: boolean;
   readonly banRecheckIntervalMs: number;
+  /** Where `/live` and `/ready` are served; undefined when off. */
+  readonly health?: { readonly host: string; readonly port: number };
 }
 
 /** Command-line values that override the file; only set ones apply. */
@@ -148,8 +152,15 @@ export function resolveAgentConfig(raw: unknown, flags: AgentFlags = {}, baseDir
     sync: { pageSize: c.sync.pageSize, retryInitialMs: parseDuration(c.sync.retryInitial), retryMaxMs: parseDuration(c.sync.retryMax) },
     allowUnauthenticatedVerifiers: c.allowUnauthenticatedVerifiers,
     banRecheckIntervalMs: parseDuration(c.banRecheckInterval),
+    ...(c.health === undefined ? {} : { health: splitHostPort(c.health.address) }),
   };
   return deepFreezeConfig(config);
+}
+
+/** Splits a host:port the schema accepted; brackets of an IPv6 host are dropped. */
+function splitHostPort(text: string): { host: string; port: number } {
+  const i = text.lastIndexOf(':');
+  return { host: text.slice(0, i).replace(/^\[(.*)\]$/, '$1'), port: Number(text.slice(i + 1)) };
 }
 
 /** Reads a YAML config file and resolves it with flags; paths in the file are relative to its folder. */

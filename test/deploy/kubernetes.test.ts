@@ -189,4 +189,17 @@ test('agent: DaemonSet with hostPID, the socket directory on a hostPath, its con
   t.is(config.nodeAttestor.type, 'join_token');
   if (config.nodeAttestor.type === 'join_token') t.truthy(mountedAt(pod, config.nodeAttestor.tokenFile)?.volume.hostPath);
   t.is(config.serverAddress.split(':')[0], `${find('Service', 'sigil-server')?.metadata.name}.sigil.svc.cluster.local`);
+  // The probes reach the health endpoint the config opens, on the pod IP.
+  const probed = (m.spec as { template: { spec: { containers: AgentProbes[] } } }).template.spec.containers[0];
+  const health = probed?.ports?.find((p) => p.name === 'health');
+  t.is(health?.containerPort, config.health?.port);
+  t.is(config.health?.host, '0.0.0.0');
+  t.deepEqual(probed?.livenessProbe?.httpGet, { path: '/live', port: 'health' });
+  t.deepEqual(probed?.readinessProbe?.httpGet, { path: '/ready', port: 'health' });
 });
+
+interface AgentProbes {
+  readonly ports?: readonly { readonly name: string; readonly containerPort: number }[];
+  readonly livenessProbe?: { readonly httpGet?: { readonly path: string; readonly port: string } };
+  readonly readinessProbe?: { readonly httpGet?: { readonly path: string; readonly port: string } };
+}

@@ -82,6 +82,7 @@ test('the example agent config loads and matches sigil-agent.service', (t) => {
   t.deepEqual(config.nodeAttestor, { type: 'join_token', tokenFile: `/run/credentials/sigil-agent.service/${credName}` });
   t.is(config.dataDir, `/var/lib/${directive(unit, 'Service', 'StateDirectory')}`);
   t.is(config.socketPath, '/run/sigil/agent.sock');
+  t.deepEqual(config.health, { host: '127.0.0.1', port: 8089 }, 'health stays on loopback outside a pod');
   t.is(dirname(config.socketPath), `/run/${directive(unit, 'Service', 'RuntimeDirectory')}`);
   // Workloads of every user must reach the socket's folder.
   t.is(directive(unit, 'Service', 'RuntimeDirectoryMode'), '0755');

@@ -44,6 +44,8 @@ export interface WorkloadApiServerOptions {
 export interface WorkloadApiServer {
   /** The address clients put in SPIFFE_ENDPOINT_SOCKET: `unix:///abs/path`. */
   readonly address: string;
+  /** Whether the socket accepts connections (false once closing). */
+  readonly listening: boolean;
   /** Stops accepting, ends open streams with UNAVAILABLE, closes connections and removes the socket file. */
   close(): Promise<void>;
 }
@@ -181,6 +183,9 @@ export async function startWorkloadApiServer(options: WorkloadApiServerOptions):
   let closing: Promise<void> | undefined;
   return {
     address: `unix://${socketPath}`,
+    get listening(): boolean {
+      return closing === undefined && netServer.listening;
+    },
     close(): Promise<void> {
       closing ??= new Promise<void>((resolve) => {
         netServer.close(() => resolve());
