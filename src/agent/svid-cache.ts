@@ -135,13 +135,27 @@ interface SubscriberState {
  */
 type StateMemo = Map<string, SubscriberState | undefined>;
 
-function sortedMatches(sub: Subscriber): string[] {
-  sub.sorted ??= [...sub.matched].sort();
+/**
+ * Entry IDs in Workload API order: by SPIFFE ID, then entry ID (code-unit order, no locale),
+ * so svids[0], the default identity of clients, is the same on every agent and every push.
+ */
+function identityOrder(entries: ReadonlyMap<string, EntryState>, ids: string[]): string[] {
+  const key = (id: string): string => entries.get(id)?.spiffeId ?? '';
+  return ids.sort((a, b) => {
+    const ka = key(a);
+    const kb = key(b);
+    if (ka !== kb) return ka < kb ? -1 : 1;
+    return a < b ? -1 : a > b ? 1 : 0;
+  });
+}
+
+function sortedMatches(sub: Subscriber, entries: ReadonlyMap<string, EntryState>): string[] {
+  sub.sorted ??= identityOrder(entries, [...sub.matched]);
   return sub.sorted;
 }
 
-function groupOf(sub: Subscriber): string {
-  sub.group ??= sortedMatches(sub).join(' ');
+function groupOf(sub: Subscriber, entries: ReadonlyMap<string, EntryState>): string {
+  sub.group ??= sortedMatches(sub, entries).join(' ');
   return sub.group;
 }
 
@@ -387,6 +401,13 @@ export class SvidCache implements WorkloadIdentitySource {
     if (expiresAtMs !== 0) this.#expiring.add(e.id);
     else this.#expiring.delete(e.id);
     if (!sameKeys) this.#linkEntry(state);
+    else if (old.spiffeId !== state.spiffeId) {
+      // A new SPIFFE ID can move the entry in the identity order of its subscribers.
+      for (const sub of state.subs ?? []) {
+        sub.sorted = undefined;
+        sub.group = undefined;
+      }
+    }
     // Its subscribers' state may change (federates_with, a new SVID to come): they get a look.
     for (const sub of state.subs ?? []) affected.add(sub);
     const svid = this.#svids.get(e.id);
@@ -459,13 +480,13 @@ export class SvidCache implements WorkloadIdentitySource {
     sub.group = undefined;
   }
 
-  /** The IDs of the entries whose selectors are all among `keys`: counted through the index, sorted. */
+  /** The IDs of the entries whose selectors are all among `keys`: counted through the index, in identity order. */
   #matchKeys(keys: ReadonlySet<string>): string[] {
     const counts = new Map<string, number>();
     for (const k of keys) for (const id of idsUnder(this.#entriesByKey, k)) counts.set(id, (counts.get(id) ?? 0) + 1);
     const out: string[] = [];
     for (const [id, n] of counts) if (this.#entries.get(id)?.keys.length === n) out.push(id);
-    return out.sort();
+    return identityOrder(this.#entries, out);
   }
 
   /** Links a subscriber to every entry it satisfies; returns the entries that had no subscriber before. */
@@ -586,7 +607,7 @@ export class SvidCache implements WorkloadIdentitySource {
     const svids: WorkloadX509Svid[] = [];
     const serials: string[] = [];
     const federates = new Set<string>();
-    for (const id of sortedMatches(sub)) {
+    for (const id of sortedMatches(sub, this.#entries)) {
       const s = this.#svids.get(id);
       if (s === undefined) {
         if ((this.#queued.has(id) || this.#inFlight.has(id)) && !this.#failed.has(id)) return undefined;
@@ -612,7 +633,7 @@ export class SvidCache implements WorkloadIdentitySource {
     let state: SubscriberState | undefined;
     if (memo === undefined) state = this.#stateFor(sub);
     else {
-      const group = groupOf(sub);
+      const group = groupOf(sub, this.#entries);
       if (memo.has(group)) state = memo.get(group);
       else memo.set(group, (state = this.#stateFor(sub)));
     }

@@ -66,7 +66,7 @@ withNginx('helper + nginx: a rotation reaches a new handshake without restarting
   t.teardown(() => server.destroy());
   const a = await startTestAgent(t, server);
   await server.createEntry({ spiffeId: 'spiffe://example.org/web/nginx', parentId: a.agentId, selectors: ['unix:uid:0'], x509SvidTtlSeconds: 10, dnsNames: ['localhost'] });
-  // Short-lived too: the helper writes svids[0], the lower entry ID of the two (random UUIDs).
+  // Short-lived too: the helper writes svids[0], which is this one (SPIFFE IDs order the list).
   await server.createEntry({ spiffeId: 'spiffe://example.org/db-client', parentId: a.agentId, selectors: ['unix:uid:0', 'unix:gid:0'], x509SvidTtlSeconds: 10 });
 
   const dir = mkdtempSync(join(tmpdir(), 'sigil-helper-'));

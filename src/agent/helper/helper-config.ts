@@ -11,6 +11,7 @@ import { z } from 'zod';
 import { configError, deepFreezeConfig, durationSchema, logLevelSchema, parseConfig, pathResolver, requireConfigMapping, type LogLevel } from '../../common/config.js';
 import { parseDuration } from '../../common/duration.js';
 import { SigilError } from '../../common/errors.js';
+import { SpiffeId } from '../../spiffe/spiffe-id.js';
 
 const fileName = z.string().min(1).regex(/^[^/\0]+$/, 'must be a file name, not a path');
 
@@ -22,6 +23,10 @@ export const helperConfigSchema = z.strictObject({
   agentAddress: z.string().min(1).optional(),
   /** Folder the files are written to (created 0755 if missing). */
   certDir: z.string().min(1),
+  /** Write the X.509-SVID with this SPIFFE ID instead of the default identity (svids[0]). */
+  spiffeId: z.string().min(1).optional(),
+  /** Write the X.509-SVID whose entry carries this hint (with spiffeId: both must match). */
+  hint: z.string().min(1).optional(),
   svidFileName: fileName.default('svid.pem'),
   svidKeyFileName: fileName.default('svid_key.pem'),
   svidBundleFileName: fileName.default('bundle.pem'),
@@ -48,6 +53,9 @@ export const helperConfigSchema = z.strictObject({
 export interface HelperConfig {
   readonly agentAddress: string | undefined;
   readonly certDir: string;
+  /** Which X.509-SVID to write; both undefined means the default identity. */
+  readonly spiffeId: string | undefined;
+  readonly hint: string | undefined;
   readonly svidFileName: string;
   readonly svidKeyFileName: string;
   readonly svidBundleFileName: string;
@@ -76,6 +84,13 @@ export function resolveHelperConfig(raw: unknown, baseDir = process.cwd()): Help
       reload = { kind: 'signal', pidFile: abs(c.reload.pidFile as string), signal: c.reload.signal as NodeJS.Signals, timeoutMs };
     }
   }
+  if (c.spiffeId !== undefined) {
+    try {
+      SpiffeId.parse(c.spiffeId);
+    } catch {
+      problems.push(`spiffeId: ${JSON.stringify(c.spiffeId)} is not a valid SPIFFE ID`);
+    }
+  }
   const names = [c.svidFileName, c.svidKeyFileName, c.svidBundleFileName, ...c.jwtSvids.map((j) => j.fileName), ...(c.jwtBundleFileName ? [c.jwtBundleFileName] : [])];
   const dup = names.find((n, i) => names.indexOf(n) !== i);
   if (dup !== undefined) problems.push(`file name ${dup} is used twice`);
@@ -83,6 +98,8 @@ export function resolveHelperConfig(raw: unknown, baseDir = process.cwd()): Help
   return deepFreezeConfig({
     agentAddress: c.agentAddress,
     certDir: abs(c.certDir),
+    spiffeId: c.spiffeId,
+    hint: c.hint,
     svidFileName: c.svidFileName,
     svidKeyFileName: c.svidKeyFileName,
     svidBundleFileName: c.svidBundleFileName,

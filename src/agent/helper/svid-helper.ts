@@ -1,6 +1,7 @@
 /**
  * The helper's loop for programs that cannot speak the Workload API: on every X.509 update
- * it writes the default SVID's chain, key (0600) and bundle atomically, keeps configured
+ * it writes the chosen SVID's (the default identity, or the one config `spiffeId`/`hint`
+ * select) chain, key (0600) and bundle atomically, keeps configured
  * JWT-SVID files fresh (renewed at half of their life), then reloads the program. It takes
  * its updates from a HelperSource (the CLI wires the Workload API client in), so it never
  * touches gRPC itself. Keys and tokens are never logged: serials, IDs and expiries are.
@@ -45,6 +46,12 @@ export interface HelperOptions {
   readonly once?: boolean;
 }
 
+/** The SVID the config selects: by `spiffeId` and/or `hint`, else the default identity (svids[0]). */
+export function selectSvid(svids: readonly X509Svid[], selection: Pick<HelperConfig, 'spiffeId' | 'hint'>): X509Svid | undefined {
+  if (selection.spiffeId === undefined && selection.hint === undefined) return svids[0];
+  return svids.find((s) => (selection.spiffeId === undefined || s.id.toString() === selection.spiffeId) && (selection.hint === undefined || s.hint === selection.hint));
+}
+
 /** Runs the helper until `signal` aborts (or after the first write with `once`). */
 export async function runHelper(options: HelperOptions, signal: AbortSignal): Promise<void> {
   const { config, source, logger } = options;
@@ -55,6 +62,8 @@ export async function runHelper(options: HelperOptions, signal: AbortSignal): Pr
   const jwtTimers = new Map<string, TimerHandle>();
   let chain: Promise<void> = Promise.resolve();
   let lastSerial = '';
+  // Logged once per distinct miss: updates repeat while the helper waits for a matching SVID.
+  let lastMiss = '';
   let jwtStarted = false;
 
   const doReload = async (): Promise<void> => {
@@ -68,8 +77,20 @@ export async function runHelper(options: HelperOptions, signal: AbortSignal): Pr
   };
 
   const writeX509 = async (update: HelperX509Update): Promise<void> => {
-    const svid = update.svids[0];
-    if (svid === undefined) return;
+    const svid = selectSvid(update.svids, config);
+    if (svid === undefined) {
+      const available = update.svids.map((s) => (s.hint === '' ? s.id.toString() : `${s.id.toString()} (hint ${s.hint})`));
+      const miss = available.join(',');
+      if (miss !== lastMiss) {
+        lastMiss = miss;
+        logger.error(
+          { reason: 'no-matching-svid', spiffeId: config.spiffeId, hint: config.hint, available },
+          'no x509 svid matches the helper selection; files left as they are, waiting for an update',
+        );
+      }
+      return;
+    }
+    lastMiss = '';
     if (svid.serial === lastSerial) return;
     const own = update.bundles.get(svid.id.trustDomain);
     const pems = [own?.x509ToPem() ?? ''];

@@ -13,7 +13,8 @@ import { reportError } from './output.js';
 const USAGE = `usage: sigil helper --config helper.yaml [--socket PATH|URI] [--once]
 
 Writes svid.pem, svid_key.pem (0600) and bundle.pem (and any configured JWT-SVID files)
-atomically on every rotation, then signals the pid in reload.pidFile or runs reload.command.
+atomically on every rotation, for svids[0] or the SVID that spiffeId/hint in helper.yaml
+select; then signals the pid in reload.pidFile or runs reload.command.
 --once writes the files once and exits.
 `;
 
