@@ -13,7 +13,9 @@ test('health endpoints answer and metrics expose issuance, entries and CA expiry
   const base = `http://127.0.0.1:${addr.port}`;
   t.is((await fetch(`${base}/live`)).status, 200);
   await s.createEntry({ spiffeId: 'spiffe://example.org/m', parentId: 'spiffe://example.org/p', selectors: ['unix:uid:1'] });
-  t.is((await fetch(`${base}/ready`)).status, 200);
+  const ready = await fetch(`${base}/ready`);
+  t.is(ready.status, 200);
+  t.deepEqual(await ready.json(), { ready: true, checks: { serving: true } });
   const metrics = await (await fetch(`${base}/metrics`)).text();
   t.regex(metrics, /sigil_server_entries 1/);
   t.regex(metrics, /sigil_server_svids_issued_total\{kind="agent",result="ok"\} \d+|sigil_server_svids_issued_total/);
