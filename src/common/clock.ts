@@ -20,7 +20,8 @@ export interface Clock {
   sleep(ms: number, signal?: AbortSignal): Promise<void>;
 }
 
-function sleepWith(clock: Clock, ms: number, signal?: AbortSignal): Promise<void> {
+/** Sleeps `ms` of `clock`'s time through its timers; rejects with the signal's reason on abort (for Clock implementations). */
+export function sleepWith(clock: Clock, ms: number, signal?: AbortSignal): Promise<void> {
   return new Promise((resolve, reject) => {
     if (signal?.aborted) {
       reject(signal.reason);

@@ -6,7 +6,7 @@
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { ManualClock, systemClock, type Clock, type TimerHandle } from '../../src/common/clock.js';
+import { ManualClock, sleepWith, systemClock, type Clock, type TimerHandle } from '../../src/common/clock.js';
 import type { Secret } from '../../src/common/secret.js';
 import { memoryLogger, type Logger } from '../../src/common/logger.js';
 import { generateKekFile } from '../../src/ca/key-manager/kek.js';
@@ -59,21 +59,7 @@ export class WallClock extends ManualClock {
     return { cancel: entry.cancel };
   }
   override sleep(ms: number, signal?: AbortSignal): Promise<void> {
-    return new Promise((resolve, reject) => {
-      if (signal?.aborted) {
-        reject(signal.reason);
-        return;
-      }
-      const onAbort = (): void => {
-        timer.cancel();
-        reject(signal?.reason);
-      };
-      const timer = this.setTimer(() => {
-        signal?.removeEventListener('abort', onAbort);
-        resolve();
-      }, ms);
-      signal?.addEventListener('abort', onAbort, { once: true });
-    });
+    return sleepWith(this, ms, signal);
   }
   override get pendingTimers(): number {
     return this.#timers.size;
