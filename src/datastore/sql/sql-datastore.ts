@@ -232,6 +232,25 @@ function bundleFromRow(r: SqlRow): BundleRecord {
 }
 
 /** The dialect-neutral Datastore; drivers and migrations make it SQLite or PostgreSQL. */
+/** The mutable columns of an entry row, in the order both insertEntry and updateEntry list them. */
+function entryColumns(f: ValidEntryFields): SqlValue[] {
+  return [
+    f.spiffeId,
+    f.parentId,
+    f.selectorsHash,
+    f.selectors.length,
+    encodeSelectors(f.selectors),
+    JSON.stringify(f.dnsNames),
+    JSON.stringify(f.federatesWith),
+    f.x509SvidTtlSeconds,
+    f.jwtSvidTtlSeconds,
+    flag(f.admin),
+    flag(f.downstream),
+    f.hint,
+    f.entryExpiresAt,
+  ];
+}
+
 export class SqlDatastore implements Datastore {
   /** The schema version the database is at. */
   readonly schemaVersion: number;
@@ -289,24 +308,7 @@ export class SqlDatastore implements Datastore {
       throw new SigilError('ERR_ALREADY_EXISTS', `an entry with id ${id} already exists`, { reason: 'entry-id-exists' });
     }
     await this.#checkNoDuplicate(tx, f, undefined);
-    await tx.run(SQL.insertEntry, [
-      id,
-      f.spiffeId,
-      f.parentId,
-      f.selectorsHash,
-      f.selectors.length,
-      encodeSelectors(f.selectors),
-      JSON.stringify(f.dnsNames),
-      JSON.stringify(f.federatesWith),
-      f.x509SvidTtlSeconds,
-      f.jwtSvidTtlSeconds,
-      flag(f.admin),
-      flag(f.downstream),
-      f.hint,
-      f.entryExpiresAt,
-      0,
-      now,
-    ]);
+    await tx.run(SQL.insertEntry, [id, ...entryColumns(f), 0, now]);
     await this.#writeEntryChildren(tx, id, f);
     await tx.run(SQL.insertEvent, [id, 'created', now]);
     return entryFromFields(id, f, 0, now);
@@ -363,23 +365,7 @@ export class SqlDatastore implements Datastore {
       if (meta === undefined) throw notFound('entry-not-found', `entry ${id} not found`);
       await this.#checkNoDuplicate(tx, f, id);
       const revision = (meta['revision'] as number) + 1;
-      await tx.run(SQL.updateEntry, [
-        f.spiffeId,
-        f.parentId,
-        f.selectorsHash,
-        f.selectors.length,
-        encodeSelectors(f.selectors),
-        JSON.stringify(f.dnsNames),
-        JSON.stringify(f.federatesWith),
-        f.x509SvidTtlSeconds,
-        f.jwtSvidTtlSeconds,
-        flag(f.admin),
-        flag(f.downstream),
-        f.hint,
-        f.entryExpiresAt,
-        revision,
-        id,
-      ]);
+      await tx.run(SQL.updateEntry, [...entryColumns(f), revision, id]);
       await tx.run(SQL.deleteEntrySelectors, [id]);
       await tx.run(SQL.deleteEntryFederations, [id]);
       await this.#writeEntryChildren(tx, id, f);
