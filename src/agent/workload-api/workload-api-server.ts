@@ -4,14 +4,14 @@
  * accepted sockets to grpc-js through a connection injector. Per-connection facts reach the
  * handlers through the socket's `remoteAddress`, which is what `call.getPeer()` returns.
  */
-import { lstatSync, mkdirSync, chmodSync, unlinkSync } from 'node:fs';
-import { connect, createServer, type Server as NetServer, type Socket } from 'node:net';
-import { dirname, isAbsolute } from 'node:path';
-import { Server as GrpcServer, ServerCredentials, type ConnectionInjector, type ServiceDefinition } from '@grpc/grpc-js';
+import { mkdirSync, chmodSync } from 'node:fs';
+import { dirname } from 'node:path';
+import { Server as GrpcServer, type ServiceDefinition } from '@grpc/grpc-js';
 import { SigilError } from '../../common/errors.js';
 import { systemClock, type Clock } from '../../common/clock.js';
 import type { Logger } from '../../common/logger.js';
 import { serviceDefinition, WORKLOAD_PROTO, WORKLOAD_SERVICE } from '../../grpc/proto.js';
+import { checkSocketPath, clearStaleSocket, listenUnixForGrpc, type UnixGrpcListener } from '../../grpc/unix-socket-listener.js';
 import type { WorkloadAttestor } from '../../plugin/workload-attestor.js';
 import { getPeerCredentials, requirePeerCredentials } from '../peer/peer-credentials.js';
 import { ProcfsProcessInfo, type ProcessInfo } from '../peer/process-info.js';
@@ -50,8 +50,6 @@ export interface WorkloadApiServer {
   close(): Promise<void>;
 }
 
-/** sun_path holds 108 bytes including the terminating NUL. */
-const MAX_SOCKET_PATH_BYTES = 107;
 const PEER_TOKEN_PREFIX = 'sigil-workload-connection-';
 
 function socketError(reason: string, message: string, cause?: unknown): SigilError {
@@ -82,35 +80,11 @@ function withSharedEncoding(definition: ServiceDefinition): ServiceDefinition {
   return out;
 }
 
-/** True when something accepts connections on `path` (a live agent we must not displace). */
-function socketInUse(path: string): Promise<boolean> {
-  return new Promise((resolve) => {
-    const probe = connect(path);
-    probe.once('connect', () => {
-      probe.destroy();
-      resolve(true);
-    });
-    probe.once('error', () => resolve(false));
-  });
-}
-
 /** Creates the socket's folder (0755) if absent, and clears a stale socket file; refuses anything else at the path. */
 async function prepareSocketPath(path: string): Promise<void> {
-  if (!isAbsolute(path)) throw new SigilError('ERR_CONFIG_INVALID', `socket path ${JSON.stringify(path)} is not absolute`, { reason: 'socket-path' });
-  if (Buffer.byteLength(path) > MAX_SOCKET_PATH_BYTES) {
-    throw new SigilError('ERR_CONFIG_INVALID', `socket path ${JSON.stringify(path)} is longer than ${MAX_SOCKET_PATH_BYTES} bytes`, { reason: 'socket-path' });
-  }
+  checkSocketPath(path, 'socket');
   mkdirSync(dirname(path), { recursive: true, mode: 0o755 });
-  let st;
-  try {
-    st = lstatSync(path);
-  } catch (err) {
-    if ((err as { code?: unknown }).code === 'ENOENT') return;
-    throw socketError('socket-path', `cannot inspect socket path ${path}`, err);
-  }
-  if (!st.isSocket()) throw socketError('not-a-socket', `${path} exists and is not a socket; refusing to replace it`);
-  if (await socketInUse(path)) throw socketError('socket-in-use', `${path} is in use by another process`);
-  unlinkSync(path);
+  await clearStaleSocket(path);
 }
 
 /** Starts the Workload API on a Unix socket and resolves once it accepts connections. */
@@ -123,8 +97,8 @@ export async function startWorkloadApiServer(options: WorkloadApiServerOptions):
   requirePeerCredentials();
   await prepareSocketPath(socketPath);
 
-  const connections = new Map<string, ConnectionFacts>();
-  const sockets = new Set<Socket>();
+  // the service is built before the listener it reads connection facts from
+  const bound: { listener?: UnixGrpcListener<ConnectionFacts> } = {};
   const service = createWorkloadApiService({
     attestors: options.attestors,
     identities: options.identities,
@@ -133,49 +107,35 @@ export async function startWorkloadApiServer(options: WorkloadApiServerOptions):
     clock,
     attestTimeoutMs: options.attestTimeoutMs ?? 30_000,
     allowUnauthenticatedVerifiers: options.allowUnauthenticatedVerifiers ?? false,
-    factsOf: (peer) => (peer.startsWith(PEER_TOKEN_PREFIX) ? connections.get(peer) : undefined),
+    factsOf: (peer) => bound.listener?.factsOf(peer),
   });
   // explicit rather than grpc-js's default, so the bound on what a workload can make us buffer is ours
   const grpcServer = new GrpcServer({ 'grpc.max_receive_message_length': WORKLOAD_API_LIMITS.requestBytes });
   grpcServer.addService(withSharedEncoding(serviceDefinition(WORKLOAD_PROTO, WORKLOAD_SERVICE)), service.implementation);
-  const injector: ConnectionInjector = grpcServer.createConnectionInjector(ServerCredentials.createInsecure());
 
-  let nextConnection = 0;
-  const onConnection = (socket: Socket): void => {
-    let facts: ConnectionFacts;
-    try {
-      // Taken at once: the later a pid is looked at, the likelier it names someone else.
-      const cred = getPeerCredentials(socket);
-      if (cred.pid <= 0) throw socketError('peer-pid-unknown', 'peer pid is not visible (other pid namespace?)');
-      const startTime = processes.startTime(cred.pid);
-      if (startTime === undefined) throw socketError('process-gone', `process ${cred.pid} exited before its connection was accepted`);
-      facts = Object.freeze({ pid: cred.pid, uid: cred.uid, gid: cred.gid, startTime });
-    } catch (err) {
-      logger.warn({ err }, 'workload connection refused');
-      socket.destroy();
-      return;
-    }
-    const token = `${PEER_TOKEN_PREFIX}${++nextConnection}`;
-    Object.defineProperty(socket, 'remoteAddress', { value: token, configurable: true, enumerable: true });
-    connections.set(token, facts);
-    sockets.add(socket);
-    socket.once('close', () => {
-      connections.delete(token);
-      sockets.delete(socket);
-    });
-    logger.debug({ peerPid: facts.pid, peerUid: facts.uid }, 'workload connected');
-    injector.injectConnection(socket);
-  };
-
-  const netServer: NetServer = createServer(onConnection);
-  await new Promise<void>((resolve, reject) => {
-    netServer.once('error', reject);
-    netServer.listen({ path: socketPath, backlog }, () => {
-      netServer.off('error', reject);
-      resolve();
-    });
+  const listening = await listenUnixForGrpc<ConnectionFacts>({
+    path: socketPath,
+    backlog,
+    grpcServer,
+    peerPrefix: PEER_TOKEN_PREFIX,
+    accept: (socket) => {
+      try {
+        // Taken at once: the later a pid is looked at, the likelier it names someone else.
+        const cred = getPeerCredentials(socket);
+        if (cred.pid <= 0) throw socketError('peer-pid-unknown', 'peer pid is not visible (other pid namespace?)');
+        const startTime = processes.startTime(cred.pid);
+        if (startTime === undefined) throw socketError('process-gone', `process ${cred.pid} exited before its connection was accepted`);
+        logger.debug({ peerPid: cred.pid, peerUid: cred.uid }, 'workload connected');
+        return Object.freeze({ pid: cred.pid, uid: cred.uid, gid: cred.gid, startTime });
+      } catch (err) {
+        logger.warn({ err }, 'workload connection refused');
+        return undefined;
+      }
+    },
+    onError: (err) => logger.error({ err }, 'workload api socket error'),
   });
-  netServer.on('error', (err) => logger.error({ err }, 'workload api socket error'));
+  bound.listener = listening;
+  const { netServer } = listening;
   // Any local process may connect: attestation, not file modes, decides what it gets.
   chmodSync(socketPath, 0o777);
   logger.info({ socketPath, backlog }, 'workload api listening');
@@ -187,13 +147,11 @@ export async function startWorkloadApiServer(options: WorkloadApiServerOptions):
       return closing === undefined && netServer.listening;
     },
     close(): Promise<void> {
-      closing ??= new Promise<void>((resolve) => {
-        netServer.close(() => resolve());
+      if (closing === undefined) {
         service.closeAll();
-        injector.destroy();
         grpcServer.forceShutdown();
-        for (const s of sockets) s.destroy();
-      }).then(() => logger.info({ socketPath }, 'workload api closed'));
+        closing = listening.close().then(() => logger.info({ socketPath }, 'workload api closed'));
+      }
       return closing;
     },
   };

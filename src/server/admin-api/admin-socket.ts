@@ -14,18 +14,15 @@
  * rule at accept: uid 0, the server's uid, or a member (primary or supplementary) of the
  * socket's group. Everything an admin call does is audited with the caller's uid and pid.
  */
-import { chmodSync, lstatSync, mkdirSync, statSync, unlinkSync } from 'node:fs';
-import { connect, createServer, type Server as NetServer, type Socket } from 'node:net';
-import { dirname, isAbsolute } from 'node:path';
-import { ServerCredentials, type ConnectionInjector, type Server as GrpcServer } from '@grpc/grpc-js';
-import { SigilError } from '../../common/errors.js';
+import { chmodSync, mkdirSync, statSync, unlinkSync } from 'node:fs';
+import { dirname } from 'node:path';
+import type { Server as GrpcServer } from '@grpc/grpc-js';
 import type { Logger } from '../../common/logger.js';
 import { getPeerCredentials, getPeerGroups, requirePeerCredentials, type SocketPeerCredentials } from '../../common/peer-credentials.js';
+import { checkSocketPath, clearStaleSocket, listenUnixForGrpc } from '../../grpc/unix-socket-listener.js';
 
 /** The mode of the admin socket and of the folder the server creates for it. */
 export const ADMIN_SOCKET_MODE = 0o770;
-/** sun_path holds 108 bytes with the terminating NUL. */
-const MAX_SOCKET_PATH_BYTES = 107;
 const PEER_PREFIX = 'sigil-admin-connection-';
 
 /** The kernel's account of an admin caller. */
@@ -40,29 +37,9 @@ export interface AdminSocket {
   close(): Promise<void>;
 }
 
-function refused(reason: string, message: string, cause?: unknown): SigilError {
-  return new SigilError('ERR_FAILED_PRECONDITION', message, { reason, cause });
-}
-
-function inUse(path: string): Promise<boolean> {
-  return new Promise((resolve) => {
-    const probe = connect(path);
-    probe.once('connect', () => {
-      probe.destroy();
-      resolve(true);
-    });
-    probe.once('error', () => resolve(false));
-  });
-}
-
 /** Checks the path, creates its folder (0770) if absent and removes a stale socket; never replaces anything else. */
 async function preparePath(path: string, logger: Logger): Promise<void> {
-  if (!isAbsolute(path)) throw new SigilError('ERR_CONFIG_INVALID', `admin socket path ${JSON.stringify(path)} is not absolute`, { reason: 'socket-path' });
-  if (Buffer.byteLength(path) > MAX_SOCKET_PATH_BYTES) {
-    throw new SigilError('ERR_CONFIG_INVALID', `admin socket path ${JSON.stringify(path)} is longer than ${MAX_SOCKET_PATH_BYTES} bytes`, {
-      reason: 'socket-path',
-    });
-  }
+  checkSocketPath(path, 'admin socket');
   const dir = dirname(path);
   const firstCreated = mkdirSync(dir, { recursive: true, mode: ADMIN_SOCKET_MODE });
   // mkdir's mode passes through the umask: set the folders we made to exactly 0770
@@ -74,16 +51,7 @@ async function preparePath(path: string, logger: Logger): Promise<void> {
   if ((dirMode & 0o002) !== 0 && (dirMode & 0o1000) === 0) {
     logger.warn({ dir, mode: (dirMode & 0o7777).toString(8) }, 'admin socket folder is writable by every user; give it mode 0770 or 0750');
   }
-  let st;
-  try {
-    st = lstatSync(path);
-  } catch (err) {
-    if ((err as { code?: unknown }).code === 'ENOENT') return;
-    throw refused('socket-path', `cannot inspect admin socket path ${path}`, err);
-  }
-  if (!st.isSocket()) throw refused('not-a-socket', `${path} exists and is not a socket; refusing to replace it`);
-  if (await inUse(path)) throw refused('socket-in-use', `${path} is in use by another process (another server running?)`);
-  unlinkSync(path);
+  await clearStaleSocket(path);
 }
 
 /** True when a peer may use a socket of mode 0770 owned by `ownerUid` with group `groupGid`. */
@@ -99,47 +67,28 @@ export async function listenAdminSocket(options: { path: string; grpcServer: Grp
   requirePeerCredentials();
   await preparePath(path, logger);
 
-  const injector: ConnectionInjector = options.grpcServer.createConnectionInjector(ServerCredentials.createInsecure());
-  const callers = new Map<string, AdminCaller>();
-  const sockets = new Set<Socket>();
   let owner = { uid: process.getuid?.() ?? 0, gid: process.getgid?.() ?? 0 };
-  let next = 0;
-
-  const onConnection = (socket: Socket): void => {
-    let caller: AdminCaller;
-    try {
-      caller = getPeerCredentials(socket);
-      if (!adminPeerAllowed(caller, () => getPeerGroups(socket), owner.uid, owner.gid)) {
-        logger.warn({ peerUid: caller.uid, peerGid: caller.gid, peerPid: caller.pid }, 'admin connection refused: caller may not use the admin socket');
-        socket.destroy();
-        return;
+  const listener = await listenUnixForGrpc<AdminCaller>({
+    path,
+    backlog: options.backlog ?? 128,
+    grpcServer: options.grpcServer,
+    peerPrefix: PEER_PREFIX,
+    accept: (socket) => {
+      try {
+        const caller = getPeerCredentials(socket);
+        if (!adminPeerAllowed(caller, () => getPeerGroups(socket), owner.uid, owner.gid)) {
+          logger.warn({ peerUid: caller.uid, peerGid: caller.gid, peerPid: caller.pid }, 'admin connection refused: caller may not use the admin socket');
+          return undefined;
+        }
+        logger.debug({ peerUid: caller.uid, peerPid: caller.pid }, 'admin client connected');
+        return caller;
+      } catch (err) {
+        logger.warn({ err }, 'admin connection refused: peer credentials unreadable');
+        return undefined;
       }
-    } catch (err) {
-      logger.warn({ err }, 'admin connection refused: peer credentials unreadable');
-      socket.destroy();
-      return;
-    }
-    const token = `${PEER_PREFIX}${++next}`;
-    Object.defineProperty(socket, 'remoteAddress', { value: token, configurable: true, enumerable: true });
-    callers.set(token, caller);
-    sockets.add(socket);
-    socket.once('close', () => {
-      callers.delete(token);
-      sockets.delete(socket);
-    });
-    logger.debug({ peerUid: caller.uid, peerPid: caller.pid }, 'admin client connected');
-    injector.injectConnection(socket);
-  };
-
-  const netServer: NetServer = createServer(onConnection);
-  await new Promise<void>((resolve, reject) => {
-    netServer.once('error', reject);
-    netServer.listen({ path, backlog: options.backlog ?? 128 }, () => {
-      netServer.off('error', reject);
-      resolve();
-    });
+    },
+    onError: (err) => logger.error({ err }, 'admin socket error'),
   });
-  netServer.on('error', (err) => logger.error({ err }, 'admin socket error'));
   chmodSync(path, ADMIN_SOCKET_MODE);
   const st = statSync(path);
   owner = { uid: st.uid, gid: st.gid };
@@ -147,13 +96,9 @@ export async function listenAdminSocket(options: { path: string; grpcServer: Grp
   let closing: Promise<void> | undefined;
   return {
     path,
-    callerOf: (peer) => callers.get(peer),
+    callerOf: (peer) => listener.factsOf(peer),
     close: () => {
-      closing ??= new Promise<void>((resolve) => {
-        netServer.close(() => resolve());
-        injector.destroy();
-        for (const s of sockets) s.destroy();
-      }).then(() => {
+      closing ??= listener.close().then(() => {
         try {
           unlinkSync(path);
         } catch {
