@@ -1,11 +1,27 @@
 /**
  * Time as a seam: every component takes a Clock so rotation and expiry tests run in
  * milliseconds. `systemClock` is real time; `ManualClock` moves only when told to.
+ *
+ * The rule for what keeps a process alive (DESIGN.md, "Processes"): a timer somebody is
+ * waiting on — a daemon's retry backoff, a source's first-update wait or its timeout, a
+ * renewal — is ref'd, so a process whose only work is waiting keeps running. Only a
+ * `background` timer is unref'd: a library's refresh or reconnect after it has delivered what
+ * its caller awaited, so an application can exit once its own work is done without closing
+ * every source first. Daemons stop their own timers on shutdown; the CLI bounds that stop.
  */
 
 /** A cancellable timer handle. */
 export interface TimerHandle {
   cancel(): void;
+}
+
+/** How a timer relates to the process's lifetime. */
+export interface TimerOptions {
+  /**
+   * True for a library's background refresh, which must not keep the process alive on its own
+   * (unref'd). Absent or false: the timer keeps the process alive until it fires or is cancelled.
+   */
+  readonly background?: boolean;
 }
 
 /** The source of time for every component. */
@@ -15,13 +31,13 @@ export interface Clock {
   /** The current time as a Date. */
   now(): Date;
   /** Calls `fn` after `ms` milliseconds of this clock's time. */
-  setTimer(fn: () => void, ms: number): TimerHandle;
+  setTimer(fn: () => void, ms: number, options?: TimerOptions): TimerHandle;
   /** Resolves after `ms` of this clock's time; rejects with the signal's reason on abort. */
-  sleep(ms: number, signal?: AbortSignal): Promise<void>;
+  sleep(ms: number, signal?: AbortSignal, options?: TimerOptions): Promise<void>;
 }
 
 /** Sleeps `ms` of `clock`'s time through its timers; rejects with the signal's reason on abort (for Clock implementations). */
-export function sleepWith(clock: Clock, ms: number, signal?: AbortSignal): Promise<void> {
+export function sleepWith(clock: Clock, ms: number, signal?: AbortSignal, options?: TimerOptions): Promise<void> {
   return new Promise((resolve, reject) => {
     if (signal?.aborted) {
       reject(signal.reason);
@@ -34,23 +50,23 @@ export function sleepWith(clock: Clock, ms: number, signal?: AbortSignal): Promi
     const timer = clock.setTimer(() => {
       signal?.removeEventListener('abort', onAbort);
       resolve();
-    }, ms);
+    }, ms, options);
     signal?.addEventListener('abort', onAbort, { once: true });
   });
 }
 
-/** Real wall-clock time. Timers are unref'd so they never hold the process open. */
+/** Real wall-clock time. Timers keep the process alive unless `background` (see the rule above). */
 export const systemClock: Clock = {
   nowMs: () => Date.now(),
   now: () => new Date(),
-  setTimer(fn, ms) {
+  setTimer(fn, ms, options) {
     // setTimeout clamps delays above 2^31-1 ms to 1 ms; cap instead so far timers stay far.
     const t = setTimeout(fn, Math.max(0, Math.min(ms, 2_147_483_647)));
-    t.unref();
+    if (options?.background === true) t.unref();
     return { cancel: () => clearTimeout(t) };
   },
-  sleep(ms, signal) {
-    return sleepWith(systemClock, ms, signal);
+  sleep(ms, signal, options) {
+    return sleepWith(systemClock, ms, signal, options);
   },
 };
 
@@ -78,14 +94,14 @@ export class ManualClock implements Clock {
     return new Date(this.#now);
   }
 
-  setTimer(fn: () => void, ms: number): TimerHandle {
+  setTimer(fn: () => void, ms: number, _options?: TimerOptions): TimerHandle {
     const seq = ++this.#seq;
     this.#timers.set(seq, { at: this.#now + Math.max(0, ms), seq, fn });
     return { cancel: () => this.#timers.delete(seq) };
   }
 
-  sleep(ms: number, signal?: AbortSignal): Promise<void> {
-    return sleepWith(this, ms, signal);
+  sleep(ms: number, signal?: AbortSignal, options?: TimerOptions): Promise<void> {
+    return sleepWith(this, ms, signal, options);
   }
 
   /** Number of timers not yet fired. */
