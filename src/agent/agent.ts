@@ -5,6 +5,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { UnixWorkloadAttestor } from '../../attestors/workload/unix/unix-attestor.js';
+import { K8sWorkloadAttestor } from '../../attestors/workload/k8s/k8s-attestor.js';
 import { systemClock, type Clock } from '../common/clock.js';
 import { SigilError } from '../common/errors.js';
 import { startProbeServer, type ProbeServer, type ReadinessChecks } from '../common/health-http.js';
@@ -173,6 +174,7 @@ export async function startAgent(config: AgentConfig, options: StartAgentOptions
           discoverWorkloadPath: config.workloadAttestors.unix.discoverWorkloadPath,
           workloadSizeLimit: config.workloadAttestors.unix.workloadSizeLimit,
         }),
+        ...(config.workloadAttestors.k8s === undefined ? [] : [new K8sWorkloadAttestor({ ...config.workloadAttestors.k8s, clock })]),
       ],
       identities: cache,
       logger,

@@ -21,10 +21,15 @@ import {
 } from '../common/config.js';
 import { parseDuration } from '../common/duration.js';
 import { TrustDomain } from '../spiffe/spiffe-id.js';
+import type { K8sAttestorConfig } from '../../attestors/workload/k8s/k8s-attestor.js';
+import type { KubeletConnection } from '../../attestors/workload/k8s/kubelet-client.js';
 
 const duration = durationSchema();
 
 const hostPort = hostPortSchema('sigil-server:8081');
+
+/** Where Kubernetes mounts a pod's service-account token and cluster CA. */
+const K8S_SERVICE_ACCOUNT_DIR = '/var/run/secrets/kubernetes.io/serviceaccount';
 
 /** Default Workload API socket (the deploy location; the demo uses /tmp/sigil/agent.sock). */
 export const DEFAULT_AGENT_SOCKET = '/run/sigil/agent.sock';
@@ -51,6 +56,22 @@ export const agentConfigSchema = z.strictObject({
           workloadSizeLimit: z.number().int().default(128 * 1024 * 1024),
         })
         .default({ discoverWorkloadPath: false, workloadSizeLimit: 128 * 1024 * 1024 }),
+      /** Kubernetes pods, read from the kubelet (attestors/workload/k8s); off when absent. */
+      k8s: z
+        .strictObject({
+          kubeletSecurePort: z.number().int().min(1).max(65535).optional(),
+          kubeletReadOnlyPort: z.number().int().min(1).max(65535).optional(),
+          kubeletCaPath: z.string().min(1).default(K8S_SERVICE_ACCOUNT_DIR + '/ca.crt'),
+          skipKubeletVerification: z.boolean().default(false),
+          tokenPath: z.string().min(1).default(K8S_SERVICE_ACCOUNT_DIR + '/token'),
+          nodeName: z.string().min(1).optional(),
+          nodeNameEnv: z.string().min(1).default('MY_NODE_NAME'),
+          maxPollAttempts: z.number().int().min(1).max(10_000).default(60),
+          pollRetryInterval: duration.default('500ms'),
+          reloadInterval: duration.default('1m'),
+          disableContainerSelectors: z.boolean().default(false),
+        })
+        .optional(),
     })
     .default({ unix: { discoverWorkloadPath: false, workloadSizeLimit: 128 * 1024 * 1024 } }),
   svidCache: z
@@ -91,7 +112,11 @@ export interface AgentConfig {
   readonly socketPath: string;
   readonly logLevel: LogLevel;
   readonly nodeAttestor: AgentNodeAttestorConfig;
-  readonly workloadAttestors: { readonly unix: { readonly discoverWorkloadPath: boolean; readonly workloadSizeLimit: number } };
+  readonly workloadAttestors: {
+    readonly unix: { readonly discoverWorkloadPath: boolean; readonly workloadSizeLimit: number };
+    /** The k8s attestor, when configured. */
+    readonly k8s?: K8sAttestorConfig;
+  };
   readonly svidCache: { readonly maxSize: number; readonly idleGraceMs: number };
   readonly sync: { readonly pageSize: number; readonly retryInitialMs: number; readonly retryMaxMs: number };
   readonly allowUnauthenticatedVerifiers: boolean;
@@ -133,6 +158,10 @@ export function resolveAgentConfig(raw: unknown, flags: AgentFlags = {}, baseDir
   if ((joinToken === undefined) === (x509pop === undefined)) {
     problems.push('nodeAttestor: configure exactly one of joinToken, x509pop');
   }
+  const k8s = c.workloadAttestors.k8s;
+  if (k8s !== undefined && k8s.kubeletSecurePort !== undefined && k8s.kubeletReadOnlyPort !== undefined) {
+    problems.push('workloadAttestors.k8s: set kubeletSecurePort or kubeletReadOnlyPort, not both');
+  }
   if (problems.length > 0) throw configError('agent', problems);
   const nodeAttestor: AgentNodeAttestorConfig =
     joinToken !== undefined
@@ -147,7 +176,10 @@ export function resolveAgentConfig(raw: unknown, flags: AgentFlags = {}, baseDir
     socketPath: abs(c.socketPath),
     logLevel: c.logLevel,
     nodeAttestor,
-    workloadAttestors: { unix: { ...c.workloadAttestors.unix } },
+    workloadAttestors: {
+      unix: { ...c.workloadAttestors.unix },
+      ...(k8s === undefined ? {} : { k8s: resolveK8s(k8s, abs) }),
+    },
     svidCache: { maxSize: c.svidCache.maxSize, idleGraceMs: parseDuration(c.svidCache.idleGrace) },
     sync: { pageSize: c.sync.pageSize, retryInitialMs: parseDuration(c.sync.retryInitial), retryMaxMs: parseDuration(c.sync.retryMax) },
     allowUnauthenticatedVerifiers: c.allowUnauthenticatedVerifiers,
@@ -155,6 +187,29 @@ export function resolveAgentConfig(raw: unknown, flags: AgentFlags = {}, baseDir
     ...(c.health === undefined ? {} : { health: splitHostPort(c.health.address) }),
   };
   return deepFreezeConfig(config);
+}
+
+/** The k8s attestor's settings: the node name from the config, else from its environment variable (SPIRE's MY_NODE_NAME). */
+function resolveK8s(k: NonNullable<z.output<typeof agentConfigSchema>['workloadAttestors']['k8s']>, abs: (p: string) => string): K8sAttestorConfig {
+  const nodeName = k.nodeName ?? (process.env[k.nodeNameEnv] || undefined);
+  const kubelet: KubeletConnection =
+    k.kubeletReadOnlyPort !== undefined
+      ? { kind: 'read-only', port: k.kubeletReadOnlyPort }
+      : {
+          kind: 'secure',
+          port: k.kubeletSecurePort ?? 10250,
+          skipVerification: k.skipKubeletVerification,
+          tokenFile: abs(k.tokenPath),
+          ...(k.skipKubeletVerification ? {} : { caFile: abs(k.kubeletCaPath) }),
+          ...(nodeName === undefined ? {} : { nodeName }),
+        };
+  return {
+    kubelet,
+    maxPollAttempts: k.maxPollAttempts,
+    pollRetryIntervalMs: parseDuration(k.pollRetryInterval),
+    reloadIntervalMs: parseDuration(k.reloadInterval),
+    disableContainerSelectors: k.disableContainerSelectors,
+  };
 }
 
 /** Splits a host:port the schema accepted; brackets of an IPv6 host are dropped. */

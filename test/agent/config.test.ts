@@ -72,3 +72,27 @@ test('banRecheckInterval defaults to 5m and is read as a duration', (t) => {
   const err = configError(t, () => resolveAgentConfig({ ...base, banRecheckInterval: 'soon' }));
   t.true(err.message.includes('banRecheckInterval'));
 });
+
+test('workloadAttestors.k8s: off when absent; SPIRE defaults when present; one kubelet port only', (t) => {
+  t.is(resolveAgentConfig(base).workloadAttestors.k8s, undefined);
+  const c = resolveAgentConfig({ ...base, workloadAttestors: { k8s: {} } });
+  t.deepEqual(c.workloadAttestors.k8s, {
+    kubelet: {
+      kind: 'secure',
+      port: 10250,
+      skipVerification: false,
+      tokenFile: '/var/run/secrets/kubernetes.io/serviceaccount/token',
+      caFile: '/var/run/secrets/kubernetes.io/serviceaccount/ca.crt',
+    },
+    maxPollAttempts: 60,
+    pollRetryIntervalMs: 500,
+    reloadIntervalMs: 60_000,
+    disableContainerSelectors: false,
+  });
+  const readOnly = resolveAgentConfig({ ...base, workloadAttestors: { k8s: { kubeletReadOnlyPort: 10255, nodeName: 'node-1' } } });
+  t.deepEqual(readOnly.workloadAttestors.k8s?.kubelet, { kind: 'read-only', port: 10255 });
+  const both = configError(t, () => resolveAgentConfig({ ...base, workloadAttestors: { k8s: { kubeletReadOnlyPort: 10255, kubeletSecurePort: 10250 } } }));
+  t.true(both.message.includes('workloadAttestors.k8s'), both.message);
+  const bad = configError(t, () => resolveAgentConfig({ ...base, workloadAttestors: { k8s: { pollRetryInterval: 'soon', kubeletPort: 1 } } }));
+  t.true(bad.message.includes('pollRetryInterval') && bad.message.includes('kubeletPort'), bad.message);
+});
