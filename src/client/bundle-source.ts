@@ -54,8 +54,8 @@ export class BundleSource extends EventEmitter<BundleSourceEvents> implements Bu
     };
     await source.#runner.start(
       [
-        (client, s) => client.watchX509Bundles({ onUpdate: (b) => source.#update(b, undefined), onError }, s),
-        (client, s) => client.watchJwtBundles({ onUpdate: (b) => source.#update(undefined, b), onError }, s),
+        (client, s, o) => client.watchX509Bundles({ onUpdate: (b) => source.#update(b, undefined), onError }, s, o),
+        (client, s, o) => client.watchJwtBundles({ onUpdate: (b) => source.#update(undefined, b), onError }, s, o),
       ],
       () => source.#merged !== undefined,
       (listener) => {

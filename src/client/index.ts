@@ -14,6 +14,7 @@ export {
   DEFAULT_WATCH_BACKOFF,
   type WorkloadApiClientOptions,
   type Watcher,
+  type WatchOptions,
   type JwtSvidParams,
 } from './workload-api-client.js';
 export type { X509Context } from './x509-context.js';

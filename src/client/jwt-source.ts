@@ -45,7 +45,7 @@ export class JwtSource extends EventEmitter<JwtSourceEvents> implements BundleSo
     const source = new JwtSource(options);
     await source.#runner.start(
       [
-        (client, s) =>
+        (client, s, o) =>
           client.watchJwtBundles(
             {
               onUpdate: (b) => {
@@ -58,6 +58,7 @@ export class JwtSource extends EventEmitter<JwtSourceEvents> implements BundleSo
               },
             },
             s,
+            o,
           ),
       ],
       () => source.#bundles !== undefined,

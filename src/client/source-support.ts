@@ -5,7 +5,7 @@
  */
 import { systemClock, type Clock } from '../common/clock.js';
 import { SigilError } from '../common/errors.js';
-import { WorkloadApiClient, type WorkloadApiClientOptions } from './workload-api-client.js';
+import { WorkloadApiClient, type WatchOptions, type WorkloadApiClientOptions } from './workload-api-client.js';
 
 /** Options every source takes. */
 export interface SourceOptions extends WorkloadApiClientOptions {
@@ -19,23 +19,31 @@ export interface SourceOptions extends WorkloadApiClientOptions {
 export const DEFAULT_SOURCE_TIMEOUT_MS = 30_000;
 
 /** @internal one running watch inside a source. */
-export type WatchStarter = (client: WorkloadApiClient, signal: AbortSignal) => Promise<void>;
+export type WatchStarter = (client: WorkloadApiClient, signal: AbortSignal, options: WatchOptions) => Promise<void>;
 
 /** @internal the machinery behind a source: client, watches, first-update wait, close. */
 export class SourceRunner {
   readonly client: WorkloadApiClient;
   readonly #ownsClient: boolean;
   readonly #ctl = new AbortController();
-  readonly #clock: Clock;
+  /** The source's time: certificate validity and the first-update timeout. */
+  readonly clock: Clock;
   #watches: Promise<void>[] = [];
   #closed = false;
+  /**
+   * True once `create()` resolved. From then on nobody awaits the source, so its reconnect
+   * waits are background timers (DESIGN.md, Processes): an application may exit when its own
+   * work is done. Until then every wait is ref'd, so `await X509Source.create()` keeps the
+   * process alive, retrying, until the first update or the timeout.
+   */
+  #delivered = false;
   /** The first non-retryable error of any watch, when one ended that way. */
   fatal: SigilError | undefined;
 
   constructor(options: SourceOptions) {
     this.#ownsClient = options.client === undefined;
     this.client = options.client ?? new WorkloadApiClient(options);
-    this.#clock = options.clock ?? systemClock;
+    this.clock = options.clock ?? systemClock;
   }
 
   get closed(): boolean {
@@ -55,7 +63,10 @@ export class SourceRunner {
         if (settled) return;
         settled = true;
         for (const c of cleanups) c();
-        if (err === undefined) resolve();
+        if (err === undefined) {
+          this.#delivered = true;
+          resolve();
+        }
         else {
           this.close();
           reject(err);
@@ -68,7 +79,7 @@ export class SourceRunner {
       cleanups.push(onChange(() => {
         if (ready()) settle();
       }));
-      const timer = this.#clock.setTimer(
+      const timer = this.clock.setTimer(
         () => settle(new SigilError('ERR_DEADLINE_EXCEEDED', `no update from the workload API within ${timeoutMs}ms`, { reason: 'first-update-timeout' })),
         timeoutMs,
       );
@@ -79,7 +90,7 @@ export class SourceRunner {
         cleanups.push(() => signal.removeEventListener('abort', onAbort));
       }
       this.#watches = watches.map((w) =>
-        w(this.client, this.#ctl.signal).catch((err: unknown) => {
+        w(this.client, this.#ctl.signal, { background: () => this.#delivered }).catch((err: unknown) => {
           const e = err instanceof SigilError ? err : new SigilError('ERR_INTERNAL', 'workload API watch failed', { cause: err });
           this.fatal ??= e;
           settle(e);

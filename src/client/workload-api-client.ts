@@ -47,6 +47,16 @@ export interface Watcher<T> {
   onError?(error: SigilError): void;
 }
 
+/** How a watch relates to the process's lifetime. */
+export interface WatchOptions {
+  /**
+   * Asked before every reconnect wait: when it returns true the wait is a background timer
+   * that does not keep the process alive on its own. By default every wait keeps it alive,
+   * since the caller is awaiting the watch. Sources answer true once `create()` resolved.
+   */
+  readonly background?: () => boolean;
+}
+
 /** Parameters of a JWT-SVID request. */
 export interface JwtSvidParams {
   /** One audience or several; at least one is required. */
@@ -115,8 +125,8 @@ export class WorkloadApiClient {
   }
 
   /** Watches the X.509 context until `signal` aborts (resolves) or a non-retryable status (rejects). */
-  watchX509Context(watcher: Watcher<X509Context>, signal: AbortSignal): Promise<void> {
-    return this.#watch<RawX509SvidResponse, X509Context>('FetchX509SVID', parseX509SvidResponse, watcher, signal);
+  watchX509Context(watcher: Watcher<X509Context>, signal: AbortSignal, options: WatchOptions = {}): Promise<void> {
+    return this.#watch<RawX509SvidResponse, X509Context>('FetchX509SVID', parseX509SvidResponse, watcher, signal, options);
   }
 
   /** Fetches the X.509 bundles (own and federated) once. */
@@ -125,8 +135,8 @@ export class WorkloadApiClient {
   }
 
   /** Watches the X.509 bundles; same ending rules as watchX509Context. */
-  watchX509Bundles(watcher: Watcher<BundleSet>, signal: AbortSignal): Promise<void> {
-    return this.#watch<RawX509BundlesResponse, BundleSet>('FetchX509Bundles', parseX509BundlesResponse, watcher, signal);
+  watchX509Bundles(watcher: Watcher<BundleSet>, signal: AbortSignal, options: WatchOptions = {}): Promise<void> {
+    return this.#watch<RawX509BundlesResponse, BundleSet>('FetchX509Bundles', parseX509BundlesResponse, watcher, signal, options);
   }
 
   /** Fetches the JWT bundles once. */
@@ -135,8 +145,8 @@ export class WorkloadApiClient {
   }
 
   /** Watches the JWT bundles; same ending rules as watchX509Context. */
-  watchJwtBundles(watcher: Watcher<BundleSet>, signal: AbortSignal): Promise<void> {
-    return this.#watch<RawJwtBundlesResponse, BundleSet>('FetchJWTBundles', parseJwtBundlesResponse, watcher, signal);
+  watchJwtBundles(watcher: Watcher<BundleSet>, signal: AbortSignal, options: WatchOptions = {}): Promise<void> {
+    return this.#watch<RawJwtBundlesResponse, BundleSet>('FetchJWTBundles', parseJwtBundlesResponse, watcher, signal, options);
   }
 
   /** Fetches JWT-SVIDs for an audience: one per identity, or the one asked for. */
@@ -229,7 +239,7 @@ export class WorkloadApiClient {
     });
   }
 
-  async #watch<R, T>(name: string, parse: (r: R) => T, watcher: Watcher<T>, signal: AbortSignal): Promise<void> {
+  async #watch<R, T>(name: string, parse: (r: R) => T, watcher: Watcher<T>, signal: AbortSignal, options: WatchOptions): Promise<void> {
     this.#checkOpen();
     // Our own controller, so close() can end every watch too.
     const ctl = new AbortController();
@@ -254,7 +264,7 @@ export class WorkloadApiClient {
         const delay = backoff.next();
         this.#logger.warn({ method: name, code: error.code, reason: error.reason, retryInMs: delay }, 'workload API watch failed');
         try {
-          await this.#clock.sleep(delay, ctl.signal);
+          await this.#clock.sleep(delay, ctl.signal, { background: options.background?.() === true });
         } catch {
           return;
         }

@@ -65,7 +65,7 @@ export class X509Source extends EventEmitter<X509SourceEvents> implements Bundle
   static async create(options: X509SourceOptions = {}, signal?: AbortSignal): Promise<X509Source> {
     const source = new X509Source(options);
     await source.#runner.start(
-      [(client, s) => client.watchX509Context({ onUpdate: (ctx) => source.#set(ctx), onError: (e) => source.#error(e) }, s)],
+      [(client, s, o) => client.watchX509Context({ onUpdate: (ctx) => source.#set(ctx), onError: (e) => source.#error(e) }, s, o)],
       () => source.#svid !== undefined,
       (listener) => {
         source.on('update', listener);
