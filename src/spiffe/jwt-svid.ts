@@ -6,7 +6,7 @@
 import { type KeyObject } from 'node:crypto';
 import { inspect } from 'node:util';
 import { compactVerify, errors as joseErrors } from 'jose';
-import type { BundleSource } from './bundle.js';
+import type { Bundle, BundleSource } from './bundle.js';
 import { SigilError } from './errors.js';
 import { SpiffeId } from './spiffe-id.js';
 
@@ -194,11 +194,49 @@ function keyFitsAlg(key: KeyObject, alg: string): boolean {
 }
 
 /**
- * Validates a JWT-SVID: header rules, the signature with the key named by `kid` in the JWT
- * authorities of the `sub`'s trust domain, `exp` (with leeway), `nbf`, and that `aud`
+ * The keys a token may be verified with, all from the bundle of its subject's trust domain:
+ * the one its `kid` names, or, since JWT-SVID §2.2 makes `kid` optional, every key of that
+ * bundle that fits its `alg` (never a key of another trust domain). Bundle keys without a
+ * `kid` never get here: a bundle holds only keyed JWT authorities (JWT-SVID §6.1).
+ */
+function verificationKeys(bundle: Bundle, header: JwtSvidHeader, trustDomain: string): KeyObject[] {
+  if (header.kid === undefined || header.kid === '') {
+    const fitting = [...bundle.jwtAuthorities.values()].map((a) => a.publicKey).filter((k) => keyFitsAlg(k, header.alg));
+    if (fitting.length === 0) throw jwtError('no-fitting-key', `no JWT authority in the bundle of ${trustDomain} fits algorithm ${header.alg}`);
+    return fitting;
+  }
+  const authority = bundle.jwtAuthority(header.kid);
+  if (authority === undefined) {
+    throw jwtError('unknown-kid', `no JWT authority ${JSON.stringify(header.kid)} in the bundle of ${trustDomain}`);
+  }
+  if (!keyFitsAlg(authority.publicKey, header.alg)) {
+    throw jwtError('bad-alg', `token algorithm ${header.alg} does not fit the key of JWT authority ${JSON.stringify(header.kid)}`);
+  }
+  return [authority.publicKey];
+}
+
+/** Verifies the JWS signature with the first of `keys` that accepts it; 'bad-signature' when none does. */
+async function verifySignature(token: string, alg: JwtSvidAlgorithm, keys: readonly KeyObject[]): Promise<void> {
+  let failure: unknown;
+  for (const key of keys) {
+    try {
+      // jose caches its CryptoKey per KeyObject, and the bundle keeps the KeyObject.
+      await compactVerify(token, key, { algorithms: [alg] });
+      return;
+    } catch (err) {
+      if (!(err instanceof joseErrors.JWSSignatureVerificationFailed)) throw jwtError('malformed', 'token could not be verified', err);
+      failure = err;
+    }
+  }
+  throw jwtError('bad-signature', 'token signature does not verify', failure);
+}
+
+/**
+ * Validates a JWT-SVID: header rules, the signature with the key named by `kid` (or, without
+ * `kid`, one of the keys fitting `alg`) in the JWT authorities of the `sub`'s trust domain, `exp` (with leeway), `nbf`, and that `aud`
  * contains the expected audience (every one of them when a list is given). Throws
  * ERR_INVALID_JWT_SVID with a reason such as 'malformed', 'bad-alg', 'extra-header',
- * 'bad-sub', 'no-bundle', 'missing-kid', 'unknown-kid', 'bad-signature', 'expired',
+ * 'bad-sub', 'no-bundle', 'no-fitting-key', 'unknown-kid', 'bad-signature', 'expired',
  * 'not-yet-valid', 'missing-aud', 'missing-exp', 'audience-mismatch'.
  */
 export async function parseAndValidateJwtSvid(
@@ -211,22 +249,8 @@ export async function parseAndValidateJwtSvid(
   const { header, claims, id } = parts;
   const bundle = bundleSource.getBundleForTrustDomain(id.trustDomain);
   if (bundle === undefined) throw jwtError('no-bundle', `no bundle for trust domain ${id.trustDomain.name}`);
-  // The standard makes kid optional, but bundles index keys by kid (as go-spiffe does).
-  if (header.kid === undefined || header.kid === '') throw jwtError('missing-kid', 'token header has no kid');
-  const authority = bundle.jwtAuthority(header.kid);
-  if (authority === undefined) {
-    throw jwtError('unknown-kid', `no JWT authority ${JSON.stringify(header.kid)} in the bundle of ${id.trustDomain.name}`);
-  }
-  if (!keyFitsAlg(authority.publicKey, header.alg)) {
-    throw jwtError('bad-alg', `token algorithm ${header.alg} does not fit the key of JWT authority ${JSON.stringify(header.kid)}`);
-  }
-  try {
-    // jose caches its CryptoKey per KeyObject, and the bundle keeps the KeyObject.
-    await compactVerify(token, authority.publicKey, { algorithms: [header.alg] });
-  } catch (err) {
-    if (err instanceof joseErrors.JWSSignatureVerificationFailed) throw jwtError('bad-signature', 'token signature does not verify', err);
-    throw jwtError('malformed', 'token could not be verified', err);
-  }
+  const keys = verificationKeys(bundle, header, id.trustDomain.name);
+  await verifySignature(token, header.alg, keys);
   const leeway = options.leewaySeconds ?? DEFAULT_JWT_LEEWAY_SECONDS;
   const nowS = (options.now ?? new Date()).getTime() / 1000;
   if ((claims.exp as number) + leeway <= nowS) throw jwtError('expired', `token expired at ${new Date((claims.exp as number) * 1000).toISOString()}`);

@@ -92,7 +92,9 @@ const CASES: Case[] = [
   { name: 'typ JOSE', token: () => signJwt(es256(), base(), { header: { typ: 'JOSE' } }), reason: undefined },
   { name: 'typ absent', token: () => signJwt(es256(), base(), { header: { typ: undefined } }), reason: undefined },
   { name: 'typ at+jwt', token: () => signJwt(es256(), base(), { header: { typ: 'at+jwt' } }), reason: 'bad-typ' },
-  { name: 'kid absent', token: () => signJwt(es256(), base(), { header: { kid: undefined } }), reason: 'missing-kid' },
+  // Section 2.2: kid is optional; the keys of the subject's bundle that fit alg are tried.
+  { name: 'kid absent', token: () => signJwt(es256(), base(), { header: { kid: undefined } }), reason: undefined },
+  { name: 'kid absent, key not in the bundle', token: () => signJwt(createJwtKey('ES256'), base(), { header: { kid: undefined } }), reason: 'bad-signature' },
   { name: 'kid unknown', token: () => signJwt(es256(), base(), { header: { kid: 'nope' } }), reason: 'unknown-kid' },
   // Signature (4)
   { name: 'signed by another key under a known kid', token: () => signJwt(createJwtKey('ES256', 'kid-ES256'), base()), reason: 'bad-signature' },
