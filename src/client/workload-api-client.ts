@@ -114,10 +114,15 @@ export class WorkloadApiClient {
     this.#clock = options.clock ?? systemClock;
   }
 
-  /** Fetches the current X.509 context (SVIDs and bundles) once. */
+  /**
+   * Fetches the current X.509 context (SVIDs and bundles) once. Rejects a message that
+   * breaks the Workload API or X509-SVID rules (see docs/client.md) with its coded error.
+   */
   async fetchX509Context(signal?: AbortSignal): Promise<X509Context> {
-    return this.#first<RawX509SvidResponse, X509Context>('FetchX509SVID', parseX509SvidResponse, signal);
+    return this.#first<RawX509SvidResponse, X509Context>('FetchX509SVID', this.#parseX509, signal);
   }
+
+  readonly #parseX509 = (resp: RawX509SvidResponse): X509Context => parseX509SvidResponse(resp, this.#clock.now());
 
   /** Fetches the default X509-SVID (the first one) once. */
   async fetchX509Svid(signal?: AbortSignal): Promise<X509Svid> {
@@ -126,7 +131,7 @@ export class WorkloadApiClient {
 
   /** Watches the X.509 context until `signal` aborts (resolves) or a non-retryable status (rejects). */
   watchX509Context(watcher: Watcher<X509Context>, signal: AbortSignal, options: WatchOptions = {}): Promise<void> {
-    return this.#watch<RawX509SvidResponse, X509Context>('FetchX509SVID', parseX509SvidResponse, watcher, signal, options);
+    return this.#watch<RawX509SvidResponse, X509Context>('FetchX509SVID', this.#parseX509, watcher, signal, options);
   }
 
   /** Fetches the X.509 bundles (own and federated) once. */
@@ -252,7 +257,7 @@ export class WorkloadApiClient {
       while (!ctl.signal.aborted) {
         const { error, grpcCode } = await this.#streamOnce(name, parse, watcher, backoff, ctl.signal);
         if (ctl.signal.aborted) return;
-        watcher.onError?.(error);
+        this.#safely(name, () => watcher.onError?.(error));
         // go-spiffe stops on Cancelled because in Go it means the caller's own context ended;
         // ours is the abort signal, handled above. A Cancelled sent by the agent (grpc-js
         // servers reset streams with CANCEL when they shut down) is retried like any outage,
@@ -272,6 +277,15 @@ export class WorkloadApiClient {
     } finally {
       signal.removeEventListener('abort', onAbort);
       this.#watches.delete(ctl);
+    }
+  }
+
+  /** Runs a watcher callback: a throwing watcher must not kill the stream (or the process, from an event handler). */
+  #safely(name: string, fn: () => void): void {
+    try {
+      fn();
+    } catch (err) {
+      this.#logger.error({ method: name, err }, 'workload API watcher threw');
     }
   }
 
@@ -312,15 +326,10 @@ export class WorkloadApiClient {
           // A bad message is reported but does not end the stream: the next one may be good.
           const e = toSigilError(err);
           this.#logger.warn({ method: name, code: e.code, reason: e.reason }, 'workload API sent an unusable update');
-          watcher.onError?.(e);
+          this.#safely(name, () => watcher.onError?.(e));
           return;
         }
-        try {
-          watcher.onUpdate(value);
-        } catch (err) {
-          // A throwing watcher must not kill the stream (or the process, from an event handler).
-          this.#logger.error({ method: name, err }, 'workload API watcher threw');
-        }
+        this.#safely(name, () => watcher.onUpdate(value));
       });
       stream.on('error', (err: ServiceError) => finish(toSigilError(err), err.code));
       stream.on('end', () =>

@@ -97,7 +97,8 @@ test('the agent refuses calls without the header, which is why the client always
 
 test('a watch retries PermissionDenied with backoff, resets after a message, and sees rotations', async (t) => {
   await withAgent(async (agent) => {
-    const clock = new ManualClock();
+    // Real time to start from: the client checks SVID validity against this clock.
+    const clock = new ManualClock(Date.now());
     const client = new WorkloadApiClient({ address: agent.address, clock, backoff: { initialMs: 1000, maxMs: 8000, random: () => 1 } });
     const updates: X509Context[] = [];
     const errors: SigilError[] = [];
