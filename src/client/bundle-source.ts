@@ -4,7 +4,7 @@
  * to present, or that want one object answering both kinds of lookup.
  */
 import { EventEmitter } from 'node:events';
-import type { SigilError } from '../common/errors.js';
+import { SigilError } from '../common/errors.js';
 import type { Bundle, BundleSource as BundleLookup } from '../spiffe/bundle.js';
 import { BundleSet } from '../spiffe/bundle-set.js';
 import type { TrustDomain } from '../spiffe/spiffe-id.js';
@@ -40,6 +40,7 @@ export class BundleSource extends EventEmitter<BundleSourceEvents> implements Bu
   #x509: BundleSet | undefined;
   #jwt: BundleSet | undefined;
   #merged: BundleSet | undefined;
+  #denied: SigilError | undefined;
 
   private constructor(options: BundleSourceOptions) {
     super();
@@ -54,8 +55,8 @@ export class BundleSource extends EventEmitter<BundleSourceEvents> implements Bu
     };
     await source.#runner.start(
       [
-        (client, s, o) => client.watchX509Bundles({ onUpdate: (b) => source.#update(b, undefined), onError }, s, o),
-        (client, s, o) => client.watchJwtBundles({ onUpdate: (b) => source.#update(undefined, b), onError }, s, o),
+        (client, s, o) => client.watchX509Bundles({ onUpdate: (b) => source.#update(b, undefined), onError, onPermissionDenied: (e) => source.#deny(e) }, s, o),
+        (client, s, o) => client.watchJwtBundles({ onUpdate: (b) => source.#update(undefined, b), onError, onPermissionDenied: (e) => source.#deny(e) }, s, o),
       ],
       () => source.#merged !== undefined,
       (listener) => {
@@ -68,18 +69,32 @@ export class BundleSource extends EventEmitter<BundleSourceEvents> implements Bu
     return source;
   }
 
+  /** Redacted bundles must not be used any more (Workload API §5.2.2, §6.2.2); both kinds go, a later update of each restores them. */
+  #deny(err: SigilError): void {
+    this.#x509 = undefined;
+    this.#jwt = undefined;
+    this.#merged = undefined;
+    this.#denied = err;
+  }
+
+  #checkUsable(): void {
+    this.#runner.checkOpen();
+    if (this.#denied !== undefined) throw new SigilError('ERR_PERMISSION_DENIED', 'the agent denied this workload its bundles', { reason: 'permission-denied', cause: this.#denied });
+  }
+
   #update(x509: BundleSet | undefined, jwt: BundleSet | undefined): void {
     if (this.#runner.closed) return;
     this.#x509 = x509 ?? this.#x509;
     this.#jwt = jwt ?? this.#jwt;
     if (this.#x509 === undefined || this.#jwt === undefined) return;
     this.#merged = merge(this.#x509, this.#jwt);
+    this.#denied = undefined;
     this.emit('update', this.#merged);
   }
 
   /** Every bundle held, X.509 and JWT authorities merged per trust domain. */
   get bundles(): BundleSet {
-    this.#runner.checkOpen();
+    this.#checkUsable();
     return this.#merged as BundleSet;
   }
 
@@ -90,13 +105,13 @@ export class BundleSource extends EventEmitter<BundleSourceEvents> implements Bu
 
   /** The X.509 bundle of a trust domain, or undefined. */
   getX509BundleForTrustDomain(td: TrustDomain): Bundle | undefined {
-    this.#runner.checkOpen();
+    this.#checkUsable();
     return this.#x509?.getBundleForTrustDomain(td);
   }
 
   /** The JWT bundle of a trust domain, or undefined. */
   getJwtBundleForTrustDomain(td: TrustDomain): Bundle | undefined {
-    this.#runner.checkOpen();
+    this.#checkUsable();
     return this.#jwt?.getBundleForTrustDomain(td);
   }
 

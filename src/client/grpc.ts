@@ -20,6 +20,7 @@ import {
   type Server as GrpcServer,
 } from '@grpc/grpc-js';
 import type { PeerCertificate } from 'node:tls';
+import type { TimerHandle } from '../common/clock.js';
 import { SigilError } from '../common/errors.js';
 import { SpiffeId } from '../spiffe/spiffe-id.js';
 import { createTlsServer, tlsConfigOf, type SpiffeServerOptions } from './tls.js';
@@ -28,34 +29,55 @@ import type { SpiffeTlsConfig, SpiffeTlsOptions } from './tls-config.js';
 type CaListener = (update: { caCertificate: Buffer } | null) => void;
 type IdentityListener = (update: { certificate: Buffer; privateKey: Buffer } | null) => void;
 
-/** Feeds grpc-js the source's current material, and every change of it. */
+/**
+ * Feeds grpc-js the source's current material, and every change of it. When the source
+ * holds no identity (withdrawn, or the SVID reached its notAfter) the identity listeners get
+ * null, so grpc-js makes no new connection with the old SVID until an update restores one.
+ */
 class SourceCertificateProvider {
   readonly #config: SpiffeTlsConfig;
   readonly #ca = new Set<CaListener>();
   readonly #identity = new Set<IdentityListener>();
   readonly #onUpdate = (): void => this.#push();
+  #expiry: TimerHandle | undefined;
 
   constructor(config: SpiffeTlsConfig) {
     this.#config = config;
   }
 
   #push(ca: Iterable<CaListener> = this.#ca, identity: Iterable<IdentityListener> = this.#identity): void {
+    this.#expiry?.cancel();
+    this.#expiry = undefined;
     let m;
     try {
       m = this.#config.material();
-    } catch {
-      return; // closed source: keep what the channel has
+    } catch (err) {
+      if (this.#config.source.closed) return; // closed source: keep what the channel has
+      if (err instanceof SigilError && err.code === 'ERR_NO_IDENTITY') for (const l of identity) l(null);
+      return;
     }
     for (const l of ca) l({ caCertificate: Buffer.from(m.ca) });
     for (const l of identity) l({ certificate: Buffer.from(m.cert), privateKey: Buffer.from(m.key) });
+    // Withdraw the SVID at its notAfter if no rotation came first; background, since an
+    // expiring certificate is no reason to keep the application running.
+    const untilExpiry = this.#config.source.svid.notAfter.getTime() - this.#config.clock.nowMs() + 1;
+    this.#expiry = this.#config.clock.setTimer(() => this.#push(), untilExpiry, { background: true });
   }
 
   #listening(): void {
-    if (this.#ca.size + this.#identity.size === 1) this.#config.source.on('update', this.#onUpdate);
+    if (this.#ca.size + this.#identity.size === 1) {
+      this.#config.source.on('update', this.#onUpdate);
+      this.#config.source.on('identityLost', this.#onUpdate);
+    }
   }
 
   #maybeStop(): void {
-    if (this.#ca.size + this.#identity.size === 0) this.#config.source.off('update', this.#onUpdate);
+    if (this.#ca.size + this.#identity.size === 0) {
+      this.#config.source.off('update', this.#onUpdate);
+      this.#config.source.off('identityLost', this.#onUpdate);
+      this.#expiry?.cancel();
+      this.#expiry = undefined;
+    }
   }
 
   addCaCertificateListener(listener: CaListener): void {

@@ -33,6 +33,7 @@ export class JwtSource extends EventEmitter<JwtSourceEvents> implements BundleSo
   readonly #runner: SourceRunner;
   readonly #hint: string | undefined;
   #bundles: BundleSet | undefined;
+  #denied: SigilError | undefined;
 
   private constructor(options: JwtSourceOptions) {
     super();
@@ -51,10 +52,16 @@ export class JwtSource extends EventEmitter<JwtSourceEvents> implements BundleSo
               onUpdate: (b) => {
                 if (source.#runner.closed) return;
                 source.#bundles = b;
+                source.#denied = undefined;
                 source.emit('update', b);
               },
               onError: (e) => {
                 if (source.listenerCount('watchError') > 0) source.emit('watchError', e);
+              },
+              // Redacted bundles must not be used any more (Workload API §6.2.2).
+              onPermissionDenied: (e) => {
+                source.#bundles = undefined;
+                source.#denied = e;
               },
             },
             s,
@@ -96,9 +103,10 @@ export class JwtSource extends EventEmitter<JwtSourceEvents> implements BundleSo
     return validateJwtSvid(token, audience, this, options);
   }
 
-  /** The current JWT bundles. */
+  /** The current JWT bundles; throws ERR_PERMISSION_DENIED while the agent denies this workload any. */
   get bundles(): BundleSet {
     this.#runner.checkOpen();
+    if (this.#denied !== undefined) throw new SigilError('ERR_PERMISSION_DENIED', 'the agent denied this workload its JWT bundles', { reason: 'permission-denied', cause: this.#denied });
     return this.#bundles as BundleSet;
   }
 

@@ -90,7 +90,8 @@ export function chainFromPeerCertificate(cert: PeerCertificate | undefined): Uin
 export class SpiffeTlsConfig {
   readonly source: X509Source;
   readonly authorizer: Authorizer;
-  readonly #clock: Clock;
+  /** Time used for certificate validity. */
+  readonly clock: Clock;
   readonly #cache: SourceCache;
 
   constructor(options: SpiffeTlsOptions) {
@@ -99,15 +100,17 @@ export class SpiffeTlsConfig {
     }
     this.source = options.source;
     this.authorizer = options.authorizer;
-    this.#clock = options.clock ?? systemClock;
+    this.clock = options.clock ?? systemClock;
     this.#cache = cacheOf(options.source);
   }
 
   /** The material of the source's current state, built once per update. */
   material(): TlsMaterial {
+    // Asked every time, not only when the generation moves: it throws ERR_NO_IDENTITY once
+    // the SVID is past its notAfter or withdrawn, so nothing expired is ever presented.
+    const svid = this.source.getX509Svid();
     const generation = this.source.generation;
     if (this.#cache.material?.generation === generation) return this.#cache.material;
-    const svid = this.source.getX509Svid();
     const cert = svid.certificatesPem();
     const key = svid.privateKeyPem();
     const ca = this.source.bundles
@@ -127,7 +130,7 @@ export class SpiffeTlsConfig {
    */
   verifyPeerChain(chain: readonly Uint8Array[]): SpiffeId {
     if (chain.length === 0) throw new SigilError('ERR_UNAUTHENTICATED', 'peer presented no certificate', { reason: 'no-peer-certificate' });
-    const nowMs = this.#clock.nowMs();
+    const nowMs = this.clock.nowMs();
     const generation = this.source.generation;
     const h = createHash('sha256');
     for (const c of chain) h.update(c);

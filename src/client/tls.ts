@@ -116,6 +116,19 @@ function refuse(socket: TLSSocket): void {
 export function guardServer<S extends TlsServer>(server: S, config: SpiffeTlsConfig, extra: SpiffeServerOptions['tls']): S {
   const emit = server.emit.bind(server) as (event: string | symbol, ...args: unknown[]) => boolean;
   (server as { emit: (event: string | symbol, ...args: unknown[]) => boolean }).emit = (event, ...args) => {
+    if (event === 'connection') {
+      // No identity to present (withdrawn, or expired and not yet replaced): refuse before
+      // the handshake starts rather than present an SVID the standards say to stop using.
+      try {
+        config.material();
+      } catch (err) {
+        const socket = args[0] as { destroy(): void; on(e: string, f: () => void): void };
+        socket.on('error', () => undefined);
+        socket.destroy();
+        emit('tlsClientError', err, undefined);
+        return false;
+      }
+    }
     if (event === 'secureConnection') {
       const socket = args[0] as TLSSocket;
       try {

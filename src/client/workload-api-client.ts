@@ -45,6 +45,12 @@ export interface Watcher<T> {
   onUpdate(value: T): void;
   /** Called when a stream fails or a message cannot be parsed; the watch carries on unless it says otherwise. */
   onError?(error: SigilError): void;
+  /**
+   * Called (before onError) when the stream ends with PermissionDenied: the workload is
+   * entitled to nothing now, so what it held must no longer be used (Workload API §5.2.1,
+   * §5.2.2, §6.2.2). The watch keeps retrying; a later update restores it.
+   */
+  onPermissionDenied?(error: SigilError): void;
 }
 
 /** How a watch relates to the process's lifetime. */
@@ -257,6 +263,7 @@ export class WorkloadApiClient {
       while (!ctl.signal.aborted) {
         const { error, grpcCode } = await this.#streamOnce(name, parse, watcher, backoff, ctl.signal);
         if (ctl.signal.aborted) return;
+        if (grpcCode === GrpcStatus.PERMISSION_DENIED) this.#safely(name, () => watcher.onPermissionDenied?.(error));
         this.#safely(name, () => watcher.onError?.(error));
         // go-spiffe stops on Cancelled because in Go it means the caller's own context ended;
         // ours is the abort signal, handled above. A Cancelled sent by the agent (grpc-js
