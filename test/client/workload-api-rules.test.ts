@@ -8,9 +8,10 @@
 import test from 'ava';
 import { once } from 'node:events';
 import { connect as tlsConnect } from 'node:tls';
-import { status } from '@grpc/grpc-js';
+import { makeGenericClientConstructor, Server as GrpcServer, status } from '@grpc/grpc-js';
 import { authorizeAny } from '../../src/client/authorizer.js';
 import { BundleSource } from '../../src/client/bundle-source.js';
+import { grpcChannelCredentials, serveGrpc } from '../../src/client/grpc.js';
 import { JwtSource } from '../../src/client/jwt-source.js';
 import { createTlsServer, tlsClientOptions } from '../../src/client/tls.js';
 import { X509Source } from '../../src/client/x509-source.js';
@@ -201,23 +202,30 @@ function bundles(map: Record<string, Buffer>): { message: WireBundlesResponse } 
   return { message: { bundles: map } };
 }
 
-test('Workload API §6.2.2: a JWTBundlesResponse without bundles is discarded, the last good bundles stay', async (t) => {
+/** A JwtSource on a fake agent that first sends `first`; `errors` collects its watchError events. */
+async function withJwtSource(first: Record<string, Buffer>, fn: (source: JwtSource, fake: FakeWorkloadApi, errors: SigilError[]) => Promise<void>): Promise<void> {
   await withFake(async (fake) => {
-    const key = createJwtKey('ES256');
-    fake.jwtBundles.set(bundles({ 'spiffe://example.org': jwks(key) }));
+    fake.jwtBundles.set(bundles(first));
     const source = await JwtSource.create({ address: fake.address, ...FAST });
+    const errors: SigilError[] = [];
+    source.on('watchError', (e) => errors.push(e));
     try {
-      const errors: SigilError[] = [];
-      source.on('watchError', (e) => errors.push(e));
-      fake.jwtBundles.set(bundles({}));
-      const err = await until(() => errors[0], 'reported');
-      t.is(err.code, 'ERR_INVALID_BUNDLE');
-      t.is(err.reason, 'missing-bundles');
-      const token = signJwt(key, jwtClaims('spiffe://example.org/web', 'db'));
-      t.is((await source.validateJwtSvid(token, 'db')).id.toString(), 'spiffe://example.org/web');
+      await fn(source, fake, errors);
     } finally {
       await source.close();
     }
+  });
+}
+
+test('Workload API §6.2.2: a JWTBundlesResponse without bundles is discarded, the last good bundles stay', async (t) => {
+  const key = createJwtKey('ES256');
+  await withJwtSource({ 'spiffe://example.org': jwks(key) }, async (source, fake, errors) => {
+    fake.jwtBundles.set(bundles({}));
+    const err = await until(() => errors[0], 'reported');
+    t.is(err.code, 'ERR_INVALID_BUNDLE');
+    t.is(err.reason, 'missing-bundles');
+    const token = signJwt(key, jwtClaims('spiffe://example.org/web', 'db'));
+    t.is((await source.validateJwtSvid(token, 'db')).id.toString(), 'spiffe://example.org/web');
   });
 });
 
@@ -284,39 +292,25 @@ const jwtCases: JwtCase[] = [
 
 for (const c of jwtCases) {
   test(c.name, async (t) => {
-    await withFake(async (fake) => {
-      fake.jwtBundles.set({ message: { bundles: c.bundles() } });
-      const source = await JwtSource.create({ address: fake.address, ...FAST });
-      try {
-        if (c.reason === undefined) t.is((await source.validateJwtSvid(c.token(), 'db')).id.toString(), 'spiffe://example.org/web');
-        else {
-          const err = (await t.throwsAsync(source.validateJwtSvid(c.token(), 'db'))) as SigilError;
-          t.is(err.code, 'ERR_INVALID_JWT_SVID');
-          t.is(err.reason, c.reason);
-        }
-      } finally {
-        await source.close();
+    await withJwtSource(c.bundles(), async (source) => {
+      if (c.reason === undefined) t.is((await source.validateJwtSvid(c.token(), 'db')).id.toString(), 'spiffe://example.org/web');
+      else {
+        const err = (await t.throwsAsync(source.validateJwtSvid(c.token(), 'db'))) as SigilError;
+        t.is(err.code, 'ERR_INVALID_JWT_SVID');
+        t.is(err.reason, c.reason);
       }
     });
   });
 }
 
 test('JWT-SVID §6.1: a bundle key without kid is never used, not even for a token without kid', async (t) => {
-  await withFake(async (fake) => {
-    fake.jwtBundles.set(bundles({ 'spiffe://example.org': jwks(ec) }));
-    const source = await JwtSource.create({ address: fake.address, ...FAST });
-    try {
-      const errors: SigilError[] = [];
-      source.on('watchError', (e) => errors.push(e));
-      const keyless = { ...ec2.publicKey.export({ format: 'jwk' }), use: 'jwt-svid' };
-      fake.jwtBundles.set(bundles({ 'spiffe://example.org': Buffer.from(JSON.stringify({ keys: [keyless] })) }));
-      t.is((await until(() => errors[0], 'reported')).reason, 'missing-kid');
-      const err = (await t.throwsAsync(source.validateJwtSvid(signJwt(ec2, claims(), { header: { kid: undefined } }), 'db'))) as SigilError;
-      t.is(err.reason, 'bad-signature');
-      t.truthy(await source.validateJwtSvid(signJwt(ec, claims()), 'db'));
-    } finally {
-      await source.close();
-    }
+  await withJwtSource({ 'spiffe://example.org': jwks(ec) }, async (source, fake, errors) => {
+    const keyless = { ...ec2.publicKey.export({ format: 'jwk' }), use: 'jwt-svid' };
+    fake.jwtBundles.set(bundles({ 'spiffe://example.org': Buffer.from(JSON.stringify({ keys: [keyless] })) }));
+    t.is((await until(() => errors[0], 'reported')).reason, 'missing-kid');
+    const err = (await t.throwsAsync(source.validateJwtSvid(signJwt(ec2, claims(), { header: { kid: undefined } }), 'db'))) as SigilError;
+    t.is(err.reason, 'bad-signature');
+    t.truthy(await source.validateJwtSvid(signJwt(ec, claims()), 'db'));
   });
 });
 
@@ -367,24 +361,70 @@ test('Workload API §5.2.1: PermissionDenied withdraws the SVID (svid throws, TL
   });
 });
 
+const echoService = {
+  echo: {
+    path: '/test.Echo/Echo',
+    requestStream: false,
+    responseStream: false,
+    requestSerialize: (v: string) => Buffer.from(v),
+    requestDeserialize: (b: Buffer) => b.toString(),
+    responseSerialize: (v: string) => Buffer.from(v),
+    responseDeserialize: (b: Buffer) => b.toString(),
+  },
+} as const;
+const EchoClient = makeGenericClientConstructor(echoService, 'Echo');
+
+test('Workload API §5.2.1: PermissionDenied leaves a new grpc-js channel without the withdrawn SVID', async (t) => {
+  await withFake(async (serverAgent) => {
+    await withFake(async (clientAgent) => {
+      serverAgent.x509.set({ message: await goodResponse('/server') });
+      clientAgent.x509.set({ message: await goodResponse('/client') });
+      const serverSource = await X509Source.create({ address: serverAgent.address, ...FAST });
+      const clientSource = await X509Source.create({ address: clientAgent.address, ...FAST });
+      const server = new GrpcServer();
+      server.addService(echoService, { echo: (call: { request: string }, cb: (e: null, v: string) => void) => cb(null, `echo ${call.request}`) });
+      const listener = await serveGrpc(server, { source: serverSource, authorizer: authorizeAny() });
+      const call = (): Promise<string> => {
+        const client = new EchoClient(`127.0.0.1:${listener.port}`, grpcChannelCredentials({ source: clientSource, authorizer: authorizeAny() }));
+        return new Promise<string>((resolve, reject) => {
+          (client as unknown as { echo: (r: string, o: object, cb: (e: Error | null, v?: string) => void) => void }).echo('hi', { deadline: Date.now() + 3000 }, (e, v) => {
+            client.close();
+            if (e === null) resolve(v as string);
+            else reject(e);
+          });
+        });
+      };
+      try {
+        t.is(await call(), 'echo hi');
+        const lost = once(clientSource, 'identityLost');
+        clientAgent.x509.set({ status: status.PERMISSION_DENIED });
+        await lost;
+        const err = (await t.throwsAsync(call())) as { code?: number };
+        t.true(err.code === status.UNAVAILABLE || err.code === status.DEADLINE_EXCEEDED, `code ${err.code}`);
+        const restored = once(clientSource, 'update');
+        clientAgent.x509.set({ message: await goodResponse('/client') });
+        await restored;
+        t.is(await call(), 'echo hi');
+      } finally {
+        await listener.close();
+        server.forceShutdown();
+        await clientSource.close();
+        await serverSource.close();
+      }
+    });
+  });
+});
+
 test('Workload API §6.2.2: PermissionDenied on FetchJWTBundles withdraws the JWT bundles until the next update', async (t) => {
-  await withFake(async (fake) => {
+  await withJwtSource({ 'spiffe://example.org': jwks(ec) }, async (source, fake, errors) => {
+    fake.jwtBundles.set({ status: status.PERMISSION_DENIED });
+    await until(() => errors[0], 'reported');
+    const err = (await t.throwsAsync(source.validateJwtSvid(signJwt(ec, claims()), 'db'))) as SigilError;
+    t.is(err.code, 'ERR_PERMISSION_DENIED');
+    const restored = once(source, 'update');
     fake.jwtBundles.set(bundles({ 'spiffe://example.org': jwks(ec) }));
-    const source = await JwtSource.create({ address: fake.address, ...FAST });
-    try {
-      const errors: SigilError[] = [];
-      source.on('watchError', (e) => errors.push(e));
-      fake.jwtBundles.set({ status: status.PERMISSION_DENIED });
-      await until(() => errors[0], 'reported');
-      const err = (await t.throwsAsync(source.validateJwtSvid(signJwt(ec, claims()), 'db'))) as SigilError;
-      t.is(err.code, 'ERR_PERMISSION_DENIED');
-      const restored = once(source, 'update');
-      fake.jwtBundles.set(bundles({ 'spiffe://example.org': jwks(ec) }));
-      await restored;
-      t.truthy(await source.validateJwtSvid(signJwt(ec, claims()), 'db'));
-    } finally {
-      await source.close();
-    }
+    await restored;
+    t.truthy(await source.validateJwtSvid(signJwt(ec, claims()), 'db'));
   });
 });
 
