@@ -2,8 +2,11 @@
  * The SPIFFE Workload API client: one gRPC channel to the agent's socket, every call
  * carrying the `workload.spiffe.io: true` header. Fetches take the first message of a
  * stream; watches hold the stream open and reconnect with backoff on every status except
- * InvalidArgument (a broken client: retrying cannot help) and Cancelled, resetting the
- * backoff after each good message, as go-spiffe does. Watches end cleanly on abort.
+ * InvalidArgument (a broken client: retrying cannot help; a Cancelled sent by the agent is
+ * retried), resetting the backoff after each good message, as go-spiffe does. Watches end
+ * cleanly on abort.
+ * Every message is checked before a watcher sees it (x509-context.ts); a bad one is reported
+ * through onError and the stream carries on.
  */
 import { credentials, Metadata, status as GrpcStatus, type Client, type ClientReadableStream, type ServiceError } from '@grpc/grpc-js';
 import { Backoff, type BackoffOptions } from '../common/backoff.js';
@@ -35,7 +38,7 @@ export interface WorkloadApiClientOptions {
   readonly logger?: Logger;
   /** Reconnect backoff of watches; defaults to 1s doubling to 30s with jitter. */
   readonly backoff?: BackoffOptions;
-  /** Time source for the backoff sleeps (tests inject a ManualClock). */
+  /** Time source for the backoff sleeps and the validity checks of received SVIDs (tests inject a ManualClock). */
   readonly clock?: Clock;
 }
 
