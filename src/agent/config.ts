@@ -47,6 +47,13 @@ export const agentConfigSchema = z.strictObject({
   nodeAttestor: z.strictObject({
     joinToken: z.strictObject({ tokenFile: z.string().min(1) }).optional(),
     x509pop: z.strictObject({ certFile: z.string().min(1), keyFile: z.string().min(1) }).optional(),
+    /** A projected service-account token (attestors/node/k8s_psat). */
+    k8sPsat: z
+      .strictObject({
+        cluster: z.string().regex(/^[A-Za-z0-9._-]{1,128}$/, 'cluster names use [A-Za-z0-9._-]'),
+        tokenFile: z.string().min(1).default('/var/run/secrets/tokens/sigil-agent'),
+      })
+      .optional(),
   }),
   workloadAttestors: z
     .strictObject({
@@ -101,7 +108,8 @@ type RawConfig = z.input<typeof agentConfigSchema>;
 /** The node attestor the agent uses, as configured. */
 export type AgentNodeAttestorConfig =
   | { readonly type: 'join_token'; readonly tokenFile: string }
-  | { readonly type: 'x509pop'; readonly certFile: string; readonly keyFile: string };
+  | { readonly type: 'x509pop'; readonly certFile: string; readonly keyFile: string }
+  | { readonly type: 'k8s_psat'; readonly cluster: string; readonly tokenFile: string };
 
 /** The resolved, frozen agent configuration handed to every component. */
 export interface AgentConfig {
@@ -154,9 +162,9 @@ export function resolveAgentConfig(raw: unknown, flags: AgentFlags = {}, baseDir
   const c = parseConfig(agentConfigSchema, merged as RawConfig, 'agent');
   const abs = pathResolver(baseDir);
   const problems: string[] = [];
-  const { joinToken, x509pop } = c.nodeAttestor;
-  if ((joinToken === undefined) === (x509pop === undefined)) {
-    problems.push('nodeAttestor: configure exactly one of joinToken, x509pop');
+  const { joinToken, x509pop, k8sPsat } = c.nodeAttestor;
+  if ([joinToken, x509pop, k8sPsat].filter((a) => a !== undefined).length !== 1) {
+    problems.push('nodeAttestor: configure exactly one of joinToken, x509pop, k8sPsat');
   }
   const k8s = c.workloadAttestors.k8s;
   if (k8s !== undefined && k8s.kubeletSecurePort !== undefined && k8s.kubeletReadOnlyPort !== undefined) {
@@ -166,7 +174,9 @@ export function resolveAgentConfig(raw: unknown, flags: AgentFlags = {}, baseDir
   const nodeAttestor: AgentNodeAttestorConfig =
     joinToken !== undefined
       ? { type: 'join_token', tokenFile: abs(joinToken.tokenFile) }
-      : { type: 'x509pop', certFile: abs((x509pop as { certFile: string }).certFile), keyFile: abs((x509pop as { keyFile: string }).keyFile) };
+      : k8sPsat !== undefined
+        ? { type: 'k8s_psat', cluster: k8sPsat.cluster, tokenFile: abs(k8sPsat.tokenFile) }
+        : { type: 'x509pop', certFile: abs((x509pop as { certFile: string }).certFile), keyFile: abs((x509pop as { keyFile: string }).keyFile) };
 
   const config: AgentConfig = {
     trustDomain: TrustDomain.parse(c.trustDomain),

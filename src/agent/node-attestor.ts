@@ -7,6 +7,7 @@ import { createHash, createPrivateKey } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { JoinTokenAgentAttestor } from '../../attestors/node/join_token/agent.js';
 import { X509PopAgentAttestor } from '../../attestors/node/x509pop/agent.js';
+import { K8sPsatAgentAttestor } from '../../attestors/node/k8s_psat/agent.js';
 import { SigilError } from '../common/errors.js';
 import { Secret } from '../common/secret.js';
 import { pemBlocks } from '../common/x509.js';
@@ -16,7 +17,7 @@ import type { AgentNodeAttestorConfig } from './config.js';
 /** A node attestor ready for one attestation, with a fingerprint of its evidence source. */
 export interface PreparedNodeAttestor {
   readonly attestor: NodeAttestorAgent;
-  /** sha256 of the join token (to notice a spent one without sending it again); '' for x509pop. */
+  /** sha256 of the join token (to notice a spent one without sending it again); '' for attestors that can attest again (x509pop, k8s_psat). */
   readonly evidenceFingerprint: string;
 }
 
@@ -37,6 +38,12 @@ export function prepareNodeAttestor(config: AgentNodeAttestorConfig): PreparedNo
       attestor: new JoinTokenAgentAttestor(new Secret(token)),
       evidenceFingerprint: createHash('sha256').update(token).digest('hex'),
     };
+  }
+  if (config.type === 'k8s_psat') {
+    // The kubelet rewrites this file as the token rotates; read it fresh for every attestation.
+    const token = readSecretFile(config.tokenFile, 'k8s_psat token file').trim();
+    if (token === '') throw new SigilError('ERR_CONFIG_INVALID', `k8s_psat token file ${config.tokenFile} is empty`, { reason: 'psat-token-empty' });
+    return { attestor: new K8sPsatAgentAttestor(config.cluster, new Secret(token)), evidenceFingerprint: '' };
   }
   const certs = pemBlocks(readSecretFile(config.certFile, 'x509pop certificate file'), 'CERTIFICATE');
   if (certs.length === 0) throw new SigilError('ERR_CONFIG_INVALID', `x509pop certificate file ${config.certFile} holds no certificate`, { reason: 'x509pop-cert' });

@@ -20,6 +20,7 @@ import {
 } from '../common/config.js';
 import { parseDuration } from '../common/duration.js';
 import { TrustDomain } from '../spiffe/spiffe-id.js';
+import { k8sPsatConfigSchema, resolveK8sPsat, type K8sPsatConfig } from './k8s-psat-config.js';
 
 const KEY_TYPES = ['ec-p256', 'ec-p384', 'rsa-2048'] as const;
 
@@ -73,6 +74,7 @@ export const serverConfigSchema = z.strictObject({
     .strictObject({
       joinToken: z.strictObject({ defaultTtl: duration.default('10m') }).optional(),
       x509pop: z.strictObject({ caBundleFile: z.string().min(1) }).optional(),
+      k8sPsat: k8sPsatConfigSchema.optional(),
     })
     .default({ joinToken: { defaultTtl: '10m' } }),
   health: z.strictObject({ address: hostPort }).optional(),
@@ -114,6 +116,8 @@ export interface ServerConfig {
   readonly nodeAttestors: {
     readonly joinToken?: { readonly defaultTtlMs: number };
     readonly x509pop?: { readonly caBundleFile: string };
+    /** Clusters whose agents attest with projected service-account tokens. */
+    readonly k8sPsat?: K8sPsatConfig;
   };
   readonly health?: { readonly host: string; readonly port: number };
   readonly auditLog: { readonly path: string };
@@ -173,6 +177,7 @@ export function resolveServerConfig(raw: unknown, flags: ServerFlags = {}, baseD
   } else if (c.datastore.sqlitePath !== undefined) {
     problems.push('datastore.sqlitePath: only used when datastore.type is sqlite');
   }
+  const psat = c.nodeAttestors.k8sPsat === undefined ? undefined : resolveK8sPsat(c.nodeAttestors.k8sPsat, abs, problems);
   if (problems.length > 0) throw configError('server', problems);
 
   const config: ServerConfig = {
@@ -226,6 +231,7 @@ export function resolveServerConfig(raw: unknown, flags: ServerFlags = {}, baseD
         ? {}
         : { joinToken: { defaultTtlMs: parseDuration(c.nodeAttestors.joinToken.defaultTtl) } }),
       ...(c.nodeAttestors.x509pop === undefined ? {} : { x509pop: { caBundleFile: abs(c.nodeAttestors.x509pop.caBundleFile) } }),
+      ...(psat === undefined ? {} : { k8sPsat: psat }),
     },
     ...(c.health === undefined ? {} : { health: splitHostPort(c.health.address) }),
     auditLog: { path: c.auditLog.path === '-' ? '-' : abs(c.auditLog.path ?? join(dataDir, 'audit.log')) },

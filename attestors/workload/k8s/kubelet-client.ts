@@ -9,10 +9,8 @@
  * are. Answers are capped in size and time.
  */
 import { readFileSync } from 'node:fs';
-import { request as httpRequest } from 'node:http';
-import { isIP } from 'node:net';
-import { request as httpsRequest, type RequestOptions } from 'node:https';
 import { SigilError } from '../../../src/common/errors.js';
+import { httpRequestText } from '../../../src/common/http-request.js';
 import { systemClock, type Clock } from '../../../src/common/clock.js';
 
 /** How the agent reaches its kubelet. */
@@ -90,53 +88,20 @@ export class KubeletClient {
     const c = this.#connection;
     const creds = this.#credentials();
     const host = c.kind === 'secure' ? (c.nodeName ?? '127.0.0.1') : '127.0.0.1';
-    const base: RequestOptions = {
-      host,
-      port: c.port,
-      path: '/pods',
-      method: 'GET',
-      headers: { accept: 'application/json', ...(creds.token === '' ? {} : { authorization: `Bearer ${creds.token}` }) },
-      timeout: this.#timeoutMs,
+    const url = new URL(`${c.kind === 'secure' ? 'https' : 'http'}://${host.includes(':') ? `[${host}]` : host}:${c.port}/pods`);
+    const answer = await httpRequestText({
+      url,
+      headers: creds.token === '' ? {} : { authorization: `Bearer ${creds.token}` },
+      ...(creds.ca === undefined ? {} : { ca: creds.ca }),
+      insecureSkipVerify: c.kind === 'secure' && c.skipVerification,
+      // Reached by address, a kubelet's serving certificate names no host we could check.
+      skipHostnameCheck: c.kind === 'secure' && c.nodeName === undefined,
+      timeoutMs: this.#timeoutMs,
+      maxBytes: MAX_POD_LIST_BYTES,
+      reasonPrefix: 'kubelet',
+      peerName: 'the kubelet',
       ...(signal === undefined ? {} : { signal }),
-    };
-    let options: RequestOptions = base;
-    if (c.kind === 'secure') {
-      options = {
-        ...base,
-        ...(creds.ca === undefined ? {} : { ca: creds.ca }),
-        rejectUnauthorized: !c.skipVerification,
-        // Reached by address, a kubelet's serving certificate names no host we could check.
-        ...(c.nodeName === undefined ? { checkServerIdentity: () => undefined } : isIP(c.nodeName) === 0 ? { servername: c.nodeName } : {}),
-        agent: false,
-      };
-    }
-    const request = c.kind === 'secure' ? httpsRequest : httpRequest;
-    const where = `${host}:${c.port}`;
-    return await new Promise<string>((resolve, reject) => {
-      const req = request(options, (res) => {
-        const chunks: Buffer[] = [];
-        let size = 0;
-        res.on('data', (chunk: Buffer) => {
-          size += chunk.length;
-          if (size > MAX_POD_LIST_BYTES) {
-            req.destroy();
-            reject(new SigilError('ERR_UNAVAILABLE', `the kubelet's /pods answer is larger than ${MAX_POD_LIST_BYTES} bytes`, { reason: 'kubelet-response' }));
-            return;
-          }
-          chunks.push(chunk);
-        });
-        res.on('end', () => {
-          if (res.statusCode !== 200) {
-            reject(new SigilError('ERR_UNAVAILABLE', `the kubelet at ${where} answered /pods with HTTP ${res.statusCode ?? 0}`, { reason: 'kubelet-status' }));
-            return;
-          }
-          resolve(Buffer.concat(chunks).toString('utf8'));
-        });
-        res.on('error', (err) => reject(new SigilError('ERR_UNAVAILABLE', `reading /pods from the kubelet at ${where} failed`, { reason: 'kubelet-unreachable', cause: err })));
-      });
-      req.on('timeout', () => req.destroy(new Error(`no answer within ${this.#timeoutMs}ms`)));
-      req.on('error', (err) => reject(new SigilError('ERR_UNAVAILABLE', `cannot reach the kubelet at ${where}`, { reason: 'kubelet-unreachable', cause: err })));
-      req.end();
     });
+    return answer.body;
   }
 }
