@@ -165,7 +165,9 @@ export class Bundle implements BundleSource {
   /**
    * Parses a SPIFFE bundle (JWK Set) per the Trust Domain and Bundle standard and X509-SVID
    * section 6.2: unknown `use` or `kty` ignored; x509-svid entries without `x5c` ignored
-   * and only the first `x5c` certificate used; jwt-svid entries must have a `kid`.
+   * and only the first `x5c` certificate used; jwt-svid entries without a `kid` ignored too,
+   * since nothing could name them (JWT-SVID: the key ID must be set), so one such key does not
+   * cost the trust domain all its other keys.
    */
   static parseJwks(trustDomain: TrustDomain, json: string | Uint8Array | object): Bundle {
     let doc: unknown = json;
@@ -191,7 +193,8 @@ export class Bundle implements BundleSource {
         }
         x509.push(new Uint8Array(Buffer.from(x5c[0], 'base64')));
       } else if (key.use === JWT_SVID_USE) {
-        if (typeof key.kid !== 'string' || key.kid === '') throw bundleError('missing-kid', `bundle key ${i} (jwt-svid) has no kid`);
+        if (key.kid === undefined || key.kid === '') return;
+        if (typeof key.kid !== 'string') throw bundleError('bad-kid', `bundle key ${i} (jwt-svid) has a kid that is not a string`);
         jwt.push([key.kid, key as JsonWebKey]);
       }
     });

@@ -303,14 +303,22 @@ for (const c of jwtCases) {
   });
 }
 
-test('JWT-SVID §6.1: a bundle key without kid is never used, not even for a token without kid', async (t) => {
+test('JWT-SVID §6.1: a bundle key without kid is ignored (never used, not even for a token without kid); the keyed ones apply', async (t) => {
+  const ec3 = createJwtKey('ES256', 'ec-3');
   await withJwtSource({ 'spiffe://example.org': jwks(ec) }, async (source, fake, errors) => {
     const keyless = { ...ec2.publicKey.export({ format: 'jwk' }), use: 'jwt-svid' };
-    fake.jwtBundles.set(bundles({ 'spiffe://example.org': Buffer.from(JSON.stringify({ keys: [keyless] })) }));
-    t.is((await until(() => errors[0], 'reported')).reason, 'missing-kid');
+    const keyed = JSON.parse(jwks(ec3).toString('utf8')) as { keys: object[] };
+    fake.jwtBundles.set(bundles({ 'spiffe://example.org': Buffer.from(JSON.stringify({ keys: [keyless, ...keyed.keys] })) }));
+    // The update applies with only the keyed key in it; nothing is reported as bad.
+    const kids = await until(() => {
+      const k = [...(source.getJwtBundleForTrustDomain(domain.td)?.jwtAuthorities.keys() ?? [])];
+      return k.includes(ec3.kid) ? k : undefined;
+    }, 'new bundle applied');
+    t.deepEqual(kids, [ec3.kid]);
+    t.deepEqual(errors, []);
+    t.truthy(await source.validateJwtSvid(signJwt(ec3, claims()), 'db'));
     const err = (await t.throwsAsync(source.validateJwtSvid(signJwt(ec2, claims(), { header: { kid: undefined } }), 'db'))) as SigilError;
     t.is(err.reason, 'bad-signature');
-    t.truthy(await source.validateJwtSvid(signJwt(ec, claims()), 'db'));
   });
 });
 

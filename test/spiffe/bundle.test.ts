@@ -62,6 +62,8 @@ const ACCEPTS: ReadonlyArray<[string, () => unknown, (b: Bundle) => [number, num
   ['missing use ignored (4.2.2)', () => ({ keys: [jwtJwk(ec, { use: undefined })] }), () => [0, 0]],
   ['unknown kty ignored (4.2.1)', () => ({ keys: [{ kty: 'oct', k: 'AAAA', use: 'jwt-svid', kid: 'h' }, { kty: 'XYZ', use: 'x509-svid', x5c: ['AAAA'] }] }), () => [0, 0]],
   ['x509-svid entry without x5c ignored (X509-SVID 6.2)', () => ({ keys: [x509Jwk(rootA, { x5c: undefined })] }), () => [0, 0]],
+  ['jwt-svid entry without kid ignored, the keyed one kept', () => ({ keys: [jwtJwk(ec, { kid: undefined }), jwtJwk(rsa)] }), () => [0, 1]],
+  ['jwt-svid entry with empty kid ignored', () => ({ keys: [jwtJwk(ec, { kid: '' })] }), () => [0, 0]],
   ['x509-svid entry with empty x5c ignored (X509-SVID 6.2)', () => ({ keys: [x509Jwk(rootA, { x5c: [] })] }), () => [0, 0]],
   [
     'x509-svid entry with several x5c: only the first counts (X509-SVID 6.2)',
@@ -90,8 +92,7 @@ const REJECTS: ReadonlyArray<[string, () => unknown, string]> = [
   ['no keys member (4.1.3)', () => '{"spiffe_sequence":1}', 'missing-keys'],
   ['keys not an array', () => '{"keys":{}}', 'missing-keys'],
   ['a key that is not an object', () => '{"keys":[1]}', 'bad-key'],
-  ['jwt-svid without kid', () => JSON.stringify({ keys: [jwtJwk(ec, { kid: undefined })] }), 'missing-kid'],
-  ['jwt-svid with empty kid', () => JSON.stringify({ keys: [jwtJwk(ec, { kid: '' })] }), 'missing-kid'],
+  ['jwt-svid with a kid that is not a string', () => JSON.stringify({ keys: [jwtJwk(ec, { kid: 7 })] }), 'bad-kid'],
   ['duplicate kid', () => JSON.stringify({ keys: [jwtJwk(ec), jwtJwk(rsa, { kid: 'kid-ec' })] }), 'duplicate-kid'],
   ['jwt-svid with a bad EC point', () => JSON.stringify({ keys: [jwtJwk(ec, { x: 'AAAA' })] }), 'bad-jwt-authority'],
   ['jwt-svid with private material', () => JSON.stringify({ keys: [{ ...ec.privateKey.export({ format: 'jwk' }), use: 'jwt-svid', kid: 'p' }] }), 'private-key-in-bundle'],
