@@ -16,6 +16,8 @@ import { ConfigMap } from 'kubernetes-models/v1/ConfigMap';
 import { Namespace } from 'kubernetes-models/v1/Namespace';
 import { Service } from 'kubernetes-models/v1/Service';
 import { ServiceAccount } from 'kubernetes-models/v1/ServiceAccount';
+import { ClusterRole } from 'kubernetes-models/rbac.authorization.k8s.io/v1/ClusterRole';
+import { ClusterRoleBinding } from 'kubernetes-models/rbac.authorization.k8s.io/v1/ClusterRoleBinding';
 import { resolveAgentConfig } from '../../src/agent/config.js';
 import { resolveServerConfig } from '../../src/server/config.js';
 
@@ -33,7 +35,10 @@ const MODELS: Record<string, (doc: unknown) => { validate(): void }> = {
   'v1/ServiceAccount': (d) => new ServiceAccount(d as never),
   'apps/v1/StatefulSet': (d) => new StatefulSet(d as never),
   'apps/v1/DaemonSet': (d) => new DaemonSet(d as never),
+  'rbac.authorization.k8s.io/v1/ClusterRole': (d) => new ClusterRole(d as never),
+  'rbac.authorization.k8s.io/v1/ClusterRoleBinding': (d) => new ClusterRoleBinding(d as never),
 };
+const CLUSTER_SCOPED = new Set(['Namespace', 'ClusterRole', 'ClusterRoleBinding']);
 
 const files = readdirSync(DIR).filter((f) => f.endsWith('.yaml') && f !== 'kustomization.yaml');
 const manifests: Manifest[] = files.flatMap((file) =>
@@ -62,6 +67,16 @@ const volume = z.object({
   secret: z.object({ secretName: z.string() }).optional(),
   hostPath: z.object({ path: z.string(), type: z.string() }).optional(),
   emptyDir: z.object({}).passthrough().optional(),
+  projected: z
+    .object({
+      sources: z.array(
+        z.object({
+          serviceAccountToken: z.object({ path: z.string(), audience: z.string().optional(), expirationSeconds: z.number().int() }).optional(),
+          configMap: z.object({ name: z.string() }).passthrough().optional(),
+        }),
+      ),
+    })
+    .optional(),
 });
 const podSpec = z.object({
   serviceAccountName: z.string(),
@@ -94,7 +109,8 @@ test('every manifest is a known kind that validates against the Kubernetes API s
     if (model === undefined) continue;
     const { file: _file, ...doc } = m;
     t.notThrows(() => model(doc).validate(), `${m.file}: ${m.kind} ${m.metadata.name}`);
-    if (m.kind !== 'Namespace') t.is(m.metadata.namespace, 'sigil', `${m.kind} ${m.metadata.name}`);
+    if (!CLUSTER_SCOPED.has(m.kind)) t.is(m.metadata.namespace, 'sigil', `${m.kind} ${m.metadata.name}`);
+    else t.is(m.metadata.namespace, undefined, `${m.kind} ${m.metadata.name} is cluster-scoped`);
   }
 });
 
@@ -103,12 +119,27 @@ test('kustomization.yaml lists every manifest file', (t) => {
   t.deepEqual([...k.resources].sort(), [...files].sort());
 });
 
-test('no Secret is committed, no RBAC role is granted, no service account token is mounted', (t) => {
-  t.deepEqual(manifests.filter((m) => m.kind === 'Secret' || /Role(Binding)?$/.test(m.kind)).map((m) => `${m.kind} ${m.metadata.name}`), []);
+test('no Secret is committed, RBAC grants exactly what attestation needs, no token is mounted implicitly', (t) => {
+  t.deepEqual(manifests.filter((m) => m.kind === 'Secret' || m.kind === 'Role' || m.kind === 'RoleBinding').map((m) => `${m.kind} ${m.metadata.name}`), []);
   for (const m of manifests.filter((x) => x.kind === 'ServiceAccount')) t.is(m.automountServiceAccountToken, false, m.metadata.name);
   // The only secret any pod mounts is the KEK.
   const secrets = manifests.flatMap((m) => ((m.spec as { template?: { spec?: { volumes?: { secret?: { secretName: string } }[] } } } | undefined)?.template?.spec?.volumes ?? []).flatMap((v) => (v.secret ? [v.secret.secretName] : [])));
   t.deepEqual(secrets, ['sigil-kek']);
+  // Every grant, as "service account: verbs resource": the agent reads its kubelet's pods, the
+  // server reviews tokens and reads nodes; nothing else, nowhere else.
+  const grants = manifests
+    .filter((m) => m.kind === 'ClusterRoleBinding')
+    .flatMap((b) => {
+      const binding = b as unknown as { roleRef: { kind: string; name: string }; subjects: { kind: string; name: string; namespace: string }[] };
+      const rules =
+        binding.roleRef.name === 'system:auth-delegator'
+          ? [{ resources: ['tokenreviews'], verbs: ['create'] }]
+          : ((find('ClusterRole', binding.roleRef.name) as unknown as { rules?: { resources: string[]; verbs: string[] }[] } | undefined)?.rules ?? []);
+      t.true(rules.length > 0, `${b.metadata.name}: role ${binding.roleRef.name} is not defined`);
+      return binding.subjects.flatMap((s) => rules.map((r) => `${s.namespace}:${s.name}: ${r.verbs.join(',')} ${r.resources.join(',')}`));
+    })
+    .sort();
+  t.deepEqual(grants, ['sigil:sigil-agent: get nodes/proxy', 'sigil:sigil-server: create tokenreviews', 'sigil:sigil-server: get nodes']);
 });
 
 function checkPod(t: ExecutionContext, m: Manifest, pod: z.infer<typeof podSpec>): void {
@@ -186,8 +217,35 @@ test('agent: DaemonSet with hostPID, the socket directory on a hostPath, its con
   t.false(socket?.readOnly);
   t.truthy(mountedAt(pod, config.dataDir)?.volume.hostPath, 'agent identity must survive pod restarts');
   t.truthy(mountedAt(pod, config.trustBundleFile)?.volume.configMap);
-  t.is(config.nodeAttestor.type, 'join_token');
-  if (config.nodeAttestor.type === 'join_token') t.truthy(mountedAt(pod, config.nodeAttestor.tokenFile)?.volume.hostPath);
+  // Node attestation: the projected token for the audience and cluster the server accepts,
+  // from this DaemonSet's own service account.
+  if (config.nodeAttestor.type !== 'k8s_psat') return t.fail(`agent attests with ${config.nodeAttestor.type}, not k8s_psat`);
+  const { tokenFile } = config.nodeAttestor;
+  const tokenVolume = mountedAt(pod, tokenFile);
+  const projected = tokenVolume?.volume.projected?.sources.find((src) => src.serviceAccountToken?.path === posix.basename(tokenFile))?.serviceAccountToken;
+  if (projected === undefined) return t.fail(`no projected token at ${tokenFile}`);
+  t.true(tokenVolume?.readOnly);
+  t.true(projected.expirationSeconds <= 3600, 'a short-lived token (JWKS mode accepts it until it expires)');
+  const serverPod = statefulSet.parse(find('StatefulSet', 'sigil-server')).spec.template.spec;
+  const serverConfig = resolveServerConfig(configOf(serverPod), {}, '/');
+  const cluster = serverConfig.nodeAttestors.k8sPsat?.[config.nodeAttestor.cluster];
+  if (cluster === undefined) return t.fail(`the server knows no cluster ${config.nodeAttestor.cluster}`);
+  t.true(cluster.audience.includes(projected.audience ?? ''), `audience ${projected.audience}`);
+  t.true(cluster.serviceAccountAllowList.includes(`${m.metadata.namespace}:${pod.serviceAccountName}`));
+  // The server's TokenReview credential is mounted where its config reads it.
+  if (cluster.keys.kind === 'token-review') {
+    t.truthy(mountedAt(serverPod, cluster.keys.tokenFile)?.volume.projected, 'server TokenReview token');
+    if (cluster.keys.caFile !== undefined) t.truthy(mountedAt(serverPod, cluster.keys.caFile)?.volume.projected, 'server API CA');
+  }
+  // The workload attestor: this node's kubelet, by the node name from the downward API,
+  // with a token and CA mounted where the config reads them.
+  const k8s = config.workloadAttestors.k8s;
+  if (k8s === undefined || k8s.kubelet.kind !== 'secure') return t.fail('the k8s workload attestor uses the kubelet secure port');
+  const env = (m.spec as { template: { spec: { containers: { env?: { name: string; valueFrom?: { fieldRef?: { fieldPath: string } } }[] }[] } } }).template.spec.containers[0]?.env ?? [];
+  t.is(env.find((e) => e.name === 'MY_NODE_NAME')?.valueFrom?.fieldRef?.fieldPath, 'spec.nodeName');
+  t.truthy(mountedAt(pod, k8s.kubelet.tokenFile)?.volume.projected, 'kubelet token');
+  if (k8s.kubelet.caFile !== undefined) t.truthy(mountedAt(pod, k8s.kubelet.caFile)?.volume.projected, 'kubelet CA');
+  t.is((m.spec as { template: { spec: { hostNetwork?: boolean } } }).template.spec.hostNetwork, true, 'the kubelet is reached on the node');
   t.is(config.serverAddress.split(':')[0], `${find('Service', 'sigil-server')?.metadata.name}.sigil.svc.cluster.local`);
   // The probes reach the health endpoint the config opens, on the pod IP.
   const probed = (m.spec as { template: { spec: { containers: AgentProbes[] } } }).template.spec.containers[0];
