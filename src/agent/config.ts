@@ -54,6 +54,14 @@ export const agentConfigSchema = z.strictObject({
         tokenFile: z.string().min(1).default('/var/run/secrets/tokens/sigil-agent'),
       })
       .optional(),
+    /** An OpenID identity token of the platform (attestors/node/jwt): CI runners, cloud VMs. */
+    jwt: z
+      .strictObject({
+        /** The name the server's nodeAttestors.jwt.issuers knows the issuer by. */
+        issuer: z.string().regex(/^[A-Za-z0-9._-]{1,128}$/, 'issuer names use [A-Za-z0-9._-]'),
+        tokenFile: z.string().min(1),
+      })
+      .optional(),
   }),
   workloadAttestors: z
     .strictObject({
@@ -109,7 +117,8 @@ type RawConfig = z.input<typeof agentConfigSchema>;
 export type AgentNodeAttestorConfig =
   | { readonly type: 'join_token'; readonly tokenFile: string }
   | { readonly type: 'x509pop'; readonly certFile: string; readonly keyFile: string }
-  | { readonly type: 'k8s_psat'; readonly cluster: string; readonly tokenFile: string };
+  | { readonly type: 'k8s_psat'; readonly cluster: string; readonly tokenFile: string }
+  | { readonly type: 'jwt'; readonly issuer: string; readonly tokenFile: string };
 
 /** The resolved, frozen agent configuration handed to every component. */
 export interface AgentConfig {
@@ -162,9 +171,9 @@ export function resolveAgentConfig(raw: unknown, flags: AgentFlags = {}, baseDir
   const c = parseConfig(agentConfigSchema, merged as RawConfig, 'agent');
   const abs = pathResolver(baseDir);
   const problems: string[] = [];
-  const { joinToken, x509pop, k8sPsat } = c.nodeAttestor;
-  if ([joinToken, x509pop, k8sPsat].filter((a) => a !== undefined).length !== 1) {
-    problems.push('nodeAttestor: configure exactly one of joinToken, x509pop, k8sPsat');
+  const { joinToken, x509pop, k8sPsat, jwt } = c.nodeAttestor;
+  if ([joinToken, x509pop, k8sPsat, jwt].filter((a) => a !== undefined).length !== 1) {
+    problems.push('nodeAttestor: configure exactly one of joinToken, x509pop, k8sPsat, jwt');
   }
   const k8s = c.workloadAttestors.k8s;
   if (k8s !== undefined && k8s.kubeletSecurePort !== undefined && k8s.kubeletReadOnlyPort !== undefined) {
@@ -176,7 +185,9 @@ export function resolveAgentConfig(raw: unknown, flags: AgentFlags = {}, baseDir
       ? { type: 'join_token', tokenFile: abs(joinToken.tokenFile) }
       : k8sPsat !== undefined
         ? { type: 'k8s_psat', cluster: k8sPsat.cluster, tokenFile: abs(k8sPsat.tokenFile) }
-        : { type: 'x509pop', certFile: abs((x509pop as { certFile: string }).certFile), keyFile: abs((x509pop as { keyFile: string }).keyFile) };
+        : jwt !== undefined
+          ? { type: 'jwt', issuer: jwt.issuer, tokenFile: abs(jwt.tokenFile) }
+          : { type: 'x509pop', certFile: abs((x509pop as { certFile: string }).certFile), keyFile: abs((x509pop as { keyFile: string }).keyFile) };
 
   const config: AgentConfig = {
     trustDomain: TrustDomain.parse(c.trustDomain),

@@ -8,6 +8,7 @@ import { readFileSync } from 'node:fs';
 import { JoinTokenAgentAttestor } from '../../attestors/node/join_token/agent.js';
 import { X509PopAgentAttestor } from '../../attestors/node/x509pop/agent.js';
 import { K8sPsatAgentAttestor } from '../../attestors/node/k8s_psat/agent.js';
+import { JwtAgentAttestor } from '../../attestors/node/jwt/agent.js';
 import { SigilError } from '../common/errors.js';
 import { Secret } from '../common/secret.js';
 import { pemBlocks } from '../common/x509.js';
@@ -17,7 +18,7 @@ import type { AgentNodeAttestorConfig } from './config.js';
 /** A node attestor ready for one attestation, with a fingerprint of its evidence source. */
 export interface PreparedNodeAttestor {
   readonly attestor: NodeAttestorAgent;
-  /** sha256 of the join token (to notice a spent one without sending it again); '' for attestors that can attest again (x509pop, k8s_psat). */
+  /** sha256 of the join token (to notice a spent one without sending it again); '' for attestors that can attest again (x509pop, k8s_psat, jwt). */
   readonly evidenceFingerprint: string;
 }
 
@@ -44,6 +45,12 @@ export function prepareNodeAttestor(config: AgentNodeAttestorConfig): PreparedNo
     const token = readSecretFile(config.tokenFile, 'k8s_psat token file').trim();
     if (token === '') throw new SigilError('ERR_CONFIG_INVALID', `k8s_psat token file ${config.tokenFile} is empty`, { reason: 'psat-token-empty' });
     return { attestor: new K8sPsatAgentAttestor(config.cluster, new Secret(token)), evidenceFingerprint: '' };
+  }
+  if (config.type === 'jwt') {
+    // A CI step or a refresher rewrites this file; read it fresh for every attestation.
+    const token = readSecretFile(config.tokenFile, 'jwt token file').trim();
+    if (token === '') throw new SigilError('ERR_CONFIG_INVALID', `jwt token file ${config.tokenFile} is empty`, { reason: 'jwt-token-empty' });
+    return { attestor: new JwtAgentAttestor(config.issuer, new Secret(token)), evidenceFingerprint: '' };
   }
   const certs = pemBlocks(readSecretFile(config.certFile, 'x509pop certificate file'), 'CERTIFICATE');
   if (certs.length === 0) throw new SigilError('ERR_CONFIG_INVALID', `x509pop certificate file ${config.certFile} holds no certificate`, { reason: 'x509pop-cert' });

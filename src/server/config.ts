@@ -21,6 +21,7 @@ import {
 import { parseDuration } from '../common/duration.js';
 import { TrustDomain } from '../spiffe/spiffe-id.js';
 import { k8sPsatConfigSchema, resolveK8sPsat, type K8sPsatConfig } from './k8s-psat-config.js';
+import { jwtNodeConfigSchema, resolveJwtNode, type JwtNodeConfig } from './jwt-node-config.js';
 
 const KEY_TYPES = ['ec-p256', 'ec-p384', 'rsa-2048'] as const;
 
@@ -75,6 +76,7 @@ export const serverConfigSchema = z.strictObject({
       joinToken: z.strictObject({ defaultTtl: duration.default('10m') }).optional(),
       x509pop: z.strictObject({ caBundleFile: z.string().min(1) }).optional(),
       k8sPsat: k8sPsatConfigSchema.optional(),
+      jwt: jwtNodeConfigSchema.optional(),
     })
     .default({ joinToken: { defaultTtl: '10m' } }),
   health: z.strictObject({ address: hostPort }).optional(),
@@ -118,6 +120,8 @@ export interface ServerConfig {
     readonly x509pop?: { readonly caBundleFile: string };
     /** Clusters whose agents attest with projected service-account tokens. */
     readonly k8sPsat?: K8sPsatConfig;
+    /** OpenID issuers (CI, cloud VMs) whose identity tokens attest agents. */
+    readonly jwt?: JwtNodeConfig;
   };
   readonly health?: { readonly host: string; readonly port: number };
   readonly auditLog: { readonly path: string };
@@ -178,6 +182,7 @@ export function resolveServerConfig(raw: unknown, flags: ServerFlags = {}, baseD
     problems.push('datastore.sqlitePath: only used when datastore.type is sqlite');
   }
   const psat = c.nodeAttestors.k8sPsat === undefined ? undefined : resolveK8sPsat(c.nodeAttestors.k8sPsat, abs, problems);
+  const jwtNode = c.nodeAttestors.jwt === undefined ? undefined : resolveJwtNode(c.nodeAttestors.jwt, abs, problems);
   if (problems.length > 0) throw configError('server', problems);
 
   const config: ServerConfig = {
@@ -232,6 +237,7 @@ export function resolveServerConfig(raw: unknown, flags: ServerFlags = {}, baseD
         : { joinToken: { defaultTtlMs: parseDuration(c.nodeAttestors.joinToken.defaultTtl) } }),
       ...(c.nodeAttestors.x509pop === undefined ? {} : { x509pop: { caBundleFile: abs(c.nodeAttestors.x509pop.caBundleFile) } }),
       ...(psat === undefined ? {} : { k8sPsat: psat }),
+      ...(jwtNode === undefined ? {} : { jwt: jwtNode }),
     },
     ...(c.health === undefined ? {} : { health: splitHostPort(c.health.address) }),
     auditLog: { path: c.auditLog.path === '-' ? '-' : abs(c.auditLog.path ?? join(dataDir, 'audit.log')) },

@@ -8,7 +8,8 @@ import { z } from 'zod';
 import type { PsatClusterConfig } from '../../attestors/node/k8s_psat/server.js';
 import { CLUSTER_NAME } from '../../attestors/node/k8s_psat/protocol.js';
 
-const httpsUrl = z.string().refine((s) => {
+/** An issuer or API server URL: https, no query or fragment. */
+export const httpsUrl = z.string().refine((s) => {
   try {
     const u = new URL(s);
     return u.protocol === 'https:' && u.search === '' && u.hash === '';

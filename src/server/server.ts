@@ -27,6 +27,7 @@ import { loadUpstreamAuthority } from '../ca/upstream-authority.js';
 import { JoinTokenServerAttestor } from '../../attestors/node/join_token/server.js';
 import { X509PopServerAttestor } from '../../attestors/node/x509pop/server.js';
 import { K8sPsatServerAttestor } from '../../attestors/node/k8s_psat/server.js';
+import { JwtServerAttestor } from '../../attestors/node/jwt/server.js';
 import { createAdminServices } from './admin-api/admin-service.js';
 import { listenAdminSocket, type AdminSocket } from './admin-api/admin-socket.js';
 import { createAgentService } from './agent-api/agent-service.js';
@@ -232,6 +233,7 @@ export async function startServer(config: ServerConfig, options: StartServerOpti
       attestors.set('x509pop', new X509PopServerAttestor({ trustedCas: cas, clock }));
     }
     if (config.nodeAttestors.k8sPsat !== undefined) attestors.set('k8s_psat', new K8sPsatServerAttestor({ clusters: config.nodeAttestors.k8sPsat, clock }));
+    if (config.nodeAttestors.jwt !== undefined) attestors.set('jwt', new JwtServerAttestor({ issuers: config.nodeAttestors.jwt, clock }));
 
     const svid = new ServerSvidProvider({ ca: serverCa, spiffeId: serverSpiffeId(td).toString(), ttlMs: config.svid.agentTtlMs, clock, logger });
     await svid.start();

@@ -12,12 +12,11 @@
  * projected token a short `expirationSeconds`. Every mode needs the token bound to a pod and a
  * node (the `kubernetes.io.node` claim exists since Kubernetes 1.30).
  */
-import { readFileSync } from 'node:fs';
-import { createLocalJWKSet, decodeProtectedHeader, jwtVerify, type JSONWebKeySet, type JWTPayload } from 'jose';
+import type { JWTPayload } from 'jose';
 import { z } from 'zod';
 import type { Clock } from '../../../src/common/clock.js';
-import { isSigilError } from '../../../src/common/errors.js';
 import { httpRequestText, parseJsonAnswer } from '../../../src/common/http-request.js';
+import { IssuerTokenVerifier, readSmallFile as readOperatorFile } from '../common/jwt-key-set.js';
 import { kubernetesClaimSchema, psatRefused, type PsatIdentity } from './protocol.js';
 
 /** Where a cluster's tokens are checked. */
@@ -31,29 +30,7 @@ export interface PsatTokenVerifier {
   verify(token: string, audiences: readonly string[], signal?: AbortSignal): Promise<PsatIdentity>;
 }
 
-const ALGORITHMS = ['RS256', 'RS384', 'RS512', 'ES256', 'ES384', 'ES512', 'PS256', 'PS384', 'PS512'];
-const KEYS_TTL_MS = 5 * 60_000;
-const KEYS_MIN_REFETCH_MS = 30_000;
-const MAX_FILE_BYTES = 1024 * 1024;
-
-function readSmallFile(path: string, what: string): string {
-  let text: string;
-  try {
-    text = readFileSync(path, 'utf8');
-  } catch (err) {
-    throw psatRefused('psat-config-file', `cannot read the k8s_psat ${what} ${path}`, err);
-  }
-  if (text.length > MAX_FILE_BYTES) throw psatRefused('psat-config-file', `the k8s_psat ${what} ${path} is larger than 1 MiB`);
-  return text;
-}
-
-const jwksSchema = z.object({ keys: z.array(z.record(z.string(), z.unknown())) });
-
-function parseJwks(json: unknown, where: string): JSONWebKeySet {
-  const parsed = jwksSchema.safeParse(json);
-  if (!parsed.success) throw psatRefused('psat-jwks', `${where} is not a JWK set`);
-  return parsed.data as unknown as JSONWebKeySet;
-}
+const readSmallFile = (path: string, what: string): string => readOperatorFile(path, `k8s_psat ${what}`, 'psat');
 
 /** The identity in verified token claims. */
 function identityOfClaims(payload: JWTPayload): PsatIdentity {
@@ -70,69 +47,18 @@ function identityOfClaims(payload: JWTPayload): PsatIdentity {
   return { namespace: k.namespace, serviceAccount: k.serviceaccount.name, podName: k.pod.name, podUid: k.pod.uid, nodeName: k.node.name, nodeUid: k.node.uid };
 }
 
-/** Verifies tokens against signing keys that `load` provides (file or discovery). */
+/** Verifies tokens against the cluster issuer's signing keys (file or discovery). */
 class KeySetVerifier implements PsatTokenVerifier {
-  readonly #issuer: string;
-  readonly #load: (signal?: AbortSignal) => Promise<JSONWebKeySet>;
-  readonly #clock: Clock;
-  #keys: { set: JSONWebKeySet; at: number } | undefined;
+  readonly #tokens: IssuerTokenVerifier;
 
-  constructor(issuer: string, load: (signal?: AbortSignal) => Promise<JSONWebKeySet>, clock: Clock) {
-    this.#issuer = issuer;
-    this.#load = load;
-    this.#clock = clock;
-  }
-
-  async #keySet(kid: string | undefined, signal?: AbortSignal): Promise<JSONWebKeySet> {
-    const now = this.#clock.nowMs();
-    const known = this.#keys;
-    const stale = known === undefined || now - known.at > KEYS_TTL_MS;
-    const missing = known !== undefined && kid !== undefined && !known.set.keys.some((k) => k.kid === kid) && now - known.at > KEYS_MIN_REFETCH_MS;
-    if (stale || missing) {
-      try {
-        this.#keys = { set: await this.#load(signal), at: now };
-      } catch (err) {
-        // Keep serving with the last good keys when the source hiccups.
-        if (known === undefined || !isSigilError(err)) throw err;
-      }
-    }
-    return (this.#keys ?? known)!.set;
+  constructor(tokens: IssuerTokenVerifier) {
+    this.#tokens = tokens;
   }
 
   async verify(token: string, audiences: readonly string[], signal?: AbortSignal): Promise<PsatIdentity> {
-    let kid: string | undefined;
-    try {
-      kid = decodeProtectedHeader(token).kid;
-    } catch (err) {
-      throw psatRefused('psat-malformed', 'the token is not a compact JWS', err);
-    }
-    const set = await this.#keySet(kid, signal);
-    let payload: JWTPayload;
-    try {
-      ({ payload } = await jwtVerify(token, createLocalJWKSet(set), {
-        issuer: this.#issuer,
-        audience: [...audiences],
-        algorithms: ALGORITHMS,
-        requiredClaims: ['exp', 'sub'],
-        currentDate: this.#clock.now(),
-      }));
-    } catch (err) {
-      const code = (err as { code?: string }).code ?? '';
-      const reason =
-        code === 'ERR_JWT_EXPIRED'
-          ? 'psat-expired'
-          : code === 'ERR_JWT_CLAIM_VALIDATION_FAILED' && (err as { claim?: string }).claim === 'aud'
-            ? 'psat-wrong-audience'
-            : code === 'ERR_JWT_CLAIM_VALIDATION_FAILED' && (err as { claim?: string }).claim === 'iss'
-              ? 'psat-wrong-issuer'
-              : 'psat-invalid-token';
-      throw psatRefused(reason, `the service-account token was refused (${reason.slice(5)})`);
-    }
-    return identityOfClaims(payload);
+    return identityOfClaims(await this.#tokens.verify(token, audiences, signal));
   }
 }
-
-const discoverySchema = z.object({ issuer: z.string(), jwks_uri: z.string().url() });
 
 const tokenReviewSchema = z.object({
   status: z
@@ -210,25 +136,9 @@ class TokenReviewVerifier implements PsatTokenVerifier {
 export function tokenVerifierFor(source: PsatKeySource, clock: Clock): PsatTokenVerifier {
   switch (source.kind) {
     case 'jwks-file':
-      return new KeySetVerifier(source.issuer, async () => parseJwks(parseJsonAnswer(readSmallFile(source.jwksFile, 'JWKS file'), 'psat-jwks', `JWKS file ${source.jwksFile}`), `JWKS file ${source.jwksFile}`), clock);
-    case 'discovery': {
-      const ca = source.caFile === undefined ? undefined : readSmallFile(source.caFile, 'issuer CA file');
-      const get = async (url: URL, signal?: AbortSignal): Promise<unknown> =>
-        parseJsonAnswer(
-          (await httpRequestText({ url, ...(ca === undefined ? {} : { ca }), reasonPrefix: 'psat-issuer', peerName: 'the cluster issuer', ...(signal === undefined ? {} : { signal }) })).body,
-          'psat-issuer',
-          'the cluster issuer',
-        );
-      return new KeySetVerifier(
-        source.issuer,
-        async (signal) => {
-          const doc = discoverySchema.safeParse(await get(new URL(`${source.issuer.replace(/\/$/, '')}/.well-known/openid-configuration`), signal));
-          if (!doc.success || doc.data.issuer !== source.issuer) throw psatRefused('psat-issuer', `the discovery document of ${source.issuer} does not name that issuer`);
-          return parseJwks(await get(new URL(doc.data.jwks_uri), signal), `the JWKS of ${source.issuer}`);
-        },
-        clock,
-      );
-    }
+      return new KeySetVerifier(new IssuerTokenVerifier({ issuer: source.issuer, source, clock, reasonPrefix: 'psat' }));
+    case 'discovery':
+      return new KeySetVerifier(new IssuerTokenVerifier({ issuer: source.issuer, source, clock, reasonPrefix: 'psat' }));
     case 'token-review':
       return new TokenReviewVerifier(source);
   }
