@@ -167,9 +167,10 @@ export class Bundle implements BundleSource {
    * section 6.2: unknown `use` or `kty` ignored; x509-svid entries without `x5c` ignored
    * and only the first `x5c` certificate used; jwt-svid entries without a `kid` ignored too,
    * since nothing could name them (JWT-SVID: the key ID must be set), so one such key does not
-   * cost the trust domain all its other keys.
+   * cost the trust domain all its other keys. With `requireKid` (input an operator typed,
+   * where a missing kid is a mistake to point out) such an entry is refused (`missing-kid`).
    */
-  static parseJwks(trustDomain: TrustDomain, json: string | Uint8Array | object): Bundle {
+  static parseJwks(trustDomain: TrustDomain, json: string | Uint8Array | object, options: { readonly requireKid?: boolean } = {}): Bundle {
     let doc: unknown = json;
     if (typeof json === 'string' || json instanceof Uint8Array) {
       try {
@@ -193,7 +194,10 @@ export class Bundle implements BundleSource {
         }
         x509.push(new Uint8Array(Buffer.from(x5c[0], 'base64')));
       } else if (key.use === JWT_SVID_USE) {
-        if (key.kid === undefined || key.kid === '') return;
+        if (key.kid === undefined || key.kid === '') {
+          if (options.requireKid === true) throw bundleError('missing-kid', `bundle key ${i} (jwt-svid) has no kid`);
+          return;
+        }
         if (typeof key.kid !== 'string') throw bundleError('bad-kid', `bundle key ${i} (jwt-svid) has a kid that is not a string`);
         jwt.push([key.kid, key as JsonWebKey]);
       }

@@ -96,8 +96,11 @@ rootOnly('an evicted join-token agent says a new token is needed, then re-attest
   a.secrets.push(token.token.reveal());
   await eventually(() => (a.agent.agentId() === token.agentId ? true : undefined), 15_000, 're-attestation with the new token');
   const entryId = await server.createEntry({ spiffeId: 'spiffe://example.org/w/new-agent', parentId: token.agentId, selectors: ['unix:uid:0'] });
-  await eventually(() => a.agent.cache.serialOf(entryId), 10_000, 'SVID under the new agent ID');
-  t.pass();
+  const serial = await eventually(() => a.agent.cache.serialOf(entryId), 10_000, 'SVID under the new agent ID');
+  t.not(token.agentId, a.agentId, 'the new token attested a new agent');
+  t.is(a.agent.agentId(), token.agentId);
+  t.is(a.agent.cache.svidOf(entryId)?.serial, serial);
+  t.truthy(serial);
 });
 
 rootOnly('an evicted x509pop agent re-attests in process and keeps its agent ID', async (t) => {

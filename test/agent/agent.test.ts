@@ -126,8 +126,9 @@ rootOnly('the successor is minted at half-life and pushed on an open stream; the
 
   // After renewal the sync stream runs on the new agent SVID: a new entry still arrives.
   const later = await server.createEntry({ spiffeId: 'spiffe://example.org/w/after-renewal', parentId: a.agentId, selectors: ['unix:uid:0'] });
-  await eventually(() => a.agent.cache.serialOf(later), 5000, 'entry after renewal');
-  t.pass();
+  const laterSerial = await eventually(() => a.agent.cache.serialOf(later), 5000, 'entry after renewal');
+  t.truthy(laterSerial);
+  t.not(a.agent.identity.current?.serial, firstAgentSerial, 'the agent SVID was renewed');
 });
 
 rootOnly('a prepared CA key changes the bundle: open streams get it pushed', async (t) => {

@@ -53,7 +53,7 @@ test('a backlog is told page by page, with I/O running between pages', async (t)
   hub.subscribe((c) => {
     if (c.kind === 'entries') batches.push(c.changes.length);
   });
-  const made = await ds.createEntries(Array.from({ length: 2500 }, (_, i) => entry(i)));
+  await ds.createEntries(Array.from({ length: 2500 }, (_, i) => entry(i)));
   let ticks = 0;
   const timer = setInterval(() => ticks++, 0);
   await hub.pollNow();
@@ -62,8 +62,7 @@ test('a backlog is told page by page, with I/O running between pages', async (t)
   t.true(ticks > 0, 'timers ran while the backlog was read');
   // nothing is told twice
   await hub.pollNow();
-  t.is(batches.length, 3);
-  t.is(made.length, 2500);
+  t.deepEqual(batches, [1000, 1000, 500]);
 });
 
 test('listeners get only the kinds they asked for; with none for entries the log is skipped', async (t) => {

@@ -85,13 +85,14 @@ for (const [name, doc, counts] of ACCEPTS) {
   });
 }
 
-const REJECTS: ReadonlyArray<[string, () => unknown, string]> = [
+const REJECTS: ReadonlyArray<[string, () => unknown, string, boolean?]> = [
   ['not JSON', () => '{keys:', 'malformed-json'],
   ['an array', () => '[]', 'not-an-object'],
   ['null', () => 'null', 'not-an-object'],
   ['no keys member (4.1.3)', () => '{"spiffe_sequence":1}', 'missing-keys'],
   ['keys not an array', () => '{"keys":{}}', 'missing-keys'],
   ['a key that is not an object', () => '{"keys":[1]}', 'bad-key'],
+  ['jwt-svid without kid, when kids are required (operator input)', () => JSON.stringify({ keys: [jwtJwk(ec, { kid: undefined })] }), 'missing-kid', true],
   ['jwt-svid with a kid that is not a string', () => JSON.stringify({ keys: [jwtJwk(ec, { kid: 7 })] }), 'bad-kid'],
   ['duplicate kid', () => JSON.stringify({ keys: [jwtJwk(ec), jwtJwk(rsa, { kid: 'kid-ec' })] }), 'duplicate-kid'],
   ['jwt-svid with a bad EC point', () => JSON.stringify({ keys: [jwtJwk(ec, { x: 'AAAA' })] }), 'bad-jwt-authority'],
@@ -107,9 +108,9 @@ const REJECTS: ReadonlyArray<[string, () => unknown, string]> = [
   ['string refresh hint', () => '{"keys":[],"spiffe_refresh_hint":"5m"}', 'bad-refresh-hint'],
 ];
 
-for (const [name, doc, reason] of REJECTS) {
+for (const [name, doc, reason, requireKid] of REJECTS) {
   test(`parseJwks rejects ${reason}: ${name}`, (t) => {
-    t.is(reasonOf(() => Bundle.parseJwks(TD, doc() as string)), reason);
+    t.is(reasonOf(() => Bundle.parseJwks(TD, doc() as string, { requireKid: requireKid === true })), reason);
   });
 }
 

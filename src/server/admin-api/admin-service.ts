@@ -383,7 +383,7 @@ export function createAdminServices(deps: AdminServiceDeps): Record<string, Unty
         incoming = Bundle.fromX509Pem(td, text);
         if (incoming.x509Authorities.length === 0) throw new SigilError('ERR_INVALID_BUNDLE', 'no PEM certificate in the bundle', { reason: 'bundle-pem' });
       } else if (req.format === '' || req.format === 'spiffe') {
-        incoming = Bundle.parseJwks(td, text);
+        incoming = Bundle.parseJwks(td, text, { requireKid: true });
       } else {
         throw new SigilError('ERR_INVALID_ARGUMENT', `bundle format must be spiffe or pem, got ${JSON.stringify(req.format)}`, { reason: 'bundle-format' });
       }
