@@ -18,6 +18,12 @@ import { Daemon, runCommand, SIGIL_BIN } from './support/processes.js';
 const AS_ROOT = process.getuid?.() === 0;
 const NGINX = ['/usr/sbin/nginx', '/usr/bin/nginx'].find((p) => existsSync(p));
 const withNginx = AS_ROOT && NGINX !== undefined ? test.serial : test.serial.skip;
+// A missing nginx is a failure that names the package, never a silent skip.
+if (AS_ROOT && NGINX === undefined) {
+  test('nginx is installed (scripts/ci-prepare.sh installs Debian\'s nginx package)', (t) => {
+    t.fail('nginx not found at /usr/sbin/nginx or /usr/bin/nginx: the helper + nginx rotation test cannot run; install Debian\'s nginx package');
+  });
+}
 
 function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {

@@ -4,6 +4,8 @@ import { join } from 'node:path';
 import { ManualClock } from '../../src/common/clock.js';
 import { AuditLog, fileAuditSink } from '../../src/server/audit-log.js';
 import { makeServerDir, startTestServer } from '../helpers/server.js';
+import { attest } from '../helpers/agent-client.js';
+import { JoinTokenAgentAttestor } from '../../attestors/node/join_token/agent.js';
 
 test('health endpoints answer and metrics expose issuance, entries and CA expiry', async (t) => {
   const s = await startTestServer({ config: { health: { address: '127.0.0.1:0' } } });
@@ -16,9 +18,13 @@ test('health endpoints answer and metrics expose issuance, entries and CA expiry
   const ready = await fetch(`${base}/ready`);
   t.is(ready.status, 200);
   t.deepEqual(await ready.json(), { ready: true, checks: { serving: true } });
+  // One agent attests: its SVID is the labelled sample the counter must show.
+  const tok = await s.createJoinToken();
+  await attest(s.agentTarget, s.server.x509Authorities(), 'example.org', new JoinTokenAgentAttestor(tok.token));
   const metrics = await (await fetch(`${base}/metrics`)).text();
   t.regex(metrics, /sigil_server_entries 1/);
-  t.regex(metrics, /sigil_server_svids_issued_total\{kind="agent",result="ok"\} \d+|sigil_server_svids_issued_total/);
+  t.regex(metrics, /^sigil_server_svids_issued_total\{kind="agent",result="ok"\} [1-9]\d*$/m);
+  t.regex(metrics, /^sigil_server_node_attestations_total\{attestor="join_token",result="ok"\} 1$/m);
   t.regex(metrics, /sigil_server_ca_expiry_timestamp_seconds \d{10}/);
   t.is((await fetch(`${base}/nope`)).status, 404);
 });
