@@ -123,18 +123,23 @@ export class Workload {
   readonly events: WorkloadEvent[] = [];
   readonly #waiters = new Set<() => void>();
   readonly exited: Promise<number | null>;
+  /** The last 4,000 characters the workload wrote to stderr. */
+  #stderr = '';
+  /** How the workload ended, once it has. */
+  #ended: string | undefined;
 
   constructor(child: ChildProcessWithoutNullStreams) {
     this.child = child;
     this.exited = new Promise((res) => child.once('exit', (code) => res(code)));
     child.stderr.setEncoding('utf8');
-    let stderr = '';
     child.stderr.on('data', (d: string) => {
-      stderr += d;
-      if (stderr.length > 4000) stderr = stderr.slice(-4000);
+      this.#stderr += d;
+      if (this.#stderr.length > 4000) this.#stderr = this.#stderr.slice(-4000);
     });
-    child.once('exit', (code) => {
-      if (code !== 0 && code !== null && stderr !== '') console.error(`workload ${child.pid} exited ${code}: ${stderr}`);
+    child.once('close', (code, signal) => {
+      // No event can come any more: waiters learn now, with the child's own words.
+      this.#ended = signal !== null ? `was killed by ${signal}` : `exited with code ${String(code)}`;
+      for (const w of [...this.#waiters]) w();
     });
     createInterface({ input: child.stdout }).on('line', (line) => {
       try {
@@ -144,6 +149,10 @@ export class Workload {
       }
       for (const w of [...this.#waiters]) w();
     });
+  }
+
+  #stderrText(): string {
+    return this.#stderr === '' ? 'its stderr was empty' : `its stderr: ${this.#stderr}`;
   }
 
   /** Sends one command. */
@@ -156,14 +165,15 @@ export class Workload {
     return new Promise((res, rej) => {
       const waiter = (): void => {
         const found = pick(this.events);
-        if (found === undefined) return;
+        if (found === undefined && this.#ended === undefined) return;
         this.#waiters.delete(waiter);
         clearTimeout(timer);
-        res(found);
+        if (found !== undefined) res(found);
+        else rej(new Error(`workload ${this.child.pid} ${this.#ended} before a matching event; saw ${JSON.stringify(this.events).slice(0, 2000)}; ${this.#stderrText()}`));
       };
       const timer = setTimeout(() => {
         this.#waiters.delete(waiter);
-        rej(new Error(`workload ${this.child.pid}: no matching event within ${timeoutMs} ms; saw ${JSON.stringify(this.events).slice(0, 2000)}`));
+        rej(new Error(`workload ${this.child.pid}: no matching event within ${timeoutMs} ms; saw ${JSON.stringify(this.events).slice(0, 2000)}; ${this.#stderrText()}`));
       }, timeoutMs);
       this.#waiters.add(waiter);
       waiter();
