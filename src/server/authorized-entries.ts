@@ -14,8 +14,8 @@
  */
 import type { Datastore, EntryFilter, RegistrationEntry } from '../datastore/datastore.js';
 import { selectorKey, selectorsSatisfiedBy, type Selector } from '../spiffe/selector.js';
-import { reservedIdKind } from '../spiffe/reserved-id.js';
-import { SpiffeId, type TrustDomain } from '../spiffe/spiffe-id.js';
+import { isReservedIdText } from '../spiffe/reserved-id.js';
+import type { SpiffeId, TrustDomain } from '../spiffe/spiffe-id.js';
 
 /** The server's own SPIFFE ID: `spiffe://<td>/sigil/server` (also the parent of node-alias entries). */
 export function serverSpiffeId(trustDomain: TrustDomain): SpiffeId {
@@ -51,13 +51,9 @@ export function entryLive(e: RegistrationEntry, nowMs: number): boolean {
   return e.entryExpiresAt === 0 || e.entryExpiresAt > nowMs;
 }
 
-/** True when the entry's SPIFFE ID is reserved (src/spiffe/reserved-id.ts) or unparsable: it grants nothing. */
+/** True when the entry's SPIFFE ID is reserved (src/spiffe/reserved-id.ts): it grants nothing. */
 export function entryClaimsReservedId(e: RegistrationEntry, trustDomain: TrustDomain): boolean {
-  try {
-    return reservedIdKind(SpiffeId.parse(e.spiffeId), trustDomain) !== undefined;
-  } catch {
-    return true;
-  }
+  return isReservedIdText(e.spiffeId, trustDomain);
 }
 
 /** True when the entry grants anything: in force at `nowMs` and not claiming a reserved ID. */

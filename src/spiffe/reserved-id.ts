@@ -29,6 +29,17 @@ export function reservedIdKind(id: SpiffeId, trustDomain: TrustDomain): Reserved
 }
 
 /**
+ * The same rule on the text of an ID already known valid (as the datastore stores them),
+ * without parsing: cheap enough to ask of every entry an agent sync walks.
+ */
+export function isReservedIdText(text: string, trustDomain: TrustDomain): boolean {
+  const base = trustDomain.idString;
+  if (!text.startsWith(base)) return false;
+  const rest = text.slice(base.length);
+  return rest === '' || rest === `/${RESERVED_SEGMENT}` || rest.startsWith(`/${RESERVED_SEGMENT}/`);
+}
+
+/**
  * Why `id` may not be a registration entry's SPIFFE ID (or a workload SVID's), naming the
  * rule; undefined when it may. IDs outside `trustDomain` are not this rule's business.
  */

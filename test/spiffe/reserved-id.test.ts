@@ -1,6 +1,6 @@
 /** The one rule of reserved identities: the trust domain ID and everything under /sigil/ of the own trust domain. */
 import test from 'ava';
-import { reservedIdKind, reservedIdReason, type ReservedIdKind } from '../../src/spiffe/reserved-id.js';
+import { isReservedIdText, reservedIdKind, reservedIdReason, type ReservedIdKind } from '../../src/spiffe/reserved-id.js';
 import { SpiffeId, TrustDomain } from '../../src/spiffe/spiffe-id.js';
 
 const TD = TrustDomain.parse('example.org');
@@ -28,6 +28,7 @@ for (const [text, kind] of CASES) {
   test(`${text} is ${kind ?? 'ordinary'}`, (t) => {
     const id = SpiffeId.parse(text);
     t.is(reservedIdKind(id, TD), kind);
+    t.is(isReservedIdText(text, TD), kind !== undefined, 'the text form of the rule agrees');
     const reason = reservedIdReason(id, TD);
     if (kind === undefined) {
       t.is(reason, undefined);
@@ -38,3 +39,8 @@ for (const [text, kind] of CASES) {
     if (kind !== 'trust-domain') t.true(reason!.includes('spiffe://example.org/sigil/'), 'the reason names the reserved namespace');
   });
 }
+
+test('the text form does not match a longer trust domain name', (t) => {
+  t.false(isReservedIdText('spiffe://example.orgx/sigil/server', TD));
+  t.false(isReservedIdText('spiffe://example.orgx', TD));
+});
