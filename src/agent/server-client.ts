@@ -1,7 +1,9 @@
 /**
  * The agent's side of sigil.agent.v1.Agent: attestation over TLS trusting the bootstrap (or
  * last-synced) bundle, then mTLS with the agent SVID for everything else. The server must
- * present `spiffe://<td>/sigil/server`. Credentials are swapped in place when the agent SVID
+ * present `spiffe://<td>/sigil/server` and the server marker only the CA's server issuance
+ * adds (src/spiffe/reserved-id.ts), checked during the handshake, before any request (and so
+ * any attestation evidence such as a join token) is sent. Credentials are swapped in place when the agent SVID
  * or the server's roots change; calls in flight on the old channel finish on it.
  */
 import { credentials, Metadata, type Client, type ClientDuplexStream, type ClientReadableStream, type ServiceError } from '@grpc/grpc-js';
@@ -13,6 +15,7 @@ import type { EntryMessage } from '../grpc/messages.js';
 import { serviceClient } from '../grpc/proto.js';
 import { fromServiceError } from '../grpc/status.js';
 import type { NodeAttestorAgent } from '../plugin/node-attestor.js';
+import { hasServerSvidMarker } from '../spiffe/reserved-id.js';
 import type { TrustDomain } from '../spiffe/spiffe-id.js';
 
 const AGENT_PROTO = 'sigil/agent/v1/agent.proto';
@@ -91,6 +94,19 @@ function rootsPem(roots: readonly Buffer[]): Buffer {
   return Buffer.from(roots.map((r) => toPem(r, 'CERTIFICATE')).join(''));
 }
 
+/**
+ * Why the server's leaf is not the server's own SVID, or undefined when it is: exactly the
+ * server's ID, and the marker a workload SVID never carries, even one that named that ID.
+ */
+export function serverCertificateProblem(cert: PeerCertificate, serverId: string): string | undefined {
+  const uris = uriSans(cert);
+  if (uris.length !== 1 || uris[0] !== serverId) return `server presented ${uris.join(',') || 'no SPIFFE ID'}, expected ${serverId}`;
+  if (!Buffer.isBuffer(cert.raw) || !hasServerSvidMarker(cert.raw)) {
+    return `server certificate for ${serverId} lacks the server SVID marker: not the server's own SVID (a workload certificate?)`;
+  }
+  return undefined;
+}
+
 function uriSans(cert: PeerCertificate): string[] {
   return (cert.subjectaltname ?? '')
     .split(', ')
@@ -154,8 +170,8 @@ export class AgentServerClient {
       identity === undefined ? null : Buffer.from(identity.chainDer.map((c) => toPem(c, 'CERTIFICATE')).join('')),
       {
         checkServerIdentity: (_host: string, cert: PeerCertificate): Error | undefined => {
-          const uris = uriSans(cert);
-          return uris.length === 1 && uris[0] === serverId ? undefined : new Error(`server presented ${uris.join(',') || 'no SPIFFE ID'}, expected ${serverId}`);
+          const problem = serverCertificateProblem(cert, serverId);
+          return problem === undefined ? undefined : new Error(problem);
         },
       },
     );

@@ -17,6 +17,7 @@ import { SigilError } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
 import { serializeError } from '../common/logger.js';
 import { jwsAlgForKeyType, type KeyManager, type KeyType, type ManagedKey } from '../plugin/key-manager.js';
+import { reservedIdKind, reservedIdReason } from '../spiffe/reserved-id.js';
 import type { SpiffeId, TrustDomain } from '../spiffe/spiffe-id.js';
 import { checkSvidPublicKey, schemeForKeyObject, schemeForKeyType, type SignatureScheme } from './algorithms.js';
 import { assembleCertificate, caTbs, readCertInfo } from './ca-cert.js';
@@ -34,6 +35,7 @@ import { inMemoryPrivateKey } from './key-manager/key-gen.js';
 import { LeafTemplate, checkDnsName, randomSerial, serialHex } from './leaf-template.js';
 import { encodeName } from './name.js';
 import { SigningPool } from './signing-pool.js';
+import type { ReservedIssuance, ReservedIssuanceSet } from './reserved-issuance.js';
 import { spkiOf, subjectKeyIdentifier } from './spki.js';
 import type { UpstreamAuthority } from './upstream-authority.js';
 
@@ -211,6 +213,9 @@ export class CaManager extends EventEmitter {
   #timer: TimerHandle | undefined;
   #started = false;
   readonly #pool: SigningPool | undefined;
+  /** The issuance capabilities this CA minted (only these are honoured); empty until taken. */
+  readonly #issuances = new WeakSet<ReservedIssuance>();
+  #issuancesTaken = false;
 
   private constructor(o: CaManagerOptions) {
     super();
@@ -287,32 +292,49 @@ export class CaManager extends EventEmitter {
   // ---- issuing ----
 
   /**
+   * The capabilities to sign the server's own SVID and agent SVIDs (see reserved-issuance.ts).
+   * Handed out once: the server's wiring takes them at start, so no later caller can.
+   */
+  takeReservedIssuance(): ReservedIssuanceSet {
+    if (this.#issuancesTaken) {
+      throw new SigilError('ERR_INTERNAL', 'the reserved issuance capabilities were already taken', { reason: 'issuance-taken' });
+    }
+    this.#issuancesTaken = true;
+    const server: ReservedIssuance = Object.freeze({ kind: 'server' });
+    const agent: ReservedIssuance = Object.freeze({ kind: 'agent' });
+    this.#issuances.add(server);
+    this.#issuances.add(agent);
+    return { server, agent };
+  }
+
+  /**
    * Signs an X.509-SVID for the key in a DER PKCS#10 CSR after verifying the CSR's
    * self-signature (proof of possession). Names in the CSR are ignored: the SVID carries
-   * exactly `spiffeId` and `dnsNames`.
+   * exactly `spiffeId` and `dnsNames`. A reserved ID needs the matching `issuance`.
    */
-  signX509SvidFromCsr(req: { csr: Uint8Array; spiffeId: SpiffeId; ttlMs?: number; dnsNames?: string[] }): Promise<IssuedX509Svid> {
+  signX509SvidFromCsr(req: { csr: Uint8Array; spiffeId: SpiffeId; ttlMs?: number; dnsNames?: string[]; issuance?: ReservedIssuance }): Promise<IssuedX509Svid> {
     try {
-      this.#checkLeafRequest(req.spiffeId, req.dnsNames);
+      const serverMarker = this.#checkLeafRequest(req.spiffeId, req.dnsNames, req.issuance);
       const slot = this.#activeX509;
       const pool = this.#pool;
-      if (pool !== undefined && !pool.closed && slot !== undefined && this.#poolRef(pool, slot) !== null) {
+      // the server SVID (rare) is built on this thread: the pool's threads never emit the marker
+      if (!serverMarker && pool !== undefined && !pool.closed && slot !== undefined && this.#poolRef(pool, slot) !== null) {
         return this.#issueInPool(pool, req.csr, req.spiffeId, req.dnsNames ?? [], req.ttlMs);
       }
       const { spki, publicKey } = verifyCsr(req.csr);
       const { rsa } = checkSvidPublicKey(publicKey);
-      return this.#issue(spki, rsa, req.spiffeId, req.dnsNames ?? [], req.ttlMs);
+      return this.#issue(spki, rsa, req.spiffeId, req.dnsNames ?? [], req.ttlMs, serverMarker);
     } catch (err) {
       return Promise.reject(err);
     }
   }
 
-  /** Signs an X.509-SVID for a public key. */
-  signX509Svid(req: { publicKey: KeyObject; spiffeId: SpiffeId; ttlMs?: number; dnsNames?: string[] }): Promise<IssuedX509Svid> {
+  /** Signs an X.509-SVID for a public key; a reserved ID needs the matching `issuance`. */
+  signX509Svid(req: { publicKey: KeyObject; spiffeId: SpiffeId; ttlMs?: number; dnsNames?: string[]; issuance?: ReservedIssuance }): Promise<IssuedX509Svid> {
     try {
-      this.#checkLeafRequest(req.spiffeId, req.dnsNames);
+      const serverMarker = this.#checkLeafRequest(req.spiffeId, req.dnsNames, req.issuance);
       const { rsa } = checkSvidPublicKey(req.publicKey);
-      return this.#issue(spkiOf(req.publicKey), rsa, req.spiffeId, req.dnsNames ?? [], req.ttlMs);
+      return this.#issue(spkiOf(req.publicKey), rsa, req.spiffeId, req.dnsNames ?? [], req.ttlMs, serverMarker);
     } catch (err) {
       return Promise.reject(err);
     }
@@ -320,7 +342,8 @@ export class CaManager extends EventEmitter {
 
   /** Mints a JWT-SVID (header alg/kid/typ only; claims sub, aud, exp, iat, jti) with the active JWT key. */
   async mintJwtSvid(req: { spiffeId: SpiffeId; audience: string[]; ttlMs?: number }): Promise<MintedJwtSvid> {
-    this.#checkSpiffeId(req.spiffeId);
+    // no capability opens a reserved ID here: neither the server nor an agent needs a JWT-SVID
+    this.#checkSpiffeId(req.spiffeId, undefined);
     if (!Array.isArray(req.audience) || req.audience.length === 0 || req.audience.some((a) => typeof a !== 'string' || a.length === 0)) {
       throw invalid('bad-audience', 'JWT-SVID audience must be a non-empty list of non-empty strings');
     }
@@ -341,19 +364,38 @@ export class CaManager extends EventEmitter {
     return { token: `${signingInput}.${sig.toString('base64url')}`, expiresAt: new Date(exp * 1000), kid: slot.rec.id, jti };
   }
 
-  #checkSpiffeId(id: SpiffeId): void {
+  /**
+   * Refuses IDs outside the trust domain, and reserved IDs unless `issuance` is one this CA
+   * minted for that kind of ID. Returns true when the leaf is the server's own SVID (it gets
+   * the server marker).
+   */
+  #checkSpiffeId(id: SpiffeId, issuance: ReservedIssuance | undefined): boolean {
     if (!id.memberOf(this.#td)) {
       throw invalid('wrong-trust-domain', `SPIFFE ID ${id.toString()} is not in trust domain ${this.#td.name}`);
     }
     if (id.isTrustDomainId) throw invalid('not-leaf-id', `SVID SPIFFE ID ${id.toString()} must have a path`);
+    if (issuance !== undefined && !this.#issuances.has(issuance)) {
+      throw invalid('issuance-unknown', 'the reserved issuance capability was not minted by this CA');
+    }
+    const kind = reservedIdKind(id, this.#td);
+    if (kind === undefined) {
+      // a capability is for its reserved IDs only: the server marker must never reach a workload ID
+      if (issuance !== undefined) throw invalid('issuance-mismatch', `the ${issuance.kind} issuance capability does not cover ${id.toString()}`);
+      return false;
+    }
+    if (issuance === undefined || issuance.kind !== kind) {
+      throw invalid('reserved-spiffe-id', `the CA signs no SVID for ${reservedIdReason(id, this.#td) ?? id.toString()}`);
+    }
+    return kind === 'server';
   }
 
-  #checkLeafRequest(id: SpiffeId, dnsNames: readonly string[] | undefined): void {
-    this.#checkSpiffeId(id);
+  #checkLeafRequest(id: SpiffeId, dnsNames: readonly string[] | undefined, issuance: ReservedIssuance | undefined): boolean {
+    const serverMarker = this.#checkSpiffeId(id, issuance);
     if (dnsNames !== undefined) {
       if (!Array.isArray(dnsNames)) throw invalid('bad-dns-name', 'dnsNames must be a list');
       for (const d of dnsNames) checkDnsName(d);
     }
+    return serverMarker;
   }
 
   #ttl(requested: number | undefined, fallback: number): number {
@@ -398,7 +440,7 @@ export class CaManager extends EventEmitter {
     return { chain: slot.chainTail.length === 0 ? [leaf] : [leaf, ...slot.chainTail], serial: serialHex(serial), notAfter: new Date(notAfter), spiffeId };
   }
 
-  async #issue(spki: Buffer, rsa: boolean, spiffeId: SpiffeId, dnsNames: readonly string[], ttlMs: number | undefined): Promise<IssuedX509Svid> {
+  async #issue(spki: Buffer, rsa: boolean, spiffeId: SpiffeId, dnsNames: readonly string[], ttlMs: number | undefined, serverMarker = false): Promise<IssuedX509Svid> {
     const { slot, notBefore, notAfter } = this.#leafValidity(ttlMs);
     if (notAfter > slot.rec.signedUntil) await this.#raiseSignedUntil(slot, notAfter);
     const serial = randomSerial();
@@ -411,6 +453,7 @@ export class CaManager extends EventEmitter {
       spiffeId: spiffeId.toString(),
       dnsNames,
       rsa,
+      serverMarker,
     });
     const signature = await slot.key.sign(tbs);
     const leaf = slot.template.certificate(tbs, signature);

@@ -94,21 +94,21 @@ export function smallInteger(n: number): Buffer {
   return unsignedInteger(Buffer.from(bytes.length === 0 ? [0] : bytes));
 }
 
-/** OBJECT IDENTIFIER from dotted form. */
+/** OBJECT IDENTIFIER from dotted form; arcs of any size (UUID arcs under 2.25 are 128-bit). */
 export function oid(dotted: string): Buffer {
   const arcs = dotted.split('.').map((s) => {
     if (!/^\d+$/.test(s)) throw new RangeError(`bad OID ${dotted}`);
-    return Number(s);
+    return BigInt(s);
   });
   const [a, b] = arcs;
-  if (a === undefined || b === undefined || a > 2 || (a < 2 && b > 39)) throw new RangeError(`bad OID ${dotted}`);
+  if (a === undefined || b === undefined || a > 2n || (a < 2n && b > 39n)) throw new RangeError(`bad OID ${dotted}`);
   const body: number[] = [];
-  const pushArc = (v: number): void => {
-    const tmp = [v & 0x7f];
-    for (let x = Math.floor(v / 128); x > 0; x = Math.floor(x / 128)) tmp.unshift(0x80 | (x & 0x7f));
+  const pushArc = (v: bigint): void => {
+    const tmp = [Number(v & 0x7fn)];
+    for (let x = v >> 7n; x > 0n; x >>= 7n) tmp.unshift(0x80 | Number(x & 0x7fn));
     body.push(...tmp);
   };
-  pushArc(a * 40 + b);
+  pushArc(a * 40n + b);
   for (const arc of arcs.slice(2)) pushArc(arc);
   return tlv(Tag.oid, Buffer.from(body));
 }

@@ -20,9 +20,11 @@ import {
   tlv,
   Tag,
   unsignedInteger,
+  utf8String,
   x509Time,
 } from './der.js';
 import { encodeName } from './name.js';
+import { SERVER_SVID_MARKER, SERVER_SVID_MARKER_OID } from '../spiffe/reserved-id.js';
 
 const VERSION_V3 = contextConstructed(0, smallInteger(2));
 
@@ -39,6 +41,9 @@ const BC_LEAF = sequence(oid('2.5.29.19'), boolean(true), octetString(sequence()
 const OID_SKI = oid('2.5.29.14');
 const OID_AKI = oid('2.5.29.35');
 const OID_SAN = oid('2.5.29.17');
+// The server SVID's marker (see src/spiffe/reserved-id.ts): non-critical, so other TLS stacks
+// ignore it; only a leaf built with `serverMarker` (the CA's server issuance) carries it.
+const SERVER_MARKER_EXT = sequence(oid(SERVER_SVID_MARKER_OID), octetString(utf8String(SERVER_SVID_MARKER)));
 
 /** Default subject organization of leaf SVIDs (SPIRE writes O=SPIRE, C=US). */
 export const LEAF_ORGANIZATION = 'Sigil';
@@ -62,6 +67,8 @@ export interface LeafFields {
   readonly dnsNames: readonly string[];
   /** True for RSA subject keys (adds keyEncipherment). */
   readonly rsa: boolean;
+  /** True only for the server's own SVID: adds the marker agents require of the server. */
+  readonly serverMarker?: boolean;
 }
 
 /** Settings of a LeafTemplate. */
@@ -130,7 +137,8 @@ export class LeafTemplate {
     // The subject is never empty here, so the SAN need not be critical (X509-SVID 3.1).
     const san = sequence(OID_SAN, octetString(sequence(...names)));
     const ski = sequence(OID_SKI, octetString(tlv(Tag.octetString, f.subjectKeyId)));
-    const exts = contextConstructed(3, sequence(f.rsa ? this.#fixedExtsRsa : this.#fixedExtsEc, ski, this.#aki, san));
+    const marker = f.serverMarker === true ? SERVER_MARKER_EXT : Buffer.alloc(0);
+    const exts = contextConstructed(3, sequence(f.rsa ? this.#fixedExtsRsa : this.#fixedExtsEc, ski, this.#aki, san, marker));
     const validity = sequence(x509Time(f.notBeforeMs), x509Time(f.notAfterMs));
     return sequence(VERSION_V3, unsignedInteger(f.serial), this.#sigAlgAndIssuer, validity, subject, f.spki, exts);
   }

@@ -32,4 +32,6 @@ export interface EntryMessage<Int64 extends string | number = string> {
 /** sigil.admin.v1.Entry: the agent API's entry fields (other field numbers, same names) plus created_at. */
 export interface AdminEntryMessage<Int64 extends string | number = string> extends EntryMessage<Int64> {
   created_at: Int64;
+  /** Why the server never serves or signs this entry (a reserved SPIFFE ID); '' for an ordinary entry. Output only. */
+  refused_reason: string;
 }

@@ -4,7 +4,9 @@
  * for entries parented to the SPIFFE ID of a node-alias entry (an entry whose parent is
  * the server ID) whose selectors its node selectors satisfy; and, as SPIRE does, for
  * every descendant: entries parented to the SPIFFE ID of an entry already authorised.
- * Node-alias entries themselves are never handed to agents. Expired entries grant nothing.
+ * Node-alias entries themselves are never handed to agents. Expired entries grant nothing,
+ * and neither do entries claiming a reserved ID (one an older version let in): they are not
+ * served and reach nothing, so such an entry cannot borrow another agent's entries.
  *
  * Two ways to ask: the whole set (a BFS down from the agent, for a full sync), and one
  * entry (a walk up its parent chain, for issuance), whose cost is the depth of the chain
@@ -12,6 +14,7 @@
  */
 import type { Datastore, EntryFilter, RegistrationEntry } from '../datastore/datastore.js';
 import { selectorKey, selectorsSatisfiedBy, type Selector } from '../spiffe/selector.js';
+import { isReservedIdText } from '../spiffe/reserved-id.js';
 import type { SpiffeId, TrustDomain } from '../spiffe/spiffe-id.js';
 
 /** The server's own SPIFFE ID: `spiffe://<td>/sigil/server` (also the parent of node-alias entries). */
@@ -48,6 +51,16 @@ export function entryLive(e: RegistrationEntry, nowMs: number): boolean {
   return e.entryExpiresAt === 0 || e.entryExpiresAt > nowMs;
 }
 
+/** True when the entry's SPIFFE ID is reserved (src/spiffe/reserved-id.ts): it grants nothing. */
+export function entryClaimsReservedId(e: RegistrationEntry, trustDomain: TrustDomain): boolean {
+  return isReservedIdText(e.spiffeId, trustDomain);
+}
+
+/** True when the entry grants anything: in force at `nowMs` and not claiming a reserved ID. */
+export function entryUsable(e: RegistrationEntry, trustDomain: TrustDomain, nowMs: number): boolean {
+  return entryLive(e, nowMs) && !entryClaimsReservedId(e, trustDomain);
+}
+
 /** The entries an agent is authorised for, and the node-alias entries that matched it. */
 export interface AuthorizedSet {
   /** Authorised entries by entry ID. */
@@ -77,7 +90,7 @@ export async function authorizedSet(ds: Datastore, trustDomain: TrustDomain, age
   const have = new Set(agent.nodeSelectors.map(selectorKey));
   const aliases = new Map<string, RegistrationEntry>();
   for (const a of await listAllEntries(ds, { parentId: server })) {
-    if (entryLive(a, nowMs) && selectorsSatisfiedBy(a.selectors, have)) aliases.set(a.id, a);
+    if (entryUsable(a, trustDomain, nowMs) && selectorsSatisfiedBy(a.selectors, have)) aliases.set(a.id, a);
   }
   const visited = new Set<string>([server]);
   const roots = [agent.agentId, ...[...aliases.values()].map((a) => a.spiffeId)].filter((id) => {
@@ -90,7 +103,7 @@ export async function authorizedSet(ds: Datastore, trustDomain: TrustDomain, age
   for (let level = roots; level.length > 0; ) {
     const next: string[] = [];
     for (const e of await listChildren(ds, level)) {
-      if (!entryLive(e, nowMs) || entries.has(e.id)) continue;
+      if (!entryUsable(e, trustDomain, nowMs) || entries.has(e.id)) continue;
       entries.set(e.id, e);
       if (!visited.has(e.spiffeId)) {
         visited.add(e.spiffeId);
@@ -119,6 +132,7 @@ export async function authorizedEntries(
  */
 export class EntryAuthorizer {
   readonly #ds: Datastore;
+  readonly #td: TrustDomain;
   readonly #server: string;
   readonly #agent: AgentFacts;
   readonly #have: Set<string>;
@@ -128,16 +142,17 @@ export class EntryAuthorizer {
 
   constructor(ds: Datastore, trustDomain: TrustDomain, agent: AgentFacts, nowMs: number) {
     this.#ds = ds;
+    this.#td = trustDomain;
     this.#server = serverSpiffeId(trustDomain).toString();
     this.#agent = agent;
     this.#have = new Set(agent.nodeSelectors.map(selectorKey));
     this.#nowMs = nowMs;
   }
 
-  /** The entry when the agent is authorised for it, else undefined (unknown, expired, a node alias, or not the agent's). */
+  /** The entry when the agent is authorised for it, else undefined (unknown, expired, reserved, a node alias, or not the agent's). */
   async entry(entryId: string): Promise<RegistrationEntry | undefined> {
     const e = await this.#ds.getEntry(entryId);
-    if (e === undefined || !entryLive(e, this.#nowMs) || e.parentId === this.#server) return undefined;
+    if (e === undefined || !entryUsable(e, this.#td, this.#nowMs) || e.parentId === this.#server) return undefined;
     return (await this.#reachable(e.parentId, new Set())) ? e : undefined;
   }
 
@@ -151,7 +166,7 @@ export class EntryAuthorizer {
     onPath.add(id);
     let ok = false;
     for (const p of await listAllEntries(this.#ds, { spiffeId: id })) {
-      if (!entryLive(p, this.#nowMs)) continue;
+      if (!entryUsable(p, this.#td, this.#nowMs)) continue;
       if (p.parentId === this.#server) ok = selectorsSatisfiedBy(p.selectors, this.#have);
       else ok = await this.#reachable(p.parentId, onPath);
       if (ok) break;

@@ -4,6 +4,7 @@
  * the CA keeps its keys.
  */
 import type { KeyObject } from 'node:crypto';
+import type { ReservedIssuance } from '../ca/reserved-issuance.js';
 import type { SpiffeId } from '../spiffe/spiffe-id.js';
 
 /** An X.509-SVID as signed by the CA. */
@@ -26,7 +27,9 @@ export interface MintedJwtSvid {
 
 /** The server's certificate authority. */
 export interface ServerCa {
-  signX509SvidFromCsr(req: { csr: Uint8Array; spiffeId: SpiffeId; ttlMs?: number; dnsNames?: string[] }): Promise<SignedX509Svid>;
+  /** Signs from a CSR; a reserved ID (src/spiffe/reserved-id.ts) is refused unless `issuance` is the CA's capability for it. */
+  signX509SvidFromCsr(req: { csr: Uint8Array; spiffeId: SpiffeId; ttlMs?: number; dnsNames?: string[]; issuance?: ReservedIssuance }): Promise<SignedX509Svid>;
+  /** Mints a JWT-SVID; never for a reserved ID. */
   mintJwtSvid(req: { spiffeId: SpiffeId; audience: string[]; ttlMs?: number }): Promise<MintedJwtSvid>;
   /** X.509 roots of the trust domain (DER), as published in the bundle. */
   x509Authorities(): Buffer[];

@@ -9,6 +9,7 @@ import type { CaCertificateUpdateListener, IdentityCertificateUpdateListener } f
 import type { Clock, TimerHandle } from '../common/clock.js';
 import type { Logger } from '../common/logger.js';
 import { toPem, x509 } from '../common/x509.js';
+import type { ReservedIssuance } from '../ca/reserved-issuance.js';
 import { SpiffeId } from '../spiffe/spiffe-id.js';
 import type { ServerCa, SignedX509Svid } from './server-ca.js';
 
@@ -24,6 +25,7 @@ export async function generateKeyAndCsr(): Promise<{ csr: Buffer; pkcs8: Buffer 
 /** Keeps the server SVID fresh (renewed at half of its life) and publishes it with the CA roots. */
 export class ServerSvidProvider {
   readonly #ca: ServerCa;
+  readonly #issuance: ReservedIssuance;
   readonly #spiffeId: string;
   readonly #ttlMs: number;
   readonly #clock: Clock;
@@ -46,8 +48,10 @@ export class ServerSvidProvider {
     this.rotate().catch((err: unknown) => this.#logger.error({ err }, 'server SVID reissue after an authority change failed'));
   };
 
-  constructor(options: { ca: ServerCa; spiffeId: string; ttlMs: number; clock: Clock; logger: Logger }) {
+  /** `issuance` is the CA's server capability: the only way to have the server's ID (with its marker) signed. */
+  constructor(options: { ca: ServerCa; issuance: ReservedIssuance; spiffeId: string; ttlMs: number; clock: Clock; logger: Logger }) {
     this.#ca = options.ca;
+    this.#issuance = options.issuance;
     this.#spiffeId = options.spiffeId;
     this.#ttlMs = options.ttlMs;
     this.#clock = options.clock;
@@ -79,7 +83,7 @@ export class ServerSvidProvider {
   /** Mints a new SVID now. */
   async rotate(): Promise<void> {
     const { csr, pkcs8 } = await generateKeyAndCsr();
-    const svid = await this.#ca.signX509SvidFromCsr({ csr, spiffeId: SpiffeId.parse(this.#spiffeId), ttlMs: this.#ttlMs });
+    const svid = await this.#ca.signX509SvidFromCsr({ csr, spiffeId: SpiffeId.parse(this.#spiffeId), ttlMs: this.#ttlMs, issuance: this.#issuance });
     this.#current = svid;
     this.#identity = { certificate: Buffer.from(svid.chain.map((c) => toPem(c, 'CERTIFICATE')).join('')), privateKey: Buffer.from(toPem(pkcs8, 'PRIVATE KEY')) };
     for (const l of this.#idListeners) l(this.#identity);

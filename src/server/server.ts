@@ -40,6 +40,7 @@ import { startHealthServer, type HealthServer } from './health.js';
 import { ServerMetrics } from './metrics.js';
 import type { ServerCa } from './server-ca.js';
 import { ServerSvidProvider } from './server-svid.js';
+import { reportReservedEntries } from './reserved-entries.js';
 
 /** The proto file of the agent API, relative to proto/. */
 export const AGENT_PROTO = 'sigil/agent/v1/agent.proto';
@@ -217,6 +218,8 @@ export async function startServer(config: ServerConfig, options: StartServerOpti
       await ca.close();
     });
     const serverCa: ServerCa = ca;
+    // taken here, once: only the server SVID provider and agent attestation/renewal hold them
+    const issuance = ca.takeReservedIssuance();
 
     const metrics = new ServerMetrics();
     const hub = new ChangeHub();
@@ -225,6 +228,7 @@ export async function startServer(config: ServerConfig, options: StartServerOpti
     await bundles.start();
     cleanups.push(() => bundles.stop());
     await hub.startPolling(ds, logger, 1000, clock);
+    await reportReservedEntries(ds, td, logger);
 
     const attestors = new Map<string, NodeAttestorServer>();
     if (config.nodeAttestors.joinToken !== undefined) attestors.set('join_token', new JoinTokenServerAttestor({ store: ds, clock }));
@@ -235,13 +239,14 @@ export async function startServer(config: ServerConfig, options: StartServerOpti
     if (config.nodeAttestors.k8sPsat !== undefined) attestors.set('k8s_psat', new K8sPsatServerAttestor({ clusters: config.nodeAttestors.k8sPsat, clock }));
     if (config.nodeAttestors.jwt !== undefined) attestors.set('jwt', new JwtServerAttestor({ issuers: config.nodeAttestors.jwt, clock }));
 
-    const svid = new ServerSvidProvider({ ca: serverCa, spiffeId: serverSpiffeId(td).toString(), ttlMs: config.svid.agentTtlMs, clock, logger });
+    const svid = new ServerSvidProvider({ ca: serverCa, issuance: issuance.server, spiffeId: serverSpiffeId(td).toString(), ttlMs: config.svid.agentTtlMs, clock, logger });
     await svid.start();
     cleanups.push(() => svid.stop());
 
     const agentService = createAgentService({
       ds,
       ca: serverCa,
+      agentIssuance: issuance.agent,
       bundles,
       hub,
       trustDomain: td,

@@ -104,6 +104,8 @@ export interface TestEntrySpec {
   readonly federatesWith?: readonly string[];
   /** When the entry stops being valid, in ms since the epoch (0 or absent: never). */
   readonly expiresAtMs?: number;
+  /** Accept federated trust domains that have no bundle yet (the admin API refuses them otherwise). */
+  readonly allowMissingFederatedBundle?: boolean;
 }
 
 /** A server started for a test, with its captured logs. */
@@ -199,6 +201,7 @@ export async function startTestServer(options: TestServerOptions = {}): Promise<
             expires_at: Math.floor((entry.expiresAtMs ?? 0) / 1000),
           },
         ],
+        allow_missing_federated_bundle: entry.allowMissingFederatedBundle === true,
       });
       const res = r.results[0];
       if (res === undefined || res.status.code !== 0 || res.entry === undefined) throw new Error(`entry create failed: ${res?.status.message}`);

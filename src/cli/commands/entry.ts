@@ -17,7 +17,7 @@ const USAGE = `usage: sigil entry <create|show|list|update|delete|count> [flags]
 
   create  --spiffe-id ID (--parent-id ID | --node) --selector type:value... [--x509-svid-ttl 1h]
           [--jwt-svid-ttl 5m] [--dns NAME...] [--federates-with TD...] [--hint H] [--admin]
-          [--downstream] [--entry-id ID] [--expires-in 30d]
+          [--downstream] [--entry-id ID] [--expires-in 30d] [--allow-missing-bundle]
   show    <entry-id> | --entry-id ID        (or filters as for list)
   list    [--spiffe-id ID] [--parent-id ID] [--selector type:value...] [--match exact|subset|superset|any]
           [--federates-with TD] [--hint H]
@@ -31,7 +31,7 @@ common: --socket PATH | --config server.yaml   --output table|json
 const ENTRY_FLAGS = {
   values: ['spiffe-id', 'parent-id', 'x509-svid-ttl', 'jwt-svid-ttl', 'hint', 'expires-in', 'match'],
   repeatable: ['selector', 'dns', 'federates-with', 'entry-id'],
-  booleans: ['admin', 'downstream', 'node'],
+  booleans: ['admin', 'downstream', 'node', 'allow-missing-bundle'],
 };
 
 /** A plain, stable JSON form of an entry for `--output json`. */
@@ -51,6 +51,8 @@ export function entryView(e: EntryMsg): Record<string, unknown> {
     expiresAt: Number(e.expires_at),
     revision: Number(e.revision),
     createdAt: Number(e.created_at),
+    // present only for an entry the server never serves (a reserved SPIFFE ID from an older version)
+    ...(e.refused_reason ? { refused: e.refused_reason } : {}),
   };
 }
 
@@ -108,17 +110,21 @@ function filterFromFlags(args: ParsedArgs): Record<string, unknown> {
   };
 }
 
+/** The marker of an entry the server refuses to serve, in tables. */
+const REFUSED_MARK = ' [REFUSED: reserved ID, never served; delete it]';
+
 function printEntries(io: CommandIo, args: ParsedArgs, entries: EntryMsg[]): void {
   if (outputFormat(args) === 'json') {
     printJson(io, { entries: entries.map(entryView) });
     return;
   }
+  for (const e of entries) if (e.refused_reason) io.err(`sigil: entry ${e.id} is never served or signed: ${e.refused_reason}\n`);
   printTable(
     io,
     ['ENTRY ID', 'SPIFFE ID', 'PARENT ID', 'SELECTORS', 'X509 TTL', 'REV'],
     entries.map((e) => [
       e.id,
-      e.spiffe_id,
+      e.refused_reason ? `${e.spiffe_id}${REFUSED_MARK}` : e.spiffe_id,
       e.parent_id,
       e.selectors.map((s) => `${s.type}:${s.value}`).join(','),
       e.x509_svid_ttl_seconds === 0 ? 'default' : `${e.x509_svid_ttl_seconds}s`,
@@ -135,6 +141,7 @@ function printOne(io: CommandIo, args: ParsedArgs, e: EntryMsg): void {
   printFields(io, [
     ['Entry ID', e.id],
     ['SPIFFE ID', e.spiffe_id],
+    ...(e.refused_reason ? ([['Refused', `never served or signed: ${e.refused_reason}`]] as [string, string][]) : []),
     ['Parent ID', e.parent_id],
     ['Selectors', e.selectors.map((s) => `${s.type}:${s.value}`).join(', ')],
     ['X509-SVID TTL', e.x509_svid_ttl_seconds === 0 ? 'default' : `${e.x509_svid_ttl_seconds}s`],
@@ -186,7 +193,10 @@ export async function run(argv: string[], io: CommandIo): Promise<number> {
       case 'create': {
         const ids = args.all('entry-id');
         const entry = await entryFromFlags(args, client, ids[0] ?? '');
-        const r = await client.call<{ results: EntryResult[] }>('Entries', 'BatchCreateEntry', { entries: [entry] });
+        const r = await client.call<{ results: EntryResult[] }>('Entries', 'BatchCreateEntry', {
+          entries: [entry],
+          allow_missing_federated_bundle: args.has('allow-missing-bundle'),
+        });
         const code = checkResults(io, r.results);
         const created = r.results[0]?.entry;
         if (code === 0 && created) printOne(io, args, created);
@@ -196,7 +206,10 @@ export async function run(argv: string[], io: CommandIo): Promise<number> {
         const id = args.all('entry-id')[0];
         if (id === undefined) throw usageError('--entry-id is required');
         const entry = await entryFromFlags(args, client, id);
-        const r = await client.call<{ results: EntryResult[] }>('Entries', 'BatchUpdateEntry', { entries: [entry] });
+        const r = await client.call<{ results: EntryResult[] }>('Entries', 'BatchUpdateEntry', {
+          entries: [entry],
+          allow_missing_federated_bundle: args.has('allow-missing-bundle'),
+        });
         const code = checkResults(io, r.results);
         const updated = r.results[0]?.entry;
         if (code === 0 && updated) printOne(io, args, updated);

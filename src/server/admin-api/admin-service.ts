@@ -20,6 +20,9 @@ import type { ServerCa } from '../server-ca.js';
 import { normalizeSerial } from '../agent-api/caller.js';
 import { bundleToMsg, checkAudience, checkCsr, entryToMsg, type EntryMsg } from '../agent-api/wire.js';
 import { Bundle } from '../../spiffe/bundle.js';
+import { reservedIdReason } from '../../spiffe/reserved-id.js';
+import { checkDnsName } from '../../ca/leaf-template.js';
+import { entryRefusalReason } from '../reserved-entries.js';
 
 /** The CA operations of `sigil localauthority` (src/ca's CaManager provides them). */
 export interface LocalAuthorityOps {
@@ -60,6 +63,15 @@ export interface AdminEntryMsg extends Omit<EntryMsg, 'expires_at' | 'revision'>
   expires_at: number | string;
   revision: number | string;
   created_at: number | string;
+  /** Output only: why the server never serves this entry ('' for an ordinary one). */
+  refused_reason?: string;
+}
+
+/** A batch create or update request. */
+interface EntryBatchMsg {
+  entries: AdminEntryMsg[];
+  /** Accept federates_with trust domains without a bundle (SPIRE refuses them too). */
+  allow_missing_federated_bundle?: boolean;
 }
 
 interface EntryFilterMsg {
@@ -85,8 +97,8 @@ function sec(ms: number): number {
   return Math.floor(ms / 1000);
 }
 
-function entryToAdminMsg(e: RegistrationEntry): AdminEntryMsg {
-  return { ...entryToMsg(e), created_at: sec(e.createdAt) };
+function entryToAdminMsg(e: RegistrationEntry, trustDomain: TrustDomain): AdminEntryMsg {
+  return { ...entryToMsg(e), created_at: sec(e.createdAt), refused_reason: entryRefusalReason(e, trustDomain) ?? '' };
 }
 
 function agentToMsg(n: AttestedNode): Record<string, unknown> {
@@ -165,8 +177,22 @@ export function createAdminServices(deps: AdminServiceDeps): Record<string, Unty
     return id.toString();
   };
 
-  const entryFromMsg = (m: AdminEntryMsg): NewRegistrationEntry => {
-    const spiffeId = inTrustDomain(m.spiffe_id, 'spiffe id');
+  /** An ID a workload SVID may carry: in the trust domain and not reserved for Sigil (src/spiffe/reserved-id.ts). */
+  const workloadId = (text: string, field: string): string => {
+    const id = inTrustDomain(text, field);
+    const reason = reservedIdReason(SpiffeId.parse(id), trustDomain);
+    if (reason !== undefined) throw new SigilError('ERR_INVALID_ARGUMENT', `${field} refused: ${reason}`, { reason: 'reserved-spiffe-id' });
+    return id;
+  };
+
+  /**
+   * The entry a create or update asks for, refused now when it claims a reserved ID or could
+   * never be signed (a DNS name or TTL the CA refuses, a federated trust domain without a
+   * bundle unless `allowMissingBundle`), rather than failing later at every mint.
+   */
+  const entryFromMsg = async (m: AdminEntryMsg, allowMissingBundle: boolean): Promise<NewRegistrationEntry> => {
+    const spiffeId = workloadId(m.spiffe_id, 'spiffe id');
+    // a parent may of course name an agent or the server (node aliases)
     const parentId = inTrustDomain(m.parent_id, 'parent id');
     if (m.selectors.length === 0) throw new SigilError('ERR_INVALID_ARGUMENT', 'an entry needs at least one selector', { reason: 'no-selectors' });
     for (const [field, list] of [['selectors', m.selectors], ['dns names', m.dns_names], ['federates with', m.federates_with]] as const) {
@@ -180,8 +206,26 @@ export function createAdminServices(deps: AdminServiceDeps): Record<string, Unty
         reason: 'invalid-expiry',
       });
     }
+    for (const [field, ttl] of [['x509 svid ttl', m.x509_svid_ttl_seconds], ['jwt svid ttl', m.jwt_svid_ttl_seconds]] as const) {
+      // the CA refuses a negative TTL; 0 means its default
+      if (!Number.isSafeInteger(ttl) || ttl < 0) {
+        throw new SigilError('ERR_INVALID_ARGUMENT', `${field} must be 0 (the default) or a positive number of seconds, got ${String(ttl)}`, { reason: 'invalid-ttl' });
+      }
+    }
+    // the CA's own DNS rule, so an entry it would refuse at every mint never gets in
+    for (const d of m.dns_names) checkDnsName(d);
     const selectors: Selector[] = m.selectors.map((s) => makeSelector(s.type, s.value));
     const federatesWith = m.federates_with.map((f) => TrustDomain.parse(f).idString);
+    if (!allowMissingBundle) {
+      for (const td of federatesWith) {
+        if ((await ds.getBundle(td)) !== undefined) continue;
+        throw new SigilError(
+          'ERR_INVALID_ARGUMENT',
+          `federates with ${td}: no bundle for that trust domain (add it with sigil bundle set, or allow a missing bundle explicitly)`,
+          { reason: 'federated-bundle-missing' },
+        );
+      }
+    }
     return {
       ...(m.id === '' ? {} : { id: m.id }),
       spiffeId,
@@ -243,25 +287,25 @@ export function createAdminServices(deps: AdminServiceDeps): Record<string, Unty
   };
 
   const Entries: UntypedServiceImplementation = {
-    BatchCreateEntry: unary('entry create', async (req: { entries: AdminEntryMsg[] }, actor: Actor) =>
+    BatchCreateEntry: unary('entry create', async (req: EntryBatchMsg, actor: Actor) =>
       perEntry(req.entries, async (m) => {
-        const { entry, created } = await ds.createEntryIfNotExists(entryFromMsg(m));
+        const { entry, created } = await ds.createEntryIfNotExists(await entryFromMsg(m, req.allow_missing_federated_bundle === true));
         if (!created) {
           const err = new SigilError('ERR_ALREADY_EXISTS', `an entry with the same SPIFFE ID, parent and selectors exists: ${entry.id}`, {
             reason: 'entry-exists',
           });
-          return { status: statusOf(err), entry: entryToAdminMsg(entry) };
+          return { status: statusOf(err), entry: entryToAdminMsg(entry, trustDomain) };
         }
         audit.record({ ...actor, action: 'entry.create', result: 'ok', entryId: entry.id, spiffeId: entry.spiffeId });
-        return { entry: entryToAdminMsg(entry) };
+        return { entry: entryToAdminMsg(entry, trustDomain) };
       }),
     ),
-    BatchUpdateEntry: unary('entry update', async (req: { entries: AdminEntryMsg[] }, actor: Actor) =>
+    BatchUpdateEntry: unary('entry update', async (req: EntryBatchMsg, actor: Actor) =>
       perEntry(req.entries, async (m) => {
         if (m.id === '') throw new SigilError('ERR_INVALID_ARGUMENT', 'entry update needs an entry id', { reason: 'no-entry-id' });
-        const entry = await ds.updateEntry({ ...entryFromMsg(m), id: m.id });
+        const entry = await ds.updateEntry({ ...(await entryFromMsg(m, req.allow_missing_federated_bundle === true)), id: m.id });
         audit.record({ ...actor, action: 'entry.update', result: 'ok', entryId: entry.id, spiffeId: entry.spiffeId });
-        return { entry: entryToAdminMsg(entry) };
+        return { entry: entryToAdminMsg(entry, trustDomain) };
       }),
     ),
     BatchDeleteEntry: unary('entry delete', async (req: { ids: string[] }, actor: Actor) =>
@@ -278,11 +322,11 @@ export function createAdminServices(deps: AdminServiceDeps): Record<string, Unty
     GetEntry: unary('entry show', async (req: { id: string }) => {
       const e = await ds.getEntry(req.id);
       if (e === undefined) throw new SigilError('ERR_NOT_FOUND', `no entry with id ${JSON.stringify(req.id)}`, { reason: 'entry-not-found' });
-      return entryToAdminMsg(e);
+      return entryToAdminMsg(e, trustDomain);
     }),
     ListEntries: unary('entry list', async (req: { filter: EntryFilterMsg | null; page_size: number; page_token: string }) => {
       const page = await ds.listEntries(filterFromMsg(req.filter), { pageSize: pageSize(req.page_size), pageToken: req.page_token });
-      return { entries: page.items.map(entryToAdminMsg), next_page_token: page.nextPageToken };
+      return { entries: page.items.map((e) => entryToAdminMsg(e, trustDomain)), next_page_token: page.nextPageToken };
     }),
     CountEntries: unary('entry count', async (req: { filter: EntryFilterMsg | null }) => ({ count: await ds.countEntries(filterFromMsg(req.filter)) })),
   };
@@ -439,7 +483,7 @@ export function createAdminServices(deps: AdminServiceDeps): Record<string, Unty
 
   const Mint: UntypedServiceImplementation = {
     MintX509Svid: unary('x509 mint', async (req: { spiffe_id: string; csr: Buffer; ttl_seconds: number; dns_names: string[] }, actor: Actor) => {
-      const spiffeId = inTrustDomain(req.spiffe_id, 'spiffe id');
+      const spiffeId = workloadId(req.spiffe_id, 'spiffe id');
       checkCsr(req.csr, 'mint request');
       const ttlMs = req.ttl_seconds > 0 ? req.ttl_seconds * 1000 : deps.defaultX509SvidTtlMs;
       const s = await deps.ca.signX509SvidFromCsr({ csr: req.csr, spiffeId: SpiffeId.parse(spiffeId), ttlMs, ...(req.dns_names.length > 0 ? { dnsNames: [...req.dns_names] } : {}) });
@@ -448,7 +492,7 @@ export function createAdminServices(deps: AdminServiceDeps): Record<string, Unty
       return { spiffe_id: spiffeId, cert_chain: [...s.chain], serial, expires_at: sec(s.notAfter.getTime()), x509_authorities: deps.ca.x509Authorities() };
     }),
     MintJwtSvid: unary('jwt mint', async (req: { spiffe_id: string; audience: string[]; ttl_seconds: number }, actor: Actor) => {
-      const spiffeId = inTrustDomain(req.spiffe_id, 'spiffe id');
+      const spiffeId = workloadId(req.spiffe_id, 'spiffe id');
       checkAudience(req.audience);
       const ttlMs = req.ttl_seconds > 0 ? req.ttl_seconds * 1000 : deps.defaultJwtSvidTtlMs;
       const j = await deps.ca.mintJwtSvid({ spiffeId: SpiffeId.parse(spiffeId), audience: [...req.audience], ttlMs });

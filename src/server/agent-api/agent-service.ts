@@ -22,6 +22,7 @@ import { EntryAuthorizer, type AgentFacts } from '../authorized-entries.js';
 import type { BundleManager } from '../bundle-manager.js';
 import type { Change, ChangeHub, EntryChange } from '../change-hub.js';
 import type { ServerMetrics } from '../metrics.js';
+import type { ReservedIssuance } from '../../ca/reserved-issuance.js';
 import type { ServerCa, SignedX509Svid } from '../server-ca.js';
 import { authenticateAgent, normalizeSerial, type AgentCaller } from './caller.js';
 import { BoundedMessageQueue } from './bounded-message-queue.js';
@@ -46,6 +47,8 @@ import {
 export interface AgentServiceDeps {
   readonly ds: Datastore;
   readonly ca: ServerCa;
+  /** The CA's agent capability: attestation and renewal sign agent IDs with it, nothing else does. */
+  readonly agentIssuance: ReservedIssuance;
   readonly bundles: BundleManager;
   readonly hub: ChangeHub;
   readonly trustDomain: TrustDomain;
@@ -111,10 +114,17 @@ export function createAgentService(deps: AgentServiceDeps): UntypedServiceImplem
     };
   };
 
-  const sign = async (kind: string, spiffeId: string, csr: Uint8Array, ttlMs: number, dnsNames?: string[]): Promise<SignedX509Svid> => {
+  const sign = async (kind: 'agent' | 'x509', spiffeId: string, csr: Uint8Array, ttlMs: number, dnsNames?: string[]): Promise<SignedX509Svid> => {
     const end = metrics.issueLatency.startTimer({ kind });
     try {
-      const s = await ca.signX509SvidFromCsr({ csr, spiffeId: SpiffeId.parse(spiffeId), ttlMs, ...(dnsNames && dnsNames.length > 0 ? { dnsNames } : {}) });
+      const s = await ca.signX509SvidFromCsr({
+        csr,
+        spiffeId: SpiffeId.parse(spiffeId),
+        ttlMs,
+        ...(dnsNames && dnsNames.length > 0 ? { dnsNames } : {}),
+        // only the agent's own SVID may be an agent ID; an entry's SVID never gets the capability
+        ...(kind === 'agent' ? { issuance: deps.agentIssuance } : {}),
+      });
       metrics.svidsIssued.inc({ kind, result: 'ok' });
       return s;
     } catch (err) {

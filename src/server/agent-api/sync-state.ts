@@ -11,7 +11,7 @@ import type { Clock } from '../../common/clock.js';
 import type { Datastore, RegistrationEntry } from '../../datastore/datastore.js';
 import { selectorKey, selectorsSatisfiedBy } from '../../spiffe/selector.js';
 import type { TrustDomain } from '../../spiffe/spiffe-id.js';
-import { authorizedSet, entryLive, listChildren, serverSpiffeId, type AgentFacts } from '../authorized-entries.js';
+import { authorizedSet, entryLive, entryUsable, listChildren, serverSpiffeId, type AgentFacts } from '../authorized-entries.js';
 import type { EntryChange } from '../change-hub.js';
 
 /** Entries to send and entry IDs to revoke. */
@@ -99,7 +99,7 @@ export class AgentSyncState {
     const now = this.#clock.nowMs();
     let stranded = false;
     for (const { id, entry: cur } of changes) {
-      const live = cur !== undefined && entryLive(cur, now);
+      const live = cur !== undefined && entryUsable(cur, this.#td, now);
       const isAlias = live && cur.parentId === this.#server;
       const oldAlias = this.#aliases.get(id);
       if (oldAlias !== undefined) {
@@ -143,7 +143,7 @@ export class AgentSyncState {
       this.#frontier = [];
       for (const e of await listChildren(this.#ds, level)) {
         // adding holds the entry's SPIFFE ID, which queues the next level when it is new
-        if (entryLive(e, now) && !this.#entries.has(e.id) && this.#reach.has(e.parentId)) this.#addEntry(e);
+        if (entryUsable(e, this.#td, now) && !this.#entries.has(e.id) && this.#reach.has(e.parentId)) this.#addEntry(e);
       }
     }
   }
