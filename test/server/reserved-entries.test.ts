@@ -19,6 +19,7 @@ import { makeServerDir, startTestServer, type TestServer } from '../helpers/serv
 import { AgentApiClient, attest, type SyncMessage } from '../helpers/agent-client.js';
 import { createCa } from '../helpers/pki.js';
 import { rejectionOf } from './support/rejection.js';
+import { SyncWatch } from './support/sync-watch.js';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../../..');
 const SIGIL = join(ROOT, 'bin/sigil.js');
@@ -219,4 +220,30 @@ test('a stored entry with a reserved ID (written as an older version would) is l
     (JSON.parse(after.stdout) as { entries: { id: string }[] }).entries.map((e) => e.id).sort(),
     [own, bsEntry].sort(),
   );
+});
+
+test('a reserved entry written past the admin API while an agent syncs is never pushed, nor what hangs below it', async (t) => {
+  const s = await startTestServer();
+  t.teardown(() => s.destroy());
+  const roots = s.server.x509Authorities();
+  const tokA = await s.createJoinToken();
+  const tokB = await s.createJoinToken();
+  const a = await attest(s.agentTarget, roots, 'example.org', new JoinTokenAgentAttestor(tokA.token));
+  const b = await attest(s.agentTarget, roots, 'example.org', new JoinTokenAgentAttestor(tokB.token));
+  const client = new AgentApiClient(s.agentTarget, roots, 'example.org', a);
+  const watch = new SyncWatch(client.sync());
+  t.teardown(() => {
+    watch.cancel();
+    client.close();
+  });
+  await watch.until(() => watch.messages.some((m) => m.kind === 'FULL' && m.batch_complete), 5000, 'first FULL');
+  const bsEntry = await s.createEntry({ spiffeId: 'spiffe://example.org/b/secret', parentId: b.spiffeId, selectors: ['unix:uid:2'] });
+  // another writer (an older server on the same database) adds an entry for agent B's ID under A
+  const base = { selectors: [{ type: 'unix', value: 'uid:3' }], x509SvidTtlSeconds: 0, jwtSvidTtlSeconds: 0, dnsNames: [], federatesWith: [], admin: false, downstream: false, hint: '', entryExpiresAt: 0 };
+  const asAgentB = await s.server.datastore.createEntry({ ...base, spiffeId: b.spiffeId, parentId: a.spiffeId });
+  // written after it, so once A holds this one the reserved entry's event was handled too
+  const after = await s.createEntry({ spiffeId: 'spiffe://example.org/a/after', parentId: a.spiffeId, selectors: ['unix:uid:4'] });
+  await watch.holds([after], [asAgentB.id, bsEntry], 10_000);
+  t.false(watch.everSent().has(asAgentB.id));
+  t.false(watch.everSent().has(bsEntry));
 });
