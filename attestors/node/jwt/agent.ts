@@ -4,28 +4,12 @@
  * Secret, never logged.
  */
 import type { Secret } from '../../../src/common/secret.js';
-import { SigilError } from '../../../src/common/errors.js';
-import type { NodeAttestorAgent } from '../../../src/plugin/node-attestor.js';
-import { ISSUER_NAME, JWT_ATTESTOR, encodePayload } from './protocol.js';
+import { TokenEvidenceAgent } from '../common/token-evidence.js';
+import { JWT_EVIDENCE } from './protocol.js';
 
-export class JwtAgentAttestor implements NodeAttestorAgent {
-  readonly name = JWT_ATTESTOR;
-  readonly #issuer: string;
-  readonly #token: Secret<string>;
-
+/** Sends `{issuer, token}`; jwt asks no challenge. */
+export class JwtAgentAttestor extends TokenEvidenceAgent {
   constructor(issuer: string, token: Secret<string>) {
-    if (!ISSUER_NAME.test(issuer)) {
-      throw new SigilError('ERR_CONFIG_INVALID', `invalid jwt issuer name ${JSON.stringify(issuer)}: use [A-Za-z0-9._-]`, { reason: 'jwt-issuer-name' });
-    }
-    this.#issuer = issuer;
-    this.#token = token;
-  }
-
-  async payload(): Promise<Uint8Array> {
-    return encodePayload({ issuer: this.#issuer, token: this.#token.reveal() });
-  }
-
-  async respond(): Promise<Uint8Array> {
-    throw new SigilError('ERR_ATTESTATION_FAILED', 'jwt does not answer challenges', { reason: 'unexpected-challenge' });
+    super(JWT_EVIDENCE, issuer, token);
   }
 }

@@ -6,14 +6,13 @@
  */
 import { z } from 'zod';
 import { SigilError } from '../../../src/common/errors.js';
+import { decodeTokenEvidence, encodeTokenEvidence, type TokenEvidenceFormat } from '../common/token-evidence.js';
 
 /** The attestor's name on the AttestAgent stream and in agent IDs. */
 export const K8S_PSAT = 'k8s_psat';
 
 /** Cluster names become an agent-ID path segment. */
 export const CLUSTER_NAME = /^[A-Za-z0-9._-]{1,128}$/;
-
-const MAX_PAYLOAD_BYTES = 64 * 1024;
 
 /** What the agent sends. */
 export interface PsatPayload {
@@ -38,25 +37,18 @@ export function psatRefused(reason: string, message: string, cause?: unknown): S
   return new SigilError('ERR_ATTESTATION_FAILED', message, { reason, cause });
 }
 
+/** The evidence's wire spelling, shared with the other token attestors. */
+export const PSAT_EVIDENCE: TokenEvidenceFormat = { attestor: K8S_PSAT, field: 'cluster', namePattern: CLUSTER_NAME, reasonPrefix: 'psat' };
+
 /** Encodes the agent's evidence. */
 export function encodePayload(p: PsatPayload): Uint8Array {
-  return Buffer.from(JSON.stringify({ cluster: p.cluster, token: p.token }), 'utf8');
+  return encodeTokenEvidence(PSAT_EVIDENCE, p.cluster, p.token);
 }
 
-const payloadSchema = z.strictObject({ cluster: z.string().regex(CLUSTER_NAME), token: z.string().min(1).max(32 * 1024) });
-
-/** Decodes and checks the agent's evidence. */
+/** Decodes and checks the agent's evidence (`psat-malformed` when it is not `{cluster, token}`). */
 export function decodePayload(bytes: Uint8Array): PsatPayload {
-  if (bytes.length > MAX_PAYLOAD_BYTES) throw psatRefused('psat-malformed', 'k8s_psat payload is too large');
-  let json: unknown;
-  try {
-    json = JSON.parse(Buffer.from(bytes).toString('utf8'));
-  } catch (err) {
-    throw psatRefused('psat-malformed', 'k8s_psat payload is not valid JSON', err);
-  }
-  const parsed = payloadSchema.safeParse(json);
-  if (!parsed.success) throw psatRefused('psat-malformed', 'k8s_psat payload must be {cluster, token} with a valid cluster name');
-  return parsed.data;
+  const { name, token } = decodeTokenEvidence(PSAT_EVIDENCE, bytes);
+  return { cluster: name, token };
 }
 
 const named = z.object({ name: z.string().min(1), uid: z.string().min(1) });

@@ -108,3 +108,21 @@ export async function eventually<T>(check: () => T | undefined | Promise<T | und
     await new Promise((r) => setTimeout(r, 20));
   }
 }
+
+/**
+ * Starts an agent whose node attestation the server must refuse, waits until the server's
+ * audit log names `reason`, then stops the attempt; resolves with the agent's log lines.
+ */
+export async function refusedAttestation(server: TestServer, config: AgentConfig, reason: string): Promise<string[]> {
+  const { logger, lines } = memoryLogger('debug');
+  const ctl = new AbortController();
+  const attempt = startAgent(config, { logger }, ctl.signal);
+  attempt.catch(() => undefined);
+  try {
+    await eventually(() => (server.auditLines.some((l) => l.includes(reason)) ? true : undefined), 20_000, `an audit line with ${reason}`);
+  } finally {
+    ctl.abort();
+    await attempt.then((a) => a.stop()).catch(() => undefined);
+  }
+  return lines;
+}
