@@ -1,10 +1,12 @@
 /**
- * `sigil agent run --config agent.yaml`: runs the agent daemon until SIGINT or SIGTERM.
+ * `sigil agent run --config agent.yaml`: runs the agent daemon until SIGINT or SIGTERM
+ * (exit codes: src/cli/service.ts).
  * Flags override the file; the join token is only ever read from a file (`--join-token-file`).
  */
 import { loadAgentConfig, type AgentFlags } from '../../agent/config.js';
 import { startAgent } from '../../agent/agent.js';
 import type { CommandIo } from '../io.js';
+import { runService, untilAborted } from '../service.js';
 import { parseArgs, usageError, type ParsedArgs } from './args.js';
 import { reportError } from './output.js';
 
@@ -51,20 +53,12 @@ export async function run(_subcommand: string, argv: string[], io: CommandIo): P
     if (args.get('join-token') !== undefined) throw usageError('a join token is a secret: put it in a file (mode 0600) and pass --join-token-file');
     if (args.positionals.length > 0) throw usageError(`unexpected argument ${JSON.stringify(args.positionals[0])}`);
     const config = loadAgentConfig(args.get('config'), flagsOf(args));
-    const stopSignal = new AbortController();
-    const onSignal = (): void => stopSignal.abort();
-    process.on('SIGINT', onSignal);
-    process.on('SIGTERM', onSignal);
-    try {
-      const agent = await startAgent(config, {}, stopSignal.signal);
+    return await runService({ name: 'sigil agent', io }, async (stop) => {
+      const agent = await startAgent(config, {}, stop);
       io.err(`sigil agent: ${agent.agentId()} serving the Workload API on ${agent.address}\n`);
-      if (!stopSignal.signal.aborted) await new Promise<void>((resolve) => stopSignal.signal.addEventListener('abort', () => resolve(), { once: true }));
+      await untilAborted(stop);
       await agent.stop();
-      return 0;
-    } finally {
-      process.off('SIGINT', onSignal);
-      process.off('SIGTERM', onSignal);
-    }
+    });
   } catch (err) {
     return reportError(io, err);
   }

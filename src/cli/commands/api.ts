@@ -13,6 +13,7 @@ import { WorkloadApiClient } from '../../client/workload-api-client.js';
 import type { X509Context } from '../../client/x509-context.js';
 import { writeFileAtomic } from '../../agent/helper/file-writer.js';
 import type { CommandIo } from '../io.js';
+import { runService } from '../service.js';
 import { parseArgs, usageError, type ParsedArgs } from './args.js';
 import { outputFormat, printJson, reportError } from './output.js';
 
@@ -133,13 +134,9 @@ async function validateJwt(args: ParsedArgs, io: CommandIo, client: WorkloadApiC
 }
 
 async function watch(args: ParsedArgs, io: CommandIo, client: WorkloadApiClient): Promise<number> {
-  const stop = new AbortController();
-  const onSignal = (): void => stop.abort();
-  process.on('SIGINT', onSignal);
-  process.on('SIGTERM', onSignal);
   const json = outputFormat(args) === 'json';
-  try {
-    await client.watchX509Context(
+  return runService({ name: 'sigil api watch', io }, (stop) =>
+    client.watchX509Context(
       {
         onUpdate: (ctx) => {
           if (json) io.out(`${JSON.stringify({ at: new Date().toISOString(), ...describeX509(ctx) })}\n`);
@@ -150,13 +147,9 @@ async function watch(args: ParsedArgs, io: CommandIo, client: WorkloadApiClient)
         },
         onError: (err) => io.err(`sigil: watch: ${err.message} (${err.code}); retrying\n`),
       },
-      stop.signal,
-    );
-    return 0;
-  } finally {
-    process.off('SIGINT', onSignal);
-    process.off('SIGTERM', onSignal);
-  }
+      stop,
+    ),
+  );
 }
 
 /** Runs `sigil api …`. */

@@ -7,6 +7,7 @@ import { createLogger } from '../../common/logger.js';
 import { loadHelperConfig } from '../../agent/helper/helper-config.js';
 import { runHelper, type HelperSource } from '../../agent/helper/svid-helper.js';
 import type { CommandIo } from '../io.js';
+import { runService } from '../service.js';
 import { parseArgs, usageError } from './args.js';
 import { reportError } from './output.js';
 
@@ -15,7 +16,7 @@ const USAGE = `usage: sigil helper --config helper.yaml [--socket PATH|URI] [--o
 Writes svid.pem, svid_key.pem (0600) and bundle.pem (and any configured JWT-SVID files)
 atomically on every rotation, for svids[0] or the SVID that spiffeId/hint in helper.yaml
 select; then signals the pid in reload.pidFile or runs reload.command.
---once writes the files once and exits.
+--once writes the files once and exits (0), waiting for the agent as long as it takes.
 `;
 
 /** Adapts the Workload API client to what the helper loop needs. */
@@ -40,19 +41,11 @@ export async function run(argv: string[], io: CommandIo): Promise<number> {
     if (path === undefined) throw usageError('--config is required');
     const config = loadHelperConfig(path);
     const socket = args.get('socket') ?? config.agentAddress;
-    client = new WorkloadApiClient(socket === undefined ? {} : { address: socket.startsWith('/') ? `unix://${socket}` : socket });
     const logger = createLogger({ level: config.logLevel, name: 'sigil-helper' });
-    const stop = new AbortController();
-    const onSignal = (): void => stop.abort();
-    process.on('SIGINT', onSignal);
-    process.on('SIGTERM', onSignal);
-    try {
-      await runHelper({ config, source: workloadApiHelperSource(client), logger, once: args.has('once') }, stop.signal);
-    } finally {
-      process.off('SIGINT', onSignal);
-      process.off('SIGTERM', onSignal);
-    }
-    return 0;
+    // With the logger, each failed attempt to reach the agent is a line: waiting is not silent.
+    client = new WorkloadApiClient({ logger, ...(socket === undefined ? {} : { address: socket.startsWith('/') ? `unix://${socket}` : socket }) });
+    const source = workloadApiHelperSource(client);
+    return await runService({ name: 'sigil helper', io }, (stop) => runHelper({ config, source, logger, once: args.has('once') }, stop));
   } catch (err) {
     return reportError(io, err);
   } finally {

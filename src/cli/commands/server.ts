@@ -5,6 +5,7 @@ import { SigilError } from '../../common/errors.js';
 import { loadServerConfig, type ServerFlags } from '../../server/config.js';
 import { startServer } from '../../server/server.js';
 import type { CommandIo } from '../io.js';
+import { runService, untilAborted } from '../service.js';
 import { parseArgs, usageError, type ParsedArgs } from './args.js';
 import { AdminClient } from './admin-client.js';
 import { adminSocket, outputFormat, printJson, reportError } from './output.js';
@@ -38,19 +39,12 @@ function flagsOf(args: ParsedArgs): ServerFlags {
 
 async function runServer(args: ParsedArgs, io: CommandIo): Promise<number> {
   const config = loadServerConfig(args.get('config'), flagsOf(args));
-  const server = await startServer(config);
-  io.err(`sigil server: serving ${config.trustDomain.name}, agent API on ${server.agentAddress.host}:${server.agentAddress.port}, admin socket ${server.adminSocketPath}\n`);
-  await new Promise<void>((resolve) => {
-    const stop = (): void => {
-      process.off('SIGINT', stop);
-      process.off('SIGTERM', stop);
-      resolve();
-    };
-    process.on('SIGINT', stop);
-    process.on('SIGTERM', stop);
+  return runService({ name: 'sigil server', io }, async (stop) => {
+    const server = await startServer(config);
+    io.err(`sigil server: serving ${config.trustDomain.name}, agent API on ${server.agentAddress.host}:${server.agentAddress.port}, admin socket ${server.adminSocketPath}\n`);
+    await untilAborted(stop);
+    await server.stop();
   });
-  await server.stop();
-  return 0;
 }
 
 async function healthcheck(args: ParsedArgs, io: CommandIo): Promise<number> {

@@ -42,18 +42,64 @@ export function runSigil(args: readonly string[], options: { env?: NodeJS.Proces
   return runCommand(process.execPath, [SIGIL_BIN, ...args], options);
 }
 
+/** How a child ended: its exit code, or the signal that killed it. */
+export interface Ending {
+  readonly code: number | null;
+  readonly signal: NodeJS.Signals | null;
+}
+
 /** A long-running child whose output is kept. */
 export class Daemon {
   readonly child: ChildProcess;
   stdout = '';
   stderr = '';
   readonly exited: Promise<number | null>;
+  /** Settles once the child ended and all its output was read. */
+  readonly closed: Promise<Ending>;
+  #ending: Ending | undefined;
 
-  constructor(file: string, args: readonly string[], env: NodeJS.ProcessEnv = { PATH: process.env.PATH ?? '/usr/bin:/bin' }) {
-    this.child = spawn(file, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  constructor(file: string, args: readonly string[], env: NodeJS.ProcessEnv = { PATH: process.env.PATH ?? '/usr/bin:/bin' }, options: { cwd?: string } = {}) {
+    this.child = spawn(file, args, { env, stdio: ['ignore', 'pipe', 'pipe'], ...(options.cwd === undefined ? {} : { cwd: options.cwd }) });
     this.child.stdout?.setEncoding('utf8').on('data', (d: string) => (this.stdout += d));
     this.child.stderr?.setEncoding('utf8').on('data', (d: string) => (this.stderr += d));
     this.exited = new Promise((r) => this.child.once('exit', (code) => r(code)));
+    this.closed = new Promise((r) =>
+      this.child.once('close', (code, signal) => {
+        this.#ending = { code, signal };
+        r(this.#ending);
+      }),
+    );
+  }
+
+  /** Everything it printed, stdout then stderr. */
+  get output(): string {
+    return `${this.stdout}${this.stderr}`;
+  }
+
+  /** True until the child has ended. */
+  get running(): boolean {
+    return this.child.exitCode === null && this.child.signalCode === null;
+  }
+
+  /** How many lines of its output match `re`. */
+  count(re: RegExp): number {
+    return this.output.split('\n').filter((l) => re.test(l)).length;
+  }
+
+  /**
+   * Waits until `check()` holds (polled every 20 ms); fails at once, with the child's output,
+   * when the child ends first, and after `timeoutMs` otherwise.
+   */
+  async until(what: string, check: () => boolean, timeoutMs = 30_000): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      if (check()) return;
+      if (this.#ending !== undefined) {
+        throw new Error(`the child ${this.#ending.signal === null ? `exited with ${String(this.#ending.code)}` : `was killed by ${this.#ending.signal}`} before ${what}; its output:\n${this.output.slice(-4000)}`);
+      }
+      if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}; its output:\n${this.output.slice(-4000)}`);
+      await new Promise((r) => setTimeout(r, 20));
+    }
   }
 
   /** Sends `signal` to this child (by its own pid) and waits for it to exit; SIGKILL after 5 s. */

@@ -2,7 +2,8 @@
  * Real workload processes for the Workload API tests: a small Node script, written to a
  * mkdtemp folder at test time, that talks gRPC to the agent socket as commanded on stdin
  * (one JSON line per command) and reports what it receives on stdout (one JSON line per
- * event). It can run as another user through setpriv.
+ * event). It can run as another user through setpriv: it loads grpc-js and the .proto files
+ * from a world-readable copy (test/helpers/readable-copy.ts), so it works wherever the checkout is.
  */
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { chmodSync, mkdtempSync, writeFileSync } from 'node:fs';
@@ -10,6 +11,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
+import { readableCopy } from '../../../helpers/readable-copy.js';
 
 /** The repository root (dist/test/agent/workload-api/support → five levels up). */
 export const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../../../../..');
@@ -200,6 +202,11 @@ export class Workload {
   }
 }
 
+/** The folder the workload loads its modules and .proto files from: a copy every user can read. */
+function workloadDeps(): string {
+  return readableCopy(REPO_ROOT, { packages: ['@grpc/grpc-js', '@grpc/proto-loader'], paths: ['proto'] });
+}
+
 /** Starts the workload script against `socketPath` and waits until it is ready. */
 export async function startWorkload(script: string, socketPath: string, options: WorkloadOptions = {}): Promise<{ workload: Workload; ready: WorkloadEvent }> {
   const nodeArgs = [script, socketPath];
@@ -216,7 +223,7 @@ export async function startWorkload(script: string, socketPath: string, options:
       ...nodeArgs,
     ];
   }
-  const child = spawn(command, args, { env: { PATH: process.env.PATH ?? '/usr/bin:/bin', SIGIL_REPO: REPO_ROOT }, stdio: ['pipe', 'pipe', 'pipe'] });
+  const child = spawn(command, args, { env: { PATH: process.env.PATH ?? '/usr/bin:/bin', SIGIL_REPO: workloadDeps() }, stdio: ['pipe', 'pipe', 'pipe'] });
   const workload = new Workload(child);
   const ready = await workload.next((e) => e.event === 'ready');
   return { workload, ready };
