@@ -1,7 +1,8 @@
 /**
  * What the agent keeps across restarts, in its data dir (0700): its SVID chain, its private
  * key (PKCS#8 PEM, 0600), the last bundle of its own trust domain (so a restart trusts the
- * server's current CA, not only the bootstrap file), and a small state file. Every file is
+ * server's current CA, not only the bootstrap file; and, whole with its JWT keys, so a
+ * restart serves workloads their bundles before the server is reached), and a small state file. Every file is
  * written to a temporary name and renamed, so a crash never leaves half a key. See
  * docs/agent.md for why the key is kept 0600 rather than wrapped by a KEK.
  */
@@ -10,6 +11,8 @@ import { basename, dirname, join } from 'node:path';
 import { SigilError } from '../common/errors.js';
 import { Secret } from '../common/secret.js';
 import { pemBlocks, toPem } from '../common/x509.js';
+import { Bundle } from '../spiffe/bundle.js';
+import type { TrustDomain } from '../spiffe/spiffe-id.js';
 import { writeFileAtomic } from './helper/file-writer.js';
 
 /** The persisted agent identity. */
@@ -24,7 +27,7 @@ export interface StoredAgentIdentity {
   readonly attestor: string;
 }
 
-const FILES = { svid: 'agent-svid.pem', key: 'agent-key.pem', state: 'agent-state.json', bundle: 'bundle.pem' } as const;
+const FILES = { svid: 'agent-svid.pem', key: 'agent-key.pem', state: 'agent-state.json', bundle: 'bundle.pem', bundleDocument: 'bundle.json' } as const;
 
 /** The helper's writer: temp file created O_EXCL|O_NOFOLLOW owner-only, so the key never sits in a wider file. */
 function writeAtomic(path: string, data: string | Buffer, mode: number): void {
@@ -107,5 +110,30 @@ export class AgentStore {
   saveBundle(roots: readonly Buffer[]): void {
     if (roots.length === 0) return;
     writeAtomic(join(this.dir, FILES.bundle), roots.map((r) => toPem(r, 'CERTIFICATE')).join(''), 0o644);
+  }
+
+  /**
+   * The whole bundle of the agent's own trust domain (X.509 and JWT authorities) as last
+   * synced, served to workloads after a restart until the server is reached again. Undefined
+   * when none was stored, or the stored one is of another trust domain or unreadable (then
+   * the agent waits for the server, as it did before it stored one).
+   */
+  loadBundleDocument(trustDomain: TrustDomain): Bundle | undefined {
+    const path = join(this.dir, FILES.bundleDocument);
+    const text = readOptional(path);
+    if (text === undefined) return undefined;
+    try {
+      const stored = JSON.parse(text) as { trustDomain?: unknown; bundle?: unknown };
+      if (stored.trustDomain !== trustDomain.idString || typeof stored.bundle !== 'object' || stored.bundle === null) return undefined;
+      return Bundle.parseJwks(trustDomain, stored.bundle);
+    } catch {
+      return undefined;
+    }
+  }
+
+  /** Stores the own trust domain's bundle (its SPIFFE bundle document, and which trust domain it is of). */
+  saveBundleDocument(bundle: Bundle): void {
+    const text = JSON.stringify({ trustDomain: bundle.trustDomain.idString, bundle: bundle.toJwksObject() }, null, 2);
+    writeAtomic(join(this.dir, FILES.bundleDocument), `${text}\n`, 0o644);
   }
 }

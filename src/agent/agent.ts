@@ -10,6 +10,7 @@ import { systemClock, type Clock } from '../common/clock.js';
 import { SigilError } from '../common/errors.js';
 import { startProbeServer, type ProbeServer, type ReadinessChecks } from '../common/health-http.js';
 import { createLogger, type Logger } from '../common/logger.js';
+import { checkSecretFileMode } from '../common/secret-file.js';
 import { pemBlocks } from '../common/x509.js';
 import { trimNativeHeap } from './peer/peer-credentials.js';
 import { ProcfsProcessInfo, type ProcessInfo } from './peer/process-info.js';
@@ -77,9 +78,14 @@ function union(a: readonly Buffer[], b: readonly Buffer[]): Buffer[] {
 export async function startAgent(config: AgentConfig, options: StartAgentOptions = {}, signal?: AbortSignal): Promise<RunningAgent> {
   const clock = options.clock ?? systemClock;
   const logger = options.logger ?? createLogger({ level: config.logLevel, name: 'sigil-agent' });
+  // Checked at every start, not only when attesting: a token others can read is refused even
+  // while a stored identity means it is not needed now.
+  if (config.nodeAttestor.type === 'join_token') checkSecretFileMode(config.nodeAttestor.tokenFile, 'join token file');
   const store = new AgentStore(config.dataDir);
   // Trust the bootstrap file and the last bundle we synced: the server's CA may have rotated since the file was written.
   const roots = union(store.loadBundle(), readBootstrapBundle(config.trustBundleFile));
+  const storedBundle = store.loadBundleDocument(config.trustDomain);
+  if (storedBundle !== undefined) logger.info({ trustDomain: config.trustDomain.name }, 'trust bundle loaded from data dir; serving it until the server is reached');
   const client = new AgentServerClient({ address: config.serverAddress, trustDomain: config.trustDomain, roots });
   const retry = { retryInitialMs: config.sync.retryInitialMs, retryMaxMs: config.sync.retryMaxMs, ...(options.random ? { random: options.random } : {}) };
 
@@ -91,6 +97,7 @@ export async function startAgent(config: AgentConfig, options: StartAgentOptions
     ...retry,
     onBatch: (b) => cache.applyBatch(b),
     onRejected: () => identity.reattest('rejected'),
+    onFailure: (err) => cache.syncFailed(err),
   });
   const onRoots = (r: Buffer[]): void => {
     client.setRoots(r);
@@ -118,6 +125,15 @@ export async function startAgent(config: AgentConfig, options: StartAgentOptions
     ...retry,
     onRejected: () => identity.reattest('rejected'),
     onRoots,
+    // The last bundle served before a restart is served again at once after it, server or not.
+    ...(storedBundle === undefined ? {} : { storedBundle }),
+    onOwnBundle: (b) => {
+      try {
+        store.saveBundleDocument(b);
+      } catch (err) {
+        logger.warn({ err }, 'cannot store the trust bundle in the data dir; a restart will wait for the server to serve bundles');
+      }
+    },
     afterMinting: () => trimNativeHeap(),
     // The agent SVID too must leave a tainted authority before the operator revokes it.
     onTaintedAuthorities: (tainted, delayMs) => void identity.renewIfTainted(tainted, delayMs),

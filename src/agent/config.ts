@@ -26,7 +26,10 @@ import type { KubeletConnection } from '../../attestors/workload/k8s/kubelet-cli
 
 const duration = durationSchema();
 
-const hostPort = hostPortSchema('sigil-server:8081');
+/** The server's agent API: an address to connect to. */
+const serverHostPort = hostPortSchema('sigil-server:8081', { dial: true });
+/** An address the agent listens on (0: any free port). */
+const listenHostPort = hostPortSchema('127.0.0.1:8082');
 
 /** Where Kubernetes mounts a pod's service-account token and cluster CA. */
 const K8S_SERVICE_ACCOUNT_DIR = '/var/run/secrets/kubernetes.io/serviceaccount';
@@ -38,7 +41,7 @@ export const DEFAULT_AGENT_SOCKET = '/run/sigil/agent.sock';
 export const agentConfigSchema = z.strictObject({
   trustDomain,
   /** host:port of the server's agent API. */
-  serverAddress: hostPort,
+  serverAddress: serverHostPort,
   /** PEM file with the server's CA certificates, trusted for the first connection (before any bundle is synced). */
   trustBundleFile: z.string().min(1),
   dataDir: z.string().min(1),
@@ -108,7 +111,7 @@ export const agentConfigSchema = z.strictObject({
   /** Wait between attestation checks while the server has banned this agent. */
   banRecheckInterval: duration.default('5m'),
   /** HTTP `/live` and `/ready` for probes; off when absent. */
-  health: z.strictObject({ address: hostPort }).optional(),
+  health: z.strictObject({ address: listenHostPort }).optional(),
 });
 
 type RawConfig = z.input<typeof agentConfigSchema>;

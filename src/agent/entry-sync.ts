@@ -36,6 +36,8 @@ export interface EntrySyncOptions {
   readonly onBatch: (batch: SyncBatch) => void;
   /** The server refused this agent: attest again before the stream is reopened. */
   readonly onRejected: () => Promise<void>;
+  /** A stream attempt failed (server unreachable, refused, broken stream); not called for a stop or a reconnect. */
+  readonly onFailure?: (err: SigilError) => void;
 }
 
 /** The sync loop. */
@@ -104,6 +106,13 @@ export class EntrySync {
         // The agent SVID changed under this stream: reopen at once with the new one.
         this.#skipDelay = false;
         continue;
+      }
+      if (err !== undefined && err.code !== 'ERR_CANCELLED') {
+        try {
+          this.#o.onFailure?.(err);
+        } catch (e) {
+          logger.error({ err: e }, 'entry sync failure listener failed');
+        }
       }
       if (err !== undefined && isAgentRejected(err)) {
         logger.warn({ code: err.code }, 'server refused entry sync; attesting again');

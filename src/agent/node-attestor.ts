@@ -11,6 +11,7 @@ import { K8sPsatAgentAttestor } from '../../attestors/node/k8s_psat/agent.js';
 import { JwtAgentAttestor } from '../../attestors/node/jwt/agent.js';
 import { SigilError } from '../common/errors.js';
 import { Secret } from '../common/secret.js';
+import { checkSecretFileMode } from '../common/secret-file.js';
 import { pemBlocks } from '../common/x509.js';
 import type { NodeAttestorAgent } from '../plugin/node-attestor.js';
 import type { AgentNodeAttestorConfig } from './config.js';
@@ -30,9 +31,11 @@ function readSecretFile(path: string, what: string): string {
   }
 }
 
-/** Reads the attestor's files and builds its agent half; throws ERR_CONFIG_INVALID when a file is missing or empty. */
+/** Reads the attestor's files and builds its agent half; throws ERR_CONFIG_INVALID when a file is missing or empty, or a join token file is open to others. */
 export function prepareNodeAttestor(config: AgentNodeAttestorConfig): PreparedNodeAttestor {
   if (config.type === 'join_token') {
+    // A join token is a bearer credential: one others can read is refused, like the server's KEK.
+    checkSecretFileMode(config.tokenFile, 'join token file');
     const token = readSecretFile(config.tokenFile, 'join token file').trim();
     if (token === '') throw new SigilError('ERR_CONFIG_INVALID', `join token file ${config.tokenFile} is empty`, { reason: 'join-token-empty' });
     return {

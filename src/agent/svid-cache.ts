@@ -27,6 +27,7 @@ import { selectorKey, type Selector } from '../spiffe/selector.js';
 import { TrustDomain } from '../spiffe/spiffe-id.js';
 import type {
   IssuedJwtSvid,
+  SubscribeOptions,
   TrustDomainBundle,
   Unsubscribe,
   ValidatedJwtSvid,
@@ -73,6 +74,21 @@ export interface SvidCacheOptions {
   readonly afterMinting?: () => void;
   /** The bundle named a new set of tainted X.509 authorities (hex SKIs); `delayMs` is the jitter the cache's own re-mints wait. */
   readonly onTaintedAuthorities?: (tainted: ReadonlySet<string>, delayMs: number) => void;
+  /**
+   * The own trust domain's bundle the agent stored at its last run (read from its data dir):
+   * served to bundle streams, and used to validate JWT-SVIDs, until the first entry sync
+   * brings the server's current one. Lets an agent restarted while the server is down answer
+   * bundle requests at once.
+   */
+  readonly storedBundle?: Bundle;
+  /** The own trust domain's bundle changed (its SPIFFE bundle document): the moment to store it for the next start. */
+  readonly onOwnBundle?: (bundle: Bundle) => void;
+  /**
+   * Longest a workload that asks for X509-SVIDs waits for the first entry sync before it is
+   * answered UNAVAILABLE (and retries); counted from the first such request. 5 s by default.
+   * A sync failure answers it at once.
+   */
+  readonly firstSyncWaitMs?: number;
 }
 
 /**
@@ -121,13 +137,15 @@ interface Subscriber {
   /** `sorted` joined: subscribers with the same one share one state per notification pass. */
   group: string | undefined;
   lastSignature: string | undefined;
+  /** Bundle streams: no SVIDs, no wait for minting, the stored bundle before the first sync. */
+  readonly bundlesOnly: boolean;
+  readonly onUnavailable: ((error: SigilError) => void) | undefined;
 }
 
-/** A subscriber's full state and the signature that tells whether it changed. */
-interface SubscriberState {
-  readonly update: WorkloadUpdate;
-  readonly signature: string;
-}
+/** A subscriber's full state, or why it cannot have one now, and the signature that tells whether it changed. */
+type SubscriberState =
+  | { readonly update: WorkloadUpdate; readonly unavailable?: undefined; readonly signature: string }
+  | { readonly update?: undefined; readonly unavailable: SigilError; readonly signature: string };
 
 /**
  * States computed during one notification pass, by subscriber group: every subscriber of a
@@ -160,6 +178,9 @@ function groupOf(sub: Subscriber, entries: ReadonlyMap<string, EntryState>): str
 }
 
 const NONE: readonly string[] = Object.freeze([]);
+
+/** Default of SvidCacheOptions.firstSyncWaitMs. */
+export const DEFAULT_FIRST_SYNC_WAIT_MS = 5000;
 
 /** Trust domain IDs of an entry's federates_with, parsed once per entry form (the server checked them; one it did not is skipped). */
 function federatesOf(e: WireEntry): readonly string[] {
@@ -282,6 +303,13 @@ export class SvidCache implements WorkloadIdentitySource {
   #tainted = '';
   #taintedJwt = '';
   #synced = false;
+  /** Why the first entry sync has not come yet, once it failed (cleared by the first batch). */
+  #syncFailure: SigilError | undefined;
+  /** The first sync took longer than firstSyncWaitMs after a workload asked: waiting workloads are told UNAVAILABLE. */
+  #syncOverdue = false;
+  #syncWaitTimer: TimerHandle | undefined;
+  /** Whether #ownBundle came from the server (not only from the data dir). */
+  #ownFromServer = false;
   #flushScheduled = false;
   #retryTimer: TimerHandle | undefined;
   #sweepTimer: TimerHandle | undefined;
@@ -297,6 +325,23 @@ export class SvidCache implements WorkloadIdentitySource {
     this.#idleGraceMs = options.idleGraceMs ?? 5 * 60_000;
     this.#backoff = new Backoff({ initialMs: options.retryInitialMs ?? 1000, maxMs: options.retryMaxMs ?? 30_000, ...(options.random ? { random: options.random } : {}) });
     this.#deadlines = new DeadlineQueue(options.clock, (s) => this.#svidDue(s));
+    const stored = options.storedBundle;
+    if (stored !== undefined && stored.trustDomain.equals(options.trustDomain)) {
+      this.#ownBundle = stored;
+      this.#ownWire = toTrustDomainBundle(stored);
+      this.#bundleVersion++;
+    }
+  }
+
+  /**
+   * Entry sync failed before its first batch: the agent cannot say which SVIDs anyone gets,
+   * so workloads waiting for SVIDs are told UNAVAILABLE now rather than left hanging.
+   */
+  syncFailed(err: SigilError): void {
+    if (this.#stopped || this.#synced) return;
+    const first = this.#syncFailure === undefined;
+    this.#syncFailure = err;
+    if (first) this.#notifyAll();
   }
 
   /** Counts for status output and tests. */
@@ -342,6 +387,9 @@ export class SvidCache implements WorkloadIdentitySource {
     }
     const bundlesChanged = batch.bundles !== undefined && this.#applyBundles(batch.bundles.own, batch.bundles.federated);
     this.#synced = true;
+    this.#syncFailure = undefined;
+    this.#syncWaitTimer?.cancel();
+    this.#syncWaitTimer = undefined;
     if (!wasSynced) for (const sub of this.#subscribers) this.#matchSubscriber(sub, now);
     this.#reconcile(touched);
     if (!wasSynced || bundlesChanged) this.#notifyAll();
@@ -535,13 +583,19 @@ export class SvidCache implements WorkloadIdentitySource {
     let changed = false;
     try {
       const b = parse(own);
+      const fromServer = this.#ownFromServer;
+      this.#ownFromServer = true;
       if (this.#ownBundle === undefined || !this.#ownBundle.equals(b)) {
-        const rootsChanged = this.#ownBundle === undefined || !this.#ownBundle.sameAuthorities(b);
+        const rootsChanged = !fromServer || this.#ownBundle === undefined || !this.#ownBundle.sameAuthorities(b);
         this.#ownBundle = b;
         this.#ownWire = toTrustDomainBundle(b);
         changed = true;
         if (rootsChanged) this.#o.onRoots?.(b.x509AuthoritiesDer().map((d) => Buffer.from(d)));
+        this.#o.onOwnBundle?.(b);
         this.#o.logger.info({ bundle: b }, 'trust bundle updated');
+      } else if (!fromServer) {
+        // The server confirms the stored bundle: trust exactly its roots from now on (not the bootstrap file's too).
+        this.#o.onRoots?.(b.x509AuthoritiesDer().map((d) => Buffer.from(d)));
       }
     } catch (err) {
       this.#o.logger.error({ err }, 'server sent an unusable trust bundle; keeping the previous one');
@@ -564,9 +618,19 @@ export class SvidCache implements WorkloadIdentitySource {
 
   // ---- workload subscriptions ----
 
-  subscribe(selectors: readonly Selector[], onUpdate: (update: WorkloadUpdate) => void): Unsubscribe {
+  subscribe(selectors: readonly Selector[], onUpdate: (update: WorkloadUpdate) => void, options: SubscribeOptions = {}): Unsubscribe {
     const keys = new Set(selectors.map(selectorKey));
-    const sub: Subscriber = { keys, onUpdate, matched: new Set(), sorted: undefined, group: undefined, lastSignature: undefined };
+    const sub: Subscriber = {
+      keys,
+      onUpdate,
+      matched: new Set(),
+      sorted: undefined,
+      group: undefined,
+      lastSignature: undefined,
+      bundlesOnly: options.bundlesOnly === true,
+      onUnavailable: options.onUnavailable,
+    };
+    if (!this.#synced) this.#armSyncWait();
     this.#subscribers.add(sub);
     for (const k of keys) {
       let subs = this.#subsByKey.get(k);
@@ -601,30 +665,84 @@ export class SvidCache implements WorkloadIdentitySource {
     };
   }
 
-  /** Full state for one subscriber, or undefined while one of its SVIDs is still being minted for the first time. */
+  /** Starts the first-sync wait of waiting workloads (once): past it they are told UNAVAILABLE. */
+  #armSyncWait(): void {
+    if (this.#syncWaitTimer !== undefined || this.#syncOverdue || this.#stopped) return;
+    this.#syncWaitTimer = this.#o.clock.setTimer(() => {
+      this.#syncWaitTimer = undefined;
+      if (this.#synced || this.#stopped) return;
+      this.#syncOverdue = true;
+      this.#notifyAll();
+    }, this.#o.firstSyncWaitMs ?? DEFAULT_FIRST_SYNC_WAIT_MS);
+  }
+
+  /** Why a workload cannot be told its SVIDs before the first sync, once that is known; undefined while still waiting. */
+  #notSynced(): SigilError | undefined {
+    if (this.#syncFailure === undefined && !this.#syncOverdue) return undefined;
+    return new SigilError(
+      'ERR_UNAVAILABLE',
+      this.#syncFailure !== undefined
+        ? 'the agent cannot reach the server to sync its registration entries; retry later'
+        : 'the agent has not synced its registration entries from the server yet; retry later',
+      { reason: 'not-synced' },
+    );
+  }
+
+  /**
+   * Full state for one subscriber; or why it cannot have one now (unavailable); or undefined
+   * while it should wait (the first sync or a first mint of one of its SVIDs is under way).
+   */
   #stateFor(sub: Subscriber): SubscriberState | undefined {
-    if (!this.#synced || this.#ownWire === undefined) return undefined;
+    if (!this.#synced) {
+      // Bundles need no entries: the stored bundle answers them at once.
+      if (sub.bundlesOnly && this.#ownWire !== undefined) {
+        return { update: { svids: [], bundle: this.#ownWire, federatedBundles: [], entitled: true }, signature: `b|${this.#bundleVersion}||stored` };
+      }
+      const why = this.#notSynced();
+      return why === undefined ? undefined : { unavailable: why, signature: `u|${why.reason ?? ''}` };
+    }
+    if (this.#ownWire === undefined) return undefined;
     const svids: WorkloadX509Svid[] = [];
     const serials: string[] = [];
     const federates = new Set<string>();
-    for (const id of sortedMatches(sub, this.#entries)) {
+    let failed = 0;
+    const matched = sortedMatches(sub, this.#entries);
+    for (const id of matched) {
+      if (sub.bundlesOnly) {
+        for (const td of this.#entries.get(id)?.federates ?? NONE) federates.add(td);
+        continue;
+      }
       const s = this.#svids.get(id);
       if (s === undefined) {
         if ((this.#queued.has(id) || this.#inFlight.has(id)) && !this.#failed.has(id)) return undefined;
+        if (this.#failed.has(id)) failed++;
         continue;
       }
       svids.push(s.svid);
       serials.push(s.serial);
       for (const td of this.#entries.get(id)?.federates ?? NONE) federates.add(td);
     }
+    if (svids.length === 0 && failed > 0) {
+      // Entitled, but nothing could be minted (the server is unreachable or refused): not a
+      // denial, which would make clients drop what they hold, but a fault they retry.
+      return {
+        unavailable: new SigilError('ERR_UNAVAILABLE', 'the agent cannot mint the X509-SVIDs of this workload now; retry later', { reason: 'svid-mint-failed' }),
+        signature: 'u|svid-mint-failed',
+      };
+    }
     const federatedBundles: TrustDomainBundle[] = [];
     for (const td of [...federates].sort()) {
       const f = this.#federated.get(td);
       if (f !== undefined) federatedBundles.push(f.wire);
     }
+    const fed = federatedBundles.map((b) => b.trustDomainId).join(',');
+    if (sub.bundlesOnly) {
+      const entitled = matched.length > 0;
+      return { update: { svids: [], bundle: this.#ownWire, federatedBundles, entitled }, signature: `b|${this.#bundleVersion}|${fed}|${entitled}` };
+    }
     return {
       update: { svids, bundle: this.#ownWire, federatedBundles },
-      signature: `${serials.join(',')}|${this.#bundleVersion}|${federatedBundles.map((b) => b.trustDomainId).join(',')}`,
+      signature: `${serials.join(',')}|${this.#bundleVersion}|${fed}`,
     };
   }
 
@@ -633,14 +751,15 @@ export class SvidCache implements WorkloadIdentitySource {
     let state: SubscriberState | undefined;
     if (memo === undefined) state = this.#stateFor(sub);
     else {
-      const group = groupOf(sub, this.#entries);
+      const group = `${sub.bundlesOnly ? 'b' : 'x'}${groupOf(sub, this.#entries)}`;
       if (memo.has(group)) state = memo.get(group);
       else memo.set(group, (state = this.#stateFor(sub)));
     }
     if (state === undefined || state.signature === sub.lastSignature) return;
     sub.lastSignature = state.signature;
     try {
-      sub.onUpdate(state.update);
+      if (state.update !== undefined) sub.onUpdate(state.update);
+      else sub.onUnavailable?.(state.unavailable);
     } catch (err) {
       this.#o.logger.error({ err }, 'workload update listener failed');
     }
@@ -978,6 +1097,7 @@ export class SvidCache implements WorkloadIdentitySource {
     this.#sweepTimer?.cancel();
     this.#expiryTimer?.cancel();
     this.#afterMintingTimer?.cancel();
+    this.#syncWaitTimer?.cancel();
     for (const id of [...this.#svids.keys()]) this.#dropSvid(id);
     this.#deadlines.stop();
     this.#subscribers.clear();

@@ -614,7 +614,22 @@ export class CaManager extends EventEmitter {
 
   async #load(): Promise<void> {
     const bytes = await this.#journal.load();
-    if (bytes === undefined) return;
+    if (bytes === undefined) {
+      // No journal: a first start, or a datastore that lost it (replaced, wiped, restored
+      // from the wrong backup). CA keys in the key manager tell the two apart, since a first
+      // start records an empty journal before it creates any key: minting a new CA over them
+      // would silently start a new trust domain that no agent trusts.
+      const keys = (await this.#km.listKeys()).filter((k) => k.id.startsWith(X509_KEY_PREFIX) || k.id.startsWith(JWT_KEY_PREFIX));
+      if (keys.length > 0) {
+        throw new SigilError(
+          'ERR_FAILED_PRECONDITION',
+          `the datastore holds no CA journal, but the key manager holds ${keys.length} CA key${keys.length === 1 ? '' : 's'} (${keys.map((k) => k.id).join(', ')}): the datastore was lost or replaced`,
+          { reason: 'ca-journal-missing' },
+        );
+      }
+      await this.#save();
+      return;
+    }
     const j = decodeCaJournal(bytes);
     if (j.trustDomain !== this.#td.name) {
       throw new SigilError('ERR_CONFIG_INVALID', `CA journal belongs to trust domain ${j.trustDomain}, not ${this.#td.name}`, {

@@ -82,7 +82,17 @@ type UnaryCallback<R> = (err: ServiceError | null, resp?: R) => void;
 type StreamMethod = (req: object, md: Metadata) => ClientReadableStream<unknown>;
 type UnaryMethod = (req: object, md: Metadata, cb: UnaryCallback<unknown>) => { cancel(): void };
 
-function aborted(): SigilError {
+/**
+ * Why a call ended because its signal aborted: the signal's own reason when it is a
+ * SigilError; a timeout (`AbortSignal.timeout`) as ERR_DEADLINE_EXCEEDED, since the caller
+ * gave up waiting rather than cancelled; anything else as ERR_CANCELLED.
+ */
+function aborted(signal?: AbortSignal): SigilError {
+  const reason: unknown = signal?.reason;
+  if (reason instanceof SigilError) return reason;
+  if ((reason as { name?: unknown } | null | undefined)?.name === 'TimeoutError') {
+    return new SigilError('ERR_DEADLINE_EXCEEDED', 'no answer from the workload API before the timeout', { reason: 'timeout' });
+  }
   return new SigilError('ERR_CANCELLED', 'workload API call was aborted', { reason: 'aborted' });
 }
 
@@ -210,12 +220,12 @@ export class WorkloadApiClient {
 
   #unary<R>(name: string, req: object, signal?: AbortSignal): Promise<R> {
     this.#checkOpen();
-    if (signal?.aborted) return Promise.reject(aborted());
+    if (signal?.aborted) return Promise.reject(aborted(signal));
     return new Promise<R>((resolve, reject) => {
       const onAbort = (): void => call.cancel();
       const call = this.#method<UnaryMethod>(name)(req, this.#metadata(), (err, resp) => {
         signal?.removeEventListener('abort', onAbort);
-        if (err !== null) reject(signal?.aborted ? aborted() : toSigilError(err));
+        if (err !== null) reject(signal?.aborted ? aborted(signal) : toSigilError(err));
         else resolve(resp as R);
       });
       signal?.addEventListener('abort', onAbort, { once: true });
@@ -224,7 +234,7 @@ export class WorkloadApiClient {
 
   #first<R, T>(name: string, parse: (r: R) => T, signal?: AbortSignal): Promise<T> {
     this.#checkOpen();
-    if (signal?.aborted) return Promise.reject(aborted());
+    if (signal?.aborted) return Promise.reject(aborted(signal));
     return new Promise<T>((resolve, reject) => {
       let done = false;
       const stream = this.#method<StreamMethod>(name)({}, this.#metadata());
@@ -235,7 +245,7 @@ export class WorkloadApiClient {
         stream.cancel();
         fn();
       };
-      const onAbort = (): void => finish(() => reject(aborted()));
+      const onAbort = (): void => finish(() => reject(aborted(signal)));
       signal?.addEventListener('abort', onAbort, { once: true });
       stream.on('data', (msg: R) => {
         finish(() => {
@@ -323,7 +333,7 @@ export class WorkloadApiClient {
       };
       const onAbort = (): void => {
         stream.cancel();
-        finish(aborted(), undefined);
+        finish(aborted(signal), undefined);
       };
       signal.addEventListener('abort', onAbort, { once: true });
       stream.on('data', (msg: R) => {

@@ -35,9 +35,27 @@ export function durationSchema(examples = '90s, 5m, 1h30m'): z.ZodString {
   );
 }
 
-/** A zod schema for `host:port` (IPv6 hosts in brackets); `example` goes into the message. */
-export function hostPortSchema(example: string): z.ZodString {
-  return z.string().regex(/^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):\d{1,5}$/, `must be host:port, e.g. ${example}`);
+/**
+ * A zod schema for `host:port` (IPv6 hosts in brackets); `example` goes into the message.
+ * The port must be 0 to 65535 (0: any free port, for an address to listen on) or, with
+ * `dial`, 1 to 65535 (an address to connect to), so a typo such as `127.0.0.1:99999` is a
+ * config error naming the key rather than a raw error from the socket layer at start.
+ */
+export function hostPortSchema(example: string, options: { readonly dial?: boolean } = {}): z.ZodString {
+  const min = options.dial === true ? 1 : 0;
+  return z
+    .string()
+    .regex(/^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):\d{1,5}$/, `must be host:port, e.g. ${example}`)
+    .refine(
+      (s) => {
+        const m = /:(\d{1,5})$/.exec(s);
+        // a string the regex refused has its message already
+        if (m === null) return true;
+        const port = Number(m[1]);
+        return port >= min && port <= 65535;
+      },
+      { error: (issue) => `port ${/:(\d+)$/.exec(String(issue.input))?.[1] ?? '?'} is out of range: must be ${min} to 65535, e.g. ${example}` },
+    );
 }
 
 /** A zod schema for a trust domain name, checked by TrustDomain.parse. */

@@ -3,7 +3,7 @@
  * Constant messages, data in named fields; errors are serialised to code, reason,
  * message and stack only (never arbitrary properties that might carry secrets).
  */
-import { pino, type DestinationStream, type Logger as PinoLogger } from 'pino';
+import { pino, type DestinationStream, type LogFn, type Logger as PinoLogger } from 'pino';
 
 /** The logger every component receives. */
 export type Logger = PinoLogger;
@@ -37,11 +37,58 @@ export function serializeError(err: unknown, depth = 0): SerializedError {
   return out;
 }
 
-/** Creates a JSON logger. */
+/** Keys pino writes on every line itself (messageKey included). */
+const LINE_KEYS = ['level', 'time', 'pid', 'hostname', 'msg'] as const;
+
+/** Per logger instance: the keys its lines already carry, with their values (child bindings are fixed per instance). */
+const takenKeys = new WeakMap<object, ReadonlyMap<string, unknown>>();
+
+function keysTakenBy(logger: PinoLogger): ReadonlyMap<string, unknown> {
+  let taken = takenKeys.get(logger);
+  if (taken === undefined) {
+    const m = new Map<string, unknown>(LINE_KEYS.map((k) => [k, undefined]));
+    for (const [k, v] of Object.entries(logger.bindings())) m.set(k, v);
+    takenKeys.set(logger, (taken = m));
+  }
+  return taken;
+}
+
+/**
+ * pino writes a child's bindings and then the call's fields without merging them, so
+ * `logger.child({ peerPid }).info({ peerPid }, …)` prints `"peerPid"` twice, which strict
+ * JSON parsers refuse. Every line is made strict here: a field equal to a binding is left
+ * out, one that differs (or that names a key pino writes itself, such as `pid` or `msg`) is
+ * written as `_<key>`.
+ */
+function uniqueKeys(this: PinoLogger, args: Parameters<LogFn>, method: LogFn): void {
+  const [first] = args;
+  if (typeof first === 'object' && first !== null && !(first instanceof Error) && !Array.isArray(first)) {
+    const taken = keysTakenBy(this);
+    let fields: Record<string, unknown> | undefined;
+    for (const key of Object.keys(first)) {
+      if (!taken.has(key)) continue;
+      fields ??= { ...(first as Record<string, unknown>) };
+      const value = fields[key];
+      delete fields[key];
+      if (taken.get(key) === value && !(LINE_KEYS as readonly string[]).includes(key)) continue;
+      let renamed = `_${key}`;
+      while (taken.has(renamed) || renamed in fields) renamed = `_${renamed}`;
+      fields[renamed] = value;
+    }
+    if (fields !== undefined) {
+      method.apply(this, [fields, ...args.slice(1)] as Parameters<LogFn>);
+      return;
+    }
+  }
+  method.apply(this, args);
+}
+
+/** Creates a JSON logger whose every line is strict JSON (no key twice). */
 export function createLogger(options: LoggerOptions = {}): Logger {
   const base = {
     level: options.level ?? 'info',
     serializers: { err: (e: unknown) => serializeError(e) },
+    hooks: { logMethod: uniqueKeys },
     ...(options.name === undefined ? {} : { name: options.name }),
   };
   return options.destination === undefined ? pino(base) : pino(base, options.destination);

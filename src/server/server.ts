@@ -5,12 +5,12 @@
  * audit log — and stops it again in reverse order.
  */
 import { X509Certificate } from 'node:crypto';
-import { chmodSync, mkdirSync, statSync } from 'node:fs';
+import { chmodSync, mkdirSync, readdirSync, statSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { Server, experimental, type ServerCredentials } from '@grpc/grpc-js';
 import type { CertificateProvider } from '@grpc/grpc-js/build/src/certificate-provider.js';
 import { systemClock, type Clock } from '../common/clock.js';
-import { SigilError } from '../common/errors.js';
+import { SigilError, isSigilError } from '../common/errors.js';
 import { createLogger, type Logger } from '../common/logger.js';
 import { pemBlocks } from '../common/x509.js';
 import type { Datastore } from '../datastore/datastore.js';
@@ -75,6 +75,51 @@ function prepareDataDir(dir: string): void {
       cause: err,
     });
   }
+}
+
+/** The CA and JWT key files (`x509-ca-*.key.json`, `jwt-*.key.json`) in the disk key manager's folder. */
+function caKeyFiles(dir: string): string[] {
+  try {
+    return readdirSync(dir).filter((n) => n.endsWith('.key.json') && (n.startsWith('x509-ca-') || n.startsWith('jwt-')));
+  } catch {
+    return [];
+  }
+}
+
+/**
+ * The refusal for a datastore that lost the CA state while the keys are still there. Starting
+ * would mint a new CA: a new trust domain that no agent or relying party trusts, every agent
+ * unknown. So nothing is created or replaced; the operator restores or decides.
+ */
+function lostDatastore(config: ServerConfig, what: string, cause?: unknown): SigilError {
+  const keys = config.keyManager.type === 'disk' ? `${config.keyManager.dir} still holds the CA keys` : 'the key manager still holds the CA keys';
+  const datastore = config.datastore.type === 'sqlite' ? config.datastore.sqlitePath : 'the PostgreSQL database';
+  return new SigilError(
+    'ERR_FAILED_PRECONDITION',
+    `${what}, but ${keys}: the CA journal, entries and agents that went with them are missing. ` +
+      `Restore ${datastore} from the backup taken with those keys (docs/operations.md, "Backing up the datastore") and start again. ` +
+      `To start a new trust domain on purpose instead, move ${config.keyManager.type === 'disk' ? config.keyManager.dir : 'the CA keys'} away first: every agent will then have to attest again.`,
+    { reason: 'datastore-lost', ...(cause === undefined ? {} : { cause }) },
+  );
+}
+
+/**
+ * Before SQLite opens (and so creates) the file: a missing or zero-byte datastore is a first
+ * start only when the key folder holds no CA key either.
+ */
+function refuseLostSqlite(config: ServerConfig): void {
+  if (config.datastore.type !== 'sqlite' || config.keyManager.type !== 'disk') return;
+  const path = config.datastore.sqlitePath;
+  let size: number | undefined;
+  try {
+    size = statSync(path).size;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') return; // opening reports it
+  }
+  if (size !== undefined && size > 0) return;
+  const keys = caKeyFiles(config.keyManager.dir);
+  if (keys.length === 0) return;
+  throw lostDatastore(config, size === undefined ? `the datastore file ${path} does not exist` : `the datastore file ${path} is empty (0 bytes)`);
 }
 
 /** Reads the x509pop trust bundle (PEM certificates) named in the config. */
@@ -168,6 +213,7 @@ export async function startServer(config: ServerConfig, options: StartServerOpti
   };
   try {
     prepareDataDir(config.dataDir);
+    refuseLostSqlite(config);
     const audit = new AuditLog(options.auditSink ?? (config.auditLog.path === '-' ? stdoutAuditSink() : fileAuditSink(config.auditLog.path)), clock);
     cleanups.push(() => audit.close());
 
@@ -210,6 +256,11 @@ export async function startServer(config: ServerConfig, options: StartServerOpti
       caTtlMs: config.ca.ttlMs,
       ...(upstream === undefined ? {} : { upstream }),
       signingThreads: options.signingThreads ?? config.ca.signingThreads ?? availableParallelism(),
+    }).catch((err: unknown) => {
+      if (isSigilError(err) && err.reason === 'ca-journal-missing') {
+        throw lostDatastore(config, config.datastore.type === 'sqlite' ? `the datastore ${config.datastore.sqlitePath} holds no CA journal` : 'the PostgreSQL datastore holds no CA journal', err);
+      }
+      throw err;
     });
     ca.start();
     cleanups.push(async () => {

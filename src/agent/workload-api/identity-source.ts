@@ -4,6 +4,7 @@
  * pushes every change. The Workload API turns this into wire messages; the cache never sees
  * gRPC types, and the Workload API never mints or matches anything itself.
  */
+import type { SigilError } from '../../common/errors.js';
 import type { Secret } from '../../common/secret.js';
 import type { Selector } from '../../spiffe/selector.js';
 
@@ -37,6 +38,29 @@ export interface WorkloadUpdate {
   readonly bundle: TrustDomainBundle;
   /** Bundles of the foreign trust domains the matching entries federate with; empty means none (or all removed). */
   readonly federatedBundles: readonly TrustDomainBundle[];
+  /**
+   * Whether the selectors match any entry. Set on bundle-only updates, which carry no SVIDs;
+   * true there also before the entries are known (the last stored bundle is served until
+   * then). When absent, a workload is entitled exactly when `svids` is not empty.
+   */
+  readonly entitled?: boolean;
+}
+
+/** How a subscription wants its updates. */
+export interface SubscribeOptions {
+  /**
+   * Only the bundles matter (FetchX509Bundles, FetchJWTBundles): updates come without SVIDs
+   * and without waiting for any to be minted, and before the entries are synced the last
+   * bundle the agent stored is served at once.
+   */
+  readonly bundlesOnly?: boolean;
+  /**
+   * Called instead of an update when the source cannot give this workload its state now and
+   * does not know when it will (the server is unreachable before the first entry sync, or
+   * every SVID the workload is entitled to failed to mint). The Workload API ends the stream
+   * with UNAVAILABLE, which clients retry. Without it the subscriber simply waits.
+   */
+  readonly onUnavailable?: (error: SigilError) => void;
 }
 
 /** A JWT-SVID minted for a workload. */
@@ -71,7 +95,7 @@ export interface WorkloadIdentitySource {
    * rotation, entry added or removed, bundle or federation change. Updates may repeat a
    * state; they are never partial.
    */
-  subscribe(selectors: readonly Selector[], onUpdate: (update: WorkloadUpdate) => void): Unsubscribe;
+  subscribe(selectors: readonly Selector[], onUpdate: (update: WorkloadUpdate) => void, options?: SubscribeOptions): Unsubscribe;
 
   /**
    * Mints JWT-SVIDs for every identity the selectors match (only `spiffeId` when given),

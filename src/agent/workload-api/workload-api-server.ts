@@ -17,7 +17,7 @@ import { getPeerCredentials, requirePeerCredentials } from '../peer/peer-credent
 import { ProcfsProcessInfo, type ProcessInfo } from '../peer/process-info.js';
 import { ProcessReadings } from '../peer/process-readings.js';
 import type { WorkloadIdentitySource } from './identity-source.js';
-import { createWorkloadApiService, WORKLOAD_API_LIMITS } from './workload-api-service.js';
+import { createWorkloadApiService, MalformedRequest, WORKLOAD_API_LIMITS } from './workload-api-service.js';
 import type { ConnectionFacts } from './workload-caller.js';
 
 /** Options of startWorkloadApiServer. */
@@ -57,18 +57,28 @@ function socketError(reason: string, message: string, cause?: unknown): SigilErr
 }
 
 /**
- * The Workload API service with response encoders that remember their last outputs: a push
+ * The Workload API service with request decoders that hand a malformed request to the
+ * handler instead of throwing, and response encoders that remember their last outputs: a push
  * writes one message object to every stream of the same state, and encoding it once instead
  * of once per stream is most of a fan-out's cost. Keyed weakly by the message object, which
  * is never changed after it is written.
  */
-function withSharedEncoding(definition: ServiceDefinition): ServiceDefinition {
+function withWorkloadCodecs(definition: ServiceDefinition): ServiceDefinition {
   const out: Record<string, ServiceDefinition[string]> = {};
   for (const [name, method] of Object.entries(definition)) {
     const encode = method.responseSerialize;
+    const decode = method.requestDeserialize;
     const encoded = new WeakMap<object, Buffer>();
     out[name] = {
       ...method,
+      // A request that does not decode reaches the handler as such, which answers INVALID_ARGUMENT.
+      requestDeserialize(bytes: Buffer): unknown {
+        try {
+          return decode(bytes);
+        } catch (err) {
+          return new MalformedRequest(err);
+        }
+      },
       responseSerialize(value: unknown): Buffer {
         if (typeof value !== 'object' || value === null) return encode(value);
         let bytes = encoded.get(value);
@@ -111,7 +121,7 @@ export async function startWorkloadApiServer(options: WorkloadApiServerOptions):
   });
   // explicit rather than grpc-js's default, so the bound on what a workload can make us buffer is ours
   const grpcServer = new GrpcServer({ 'grpc.max_receive_message_length': WORKLOAD_API_LIMITS.requestBytes });
-  grpcServer.addService(withSharedEncoding(serviceDefinition(WORKLOAD_PROTO, WORKLOAD_SERVICE)), service.implementation);
+  grpcServer.addService(withWorkloadCodecs(serviceDefinition(WORKLOAD_PROTO, WORKLOAD_SERVICE)), service.implementation);
 
   const listening = await listenUnixForGrpc<ConnectionFacts>({
     path: socketPath,

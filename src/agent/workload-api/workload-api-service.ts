@@ -80,6 +80,24 @@ function checkAudienceValue(a: unknown, what: string): string {
   return a;
 }
 
+/**
+ * A request whose bytes do not decode as its protobuf message. The server's decoder returns
+ * this instead of throwing (grpc-js answers a throwing decoder with INTERNAL), so the
+ * handler can answer INVALID_ARGUMENT: the fault is the caller's, not the agent's.
+ */
+export class MalformedRequest {
+  readonly cause: unknown;
+  constructor(cause: unknown) {
+    this.cause = cause;
+  }
+}
+
+function refuseMalformed(request: unknown): void {
+  if (request instanceof MalformedRequest) {
+    throw invalidArgument('malformed-request', 'request is not a valid protobuf message of this method');
+  }
+}
+
 /** What the handlers need from the server around them. */
 export interface WorkloadApiContext {
   readonly attestors: readonly WorkloadAttestor[];
@@ -229,6 +247,7 @@ export function createWorkloadApiService(ctx: WorkloadApiContext): { implementat
       let last: Record<string, Buffer> | undefined;
       startStream(call, 'FetchX509Bundles', {
         requireIdentity: !ctx.allowUnauthenticatedVerifiers,
+        bundlesOnly: true,
         render(update) {
           const bundles = bundleMap(update, (b) => b.x509AuthoritiesDer);
           if (sameBundleMap(last, bundles)) return undefined;
@@ -242,6 +261,7 @@ export function createWorkloadApiService(ctx: WorkloadApiContext): { implementat
       let last: Record<string, Buffer> | undefined;
       startStream(call, 'FetchJWTBundles', {
         requireIdentity: !ctx.allowUnauthenticatedVerifiers,
+        bundlesOnly: true,
         render(update) {
           const bundles = bundleMap(update, (b) => b.jwtKeysJwks);
           if (sameBundleMap(last, bundles)) return undefined;
@@ -255,6 +275,7 @@ export function createWorkloadApiService(ctx: WorkloadApiContext): { implementat
       const logger = ctx.logger.child({ method: 'FetchJWTSVID' });
       const cancel = cancelSignal(call);
       void (async () => {
+        refuseMalformed(call.request);
         requireHeader(call.metadata);
         const audience = call.request.audience ?? [];
         if (audience.length === 0) throw invalidArgument('audience-required', 'audience must be specified');
@@ -285,6 +306,7 @@ export function createWorkloadApiService(ctx: WorkloadApiContext): { implementat
       const logger = ctx.logger.child({ method: 'ValidateJWTSVID' });
       const cancel = cancelSignal(call);
       void (async () => {
+        refuseMalformed(call.request);
         requireHeader(call.metadata);
         const audience = call.request.audience ?? '';
         const token = call.request.svid ?? '';
@@ -315,8 +337,10 @@ export function createWorkloadApiService(ctx: WorkloadApiContext): { implementat
 
 /** How a stream turns a source update into its message; undefined means nothing new to send. */
 interface StreamRenderer<Res> {
-  /** When true, an update with no SVIDs ends the stream with PermissionDenied. */
+  /** When true, an update for a workload entitled to nothing ends the stream with PermissionDenied. */
   readonly requireIdentity: boolean;
+  /** Bundle streams: updates without SVIDs, the stored bundle before the first sync (see SubscribeOptions). */
+  readonly bundlesOnly?: boolean;
   render(update: WorkloadUpdate, logger: Logger): { message: Res; spiffeIds: string[] } | undefined;
 }
 
@@ -364,6 +388,7 @@ class UpdateStream<Res> {
 
   async start(): Promise<void> {
     try {
+      refuseMalformed(this.#call.request);
       requireHeader(this.#call.metadata);
       await this.#subscribeFresh();
     } catch (err) {
@@ -375,8 +400,14 @@ class UpdateStream<Res> {
   fail(err: unknown): void {
     if (this.#ended) return;
     const status = this.#statusOf(err, this.#logger);
+    if (status.code === GrpcStatus.UNAVAILABLE) this.#logger.debug({ reason: isSigilError(err) ? err.reason : undefined }, 'workload stream unavailable');
     if (status.code === GrpcStatus.PERMISSION_DENIED) {
-      this.#logger.info({ peerPid: this.#caller?.facts.pid, peerUid: this.#caller?.facts.uid, reason: isSigilError(err) ? err.reason : undefined }, 'workload stream denied');
+      // Once attested, #logger already carries peerPid and peerUid: name them only before that.
+      const facts = this.#caller === undefined ? this.#ctx.factsOf(this.#call.getPeer()) : undefined;
+      this.#logger.info(
+        { ...(facts === undefined ? {} : { peerPid: facts.pid, peerUid: facts.uid }), reason: isSigilError(err) ? err.reason : undefined },
+        'workload stream denied',
+      );
     }
     this.#finish();
     if (!this.#call.cancelled) this.#call.emit('error', status);
@@ -396,9 +427,19 @@ class UpdateStream<Res> {
     this.#caller = caller;
     this.#logger = this.#ctx.logger.child({ method: this.#method, peerPid: caller.facts.pid, peerUid: caller.facts.uid });
     const generation = ++this.#generation;
-    const unsubscribe = this.#ctx.identities.subscribe(caller.selectors, (u) => {
-      if (generation === this.#generation) this.#onUpdate(u);
-    });
+    const unsubscribe = this.#ctx.identities.subscribe(
+      caller.selectors,
+      (u) => {
+        if (generation === this.#generation) this.#onUpdate(u);
+      },
+      {
+        bundlesOnly: this.#render.bundlesOnly === true,
+        // Answered now with UNAVAILABLE (clients retry) rather than left waiting for an unknown time.
+        onUnavailable: (err) => {
+          if (generation === this.#generation) this.fail(err);
+        },
+      },
+    );
     // The source may deliver (and the stream may end) before subscribe returns.
     if (this.#ended) unsubscribe();
     else this.#unsubscribe = unsubscribe;
@@ -440,7 +481,7 @@ class UpdateStream<Res> {
   }
 
   #send(update: WorkloadUpdate): void {
-    if (this.#render.requireIdentity && update.svids.length === 0) {
+    if (this.#render.requireIdentity && !(update.entitled ?? update.svids.length > 0)) {
       this.fail(noIdentity());
       return;
     }

@@ -3,9 +3,10 @@
  * (and tests). Errors come back as SigilError with the server's code.
  */
 import { resolve } from 'node:path';
-import { credentials, Metadata, type Client, type ServiceError } from '@grpc/grpc-js';
+import { credentials, Metadata, type Client, type ServiceClientConstructor, type ServiceError } from '@grpc/grpc-js';
+import { SigilError } from '../../common/errors.js';
 import { fromServiceError } from '../../grpc/status.js';
-import { serviceClient } from '../../grpc/proto.js';
+import { int32FieldProblems, serviceClient } from '../../grpc/proto.js';
 
 /** The admin proto file, relative to proto/. */
 const ADMIN_PROTO = 'sigil/admin/v1/admin.proto';
@@ -35,6 +36,12 @@ export class AdminClient {
     }
     const fn = (client as unknown as Record<string, UnaryMethod>)[method];
     if (typeof fn !== 'function') return Promise.reject(new Error(`no admin method ${service}.${method}`));
+    const definition = (client.constructor as ServiceClientConstructor).service[method];
+    const problems = definition === undefined ? [] : int32FieldProblems(ADMIN_PROTO, (definition as { requestType?: { type?: unknown } }).requestType ?? '', request);
+    if (problems.length > 0) {
+      // Sent as is, the encoder would wrap the number and the server would judge another one.
+      return Promise.reject(new SigilError('ERR_INVALID_ARGUMENT', `${service}.${method}: ${problems.join('; ')}`, { reason: 'field-out-of-range' }));
+    }
     const deadline = new Date(Date.now() + timeoutMs);
     return new Promise<T>((resolve, reject) => {
       (fn as (req: unknown, md: unknown, opts: unknown, cb: (err: ServiceError | null, res: unknown) => void) => void).call(

@@ -10,6 +10,7 @@
 import { readFileSync } from 'node:fs';
 import { isAbsolute } from 'node:path';
 import { WorkloadApiClient } from '../../client/workload-api-client.js';
+import { SigilError } from '../../common/errors.js';
 import type { X509Context } from '../../client/x509-context.js';
 import { writeFileAtomic } from '../../agent/helper/file-writer.js';
 import type { CommandIo } from '../io.js';
@@ -35,10 +36,20 @@ function clientFor(args: ParsedArgs): WorkloadApiClient {
   return new WorkloadApiClient({ address: isAbsolute(socket) ? `unix://${socket}` : socket });
 }
 
+/** Aborts after --timeout with a reason that says so: the command's own timeout, not a cancellation. */
 function timeoutSignal(args: ParsedArgs): AbortSignal {
   const t = args.get('timeout') ?? '10';
   if (!/^\d+$/.test(t) || Number(t) === 0) throw usageError(`--timeout must be a whole number of seconds, got ${JSON.stringify(t)}`);
-  return AbortSignal.timeout(Number(t) * 1000);
+  const seconds = Number(t);
+  // AbortSignal.timeout's timer does not keep the process alive once the call is done.
+  const timer = AbortSignal.timeout(seconds * 1000);
+  const ctl = new AbortController();
+  timer.addEventListener(
+    'abort',
+    () => ctl.abort(new SigilError('ERR_DEADLINE_EXCEEDED', `timed out: no answer from the agent within ${seconds}s (--timeout)`, { reason: 'timeout' })),
+    { once: true },
+  );
+  return ctl.signal;
 }
 
 function describeX509(ctx: X509Context): object {

@@ -372,8 +372,9 @@ export function createAdminServices(deps: AdminServiceDeps): Record<string, Unty
   };
 
   const JoinTokens: UntypedServiceImplementation = {
-    CreateJoinToken: unary('token generate', async (req: { ttl_seconds: number }, actor: Actor) => {
-      const ttlSeconds = req.ttl_seconds;
+    CreateJoinToken: unary('token generate', async (req: { ttl_seconds: string | number }, actor: Actor) => {
+      // int64: a decimal string from the wire; a number from in-process callers
+      const ttlSeconds = Number(req.ttl_seconds);
       // a join token is a bearer credential: a years-long one would outlive any sane enrolment window
       if (!Number.isSafeInteger(ttlSeconds) || ttlSeconds < 0 || ttlSeconds > MAX_JOIN_TOKEN_TTL_SECONDS) {
         throw new SigilError('ERR_INVALID_ARGUMENT', `join token ttl_seconds must be 0 (the default) to ${MAX_JOIN_TOKEN_TTL_SECONDS} (30 days), got ${ttlSeconds}`, {
