@@ -116,6 +116,15 @@ export const agentConfigSchema = z.strictObject({
 
 type RawConfig = z.input<typeof agentConfigSchema>;
 
+/** What to set when a required key is missing: the key, and the flag of `sigil agent run` where there is one. */
+const AGENT_REQUIRED = {
+  trustDomain: 'set trustDomain (e.g. example.org) or pass --trust-domain',
+  serverAddress: "set serverAddress (host:port of the server's agent API) or pass --server-address",
+  trustBundleFile: "set trustBundleFile (the server's CA certificates, PEM) or pass --trust-bundle",
+  dataDir: 'set dataDir or pass --data-dir',
+  nodeAttestor: 'set nodeAttestor.joinToken.tokenFile or pass --join-token-file (or configure nodeAttestor.x509pop, nodeAttestor.k8sPsat or nodeAttestor.jwt)',
+};
+
 /** The node attestor the agent uses, as configured. */
 export type AgentNodeAttestorConfig =
   | { readonly type: 'join_token'; readonly tokenFile: string }
@@ -171,7 +180,7 @@ export function resolveAgentConfig(raw: unknown, flags: AgentFlags = {}, baseDir
     merged.nodeAttestor = { joinToken: { tokenFile: flags.joinTokenFile } };
   }
 
-  const c = parseConfig(agentConfigSchema, merged as RawConfig, 'agent');
+  const c = parseConfig(agentConfigSchema, merged as RawConfig, 'agent', AGENT_REQUIRED);
   const abs = pathResolver(baseDir);
   const problems: string[] = [];
   const { joinToken, x509pop, k8sPsat, jwt } = c.nodeAttestor;

@@ -76,14 +76,22 @@ export function configError(what: string, problems: readonly string[]): SigilErr
   return new SigilError('ERR_CONFIG_INVALID', `invalid ${what} configuration: ${problems.join('; ')}`, { reason: 'config' });
 }
 
-/** Turns zod issues into "dotted.key: problem" lines, unknown keys named with their full path. */
-export function formatConfigIssues(issues: readonly z.core.$ZodIssue[]): string[] {
+/**
+ * What to do about a required key that is missing, by dotted key: the choices, such as
+ * `set nodeAttestor.joinToken.tokenFile or pass --join-token-file`. A missing key without
+ * an entry reads `<key>: required: set <key>`.
+ */
+export type RequiredKeyHints = Readonly<Record<string, string>>;
+
+/** Turns zod issues into "dotted.key: problem" lines, unknown keys named with their full path, missing ones with what to set. */
+export function formatConfigIssues(issues: readonly z.core.$ZodIssue[], hints: RequiredKeyHints = {}): string[] {
   return issues.map((issue) => {
     const where = issue.path.length === 0 ? '(top level)' : issue.path.map(String).join('.');
     if (issue.code === 'unrecognized_keys') {
       const prefix = issue.path.length === 0 ? '' : `${where}.`;
       return `unknown key${issue.keys.length > 1 ? 's' : ''} ${issue.keys.map((k) => prefix + k).join(', ')}`;
     }
+    if (issue.code === 'invalid_type' && /received undefined$/.test(issue.message)) return `${where}: required: ${hints[where] ?? `set ${where}`}`;
     return `${where}: ${issue.message}`;
   });
 }
@@ -95,10 +103,10 @@ export function requireConfigMapping(raw: unknown, what: string): object {
   return raw;
 }
 
-/** Parses `value` with `schema`, throwing one configError that names every problem. */
-export function parseConfig<S extends z.ZodType>(schema: S, value: unknown, what: string): z.output<S> {
+/** Parses `value` with `schema`, throwing one configError that names every problem (and, for a missing key, what to set). */
+export function parseConfig<S extends z.ZodType>(schema: S, value: unknown, what: string, hints: RequiredKeyHints = {}): z.output<S> {
   const parsed = schema.safeParse(value);
-  if (!parsed.success) throw configError(what, formatConfigIssues(parsed.error.issues));
+  if (!parsed.success) throw configError(what, formatConfigIssues(parsed.error.issues, hints));
   return parsed.data;
 }
 

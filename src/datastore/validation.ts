@@ -5,7 +5,7 @@
  */
 import { createHash } from 'node:crypto';
 import { SigilError } from '../common/errors.js';
-import { SpiffeId } from '../spiffe/spiffe-id.js';
+import { SpiffeId, spiffeIdReason } from '../spiffe/spiffe-id.js';
 import { makeSelector, normalizeSelectors, type Selector } from '../spiffe/selector.js';
 import type { AttestedNode, JoinTokenRecord, NewRegistrationEntry, RegistrationEntry } from './datastore.js';
 
@@ -57,7 +57,7 @@ export function validateSpiffeIdField(value: unknown, reason: string, field: str
   try {
     return SpiffeId.parse(value).toString();
   } catch (err) {
-    throw invalid(reason, `invalid ${field} ${quote(value)}: ${err instanceof Error ? err.message : 'unparsable'}`, err);
+    throw invalid(reason, `invalid ${field} ${quote(value)}: ${spiffeIdReason(err)}`, err);
   }
 }
 

@@ -85,6 +85,12 @@ export const serverConfigSchema = z.strictObject({
 
 type RawConfig = z.input<typeof serverConfigSchema>;
 
+/** What to set when a required key is missing: the key, and the flag of `sigil server run`. */
+const SERVER_REQUIRED = {
+  trustDomain: 'set trustDomain (e.g. example.org) or pass --trust-domain',
+  dataDir: 'set dataDir or pass --data-dir',
+};
+
 /** The resolved, frozen server configuration handed to every component. */
 export interface ServerConfig {
   readonly trustDomain: TrustDomain;
@@ -164,7 +170,7 @@ export function resolveServerConfig(raw: unknown, flags: ServerFlags = {}, baseD
   if (flags.adminSocket !== undefined) setIn(merged, ['adminApi', 'socketPath'], flags.adminSocket);
   if (flags.healthAddress !== undefined) setIn(merged, ['health', 'address'], flags.healthAddress);
 
-  const c = parseConfig(serverConfigSchema, merged as RawConfig, 'server');
+  const c = parseConfig(serverConfigSchema, merged as RawConfig, 'server', SERVER_REQUIRED);
   const abs = pathResolver(baseDir);
   const dataDir = abs(c.dataDir);
   const problems: string[] = [];

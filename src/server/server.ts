@@ -41,6 +41,7 @@ import { ServerMetrics } from './metrics.js';
 import type { ServerCa } from './server-ca.js';
 import { ServerSvidProvider } from './server-svid.js';
 import { reportReservedEntries } from './reserved-entries.js';
+import { SIGIL_VERSION } from '../common/version.js';
 
 /** The proto file of the agent API, relative to proto/. */
 export const AGENT_PROTO = 'sigil/agent/v1/agent.proto';
@@ -145,8 +146,8 @@ function readX509PopCas(path: string): Buffer[] {
   return cas;
 }
 
-/** Sigil's version as reported by the admin API. */
-export const SIGIL_VERSION = '0.1.0';
+/** Sigil's version as reported by the admin API (one constant for the CLI too). */
+export { SIGIL_VERSION };
 
 /** Injected dependencies of a server (all optional). */
 export interface StartServerOptions {

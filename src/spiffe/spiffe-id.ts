@@ -14,6 +14,16 @@ function idError(reason: string, message: string): SigilError {
   return new SigilError('ERR_INVALID_SPIFFE_ID', message, { reason });
 }
 
+/**
+ * Why a SPIFFE ID or trust domain failed to parse, as people need it next to the value they
+ * typed: `trust-domain-uppercase: trust domain must be lowercase` (the reason, then the
+ * message without the value it quotes).
+ */
+export function spiffeIdReason(err: unknown): string {
+  if (err instanceof SigilError) return `${err.reason === undefined ? '' : `${err.reason}: `}${err.message.replace(/ in ".*"$/s, '')}`;
+  return err instanceof Error ? err.message : String(err);
+}
+
 function isTrustDomainChar(c: number): boolean {
   // a-z 0-9 . - _
   return (c >= 0x61 && c <= 0x7a) || (c >= 0x30 && c <= 0x39) || c === 0x2e || c === 0x2d || c === 0x5f;

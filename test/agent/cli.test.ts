@@ -60,7 +60,7 @@ rootOnly('sigil agent run serves workloads; sigil api fetches, writes, validates
   const env = { PATH: process.env.PATH ?? '/usr/bin:/bin', SPIFFE_ENDPOINT_SOCKET: `unix://${socket}` };
   const jwt = await runSigil(['api', 'fetch', 'jwt', '--audience', 'svc', '--output', 'json'], { env });
   t.is(jwt.code, 0, jwt.stderr);
-  const [minted] = JSON.parse(jwt.stdout) as { spiffeId: string; token: string }[];
+  const [minted] = (JSON.parse(jwt.stdout) as { svids: { spiffeId: string; token: string }[] }).svids;
   t.is(minted?.spiffeId, 'spiffe://example.org/w/cli');
   writeFileSync(join(dir, 'jwt'), minted?.token ?? '', { mode: 0o600 });
   const valid = await runSigil(['api', 'validate', 'jwt', '--audience', 'svc', '--token-file', join(dir, 'jwt')], { env });
@@ -70,7 +70,7 @@ rootOnly('sigil agent run serves workloads; sigil api fetches, writes, validates
   t.is(invalid.code, 1);
   const bundles = await runSigil(['api', 'fetch', 'bundles', '--output', 'json'], { env });
   t.is(bundles.code, 0, bundles.stderr);
-  t.is((JSON.parse(bundles.stdout) as { trustDomain: string }[])[0]?.trustDomain, 'example.org');
+  t.is((JSON.parse(bundles.stdout) as { bundles: { trustDomain: string }[] }).bundles[0]?.trustDomain, 'example.org');
   const usage = await runSigil(['api', 'fetch', 'jwt'], { env });
   t.is(usage.code, 2);
 

@@ -91,3 +91,67 @@ test.serial('svids come by SPIFFE ID then entry ID; the helper writes the select
   t.is(writtenId(missing.certDir), 'URI:spiffe://example.org/w/later');
   t.is(missing.lines.filter((l) => l.includes('no-matching-svid')).length, 1, 'one error per distinct miss, not per retry');
 });
+
+function jwtSubject(file: string): string {
+  const [, payload = ''] = readFileSync(file, 'utf8').trim().split('.');
+  return (JSON.parse(Buffer.from(payload, 'base64url').toString('utf8')) as { sub: string }).sub;
+}
+
+test('helper config: a jwtSvids item follows its own spiffeId/hint, else the top-level selection', (t) => {
+  const c = resolveHelperConfig({
+    certDir: '/c',
+    hint: 'greeter-server',
+    jwtSvids: [
+      { audience: ['a'], fileName: 'a.jwt' },
+      { audience: ['b'], spiffeId: 'spiffe://example.org/greeter-client', fileName: 'b.jwt' },
+      { audience: ['c'], hint: 'other', fileName: 'c.jwt' },
+    ],
+  });
+  t.deepEqual(
+    c.jwtSvids.map((j) => [j.fileName, j.spiffeId, j.hint]),
+    [
+      ['a.jwt', undefined, 'greeter-server'],
+      ['b.jwt', 'spiffe://example.org/greeter-client', undefined],
+      ['c.jwt', undefined, 'other'],
+    ],
+  );
+  const none = resolveHelperConfig({ certDir: '/c', jwtSvids: [{ audience: ['a'], fileName: 'a.jwt' }] });
+  t.deepEqual([none.jwtSvids[0]?.spiffeId, none.jwtSvids[0]?.hint], [undefined, undefined], 'no selection anywhere: the default identity');
+  const bad = t.throws(() => resolveHelperConfig({ certDir: '/c', jwtSvids: [{ audience: ['a'], spiffeId: 'spiffe://Example.org/x', fileName: 'a.jwt' }] }));
+  t.true(bad?.message.includes('jwtSvids.0.spiffeId'), bad?.message);
+  t.true(bad?.message.includes('trust-domain-uppercase'), bad?.message);
+});
+
+test.serial('with hint greeter-server, the JWT-SVID files are for the identity each item selects, not svids[0]', async (t) => {
+  const server = await startTestServer();
+  t.teardown(() => server.destroy());
+  const a = await startTestAgent(t, server);
+  // greeter-client sorts first: it is the workload's default identity (svids[0])
+  await server.createEntry({ spiffeId: 'spiffe://example.org/greeter-client', parentId: a.agentId, selectors: [UID], hint: 'greeter-client' });
+  await server.createEntry({ spiffeId: 'spiffe://example.org/greeter-server', parentId: a.agentId, selectors: [UID], hint: 'greeter-server' });
+  const client = new WorkloadApiClient({ address: a.agent.address });
+  t.teardown(() => client.close());
+  const ctx = await eventually(async () => {
+    const c = await client.fetchX509Context();
+    return c.svids.length === 2 ? c : undefined;
+  }, 15_000, 'two svids');
+  t.is(ctx.svids[0]?.id.toString(), 'spiffe://example.org/greeter-client');
+
+  const dir = mkdtempSync(join(tmpdir(), 'sigil-helper-jwt-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const config = resolveHelperConfig({
+    certDir: dir,
+    hint: 'greeter-server',
+    jwtSvids: [
+      { audience: ['follows-top-level'], fileName: 'top.jwt' },
+      { audience: ['by-id'], spiffeId: 'spiffe://example.org/greeter-client', fileName: 'by-id.jwt' },
+      { audience: ['by-hint'], hint: 'greeter-client', fileName: 'by-hint.jwt' },
+    ],
+  });
+  const { logger } = memoryLogger('debug');
+  await runHelper({ config, source: workloadApiHelperSource(client), logger, once: true }, new AbortController().signal);
+  t.is(writtenId(dir), 'URI:spiffe://example.org/greeter-server');
+  t.is(jwtSubject(join(dir, 'top.jwt')), 'spiffe://example.org/greeter-server', 'an item without a selection follows the X.509 files');
+  t.is(jwtSubject(join(dir, 'by-id.jwt')), 'spiffe://example.org/greeter-client');
+  t.is(jwtSubject(join(dir, 'by-hint.jwt')), 'spiffe://example.org/greeter-client');
+});

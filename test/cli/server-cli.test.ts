@@ -2,23 +2,10 @@ import test from 'ava';
 import { execFile, spawn } from 'node:child_process';
 import { X509Certificate } from 'node:crypto';
 import { readFile, stat } from 'node:fs/promises';
-import { dirname, join, relative, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join, relative } from 'node:path';
 import { promisify } from 'node:util';
+import { ROOT, SIGIL, sigil } from '../helpers/cli.js';
 import { makeServerDir, startTestServer, writeServerConfig } from '../helpers/server.js';
-
-const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../../..');
-const SIGIL = join(ROOT, 'bin/sigil.js');
-
-async function sigil(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  try {
-    const r = await promisify(execFile)(process.execPath, [SIGIL, ...args], { cwd: ROOT, timeout: 30_000 });
-    return { code: 0, stdout: r.stdout, stderr: r.stderr };
-  } catch (err) {
-    const e = err as { code?: number; stdout?: string; stderr?: string };
-    return { code: typeof e.code === 'number' ? e.code : 1, stdout: e.stdout ?? '', stderr: e.stderr ?? '' };
-  }
-}
 
 test('entry create then entry show --output json, token, bundle, agent list, mint (child processes)', async (t) => {
   const s = await startTestServer();
@@ -44,9 +31,11 @@ test('entry create then entry show --output json, token, bundle, agent list, min
   const dup = await sigil(['entry', 'create', ...sock, '--spiffe-id', 'spiffe://example.org/web', '--parent-id', 'spiffe://example.org/sigil/agent/join_token/abc', '--selector', 'unix:uid:1000']);
   t.is(dup.code, 1);
   t.true(dup.stderr.includes('ERR_ALREADY_EXISTS'));
+  // refused before anything is sent, with the value types' reason
   const badId = await sigil(['entry', 'create', ...sock, '--spiffe-id', 'spiffe://Example.org/x', '--parent-id', 'spiffe://example.org/a', '--selector', 'unix:uid:1']);
-  t.is(badId.code, 1);
+  t.is(badId.code, 2);
   t.true(badId.stderr.includes('spiffe://Example.org/x'));
+  t.true(badId.stderr.includes('trust-domain-uppercase: trust domain must be lowercase'), badId.stderr);
   const usage = await sigil(['entry', 'create', ...sock, '--bogus']);
   t.is(usage.code, 2);
   const missing = await sigil(['entry', 'show', 'no-such-entry', ...sock]);
@@ -58,7 +47,7 @@ test('entry create then entry show --output json, token, bundle, agent list, min
 
   const tok = await sigil(['token', 'generate', ...sock, '--output', 'json']);
   t.is(tok.code, 0);
-  const tokJson = JSON.parse(tok.stdout) as { token: string; agentId: string };
+  const tokJson = (JSON.parse(tok.stdout) as { joinToken: { token: string; agentId: string } }).joinToken;
   t.true(tokJson.agentId.startsWith('spiffe://example.org/sigil/agent/join_token/'));
 
   const bundle = await sigil(['bundle', 'show', ...sock]);

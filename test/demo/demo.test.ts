@@ -202,6 +202,7 @@ test('bad flags are usage errors (exit 2) and start nothing', async (t) => {
       (err: { code?: number; stderr?: string }) => ({ code: err.code, stderr: err.stderr ?? '' }),
     );
     t.is(r.code, 2, args.join(' '));
-    t.true(r.stderr.includes('ERR_INVALID_ARGUMENT'), r.stderr);
+    // one line naming the problem, with the hint to the help
+    t.regex(r.stderr, /^sigil: [^\n]+; see "sigil demo --help"\n$/, r.stderr);
   }
 });

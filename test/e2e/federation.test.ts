@@ -45,7 +45,7 @@ test.serial('a federated bundle set by the operator reaches open streams of a fe
 
   const doc = join(stack.server.dir, 'other.org.json');
   writeFileSync(doc, other.bundle().toJwks());
-  const set = await runSigil(['bundle', 'set', '--socket', adminSocket, '--trust-domain', 'other.org', '--path', doc]);
+  const set = await runSigil(['bundle', 'set', '--socket', adminSocket, '--trust-domain', 'other.org', '--path', doc, '--format', 'spiffe']);
   t.is(set.code, 0, set.stderr);
 
   // Every open stream gets the new state without being reopened.
@@ -79,7 +79,7 @@ test.serial('a workload whose entries do not federate gets no federated bundle a
   const other = await TestTrustDomain.create('other.org');
   const doc = join(stack.server.dir, 'other.org.json');
   writeFileSync(doc, other.bundle().toJwks());
-  const set = await runSigil(['bundle', 'set', '--socket', stack.server.server.adminSocketPath, '--trust-domain', 'other.org', '--path', doc]);
+  const set = await runSigil(['bundle', 'set', '--socket', stack.server.server.adminSocketPath, '--trust-domain', 'other.org', '--path', doc, '--format', 'spiffe']);
   t.is(set.code, 0, set.stderr);
   await stack.entry({ spiffeId: 'spiffe://example.org/e2e/local' });
   const api = new WorkloadApiClient({ address: stack.address, backoff: { initialMs: 50, maxMs: 500 } });

@@ -11,7 +11,7 @@ import { z } from 'zod';
 import { configError, deepFreezeConfig, durationSchema, logLevelSchema, parseConfig, pathResolver, requireConfigMapping, type LogLevel } from '../../common/config.js';
 import { parseDuration } from '../../common/duration.js';
 import { SigilError } from '../../common/errors.js';
-import { SpiffeId } from '../../spiffe/spiffe-id.js';
+import { SpiffeId, spiffeIdReason } from '../../spiffe/spiffe-id.js';
 
 const fileName = z.string().min(1).regex(/^[^/\0]+$/, 'must be a file name, not a path');
 
@@ -32,8 +32,15 @@ export const helperConfigSchema = z.strictObject({
   svidBundleFileName: fileName.default('bundle.pem'),
   /** Append the federated trust domains' CAs to the bundle file. */
   includeFederatedBundles: z.boolean().default(false),
-  /** JWT-SVIDs kept fresh in files (0600), refreshed at half of their life. */
-  jwtSvids: z.array(z.strictObject({ audience: z.array(z.string().min(1)).min(1), spiffeId: z.string().min(1).optional(), fileName })).default([]),
+  /**
+   * JWT-SVIDs kept fresh in files (0600), refreshed at half of their life. Each item is for
+   * the identity its own spiffeId and/or hint select; an item that sets neither follows the
+   * top-level spiffeId/hint (the identity of the X.509 files); with none anywhere, the
+   * default identity.
+   */
+  jwtSvids: z
+    .array(z.strictObject({ audience: z.array(z.string().min(1)).min(1), spiffeId: z.string().min(1).optional(), hint: z.string().min(1).optional(), fileName }))
+    .default([]),
   /** The JWT bundles (JWKS JSON by trust domain) written to this file when set. */
   jwtBundleFileName: fileName.optional(),
   /** How to make the program pick up new files; nothing is done when absent. */
@@ -60,7 +67,8 @@ export interface HelperConfig {
   readonly svidKeyFileName: string;
   readonly svidBundleFileName: string;
   readonly includeFederatedBundles: boolean;
-  readonly jwtSvids: readonly { readonly audience: readonly string[]; readonly spiffeId?: string; readonly fileName: string }[];
+  /** Each with the selection it follows, resolved (its own, else the top-level one; none: the default identity). */
+  readonly jwtSvids: readonly { readonly audience: readonly string[]; readonly spiffeId?: string; readonly hint?: string; readonly fileName: string }[];
   readonly jwtBundleFileName: string | undefined;
   readonly reload:
     | { readonly kind: 'signal'; readonly pidFile: string; readonly signal: NodeJS.Signals; readonly timeoutMs: number }
@@ -71,7 +79,7 @@ export interface HelperConfig {
 
 /** Validates parsed YAML; relative paths resolve against `baseDir`. */
 export function resolveHelperConfig(raw: unknown, baseDir = process.cwd()): HelperConfig {
-  const c = parseConfig(helperConfigSchema, requireConfigMapping(raw, 'helper'), 'helper');
+  const c = parseConfig(helperConfigSchema, requireConfigMapping(raw, 'helper'), 'helper', { certDir: 'set certDir (the folder the files are written to)' });
   const abs = pathResolver(baseDir);
   const problems: string[] = [];
   let reload: HelperConfig['reload'];
@@ -84,13 +92,16 @@ export function resolveHelperConfig(raw: unknown, baseDir = process.cwd()): Help
       reload = { kind: 'signal', pidFile: abs(c.reload.pidFile as string), signal: c.reload.signal as NodeJS.Signals, timeoutMs };
     }
   }
-  if (c.spiffeId !== undefined) {
+  const checkId = (key: string, id: string | undefined): void => {
+    if (id === undefined) return;
     try {
-      SpiffeId.parse(c.spiffeId);
-    } catch {
-      problems.push(`spiffeId: ${JSON.stringify(c.spiffeId)} is not a valid SPIFFE ID`);
+      SpiffeId.parse(id);
+    } catch (err) {
+      problems.push(`${key}: ${JSON.stringify(id)} is not a valid SPIFFE ID (${spiffeIdReason(err)})`);
     }
-  }
+  };
+  checkId('spiffeId', c.spiffeId);
+  c.jwtSvids.forEach((j, i) => checkId(`jwtSvids.${i}.spiffeId`, j.spiffeId));
   const names = [c.svidFileName, c.svidKeyFileName, c.svidBundleFileName, ...c.jwtSvids.map((j) => j.fileName), ...(c.jwtBundleFileName ? [c.jwtBundleFileName] : [])];
   const dup = names.find((n, i) => names.indexOf(n) !== i);
   if (dup !== undefined) problems.push(`file name ${dup} is used twice`);
@@ -104,7 +115,12 @@ export function resolveHelperConfig(raw: unknown, baseDir = process.cwd()): Help
     svidKeyFileName: c.svidKeyFileName,
     svidBundleFileName: c.svidBundleFileName,
     includeFederatedBundles: c.includeFederatedBundles,
-    jwtSvids: c.jwtSvids.map((j) => ({ audience: [...j.audience], fileName: j.fileName, ...(j.spiffeId === undefined ? {} : { spiffeId: j.spiffeId }) })),
+    jwtSvids: c.jwtSvids.map((j) => {
+      const own = j.spiffeId !== undefined || j.hint !== undefined;
+      const spiffeId = own ? j.spiffeId : c.spiffeId;
+      const hint = own ? j.hint : c.hint;
+      return { audience: [...j.audience], fileName: j.fileName, ...(spiffeId === undefined ? {} : { spiffeId }), ...(hint === undefined ? {} : { hint }) };
+    }),
     jwtBundleFileName: c.jwtBundleFileName,
     reload,
     logLevel: c.logLevel,

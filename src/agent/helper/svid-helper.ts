@@ -1,8 +1,9 @@
 /**
  * The helper's loop for programs that cannot speak the Workload API: on every X.509 update
  * it writes the chosen SVID's (the default identity, or the one config `spiffeId`/`hint`
- * select) chain, key (0600) and bundle atomically, keeps configured
- * JWT-SVID files fresh (renewed at half of their life), then reloads the program. It takes
+ * select) chain, key (0600) and bundle atomically, keeps configured JWT-SVID files fresh
+ * (renewed at half of their life; each for the identity its item selects, by default the
+ * one of the X.509 files), then reloads the program. It takes
  * its updates from a HelperSource (the CLI wires the Workload API client in), so it never
  * touches gRPC itself. Keys and tokens are never logged: serials, IDs and expiries are.
  */
@@ -28,10 +29,16 @@ export interface HelperX509Update {
 export interface HelperSource {
   /** Calls `onUpdate` with every X.509 update until `signal` aborts; resolves then. */
   watchX509(onUpdate: (update: HelperX509Update) => void, signal: AbortSignal): Promise<void>;
-  /** One JWT-SVID for the audiences (the default identity's, or `spiffeId`'s). */
-  fetchJwt(audience: readonly string[], spiffeId: string | undefined, signal?: AbortSignal): Promise<JwtSvid>;
+  /** One JWT-SVID for the audiences, of the identity `selection` picks (by SPIFFE ID and/or hint; neither: the default identity). */
+  fetchJwt(audience: readonly string[], selection: JwtSelection, signal?: AbortSignal): Promise<JwtSvid>;
   /** The JWT bundles, own and federated. */
   fetchJwtBundles(signal?: AbortSignal): Promise<BundleSet>;
+}
+
+/** Which JWT-SVID a jwtSvids item is for (helper-config.ts says how the item's selection is resolved). */
+export interface JwtSelection {
+  readonly spiffeId?: string | undefined;
+  readonly hint?: string | undefined;
 }
 
 /** Options of runHelper. */
@@ -123,7 +130,7 @@ export async function runHelper(options: HelperOptions, signal: AbortSignal): Pr
     if (spec === undefined || stop.signal.aborted) return;
     let delay: number;
     try {
-      const jwt = await source.fetchJwt(spec.audience, spec.spiffeId, stop.signal);
+      const jwt = await source.fetchJwt(spec.audience, { spiffeId: spec.spiffeId, hint: spec.hint }, stop.signal);
       writeFileAtomic(config.certDir, spec.fileName, jwt.marshal(), 0o600);
       backoff.reset();
       const now = clock.nowMs();

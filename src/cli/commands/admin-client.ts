@@ -3,22 +3,51 @@
  * (and tests). Errors come back as SigilError with the server's code.
  */
 import { resolve } from 'node:path';
-import { credentials, Metadata, type Client, type ServiceClientConstructor, type ServiceError } from '@grpc/grpc-js';
+import { credentials, Metadata, status as Status, type Client, type ServiceClientConstructor, type ServiceError } from '@grpc/grpc-js';
 import { SigilError } from '../../common/errors.js';
-import { fromServiceError } from '../../grpc/status.js';
+import { ERROR_CODE_METADATA_KEY, fromServiceError } from '../../grpc/status.js';
 import { int32FieldProblems, serviceClient } from '../../grpc/proto.js';
 
 /** The admin proto file, relative to proto/. */
 const ADMIN_PROTO = 'sigil/admin/v1/admin.proto';
 
-/** Default admin socket path when neither flag nor config gives one. */
-export const DEFAULT_ADMIN_SOCKET = '/tmp/sigil/server/admin.sock';
+/**
+ * The admin socket when neither `--socket`, `--config` nor SIGIL_ADMIN_SOCKET names one:
+ * where the shipped deployments put it (deploy/systemd/server.yaml, the Kubernetes
+ * server-config; test/cli checks they agree).
+ */
+export const DEFAULT_ADMIN_SOCKET = '/run/sigil-server/admin.sock';
+
+/**
+ * A failure grpc-js reports about the connection itself (no server, no permission, no
+ * answer in time), as one plain sentence naming the socket; errors the server sent (they
+ * carry Sigil's code) are kept as they are.
+ */
+export function connectionError(err: unknown, socketPath: string, timeoutMs: number): SigilError | undefined {
+  const se = err as Partial<ServiceError> | undefined;
+  if (se?.metadata?.get(ERROR_CODE_METADATA_KEY)[0] !== undefined) return undefined;
+  const details = typeof se?.details === 'string' ? se.details : '';
+  if (se?.code === Status.UNAVAILABLE) {
+    if (/EACCES|EPERM/.test(details)) {
+      return new SigilError('ERR_PERMISSION_DENIED', `no permission to open the admin socket ${socketPath} (run as its owner or a member of its group)`, { reason: 'admin-socket-permission', cause: err });
+    }
+    return new SigilError('ERR_UNAVAILABLE', `no server at ${socketPath} (is it running? set --socket)`, { reason: 'no-server', cause: err });
+  }
+  if (se?.code === Status.DEADLINE_EXCEEDED) {
+    return new SigilError('ERR_DEADLINE_EXCEEDED', `the server at ${socketPath} did not answer within ${Math.round(timeoutMs / 1000)}s`, { reason: 'admin-timeout', cause: err });
+  }
+  return undefined;
+}
 
 type UnaryMethod = (req: unknown, cb: (err: ServiceError | null, res: unknown) => void) => void;
 
 /** Calls admin API methods by service and method name. */
 export class AdminClient {
   readonly #socketPath: string;
+  /** The socket this client dials (absolute). */
+  get socketPath(): string {
+    return this.#socketPath;
+  }
   readonly #clients = new Map<string, Client>();
 
   constructor(socketPath: string) {
@@ -49,7 +78,7 @@ export class AdminClient {
         request,
         new Metadata(),
         { deadline },
-        (err: ServiceError | null, res: unknown) => (err ? reject(fromServiceError(err)) : resolve(res as T)),
+        (err: ServiceError | null, res: unknown) => (err ? reject(connectionError(err, this.#socketPath, timeoutMs) ?? fromServiceError(err)) : resolve(res as T)),
       );
     });
   }

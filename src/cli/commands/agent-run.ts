@@ -7,21 +7,8 @@ import { loadAgentConfig, type AgentFlags } from '../../agent/config.js';
 import { startAgent } from '../../agent/agent.js';
 import type { CommandIo } from '../io.js';
 import { runService, untilAborted } from '../service.js';
-import { parseArgs, usageError, type ParsedArgs } from './args.js';
+import { usageError, type ParsedArgs } from './args.js';
 import { reportError } from './output.js';
-
-const USAGE = `usage: sigil agent run --config agent.yaml [flags]
-
-flags (override the file):
-  --config FILE            agent configuration (YAML)
-  --socket PATH            Workload API socket path
-  --data-dir DIR           where the agent keeps its SVID and key
-  --server-address H:P     the server's agent API
-  --trust-bundle FILE      bootstrap bundle (PEM) trusted for the first connection
-  --join-token-file FILE   attest with the join token in this file (never on the command line)
-  --trust-domain NAME
-  --log-level LEVEL        trace, debug, info, warn, error
-`;
 
 function flagsOf(args: ParsedArgs): AgentFlags {
   const pick = (name: string): string | undefined => args.get(name);
@@ -43,15 +30,9 @@ function flagsOf(args: ParsedArgs): AgentFlags {
 }
 
 /** Runs `sigil agent run`. */
-export async function run(_subcommand: string, argv: string[], io: CommandIo): Promise<number> {
+export async function run(_command: string, args: ParsedArgs, io: CommandIo): Promise<number> {
   try {
-    const args = parseArgs(argv, { values: ['data-dir', 'server-address', 'trust-bundle', 'join-token-file', 'trust-domain', 'log-level', 'join-token'] });
-    if (args.has('help')) {
-      io.out(USAGE);
-      return 0;
-    }
     if (args.get('join-token') !== undefined) throw usageError('a join token is a secret: put it in a file (mode 0600) and pass --join-token-file');
-    if (args.positionals.length > 0) throw usageError(`unexpected argument ${JSON.stringify(args.positionals[0])}`);
     const config = loadAgentConfig(args.get('config'), flagsOf(args));
     return await runService({ name: 'sigil agent', io }, async (stop) => {
       const agent = await startAgent(config, {}, stop);

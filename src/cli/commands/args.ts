@@ -1,28 +1,33 @@
 /**
- * A small flag parser for the server-side commands: `--name value`, `--name=value`,
- * repeatable flags, boolean switches. Unknown flags are usage errors (exit code 2).
+ * What a command's `run` receives once the command line is parsed (src/cli/parser.ts, with
+ * commander, against the definitions in src/cli/definitions.ts): flag values by long name,
+ * already checked for their kind (durations, SPIFFE IDs, choices), and the positional
+ * arguments. The commands only check what depends on several flags together.
  */
 import { parseDuration } from '../../common/duration.js';
 import { SigilError } from '../../common/errors.js';
 
-/** How a command's flags are declared. */
-export interface FlagSpec {
-  /** Flags that take a value; listed in `repeatable` too when they may repeat. */
-  readonly values?: readonly string[];
-  readonly repeatable?: readonly string[];
-  readonly booleans?: readonly string[];
-}
-
 /** Parsed flags and positional arguments. */
 export interface ParsedArgs {
-  readonly flags: ReadonlyMap<string, string[]>;
-  readonly switches: ReadonlySet<string>;
   readonly positionals: readonly string[];
-  /** The single value of a flag, or undefined. */
+  /** The value of a flag (by its long name, e.g. `spiffe-id`), or undefined. */
   get(name: string): string | undefined;
   /** Every value of a repeatable flag. */
   all(name: string): string[];
+  /** Whether a switch (a flag without a value) was given. */
   has(name: string): boolean;
+}
+
+let commandPath: readonly string[] = [];
+
+/** Sets the command being run (`['entry', 'create']`), named in the hint of a usage error; the parser does. */
+export function setCommandPath(path: readonly string[]): void {
+  commandPath = path;
+}
+
+/** The hint after a usage error: `see "sigil entry create --help"`. */
+export function usageHint(): string {
+  return `see "${['sigil', ...commandPath].join(' ')} --help"`;
 }
 
 /** A usage error: the command prints it and exits with code 2. */
@@ -30,74 +35,38 @@ export function usageError(message: string): SigilError {
   return new SigilError('ERR_INVALID_ARGUMENT', message, { reason: 'usage' });
 }
 
-/** Parses `args` against `spec`; throws a usage error naming the bad flag. */
-export function parseArgs(args: readonly string[], spec: FlagSpec): ParsedArgs {
-  const values = new Set([...(spec.values ?? []), ...(spec.repeatable ?? []), 'socket', 'output', 'config']);
-  const repeatable = new Set(spec.repeatable ?? []);
-  const booleans = new Set([...(spec.booleans ?? []), 'help']);
-  const flags = new Map<string, string[]>();
-  const switches = new Set<string>();
-  const positionals: string[] = [];
-  for (let i = 0; i < args.length; i++) {
-    const a = args[i] as string;
-    if (a === '--') {
-      positionals.push(...args.slice(i + 1));
-      break;
-    }
-    if (a === '-h') {
-      switches.add('help');
-      continue;
-    }
-    if (!a.startsWith('--')) {
-      positionals.push(a);
-      continue;
-    }
-    const eq = a.indexOf('=');
-    const name = eq === -1 ? a.slice(2) : a.slice(2, eq);
-    if (booleans.has(name)) {
-      if (eq !== -1) throw usageError(`flag --${name} takes no value`);
-      switches.add(name);
-      continue;
-    }
-    if (!values.has(name)) throw usageError(`unknown flag --${name}`);
-    let value: string;
-    if (eq !== -1) value = a.slice(eq + 1);
-    else {
-      const next = args[i + 1];
-      if (next === undefined) throw usageError(`flag --${name} needs a value`);
-      value = next;
-      i++;
-    }
-    const list = flags.get(name) ?? [];
-    if (list.length > 0 && !repeatable.has(name)) throw usageError(`flag --${name} given more than once`);
-    list.push(value);
-    flags.set(name, list);
-  }
+/** commander's key of a long flag name: `spiffe-id` → `spiffeId`. */
+export function optionKey(name: string): string {
+  return name.replace(/-([a-z0-9])/g, (_m, c: string) => c.toUpperCase());
+}
+
+/** ParsedArgs over commander's option values (keyed as optionKey gives) and the positionals. */
+export function parsedArgs(values: Readonly<Record<string, unknown>>, positionals: readonly string[]): ParsedArgs {
+  const value = (name: string): unknown => values[optionKey(name)];
   return {
-    flags,
-    switches,
     positionals,
-    get: (n) => flags.get(n)?.[0],
-    all: (n) => flags.get(n) ?? [],
-    has: (n) => switches.has(n),
+    get: (n) => {
+      const v = value(n);
+      if (Array.isArray(v)) return v[0] as string | undefined;
+      return typeof v === 'string' ? v : undefined;
+    },
+    all: (n) => {
+      const v = value(n);
+      if (Array.isArray(v)) return [...(v as string[])];
+      return typeof v === 'string' ? [v] : [];
+    },
+    has: (n) => value(n) === true,
   };
 }
 
-/** Parses a whole non-negative number flag. */
-export function intFlag(args: ParsedArgs, name: string, fallback = 0): number {
+/** A duration flag in whole seconds, 0 when absent (the flag's kind was checked while parsing). */
+export function durationSeconds(args: ParsedArgs, name: string): number {
   const v = args.get(name);
-  if (v === undefined) return fallback;
-  if (!/^\d+$/.test(v)) throw usageError(`--${name} must be a whole number, got ${JSON.stringify(v)}`);
-  return Number(v);
+  return v === undefined ? 0 : Math.round(parseDuration(v) / 1000);
 }
 
-/** A duration flag in whole seconds, 0 when absent; a usage error citing `example` (e.g. `5m`) otherwise. */
-export function durationSeconds(args: ParsedArgs, name: string, example: string): number {
+/** A duration flag in milliseconds, `fallbackMs` when absent. */
+export function durationMs(args: ParsedArgs, name: string, fallbackMs: number): number {
   const v = args.get(name);
-  if (v === undefined) return 0;
-  try {
-    return Math.round(parseDuration(v) / 1000);
-  } catch {
-    throw usageError(`--${name} must be a duration such as ${example}, got ${JSON.stringify(v)}`);
-  }
+  return v === undefined ? fallbackMs : parseDuration(v);
 }

@@ -18,20 +18,9 @@ import { SigilError } from '../../common/errors.js';
 import { toPem } from '../../common/x509.js';
 import type { CommandIo } from '../io.js';
 import { AdminClient } from './admin-client.js';
-import { parseArgs, usageError } from './args.js';
+import { usageError, type ParsedArgs } from './args.js';
 import { DemoChildren, type DemoChild } from './demo-children.js';
 import { reportError } from './output.js';
-
-const USAGE = `usage: sigil demo [--data-dir DIR] [--socket PATH] [--svid-ttl 2m]
-
-Runs a local trust domain until Ctrl-C: server, agent, a join token used automatically,
-one entry per demo service for your uid, and two services talking mTLS (examples/demo/).
-
-  --data-dir DIR   where state and logs go (default .sigil-demo/ in the project); wiped at start
-  --socket PATH    Workload API socket (default /tmp/sigil/agent.sock, or one in the data dir
-                   when that is taken or not writable)
-  --svid-ttl D     X509-SVID lifetime (default 2m; the agent rotates at about half of it)
-`;
 
 const TRUST_DOMAIN = 'demo.example.org';
 const SERVICES = ['greeter-server', 'greeter-client'] as const;
@@ -161,22 +150,11 @@ interface EntryResult {
 }
 
 /** Runs `sigil demo`. */
-export async function run(argv: string[], io: CommandIo): Promise<number> {
-  let args;
+export async function run(_command: string, args: ParsedArgs, io: CommandIo): Promise<number> {
   let ttlMs: number;
   try {
-    args = parseArgs(argv, { values: ['data-dir', 'svid-ttl'] });
-    if (args.has('help')) {
-      io.out(USAGE);
-      return 0;
-    }
-    if (args.positionals.length > 0) throw usageError(`unexpected argument ${JSON.stringify(args.positionals[0])}`);
     const ttlText = args.get('svid-ttl') ?? '2m';
-    try {
-      ttlMs = parseDuration(ttlText);
-    } catch {
-      throw usageError(`--svid-ttl must be a duration such as 2m, got ${JSON.stringify(ttlText)}`);
-    }
+    ttlMs = parseDuration(ttlText);
     if (ttlMs < 60_000) throw usageError(`--svid-ttl must be at least 1m (the server's minimum), got ${JSON.stringify(ttlText)}`);
   } catch (err) {
     return reportError(io, err);
@@ -407,7 +385,7 @@ export async function run(argv: string[], io: CommandIo): Promise<number> {
         `  SPIFFE_ENDPOINT_SOCKET=${endpoint} node ${bin} api fetch x509 --write ${fetchDir}`,
         `  openssl verify -CAfile ${fetchDir}/bundle.0.pem ${fetchDir}/svid.0.pem`,
         // absolute: the admin client dials unix://<path>, where a relative path's first segment would be read as an authority
-        `  node ${bin} entry list --socket ${adminSocket}`,
+        `  SIGIL_ADMIN_SOCKET=${adminSocket} node ${bin} entry list`,
         '',
         'The fetch runs as you, so it gets both demo identities (svid.0 and svid.1): the entries select unix:uid.',
         'Press Ctrl-C to stop everything.',

@@ -2,9 +2,9 @@
 import { parseDuration } from '../../common/duration.js';
 import type { AdminEntryMessage } from '../../grpc/messages.js';
 import type { CommandIo } from '../io.js';
-import { durationSeconds, parseArgs, usageError, type ParsedArgs } from './args.js';
+import { durationSeconds, usageError, type ParsedArgs } from './args.js';
 import type { AdminClient } from './admin-client.js';
-import { isoSeconds, outputFormat, printFields, printJson, printTable, reportError, withAdmin } from './output.js';
+import { isoSeconds, outputFormat, printFields, printJson, printTable, rfc3339, withAdmin } from './output.js';
 
 type EntryMsg = AdminEntryMessage;
 
@@ -13,28 +13,7 @@ interface EntryResult {
   entry: EntryMsg | null;
 }
 
-const USAGE = `usage: sigil entry <create|show|list|update|delete|count> [flags]
-
-  create  --spiffe-id ID (--parent-id ID | --node) --selector type:value... [--x509-svid-ttl 1h]
-          [--jwt-svid-ttl 5m] [--dns NAME...] [--federates-with TD...] [--hint H] [--admin]
-          [--downstream] [--entry-id ID] [--expires-in 30d] [--allow-missing-bundle]
-  show    <entry-id> | --entry-id ID        (or filters as for list)
-  list    [--spiffe-id ID] [--parent-id ID] [--selector type:value...] [--match exact|subset|superset|any]
-          [--federates-with TD] [--hint H]
-  update  --entry-id ID and the fields of create (all replaced)
-  delete  --entry-id ID...
-  count   [filters as for list]
-
-common: --socket PATH | --config server.yaml   --output table|json
-`;
-
-const ENTRY_FLAGS = {
-  values: ['spiffe-id', 'parent-id', 'x509-svid-ttl', 'jwt-svid-ttl', 'hint', 'expires-in', 'match'],
-  repeatable: ['selector', 'dns', 'federates-with', 'entry-id'],
-  booleans: ['admin', 'downstream', 'node', 'allow-missing-bundle'],
-};
-
-/** A plain, stable JSON form of an entry for `--output json`. */
+/** The JSON form of an entry, the same in every command's `--output json` (times RFC 3339, null for never). */
 export function entryView(e: EntryMsg): Record<string, unknown> {
   return {
     id: e.id,
@@ -48,9 +27,9 @@ export function entryView(e: EntryMsg): Record<string, unknown> {
     admin: e.admin,
     downstream: e.downstream,
     hint: e.hint,
-    expiresAt: Number(e.expires_at),
+    expiresAt: rfc3339(e.expires_at),
     revision: Number(e.revision),
-    createdAt: Number(e.created_at),
+    createdAt: rfc3339(e.created_at),
     // present only for an entry the server never serves (a reserved SPIFFE ID from an older version)
     ...(e.refused_reason ? { refused: e.refused_reason } : {}),
   };
@@ -75,21 +54,14 @@ async function entryFromFlags(args: ParsedArgs, client: AdminClient, id: string)
   const selectors = args.all('selector').map(selectorMsg);
   if (selectors.length === 0) throw usageError('at least one --selector is required');
   const expiresIn = args.get('expires-in');
-  let expiresAt = 0;
-  if (expiresIn !== undefined) {
-    try {
-      expiresAt = Math.floor((Date.now() + parseDuration(expiresIn)) / 1000);
-    } catch {
-      throw usageError(`--expires-in must be a duration, got ${JSON.stringify(expiresIn)}`);
-    }
-  }
+  const expiresAt = expiresIn === undefined ? 0 : Math.floor((Date.now() + parseDuration(expiresIn)) / 1000);
   return {
     id,
     spiffe_id: spiffeId,
     parent_id: parentId,
     selectors,
-    x509_svid_ttl_seconds: durationSeconds(args, 'x509-svid-ttl', '1h or 90s'),
-    jwt_svid_ttl_seconds: durationSeconds(args, 'jwt-svid-ttl', '1h or 90s'),
+    x509_svid_ttl_seconds: durationSeconds(args, 'x509-svid-ttl'),
+    jwt_svid_ttl_seconds: durationSeconds(args, 'jwt-svid-ttl'),
     dns_names: args.all('dns'),
     federates_with: args.all('federates-with'),
     admin: args.has('admin'),
@@ -108,6 +80,10 @@ function filterFromFlags(args: ParsedArgs): Record<string, unknown> {
     federates_with: args.get('federates-with') ?? '',
     hint: args.get('hint') ?? '',
   };
+}
+
+function entryCount(n: number): string {
+  return n === 1 ? '1 registration entry' : `${n} registration entries`;
 }
 
 /** The marker of an entry the server refuses to serve, in tables. */
@@ -152,6 +128,7 @@ function printOne(io: CommandIo, args: ParsedArgs, e: EntryMsg): void {
     ['Downstream', String(e.downstream)],
     ['Hint', e.hint],
     ['Expires', isoSeconds(e.expires_at)],
+    ['Created', isoSeconds(e.created_at)],
     ['Revision', String(e.revision)],
   ]);
 }
@@ -171,23 +148,8 @@ function listAll(client: AdminClient, filter: Record<string, unknown>): Promise<
   return client.listAll<EntryMsg>('Entries', 'ListEntries', 'entries', { filter, page_size: 500 });
 }
 
-/** Runs `sigil entry …`. */
-export async function run(argv: string[], io: CommandIo): Promise<number> {
-  const [sub, ...rest] = argv;
-  if (sub === undefined || sub === '--help' || sub === '-h' || sub === 'help') {
-    io.out(USAGE);
-    return sub === undefined ? 2 : 0;
-  }
-  let args: ParsedArgs;
-  try {
-    args = parseArgs(rest, ENTRY_FLAGS);
-  } catch (err) {
-    return reportError(io, err);
-  }
-  if (args.has('help')) {
-    io.out(USAGE);
-    return 0;
-  }
+/** Runs `sigil entry <sub>`. */
+export async function run(sub: string, args: ParsedArgs, io: CommandIo): Promise<number> {
   return withAdmin(io, args, async (client) => {
     switch (sub) {
       case 'create': {
@@ -216,14 +178,18 @@ export async function run(argv: string[], io: CommandIo): Promise<number> {
         return code;
       }
       case 'show': {
-        const id = args.positionals[0] ?? args.all('entry-id')[0];
-        if (id !== undefined) {
-          const e = await client.call<EntryMsg>('Entries', 'GetEntry', { id });
-          if (outputFormat(args) === 'json') printJson(io, { entries: [entryView(e)] });
-          else printOne(io, args, e);
-          return 0;
+        // in full, one block per entry, as `create` prints it (`list` is the one-line view)
+        const id = args.positionals[0] ?? args.get('entry-id');
+        if (id !== undefined && args.positionals[0] !== undefined && args.get('entry-id') !== undefined) throw usageError('give the entry ID once: as the argument or with --entry-id');
+        const entries = id !== undefined ? [await client.call<EntryMsg>('Entries', 'GetEntry', { id })] : await listAll(client, filterFromFlags(args));
+        if (outputFormat(args) === 'json') printJson(io, { entries: entries.map(entryView) });
+        else {
+          for (const [i, e] of entries.entries()) {
+            if (i > 0) io.out('\n');
+            printOne(io, args, e);
+          }
+          if (id === undefined) io.out(`${entryCount(entries.length)}\n`);
         }
-        printEntries(io, args, await listAll(client, filterFromFlags(args)));
         return 0;
       }
       case 'list':
@@ -246,11 +212,11 @@ export async function run(argv: string[], io: CommandIo): Promise<number> {
       case 'count': {
         const r = await client.call<{ count: string }>('Entries', 'CountEntries', { filter: filterFromFlags(args) });
         if (outputFormat(args) === 'json') printJson(io, { count: Number(r.count) });
-        else io.out(`${r.count} registration entries\n`);
+        else io.out(`${entryCount(Number(r.count))}\n`);
         return 0;
       }
       default:
-        throw usageError(`unknown entry subcommand ${JSON.stringify(sub)}; see "sigil entry --help"`);
+        throw new Error(`no entry subcommand ${sub}`);
     }
   });
 }

@@ -1,7 +1,8 @@
 /** `sigil localauthority show|prepare|activate|taint|revoke`: operate the server's X.509 CA and JWT key lifecycle. */
 import type { CommandIo } from '../io.js';
-import { parseArgs, usageError } from './args.js';
-import { isoSeconds, outputFormat, printJson, printTable, reportError, withAdmin } from './output.js';
+import { usageError, type ParsedArgs } from './args.js';
+import { isoSeconds, outputFormat, printJson, printTable, withAdmin } from './output.js';
+import { jsonTime } from './views.js';
 
 interface AuthorityMsg {
   kind: string;
@@ -12,48 +13,39 @@ interface AuthorityMsg {
   key_type: string;
 }
 
-const USAGE = `usage: sigil localauthority <show|prepare|activate|taint|revoke> [flags]
-
-  show                                     every X.509 and JWT authority with its phase
-  prepare   --kind x509|jwt                prepare the next authority now (published at once)
-  activate  --kind x509|jwt                activate the prepared authority now
-  taint     --kind x509|jwt --id ID        mark an old authority tainted
-  revoke    --kind x509|jwt --id ID        remove a tainted authority from the bundle
-
-common: --socket PATH | --config server.yaml   --output table|json
-`;
-
-/** Runs `sigil localauthority …`. */
-export async function run(argv: string[], io: CommandIo): Promise<number> {
-  const [sub, ...rest] = argv;
-  if (sub === undefined || sub === '--help' || sub === '-h' || sub === 'help') {
-    io.out(USAGE);
-    return sub === undefined ? 2 : 0;
-  }
-  try {
-    const args = parseArgs(rest, { values: ['kind', 'id'] });
-    return await withAdmin(io, args, async (client) => {
-      let status: { authorities: AuthorityMsg[] };
-      const kind = args.get('kind');
-      const id = args.get('id');
-      if (sub === 'show') status = await client.call('LocalAuthority', 'GetStatus');
-      else if (sub === 'prepare' || sub === 'activate') {
-        if (kind === undefined) throw usageError('--kind is required');
-        status = await client.call('LocalAuthority', sub === 'prepare' ? 'Prepare' : 'Activate', { kind });
-      } else if (sub === 'taint' || sub === 'revoke') {
-        if (kind === undefined || id === undefined) throw usageError('--kind and --id are required');
-        status = await client.call('LocalAuthority', sub === 'taint' ? 'Taint' : 'Revoke', { kind, authority_id: id });
-      } else throw usageError(`unknown localauthority subcommand ${JSON.stringify(sub)}`);
-      if (outputFormat(args) === 'json') {
-        printJson(io, {
-          authorities: status.authorities.map((a) => ({ kind: a.kind, id: a.authority_id, phase: a.phase, tainted: a.tainted, notAfter: Number(a.not_after), keyType: a.key_type })),
-        });
-      } else {
-        printTable(io, ['KIND', 'ID', 'PHASE', 'TAINTED', 'NOT AFTER', 'KEY'], status.authorities.map((a) => [a.kind, a.authority_id, a.phase, String(a.tainted), isoSeconds(a.not_after), a.key_type]));
+/**
+ * Runs `sigil localauthority <sub>` (show, prepare, activate, taint, revoke); `--kind` comes
+ * from the flag or, for SPIRE's `localauthority x509|jwt <sub>`, from the command's name.
+ */
+export async function run(sub: string, args: ParsedArgs, io: CommandIo): Promise<number> {
+  return withAdmin(io, args, async (client) => {
+    let status: { authorities: AuthorityMsg[] };
+    const kind = args.get('kind');
+    const id = args.get('id');
+    if (sub === 'show') status = await client.call('LocalAuthority', 'GetStatus');
+    else if (sub === 'prepare' || sub === 'activate') {
+      if (kind === undefined) throw usageError('--kind is required');
+      if (sub === 'activate' && id !== undefined) {
+        // SPIRE names the authority it activates: refuse unless it is the prepared one
+        const now = await client.call<{ authorities: AuthorityMsg[] }>('LocalAuthority', 'GetStatus');
+        const prepared = now.authorities.find((a) => a.kind === kind && a.phase === 'prepared');
+        if (prepared?.authority_id !== id) {
+          throw usageError(`${id} is not the prepared ${kind} authority${prepared === undefined ? ' (none is prepared: run prepare first)' : ` (${prepared.authority_id} is)`}`);
+        }
       }
-      return 0;
-    });
-  } catch (err) {
-    return reportError(io, err);
-  }
+      status = await client.call('LocalAuthority', sub === 'prepare' ? 'Prepare' : 'Activate', { kind });
+    } else if (sub === 'taint' || sub === 'revoke') {
+      if (kind === undefined || id === undefined) throw usageError('--kind and --id are required');
+      status = await client.call('LocalAuthority', sub === 'taint' ? 'Taint' : 'Revoke', { kind, authority_id: id });
+    } else throw new Error(`no localauthority subcommand ${sub}`);
+    const shown = status.authorities.filter((a) => kind === undefined || sub !== 'show' || a.kind === kind);
+    if (outputFormat(args) === 'json') {
+      printJson(io, {
+        authorities: shown.map((a) => ({ kind: a.kind, id: a.authority_id, phase: a.phase, tainted: a.tainted, notAfter: jsonTime(a.not_after), keyType: a.key_type })),
+      });
+    } else {
+      printTable(io, ['KIND', 'ID', 'PHASE', 'TAINTED', 'NOT AFTER', 'KEY'], shown.map((a) => [a.kind, a.authority_id, a.phase, String(a.tainted), isoSeconds(a.not_after), a.key_type]));
+    }
+    return 0;
+  });
 }

@@ -1,4 +1,4 @@
-/** `sigil server run|healthcheck|rewrap-keys|generate-kek`: the server daemon and its maintenance commands. */
+/** `sigil server run|healthcheck|rewrap-keys|generate-kek`: the server daemon and its maintenance commands (`validate` is in check.ts). */
 import { readKekFile, generateKekFile } from '../../ca/key-manager/kek.js';
 import { rewrapKeys } from '../../ca/key-manager/disk-key-manager.js';
 import { SigilError } from '../../common/errors.js';
@@ -6,19 +6,9 @@ import { loadServerConfig, type ServerFlags } from '../../server/config.js';
 import { startServer } from '../../server/server.js';
 import type { CommandIo } from '../io.js';
 import { runService, untilAborted } from '../service.js';
-import { parseArgs, usageError, type ParsedArgs } from './args.js';
+import { usageError, type ParsedArgs } from './args.js';
 import { AdminClient } from './admin-client.js';
 import { adminSocket, outputFormat, printJson, reportError } from './output.js';
-
-const USAGE = `usage: sigil server <run|healthcheck|rewrap-keys|generate-kek> [flags]
-
-  run           --config server.yaml [--trust-domain TD] [--data-dir DIR] [--log-level L]
-                [--agent-address HOST:PORT] [--admin-socket PATH] [--health-address HOST:PORT]
-  healthcheck   [--socket PATH | --config server.yaml]     exit 0 when the server is ready
-  rewrap-keys   --config server.yaml --new-kek FILE          re-wrap every data key under a new KEK
-                (stop the server first; then point keyManager.kekFile at the new file)
-  generate-kek  --path FILE                                  32 random bytes, mode 0600
-`;
 
 function flagsOf(args: ParsedArgs): ServerFlags {
   const f: { -readonly [K in keyof ServerFlags]: ServerFlags[K] } = {};
@@ -73,21 +63,9 @@ async function rewrap(args: ParsedArgs, io: CommandIo): Promise<number> {
   return 0;
 }
 
-/** Runs `sigil server …`. */
-export async function run(argv: string[], io: CommandIo): Promise<number> {
-  const [sub, ...rest] = argv;
-  if (sub === undefined || sub === '--help' || sub === '-h' || sub === 'help') {
-    io.out(USAGE);
-    return sub === undefined ? 2 : 0;
-  }
+/** Runs `sigil server <sub>`. */
+export async function run(sub: string, args: ParsedArgs, io: CommandIo): Promise<number> {
   try {
-    const args = parseArgs(rest, {
-      values: ['trust-domain', 'data-dir', 'log-level', 'agent-address', 'admin-socket', 'health-address', 'new-kek', 'path'],
-    });
-    if (args.has('help')) {
-      io.out(USAGE);
-      return 0;
-    }
     switch (sub) {
       case 'run':
         return await runServer(args, io);
@@ -98,12 +76,13 @@ export async function run(argv: string[], io: CommandIo): Promise<number> {
       case 'generate-kek': {
         const path = args.get('path') ?? args.positionals[0];
         if (path === undefined) throw usageError('--path is required');
+        if (args.get('path') !== undefined && args.positionals[0] !== undefined) throw usageError('give the file once: as the argument or with --path');
         await generateKekFile(path);
         io.out(`wrote a new KEK to ${path} (mode 0600)\n`);
         return 0;
       }
       default:
-        throw usageError(`unknown server subcommand ${JSON.stringify(sub)}; see "sigil server --help"`);
+        throw new Error(`no server subcommand ${sub}`);
     }
   } catch (err) {
     return reportError(io, err);

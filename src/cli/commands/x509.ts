@@ -8,27 +8,17 @@ import { join } from 'node:path';
 import { toPem } from '../../common/x509.js';
 import { generateKeyAndCsr } from '../../server/server-svid.js';
 import type { CommandIo } from '../io.js';
-import { durationSeconds, parseArgs, usageError } from './args.js';
-import { isoSeconds, outputFormat, printFields, printJson, reportError, withAdmin } from './output.js';
+import { durationSeconds, usageError, type ParsedArgs } from './args.js';
+import { isoSeconds, outputFormat, printFields, printJson, reportError, serialForm, withAdmin } from './output.js';
+import { x509SvidView } from './views.js';
 
-const USAGE = `usage: sigil x509 mint --spiffe-id ID --write DIR [--ttl 1h] [--dns NAME...] [--socket PATH | --config FILE] [--output table|json]
-
-Writes DIR/svid.pem (chain, leaf first), DIR/key.pem (PKCS#8, mode 0600) and DIR/bundle.pem.
-`;
-
-/** Runs `sigil x509 …`. */
-export async function run(argv: string[], io: CommandIo): Promise<number> {
-  const [sub, ...rest] = argv;
-  if (sub !== 'mint') {
-    io.out(USAGE);
-    return sub === '--help' || sub === '-h' ? 0 : 2;
-  }
+/** Runs `sigil x509 mint`: writes DIR/svid.pem (chain, leaf first), DIR/key.pem (PKCS#8, mode 0600) and DIR/bundle.pem. */
+export async function run(_command: string, args: ParsedArgs, io: CommandIo): Promise<number> {
   try {
-    const args = parseArgs(rest, { values: ['spiffe-id', 'ttl', 'write'], repeatable: ['dns'] });
     const spiffeId = args.get('spiffe-id');
     const dir = args.get('write');
     if (spiffeId === undefined || dir === undefined) throw usageError('--spiffe-id and --write are required');
-    const ttlSeconds = durationSeconds(args, 'ttl', '1h');
+    const ttlSeconds = durationSeconds(args, 'ttl');
     return await withAdmin(io, args, async (client) => {
       const { csr, pkcs8 } = await generateKeyAndCsr();
       const r = await client.call<{ spiffe_id: string; cert_chain: Buffer[]; serial: string; expires_at: string; x509_authorities: Buffer[] }>('Mint', 'MintX509Svid', {
@@ -43,11 +33,14 @@ export async function run(argv: string[], io: CommandIo): Promise<number> {
       pkcs8.fill(0);
       await writeFile(join(dir, 'bundle.pem'), r.x509_authorities.map((c) => toPem(c, 'CERTIFICATE')).join(''), { mode: 0o644 });
       if (outputFormat(args) === 'json') {
-        printJson(io, { spiffeId: r.spiffe_id, serial: r.serial, expiresAt: Number(r.expires_at), svid: join(dir, 'svid.pem'), key: join(dir, 'key.pem'), bundle: join(dir, 'bundle.pem') });
+        printJson(io, {
+          svid: x509SvidView({ spiffeId: r.spiffe_id, serial: r.serial, expiresAt: r.expires_at }),
+          written: { svid: join(dir, 'svid.pem'), key: join(dir, 'key.pem'), bundle: join(dir, 'bundle.pem') },
+        });
       } else {
         printFields(io, [
           ['SPIFFE ID', r.spiffe_id],
-          ['Serial', r.serial],
+          ['Serial', serialForm(r.serial)],
           ['Expires', isoSeconds(r.expires_at)],
           ['Written to', dir],
         ]);

@@ -10,7 +10,7 @@ import type { Logger } from '../../common/logger.js';
 import type { AttestedNode, BundleRecord, Datastore, EntryFilter, NewRegistrationEntry, RegistrationEntry, SelectorMatch } from '../../datastore/datastore.js';
 import { STATUS_BY_CODE, toServiceError } from '../../grpc/status.js';
 import { makeSelector, type Selector } from '../../spiffe/selector.js';
-import { SpiffeId, TrustDomain } from '../../spiffe/spiffe-id.js';
+import { SpiffeId, spiffeIdReason, TrustDomain } from '../../spiffe/spiffe-id.js';
 import { generateJoinToken, joinTokenAgentId } from '../../../attestors/node/join_token/token.js';
 import type { AuditLog } from '../audit-log.js';
 import type { AdminCaller } from './admin-socket.js';
@@ -167,7 +167,7 @@ export function createAdminServices(deps: AdminServiceDeps): Record<string, Unty
     try {
       id = SpiffeId.parse(text);
     } catch (err) {
-      throw new SigilError('ERR_INVALID_SPIFFE_ID', `invalid ${field} ${JSON.stringify(text)}`, { reason: field.replace(/ /g, '-'), cause: err });
+      throw new SigilError('ERR_INVALID_SPIFFE_ID', `invalid ${field} ${JSON.stringify(text)}: ${spiffeIdReason(err)}`, { reason: field.replace(/ /g, '-'), cause: err });
     }
     if (!id.memberOf(trustDomain)) {
       throw new SigilError('ERR_INVALID_ARGUMENT', `${field} ${id.toString()} is not in trust domain ${trustDomain.name}`, {
