@@ -49,9 +49,13 @@ export class EntrySync {
   #loop: Promise<void> | undefined;
   #connected = false;
   #batches = 0;
-  /** Bumped by reconnect(): a stream opened before a new agent SVID is not a sign of rejection. */
+  /**
+   * Bumped by reconnect(): a stream that ends after the agent SVID changed under it reopens at
+   * once. Only that stream: a reconnect before start(), or while the loop sleeps, leaves the
+   * next failure its logged, jittered delay (a flag kept across iterations once let every
+   * agent's first failure after a server restart reconnect at once and unlogged).
+   */
   #generation = 0;
-  #skipDelay = false;
   #wake: AbortController | undefined;
 
   constructor(options: EntrySyncOptions) {
@@ -84,7 +88,6 @@ export class EntrySync {
   /** Drops the current stream so the loop reopens it at once (e.g. with a new agent SVID). */
   reconnect(): void {
     this.#generation++;
-    this.#skipDelay = true;
     this.#stream?.cancel();
     this.#wake?.abort();
   }
@@ -102,9 +105,8 @@ export class EntrySync {
       }
       this.#connected = false;
       if (signal.aborted) return;
-      if (this.#skipDelay || generation !== this.#generation) {
-        // The agent SVID changed under this stream: reopen at once with the new one.
-        this.#skipDelay = false;
+      if (generation !== this.#generation) {
+        logger.info('agent SVID changed; reopening entry sync with it');
         continue;
       }
       if (err !== undefined && err.code !== 'ERR_CANCELLED') {
@@ -139,6 +141,7 @@ export class EntrySync {
   #once(): Promise<void> {
     return new Promise<void>((resolve, reject) => {
       let stream: ClientReadableStream<WireSyncPage>;
+      this.#o.logger.debug('entry sync stream opening');
       try {
         stream = this.#o.client.syncEntries(this.#o.pageSize ?? 0);
       } catch (err) {

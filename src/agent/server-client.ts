@@ -3,8 +3,10 @@
  * last-synced) bundle, then mTLS with the agent SVID for everything else. The server must
  * present `spiffe://<td>/sigil/server` and the server marker only the CA's server issuance
  * adds (src/spiffe/reserved-id.ts), checked during the handshake, before any request (and so
- * any attestation evidence such as a join token) is sent. Credentials are swapped in place when the agent SVID
- * or the server's roots change; calls in flight on the old channel finish on it.
+ * any attestation evidence such as a join token) is sent. Credentials are swapped when the agent SVID
+ * or the server's roots change: new calls go to a new channel, while the old one stays open
+ * until its last call ends, so a long-lived SyncEntries stream keeps its connection (closing
+ * the channel under it let the next keepalive tear the connection down, issue 20).
  */
 import { credentials, Metadata, type Client, type ClientDuplexStream, type ClientReadableStream, type ServiceError } from '@grpc/grpc-js';
 import type { PeerCertificate } from 'node:tls';
@@ -123,6 +125,13 @@ export interface AgentServerClientOptions {
   readonly roots: readonly Buffer[];
 }
 
+/** A channel and the calls running on it; a retired channel closes when its last call ends. */
+interface ChannelSlot {
+  readonly client: Client;
+  active: number;
+  retired: boolean;
+}
+
 /** A client of the server's agent API that follows agent SVID and root changes. */
 export class AgentServerClient {
   readonly #address: string;
@@ -130,7 +139,7 @@ export class AgentServerClient {
   readonly #serverName: string;
   #roots: readonly Buffer[];
   #identity: ClientIdentity | undefined;
-  #mtls: Client | undefined;
+  #mtls: ChannelSlot | undefined;
   #closed = false;
 
   constructor(options: AgentServerClientOptions) {
@@ -154,10 +163,25 @@ export class AgentServerClient {
     this.#resetChannel();
   }
 
+  /** New calls get a new channel; the current one closes once the calls on it have ended. */
   #resetChannel(): void {
-    // Calls already started keep their channel; grpc-js lets them finish after close().
-    this.#mtls?.close();
+    const slot = this.#mtls;
     this.#mtls = undefined;
+    if (slot === undefined) return;
+    slot.retired = true;
+    if (slot.active === 0) slot.client.close();
+  }
+
+  /** Counts a call on `slot`; the returned function (idempotent) ends it. */
+  static #enter(slot: ChannelSlot): () => void {
+    slot.active++;
+    let done = false;
+    return () => {
+      if (done) return;
+      done = true;
+      slot.active--;
+      if (slot.retired && slot.active === 0) slot.client.close();
+    };
   }
 
   #makeClient(identity: ClientIdentity | undefined): Client {
@@ -186,9 +210,9 @@ export class AgentServerClient {
     });
   }
 
-  #client(): Client {
+  #slot(): ChannelSlot {
     if (this.#identity === undefined) throw new SigilError('ERR_UNAVAILABLE', 'agent is not attested yet', { reason: 'not-attested' });
-    this.#mtls ??= this.#makeClient(this.#identity);
+    this.#mtls ??= { client: this.#makeClient(this.#identity), active: 0, retired: false };
     return this.#mtls;
   }
 
@@ -237,14 +261,17 @@ export class AgentServerClient {
   }
 
   #unary<T>(method: string, request: object, signal?: AbortSignal): Promise<T> {
-    const client = this.#client();
+    const slot = this.#slot();
+    const { client } = slot;
     const fn = (client as unknown as Record<string, UnaryMethod>)[method] as UnaryMethod;
     return new Promise<T>((resolve, reject) => {
       if (signal?.aborted) {
         reject(signal.reason);
         return;
       }
+      const end = AgentServerClient.#enter(slot);
       const call = fn.call(client, request, new Metadata(), { deadline: new Date(Date.now() + UNARY_DEADLINE_MS) }, (err, res) => {
+        end();
         signal?.removeEventListener('abort', onAbort);
         if (err) reject(fromServiceError(err));
         else resolve(res as T);
@@ -292,11 +319,16 @@ export class AgentServerClient {
 
   /** Opens SyncEntries. */
   syncEntries(pageSize: number): ClientReadableStream<WireSyncPage> {
-    const client = this.#client();
-    return (client as unknown as { SyncEntries(req: object, md: Metadata): ClientReadableStream<WireSyncPage> }).SyncEntries({ page_size: pageSize }, new Metadata());
+    const slot = this.#slot();
+    const stream = (slot.client as unknown as { SyncEntries(req: object, md: Metadata): ClientReadableStream<WireSyncPage> }).SyncEntries({ page_size: pageSize }, new Metadata());
+    // 'status' comes once at the end of every call, whether it ended, failed or was cancelled.
+    const end = AgentServerClient.#enter(slot);
+    stream.on('status', end);
+    stream.on('error', end);
+    return stream;
   }
 
-  /** Closes the channel; later calls fail with ERR_UNAVAILABLE. */
+  /** Closes the channel once its calls have ended; later calls fail with ERR_UNAVAILABLE. */
   close(): void {
     this.#closed = true;
     this.#resetChannel();

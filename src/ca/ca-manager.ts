@@ -310,16 +310,19 @@ export class CaManager extends EventEmitter {
   /**
    * Signs an X.509-SVID for the key in a DER PKCS#10 CSR after verifying the CSR's
    * self-signature (proof of possession). Names in the CSR are ignored: the SVID carries
-   * exactly `spiffeId` and `dnsNames`. A reserved ID needs the matching `issuance`.
+   * exactly `spiffeId` and `dnsNames`. A reserved ID needs the matching `issuance`. Once
+   * `signal` fires, nothing more is signed for it: the promise rejects with ERR_CANCELLED (or
+   * the signal's SigilError) unless the signature had already been handed to a thread.
    */
-  signX509SvidFromCsr(req: { csr: Uint8Array; spiffeId: SpiffeId; ttlMs?: number; dnsNames?: string[]; issuance?: ReservedIssuance }): Promise<IssuedX509Svid> {
+  signX509SvidFromCsr(req: { csr: Uint8Array; spiffeId: SpiffeId; ttlMs?: number; dnsNames?: string[]; issuance?: ReservedIssuance; signal?: AbortSignal }): Promise<IssuedX509Svid> {
     try {
+      if (req.signal?.aborted === true) throw new SigilError('ERR_CANCELLED', 'the caller gave up before this was signed', { reason: 'caller-gone' });
       const serverMarker = this.#checkLeafRequest(req.spiffeId, req.dnsNames, req.issuance);
       const slot = this.#activeX509;
       const pool = this.#pool;
       // the server SVID (rare) is built on this thread: the pool's threads never emit the marker
       if (!serverMarker && pool !== undefined && !pool.closed && slot !== undefined && this.#poolRef(pool, slot) !== null) {
-        return this.#issueInPool(pool, req.csr, req.spiffeId, req.dnsNames ?? [], req.ttlMs);
+        return this.#issueInPool(pool, req.csr, req.spiffeId, req.dnsNames ?? [], req.ttlMs, req.signal);
       }
       const { spki, publicKey } = verifyCsr(req.csr);
       const { rsa } = checkSvidPublicKey(publicKey);
@@ -327,6 +330,15 @@ export class CaManager extends EventEmitter {
     } catch (err) {
       return Promise.reject(err);
     }
+  }
+
+  /**
+   * How long a batch of `csrs` more signatures would wait behind the signing threads' backlog
+   * at their current rate (0 without threads or before any rate is known), for load shedding.
+   */
+  signingBacklogMs(csrs: number): number {
+    const pool = this.#pool;
+    return pool === undefined || pool.closed ? 0 : pool.estimatedWaitMs(csrs);
   }
 
   /** Signs an X.509-SVID for a public key; a reserved ID needs the matching `issuance`. */
@@ -430,13 +442,13 @@ export class CaManager extends EventEmitter {
   }
 
   /** As signX509SvidFromCsr + #issue, with the CSR check and the signature on a pool thread. */
-  async #issueInPool(pool: SigningPool, csr: Uint8Array, spiffeId: SpiffeId, dnsNames: readonly string[], ttlMs: number | undefined): Promise<IssuedX509Svid> {
+  async #issueInPool(pool: SigningPool, csr: Uint8Array, spiffeId: SpiffeId, dnsNames: readonly string[], ttlMs: number | undefined, signal?: AbortSignal): Promise<IssuedX509Svid> {
     const { slot, notBefore, notAfter } = this.#leafValidity(ttlMs);
     const ref = this.#poolRef(pool, slot);
     if (ref === null) throw new SigilError('ERR_INTERNAL', 'X.509 CA key is not usable by the signing threads', { reason: 'signing-key-unavailable' });
     if (notAfter > slot.rec.signedUntil) await this.#raiseSignedUntil(slot, notAfter);
     const serial = randomSerial();
-    const leaf = await pool.sign({ keyRef: ref, csr, serial, notBeforeMs: notBefore, notAfterMs: notAfter, spiffeId: spiffeId.toString(), dnsNames });
+    const leaf = await pool.sign({ keyRef: ref, csr, serial, notBeforeMs: notBefore, notAfterMs: notAfter, spiffeId: spiffeId.toString(), dnsNames }, signal);
     return { chain: slot.chainTail.length === 0 ? [leaf] : [leaf, ...slot.chainTail], serial: serialHex(serial), notAfter: new Date(notAfter), spiffeId };
   }
 

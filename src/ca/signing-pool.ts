@@ -6,8 +6,10 @@
  * CA private keys reach the threads as KeyObjects cloned by postMessage: in memory only,
  * never encoded, written or logged. Requests made in the same turn of the event loop travel
  * together, one message per thread, with their CSRs packed into one transferred buffer.
- * A thread holds at most two messages; requests beyond that wait and leave together with
- * the next reply. Threads start at the first request, are unref'd while idle (an idle pool never keeps the
+ * A thread holds at most two messages of at most MAX_JOBS_PER_MESSAGE requests; requests
+ * beyond that wait and leave together with the next reply. A waiting request whose caller has
+ * gone (its AbortSignal fired) is dropped before it reaches a thread, so a cancelled or
+ * expired call costs at most the signatures already handed out. Threads start at the first request, are unref'd while idle (an idle pool never keeps the
  * process alive), and one that dies fails its requests with ERR_INTERNAL and is replaced at
  * the next request.
  */
@@ -45,6 +47,7 @@ export const MAX_SIGNING_THREADS = 64;
 
 interface Waiting {
   readonly req: PoolLeafRequest;
+  readonly signal: AbortSignal | undefined;
   readonly resolve: (leaf: Buffer) => void;
   readonly reject: (err: unknown) => void;
 }
@@ -62,6 +65,19 @@ interface Thread {
  * sends fewer, larger messages (each post wakes a thread, which costs more than it carries).
  */
 const BATCHES_PER_THREAD = 2;
+/**
+ * Most requests in one message: large enough to amortise the post, small enough that work for
+ * a caller that gave up is still waiting here (and can be dropped) rather than in a thread.
+ */
+export const MAX_JOBS_PER_MESSAGE = 128;
+/** The span of recent replies the signing rate is measured over. */
+const RATE_WINDOW_MS = 2000;
+
+function callerGone(signal: AbortSignal): SigilError {
+  const reason: unknown = signal.reason;
+  if (reason instanceof SigilError) return reason;
+  return new SigilError('ERR_CANCELLED', 'the caller gave up before this was signed', { reason: 'caller-gone' });
+}
 
 const WORKER_URL = new URL('./signing-worker.js', import.meta.url);
 
@@ -80,6 +96,8 @@ export class SigningPool {
   #nextRef = 1;
   #nextJob = 1;
   #closed = false;
+  /** Recent replies: [time ms, requests answered], oldest first, for the signing rate. */
+  readonly #replies: [number, number][] = [];
 
   constructor(size: number) {
     if (!Number.isSafeInteger(size) || size < 1 || size > MAX_SIGNING_THREADS) {
@@ -116,12 +134,34 @@ export class SigningPool {
    * with the CSR's SigilError (ERR_INVALID_ARGUMENT) as the main-thread path would, with
    * ERR_INTERNAL when a thread fails, ERR_UNAVAILABLE once closed.
    */
-  sign(req: PoolLeafRequest): Promise<Buffer> {
+  sign(req: PoolLeafRequest, signal?: AbortSignal): Promise<Buffer> {
     if (this.#closed) return Promise.reject(new SigilError('ERR_UNAVAILABLE', 'signing pool is closed', { reason: 'signing-pool-closed' }));
+    if (signal?.aborted === true) return Promise.reject(callerGone(signal));
     return new Promise((resolve, reject) => {
-      this.#queue.push({ req, resolve, reject });
+      this.#queue.push({ req, signal, resolve, reject });
       this.#scheduleFlush();
     });
+  }
+
+  /** Requests waiting or on a thread. */
+  get pending(): number {
+    let n = this.#queue.length;
+    for (const t of this.#threads) n += t?.inflight.size ?? 0;
+    return n;
+  }
+
+  /**
+   * How long `extra` more requests would wait behind the pending ones at the rate measured over
+   * the last replies; 0 while nothing has been measured (an idle or new pool).
+   */
+  estimatedWaitMs(extra: number, nowMs = Date.now()): number {
+    while (this.#replies.length > 0 && nowMs - (this.#replies[0] as [number, number])[0] > RATE_WINDOW_MS) this.#replies.shift();
+    if (this.#replies.length < 2) return 0;
+    const span = nowMs - (this.#replies[0] as [number, number])[0];
+    let answered = 0;
+    for (const [, n] of this.#replies) answered += n;
+    if (span <= 0 || answered === 0) return 0;
+    return ((this.pending + extra) * span) / answered;
   }
 
   #scheduleFlush(): void {
@@ -141,21 +181,34 @@ export class SigningPool {
       for (const w of queue) w.reject(new SigilError('ERR_UNAVAILABLE', 'signing pool is closed', { reason: 'signing-pool-closed' }));
       return;
     }
+    // Callers that gave up while their requests waited get their answer now, unsigned.
+    const live: Waiting[] = [];
+    for (const w of this.#queue) {
+      if (w.signal?.aborted === true) w.reject(callerGone(w.signal));
+      else live.push(w);
+    }
+    this.#queue = live;
     const open = this.#threads.map((t, i) => t ?? this.#start(i)).filter((t) => t.batches < BATCHES_PER_THREAD);
-    if (open.length === 0) return; // the next reply flushes again
-    const queue = this.#queue;
-    this.#queue = [];
+    if (open.length === 0 || live.length === 0) return; // the next reply flushes again
+    const room = open.length * MAX_JOBS_PER_MESSAGE;
+    const taken = live.slice(0, room);
+    this.#queue = live.slice(room);
     const load = open.map((t) => t.inflight.size);
     const groups = open.map((): Waiting[] => []);
-    for (const w of queue) {
-      let best = 0;
-      for (let i = 1; i < load.length; i++) if ((load[i] as number) < (load[best] as number)) best = i;
+    for (const w of taken) {
+      let best = -1;
+      for (let i = 0; i < load.length; i++) {
+        if ((groups[i] as Waiting[]).length >= MAX_JOBS_PER_MESSAGE) continue;
+        if (best < 0 || (load[i] as number) < (load[best] as number)) best = i;
+      }
       (groups[best] as Waiting[]).push(w);
       load[best] = (load[best] as number) + 1;
     }
     groups.forEach((g, i) => {
       if (g.length > 0) this.#send(open[i] as Thread, g);
     });
+    // a thread may take a second message at once; the rest waits for a reply
+    if (this.#queue.length > 0 && open.some((t) => t.batches < BATCHES_PER_THREAD)) this.#scheduleFlush();
   }
 
   #send(t: Thread, group: Waiting[]): void {
@@ -212,6 +265,8 @@ export class SigningPool {
         else w.reject(new SigilError(r.error.code, r.error.message, r.error.reason === undefined ? {} : { reason: r.error.reason }));
       }
       t.batches--;
+      this.#replies.push([Date.now(), m.results.length]);
+      if (this.#replies.length > 1024) this.#replies.shift();
       if (t.inflight.size === 0) worker.unref();
       this.#scheduleFlush();
     });

@@ -44,7 +44,7 @@ export class BundleManager {
   readonly #onCaChange = (): void => {
     this.#syncing = this.#syncing
       .then(async () => {
-        await this.syncOwn();
+        await this.#syncOwnNow();
         const tainted = this.#taintedKey();
         if (tainted === this.#tainted) return;
         this.#tainted = tainted;
@@ -94,8 +94,18 @@ export class BundleManager {
     });
   }
 
-  /** Writes the own bundle when the CA's authorities (or the refresh hint) differ from the stored document. */
-  async syncOwn(): Promise<void> {
+  /**
+   * Writes the own bundle when the CA's authorities (or the refresh hint) differ from the stored
+   * document. Runs after every update already queued (the CA's own change events included), so
+   * one authority change is one write, one sequence number and one push however many callers ask.
+   */
+  syncOwn(): Promise<void> {
+    const run = this.#syncing.then(() => this.#syncOwnNow());
+    this.#syncing = run.catch(() => undefined); // the caller gets the error
+    return run;
+  }
+
+  async #syncOwnNow(): Promise<void> {
     const stored = await this.#ds.getBundle(this.#td.idString);
     const old = stored === undefined ? undefined : this.parse(stored);
     const storedSeq = old?.sequenceNumber ?? 0;

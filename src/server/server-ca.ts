@@ -27,8 +27,13 @@ export interface MintedJwtSvid {
 
 /** The server's certificate authority. */
 export interface ServerCa {
-  /** Signs from a CSR; a reserved ID (src/spiffe/reserved-id.ts) is refused unless `issuance` is the CA's capability for it. */
-  signX509SvidFromCsr(req: { csr: Uint8Array; spiffeId: SpiffeId; ttlMs?: number; dnsNames?: string[]; issuance?: ReservedIssuance }): Promise<SignedX509Svid>;
+  /**
+   * Signs from a CSR; a reserved ID (src/spiffe/reserved-id.ts) is refused unless `issuance` is
+   * the CA's capability for it. Nothing is signed once `signal` has fired (ERR_CANCELLED).
+   */
+  signX509SvidFromCsr(req: { csr: Uint8Array; spiffeId: SpiffeId; ttlMs?: number; dnsNames?: string[]; issuance?: ReservedIssuance; signal?: AbortSignal }): Promise<SignedX509Svid>;
+  /** How long `csrs` more signatures would wait behind the signing backlog (0 when unknown). */
+  signingBacklogMs(csrs: number): number;
   /** Mints a JWT-SVID; never for a reserved ID. */
   mintJwtSvid(req: { spiffeId: SpiffeId; audience: string[]; ttlMs?: number }): Promise<MintedJwtSvid>;
   /** X.509 roots of the trust domain (DER), as published in the bundle. */

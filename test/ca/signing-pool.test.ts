@@ -178,3 +178,24 @@ test('an unknown key reference fails that request only, as an internal error', a
   const err = await t.throwsAsync(pool.sign({ keyRef: 99, csr, serial: Buffer.from([1]), notBeforeMs: 0, notAfterMs: 1000, spiffeId: 'spiffe://example.org/w', dnsNames: [] }));
   t.true(isSigilError(err, 'ERR_INTERNAL'));
 });
+
+test('a request whose signal fired is refused unsigned; the backlog estimate follows the measured rate (issue 20)', async (t) => {
+  const { ca } = await pooledCa(t);
+  const { csr } = await makeCsr();
+  t.is(ca.signingBacklogMs(1000), 0, 'no estimate before anything was measured');
+  // Enough work that most of it still waits in the pool when the signal fires.
+  const ctl = new AbortController();
+  const all = Array.from({ length: 2000 }, () => ca.signX509SvidFromCsr({ csr, spiffeId: TD.id('w'), signal: ctl.signal }));
+  const first = await Promise.race(all);
+  t.truthy(first.serial);
+  ctl.abort();
+  const settled = await Promise.allSettled(all);
+  const refused = settled.filter((r) => r.status === 'rejected');
+  t.true(refused.length > 0, 'every queued request was signed after the abort');
+  for (const r of refused) t.true(isSigilError((r as PromiseRejectedResult).reason, 'ERR_CANCELLED'));
+  await t.throwsAsync(ca.signX509SvidFromCsr({ csr, spiffeId: TD.id('w'), signal: ctl.signal }), { message: /gave up/ });
+  // The replies measured a rate: more work waits longer.
+  const small = ca.signingBacklogMs(10);
+  const big = ca.signingBacklogMs(100_000);
+  t.true(small > 0 && big > small * 100, `estimates ${small} ms and ${big} ms`);
+});

@@ -132,3 +132,22 @@ test('federated bundles: canonical storage, pem replace and append keep JWT keys
   t.false(all.includes('PRIVATE KEY'));
   t.false(all.includes(String(priv.d)));
 });
+
+test('one localauthority prepare is one bundle write, one sequence number and one push (issue 20)', async (t) => {
+  const s = await startTestServer();
+  t.teardown(() => s.destroy());
+  const writes = (): string[] => s.logLines.filter((l) => l.includes('"trust bundle updated"'));
+  await s.server.bundles.settled();
+  const before = writes().length;
+  const first = await s.admin.call<BundleReply>('Bundles', 'GetBundle');
+  for (const kind of ['x509', 'jwt', 'x509']) {
+    await s.admin.call('LocalAuthority', 'Prepare', { kind });
+    await s.server.bundles.settled();
+  }
+  const after = writes().slice(before);
+  t.is(after.length, 3, `bundle writes: ${after.join('\n')}`);
+  t.deepEqual(
+    after.map((l) => (JSON.parse(l) as { sequence: number }).sequence),
+    [1, 2, 3].map((n) => Number(first.sequence) + n),
+  );
+});

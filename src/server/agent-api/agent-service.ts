@@ -26,6 +26,7 @@ import type { ReservedIssuance } from '../../ca/reserved-issuance.js';
 import type { ServerCa, SignedX509Svid } from '../server-ca.js';
 import { authenticateAgent, normalizeSerial, type AgentCaller } from './caller.js';
 import { BoundedMessageQueue } from './bounded-message-queue.js';
+import { callerGoneReason, callLifetime, type CallLifetime } from './call-lifetime.js';
 import { AgentSyncState } from './sync-state.js';
 import {
   bundleToMsg,
@@ -114,7 +115,7 @@ export function createAgentService(deps: AgentServiceDeps): UntypedServiceImplem
     };
   };
 
-  const sign = async (kind: 'agent' | 'x509', spiffeId: string, csr: Uint8Array, ttlMs: number, dnsNames?: string[]): Promise<SignedX509Svid> => {
+  const sign = async (kind: 'agent' | 'x509', spiffeId: string, csr: Uint8Array, ttlMs: number, dnsNames?: string[], signal?: AbortSignal): Promise<SignedX509Svid> => {
     const end = metrics.issueLatency.startTimer({ kind });
     try {
       const s = await ca.signX509SvidFromCsr({
@@ -122,6 +123,7 @@ export function createAgentService(deps: AgentServiceDeps): UntypedServiceImplem
         spiffeId: SpiffeId.parse(spiffeId),
         ttlMs,
         ...(dnsNames && dnsNames.length > 0 ? { dnsNames } : {}),
+        ...(signal === undefined ? {} : { signal }),
         // only the agent's own SVID may be an agent ID; an entry's SVID never gets the capability
         ...(kind === 'agent' ? { issuance: deps.agentIssuance } : {}),
       });
@@ -286,6 +288,23 @@ export function createAgentService(deps: AgentServiceDeps): UntypedServiceImplem
     if (params.length > MAX_BATCH_CSRS) {
       throw new SigilError('ERR_INVALID_ARGUMENT', `at most ${MAX_BATCH_CSRS} CSRs per call, got ${params.length}`, { reason: 'batch-too-large' });
     }
+    const life = callLifetime(call);
+    try {
+      return await signBatch(caller, params, life);
+    } finally {
+      life.release();
+    }
+  }
+
+  async function signBatch(caller: AgentCaller, params: readonly { entry_id: string; csr: Buffer }[], life: CallLifetime): Promise<unknown> {
+    const { signal } = life;
+    // Shed what cannot finish in time: refused now, the agent retries with backoff, instead of
+    // signing for a caller that will have given up.
+    if (life.deadlineMs !== undefined && ca.signingBacklogMs(params.length) > life.deadlineMs - Date.now()) {
+      metrics.svidsIssued.inc({ kind: 'x509', result: 'error' }, params.length);
+      logger.info({ agentId: caller.agentId, csrs: params.length }, 'X509-SVID batch shed: the signing backlog would outlast its deadline');
+      throw new SigilError('ERR_UNAVAILABLE', 'the server is signing at capacity; retry later', { reason: 'signing-overloaded' });
+    }
     const allowed = authorizerFor(caller);
     // one lookup per entry ID per call, however often the batch names it
     const lookups = new Map<string, Promise<RegistrationEntry | undefined>>();
@@ -298,6 +317,7 @@ export function createAgentService(deps: AgentServiceDeps): UntypedServiceImplem
     // Every signature is started before any is awaited, so the CA's signing threads get the
     // whole batch at once; outcomes are then reported in request order.
     for (const p of params) {
+      if (signal.aborted) break;
       let csr: Buffer;
       try {
         checkEntryId(p.entry_id);
@@ -318,7 +338,7 @@ export function createAgentService(deps: AgentServiceDeps): UntypedServiceImplem
       }
       const ttlMs = entry.x509SvidTtlSeconds > 0 ? entry.x509SvidTtlSeconds * 1000 : deps.defaultX509SvidTtlMs;
       // settled at once into a value: a rejection must not sit unhandled while later lookups run
-      const signed = sign('x509', entry.spiffeId, csr, ttlMs, [...entry.dnsNames]).then(
+      const signed = sign('x509', entry.spiffeId, csr, ttlMs, [...entry.dnsNames], signal).then(
         (svid): Signed => ({ svid }),
         (err: unknown): Signed => ({ err }),
       );
@@ -344,6 +364,13 @@ export function createAgentService(deps: AgentServiceDeps): UntypedServiceImplem
       }
       const { entry } = item;
       const outcome = await item.signed;
+      if ('svid' in outcome && signal.aborted) {
+        // signed on a thread before the caller left: never delivered, and audited so
+        const { svid } = outcome;
+        const reason = callerGoneReason(signal);
+        records.push({ who: caller.agentId, action: 'x509svid.issue', result: 'error', entryId: entry.id, spiffeId: entry.spiffeId, serial: normalizeSerial(svid.serial), reason });
+        continue;
+      }
       if ('svid' in outcome) {
         const { svid } = outcome;
         records.push({
@@ -357,6 +384,8 @@ export function createAgentService(deps: AgentServiceDeps): UntypedServiceImplem
         });
         results.push({ entry_id: entry.id, svid: svidMsg(entry.spiffeId, svid), status: okStatus() });
       } else {
+        // not signed because the caller had gone: nothing happened, nothing to audit
+        if (signal.aborted) continue;
         const se = toSigilError(outcome.err);
         if (se.code === 'ERR_INTERNAL') logger.error({ err: outcome.err, entryId: entry.id }, 'signing an X509-SVID failed');
         records.push({ who: caller.agentId, action: 'x509svid.issue', result: 'error', entryId: entry.id, spiffeId: entry.spiffeId, reason: se.reason ?? se.code });
@@ -365,6 +394,7 @@ export function createAgentService(deps: AgentServiceDeps): UntypedServiceImplem
     }
     // written before any SVID leaves, in one write for the batch
     audit.recordAll(records);
+    if (signal.aborted) throw toSigilError(signal.reason);
     return { results };
   }
 
