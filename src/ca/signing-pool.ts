@@ -55,6 +55,10 @@ interface Waiting {
 interface Thread {
   readonly worker: Worker;
   readonly inflight: Map<number, Waiting>;
+  /** Since when the thread's busy time is counted (it has requests), or undefined while idle. */
+  busySince: number | undefined;
+  /** False until its first reply: that one includes the thread's start-up, not signing. */
+  warm: boolean;
   /** `jobs` messages posted and not answered yet. */
   batches: number;
 }
@@ -70,8 +74,10 @@ const BATCHES_PER_THREAD = 2;
  * a caller that gave up is still waiting here (and can be dropped) rather than in a thread.
  */
 export const MAX_JOBS_PER_MESSAGE = 128;
-/** The span of recent replies the signing rate is measured over. */
-const RATE_WINDOW_MS = 2000;
+/** About how much recent busy thread time the signing rate is measured over. */
+const RATE_WINDOW_MS = 4000;
+/** Requests that must have been measured before the rate is trusted. */
+const MIN_MEASURED = 256;
 
 function callerGone(signal: AbortSignal): SigilError {
   const reason: unknown = signal.reason;
@@ -96,8 +102,13 @@ export class SigningPool {
   #nextRef = 1;
   #nextJob = 1;
   #closed = false;
-  /** Recent replies: [time ms, requests answered], oldest first, for the signing rate. */
-  readonly #replies: [number, number][] = [];
+  /**
+   * The signing rate, from time a thread was busy (had requests) and requests it answered in
+   * that time; both halve once the busy time passes RATE_WINDOW_MS, so the rate follows recent
+   * work and idle time never lowers it.
+   */
+  #busyMs = 0;
+  #answered = 0;
 
   constructor(size: number) {
     if (!Number.isSafeInteger(size) || size < 1 || size > MAX_SIGNING_THREADS) {
@@ -145,23 +156,21 @@ export class SigningPool {
 
   /** Requests waiting or on a thread. */
   get pending(): number {
-    let n = this.#queue.length;
+    // requests of callers that have gone are dropped at the next flush: not work any more
+    let n = 0;
+    for (const w of this.#queue) if (w.signal?.aborted !== true) n++;
     for (const t of this.#threads) n += t?.inflight.size ?? 0;
     return n;
   }
 
   /**
    * How long `extra` more requests would wait behind the pending ones at the rate measured over
-   * the last replies; 0 while nothing has been measured (an idle or new pool).
+   * the recent busy time of the threads; 0 while nothing has been measured (a new pool).
    */
-  estimatedWaitMs(extra: number, nowMs = Date.now()): number {
-    while (this.#replies.length > 0 && nowMs - (this.#replies[0] as [number, number])[0] > RATE_WINDOW_MS) this.#replies.shift();
-    if (this.#replies.length < 2) return 0;
-    const span = nowMs - (this.#replies[0] as [number, number])[0];
-    let answered = 0;
-    for (const [, n] of this.#replies) answered += n;
-    if (span <= 0 || answered === 0) return 0;
-    return ((this.pending + extra) * span) / answered;
+  estimatedWaitMs(extra: number): number {
+    if (this.#answered < MIN_MEASURED || this.#busyMs <= 0) return 0;
+    const perThreadPerMs = this.#answered / this.#busyMs;
+    return (this.pending + extra) / (perThreadPerMs * this.size);
   }
 
   #scheduleFlush(): void {
@@ -241,8 +250,24 @@ export class SigningPool {
       t.inflight.set(id, w);
     }
     t.worker.ref();
+    t.busySince ??= Date.now();
     t.batches++;
     this.#post(t, { type: 'jobs', jobs, bytes }, [bytes.buffer]);
+  }
+
+  /** Counts `answered` requests and the busy time they took on `t`. */
+  #measure(t: Thread, answered: number): void {
+    const now = Date.now();
+    if (t.warm) {
+      if (t.busySince !== undefined) this.#busyMs += now - t.busySince;
+      this.#answered += answered;
+    }
+    t.warm = true;
+    t.busySince = t.inflight.size > 0 ? now : undefined;
+    if (this.#busyMs > RATE_WINDOW_MS) {
+      this.#busyMs /= 2;
+      this.#answered /= 2;
+    }
   }
 
   #post(t: Thread, msg: ToSigningWorker, transfer: ArrayBuffer[] = []): void {
@@ -251,7 +276,7 @@ export class SigningPool {
 
   #start(i: number): Thread {
     const worker = new Worker(WORKER_URL, { name: `sigil-signer-${i}` });
-    const t: Thread = { worker, inflight: new Map(), batches: 0 };
+    const t: Thread = { worker, inflight: new Map(), batches: 0, busySince: undefined, warm: false };
     this.#threads[i] = t;
     worker.unref();
     for (const k of this.#keys.values()) this.#post(t, { type: 'key', key: k });
@@ -265,8 +290,7 @@ export class SigningPool {
         else w.reject(new SigilError(r.error.code, r.error.message, r.error.reason === undefined ? {} : { reason: r.error.reason }));
       }
       t.batches--;
-      this.#replies.push([Date.now(), m.results.length]);
-      if (this.#replies.length > 1024) this.#replies.shift();
+      this.#measure(t, m.results.length);
       if (t.inflight.size === 0) worker.unref();
       this.#scheduleFlush();
     });

@@ -230,10 +230,10 @@ test.serial('server down, agent restarted: bundles at once from its data dir, SV
     t.is(code(jwtErr), 'ERR_UNAVAILABLE', String(jwtErr));
     t.is(jwtErr?.reason, 'not-synced', String(jwtErr));
 
-    const cliX509 = await runSigil(['api', 'fetch', 'x509', '--socket', socketPath, '--timeout', '30'], { timeoutMs: 60_000 });
+    const cliX509 = await runSigil(['api', 'fetch', 'x509', '--socket', socketPath, '--timeout', '30s'], { timeoutMs: 60_000 });
     t.is(cliX509.code, 1, cliX509.stderr);
     t.true(cliX509.stderr.includes('ERR_UNAVAILABLE'), cliX509.stderr);
-    const cliBundles = await runSigil(['api', 'fetch', 'bundles', '--socket', socketPath, '--output', 'json', '--timeout', '30'], { timeoutMs: 60_000 });
+    const cliBundles = await runSigil(['api', 'fetch', 'bundles', '--socket', socketPath, '--output', 'json', '--timeout', '30s'], { timeoutMs: 60_000 });
     t.is(cliBundles.code, 0, cliBundles.stderr);
     t.true(cliBundles.stdout.includes('"trustDomain": "example.org"'), cliBundles.stdout);
 
@@ -278,7 +278,7 @@ test.serial('`sigil api fetch` that gets no answer reports its own timeout as a 
   await new Promise<void>((resolve, reject) => silent.bindAsync(`unix:${path}`, ServerCredentials.createInsecure(), (err) => (err === null ? resolve() : reject(err))));
   try {
     for (const what of [['x509'], ['bundles'], ['jwt', '--audience', 'a']]) {
-      const r = await runSigil(['api', 'fetch', ...what, '--socket', path, '--timeout', '1'], { timeoutMs: 30_000 });
+      const r = await runSigil(['api', 'fetch', ...what, '--socket', path, '--timeout', '1s'], { timeoutMs: 30_000 });
       t.is(r.code, 1, `${what[0]}: ${r.stderr}`);
       t.true(r.stderr.includes('ERR_DEADLINE_EXCEEDED'), r.stderr);
       t.true(r.stderr.includes('timed out'), r.stderr);

@@ -45,7 +45,7 @@ async function fetchedId(socket: string): Promise<string> {
   const deadline = Date.now() + 60_000;
   let last = '';
   while (Date.now() < deadline) {
-    const r = await sigil(['api', 'fetch', 'x509', '--socket', socket, '--output', 'json', '--timeout', '5']);
+    const r = await sigil(['api', 'fetch', 'x509', '--socket', socket, '--output', 'json', '--timeout', '5s']);
     if (r.code === 0) return (JSON.parse(r.stdout) as { svids: { spiffeId: string }[] }).svids[0]?.spiffeId ?? '';
     last = `${String(r.code)} ${r.stderr}`;
     await new Promise((res) => setTimeout(res, 250));
@@ -94,7 +94,9 @@ test.serial('agent before server: stays up retrying, attests once the server app
   running.push(a);
   await a.until('the restarted agent to serve', () => a.stderr.includes('serving the Workload API'), 60_000);
   t.true(a.stderr.includes(`sigil agent: ${agent.agentId} serving`), a.stderr);
-  t.true(a.stdout.includes('agent SVID loaded from data dir'), 'resumed from its data dir');
+  // Log lines (stdout) may reach the pipe after the stderr line: wait for the one that says how it started.
+  await a.until('the log line of the stored SVID', () => a.stdout.includes('agent SVID loaded from data dir') || a.stdout.includes('"msg":"agent attested"'), 30_000);
+  t.true(a.stdout.includes('agent SVID loaded from data dir'), `resumed from its data dir; stdout: ${a.stdout.slice(-1500)}`);
   t.false(a.stdout.includes('"msg":"agent attested"'), 'no new attestation');
   t.is(await fetchedId(agent.socket), WORKLOAD_ID);
   t.is(attestations(home, agent.agentId), 1);

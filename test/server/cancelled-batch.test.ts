@@ -7,6 +7,7 @@
 import test from 'ava';
 import { JoinTokenAgentAttestor } from '../../attestors/node/join_token/agent.js';
 import { generateKeyAndCsr } from '../../src/agent/csr.js';
+import { SigilError } from '../../src/common/errors.js';
 import { AgentServerClient } from '../../src/agent/server-client.js';
 import { TrustDomain } from '../../src/spiffe/spiffe-id.js';
 import { startTestServer } from '../helpers/server.js';
@@ -18,6 +19,18 @@ interface AuditLine {
 }
 
 const BATCHES = 10;
+
+/** Calls `fn` until it is not shed as overloaded (the cancelled work is still being dropped). */
+async function afterBacklog<T>(fn: () => Promise<T>): Promise<T> {
+  for (let i = 0; ; i++) {
+    try {
+      return await fn();
+    } catch (err) {
+      if (i >= 50 || !(err instanceof SigilError) || err.reason !== 'signing-overloaded') throw err;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+}
 const PER_BATCH = 500;
 
 test('cancelled batches: queued CSRs are never signed, and nothing undelivered is audited as issued', async (t) => {
@@ -37,14 +50,17 @@ test('cancelled batches: queued CSRs are never signed, and nothing undelivered i
   // Ten full batches at once; as soon as one is answered the rest are cancelled.
   const ctl = new AbortController();
   const calls = Array.from({ length: BATCHES }, () => client.batchNewX509Svid(items, ctl.signal));
-  await Promise.race(calls);
+  // The first answered (a batch may also be shed as overloaded on a slow machine: that is no answer).
+  await Promise.any(calls).catch(async () => {
+    throw new Error(`no batch was answered: ${(await Promise.allSettled(calls)).map((o) => (o.status === 'rejected' ? String(o.reason) : 'ok')).join('; ')}`);
+  });
   ctl.abort();
   const outcomes = await Promise.allSettled(calls);
   const delivered = outcomes.filter((o) => o.status === 'fulfilled').length;
   t.true(delivered >= 1 && delivered < BATCHES, `${delivered} of ${BATCHES} batches answered before the cancel`);
 
   // The signing threads are FIFO: once a later call is answered, all earlier work has settled.
-  const after = await client.batchNewX509Svid([{ entryId, csrDer }]);
+  const after = await afterBacklog(() => client.batchNewX509Svid([{ entryId, csrDer }]));
   t.truthy(after[0]?.svid);
 
   const issued = s.auditLines

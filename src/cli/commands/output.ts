@@ -64,7 +64,7 @@ export async function withAdmin(io: CommandIo, args: ParsedArgs, body: (client: 
 }
 
 /** Failures whose message is already one plain sentence for people (the connection to a daemon): no code is added. */
-const PLAIN_REASONS = new Set(['no-server', 'no-agent', 'admin-socket-permission', 'agent-socket-permission', 'admin-timeout', 'workload-timeout']);
+const PLAIN_REASONS = new Set(['no-server', 'no-agent', 'admin-socket-permission', 'agent-socket-permission', 'admin-timeout']);
 
 /**
  * Prints an error as one line and returns its exit code: a usage error (exit 2) as

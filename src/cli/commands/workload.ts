@@ -45,7 +45,7 @@ function shown(address: string): string {
  */
 export function workloadFailure(err: unknown, address: string, timeoutMs: number, signal?: AbortSignal): unknown {
   if (signal?.aborted === true) {
-    return new SigilError('ERR_DEADLINE_EXCEEDED', `no answer from the agent at ${shown(address)} within ${Math.round(timeoutMs / 1000)}s`, { reason: 'workload-timeout', cause: err });
+    return new SigilError('ERR_DEADLINE_EXCEEDED', `timed out after ${Math.round(timeoutMs / 1000)}s (--timeout): no answer from the agent at ${shown(address)}`, { reason: 'workload-timeout', cause: err });
   }
   if (!isSigilError(err) || err.reason !== undefined) return err;
   const plain = connectionError(err.cause, shown(address), timeoutMs);

@@ -124,7 +124,7 @@ export async function agentHome(server: ServerHome): Promise<AgentHome> {
   writeFileSync(join(dir, 'bootstrap.pem'), bundle.stdout);
   const tok = await server.admin(['token', 'generate', '--ttl', '10m', '--output', 'json']);
   if (tok.code !== 0) throw new Error(`token generate: ${tok.stderr}`);
-  const { token, agentId } = JSON.parse(tok.stdout) as { token: string; agentId: string };
+  const { token, agentId } = (JSON.parse(tok.stdout) as { joinToken: { token: string; agentId: string } }).joinToken;
   writeFileSync(join(dir, 'join-token'), `${token}\n`, { mode: 0o600 });
   const socket = join(dir, 'agent.sock');
   const config = join(dir, 'agent.yaml');
