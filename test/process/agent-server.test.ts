@@ -114,7 +114,7 @@ test.serial('agent before server: stays up retrying, attests once the server app
   // A requested stop: exit 0, no socket, nothing half-written in the data dir.
   t.deepEqual(await terminate(a), { code: 0, signal: null }, a.output.slice(-2000));
   t.false(existsSync(agent.socket), 'the Workload API socket is removed at stop');
-  t.deepEqual(filesIn(agent.dataDir), ['agent-key.pem', 'agent-state.json', 'agent-svid.pem', 'bundle.pem']);
+  t.deepEqual(filesIn(agent.dataDir), ['agent-key.pem', 'agent-state.json', 'agent-svid.pem', 'bundle.json', 'bundle.pem']);
   t.false(a.stderr.includes('still open'), a.stderr);
   t.deepEqual(await terminate(server), { code: 0, signal: null }, server.output.slice(-2000));
   t.false(existsSync(home.adminSocket));

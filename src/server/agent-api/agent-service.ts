@@ -392,9 +392,15 @@ export function createAgentService(deps: AgentServiceDeps): UntypedServiceImplem
         results.push({ entry_id: entry.id, status: errStatus(se.code === 'ERR_INTERNAL' ? new SigilError('ERR_INTERNAL', 'internal error') : se) });
       }
     }
+    if (signal.aborted) {
+      // the caller left while later items were signing: nothing of this batch is delivered,
+      // including the items already recorded as issued
+      const reason = callerGoneReason(signal);
+      audit.recordAll(records.map((r) => (r.result === 'ok' ? { ...r, result: 'error' as const, reason } : r)));
+      throw toSigilError(signal.reason);
+    }
     // written before any SVID leaves, in one write for the batch
     audit.recordAll(records);
-    if (signal.aborted) throw toSigilError(signal.reason);
     return { results };
   }
 
