@@ -1,9 +1,10 @@
 /**
  * Benchmark 7: one agent authorised for 10k and for 100k entries — time from the agent's
- * start (attestation included) until its cache holds every entry, and whether it gets there
- * at all (SPIRE's sync breaks on gRPC message limits at ~7.5-17k entries per agent). With
+ * start (attestation included) until its cache holds every entry (SPIRE's sync breaks on
+ * gRPC message limits at ~7.5-17k entries per agent), against <= 1 s and <= 10 s. With
  * --full also: a server with 1M entries in SQLite (bulk-inserted through the datastore's
- * createEntries), one agent authorised for 10k of them, its full sync.
+ * createEntries), one agent authorised for 10k of them, its full sync against <= 2 s.
+ * A sync that never completes fails the benchmark (the wait is bounded).
  * The server runs in this process, the agent in a child process of its own.
  */
 import { startBenchServer, type BenchServer } from './support/bench-server.js';
@@ -14,6 +15,12 @@ import { millis, type Benchmark, type BenchOutcome, type BenchRow, type Metric }
 
 const CHUNK = 5000;
 const TEN_K_TARGET_MS = 1000;
+/** 100k entries for one agent, synced from its start. */
+const HUNDRED_K_TARGET_MS = 10_000;
+/** One agent's 10k entries out of a 1M-entry datastore. */
+const MILLION_TARGET_MS = 2000;
+/** How a target in ms reads in the table. */
+const seconds = (ms: number): string => `<= ${ms / 1000} s`;
 
 async function insert(srv: BenchServer, n: number, parentOf: (i: number) => string, prefix: string, log?: (l: string) => void): Promise<number> {
   const t0 = process.hrtime.bigint();
@@ -56,10 +63,10 @@ const agentScale: Benchmark = {
     try {
       const a = await syncOnce(srv, small, log);
       log(`${small} entries synced in ${a.ms.toFixed(0)} ms`);
-      rows.push({ bench: 7, what: `agent sync, ${small.toLocaleString('en-US')} entries`, figure: fig(a.ms, small), floor: null, ratio: null, target: '<= 1 s', met: a.ms <= TEN_K_TARGET_MS });
+      rows.push({ bench: 7, what: `agent sync, ${small.toLocaleString('en-US')} entries`, figure: fig(a.ms, small), floor: null, ratio: null, target: seconds(TEN_K_TARGET_MS), met: a.ms <= TEN_K_TARGET_MS });
       const b = await syncOnce(srv, large, log);
       log(`${large} entries synced in ${b.ms.toFixed(0)} ms`);
-      rows.push({ bench: 7, what: `agent sync, ${large.toLocaleString('en-US')} entries`, figure: fig(b.ms, large), floor: null, ratio: null, target: 'succeeds', met: true });
+      rows.push({ bench: 7, what: `agent sync, ${large.toLocaleString('en-US')} entries`, figure: fig(b.ms, large), floor: null, ratio: null, target: seconds(HUNDRED_K_TARGET_MS), met: b.ms <= HUNDRED_K_TARGET_MS });
       details.small = { entries: small, ...a };
       details.large = { entries: large, ...b };
     } finally {
@@ -78,7 +85,7 @@ const agentScale: Benchmark = {
           const t0 = await agent.begin();
           const s = await agent.until({ entries: mine }, 600_000);
           const ms = Number(BigInt(s.at) - t0) / 1e6;
-          rows.push({ bench: 7, what: `one agent full sync (${mine.toLocaleString('en-US')} of 1M entries in SQLite)`, figure: fig(ms, mine), floor: null, ratio: null, target: 'succeeds', met: true });
+          rows.push({ bench: 7, what: `one agent full sync (${mine.toLocaleString('en-US')} of 1M entries in SQLite)`, figure: fig(ms, mine), floor: null, ratio: null, target: seconds(MILLION_TARGET_MS), met: ms <= MILLION_TARGET_MS });
           details.million = { total, mine, insertMs, syncMs: ms };
         } finally {
           await agent.stop();
@@ -87,7 +94,7 @@ const agentScale: Benchmark = {
         await srv.close();
       }
     } else {
-      rows.push({ bench: 7, what: 'one agent full sync, 1M entries in SQLite', figure: null, floor: null, ratio: null, target: 'succeeds (--full)', met: null });
+      rows.push({ bench: 7, what: 'one agent full sync, 1M entries in SQLite', figure: null, floor: null, ratio: null, target: `${seconds(MILLION_TARGET_MS)} (--full)`, met: null });
       notes.push('the 1M-entry server is measured with `npm run bench -- --full` only (bulk insert of 1M entries takes minutes)');
     }
     if (options.quick) notes.push(`quick mode: ${small} and ${large} entries instead of 10k and 100k`);
