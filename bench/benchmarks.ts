@@ -66,7 +66,7 @@ export const BENCHMARKS: readonly BenchmarkEntry[] = [
     id: 6,
     title: 'entry create -> waiting workload',
     rows: [
-      { what: 'entry create -> workload has SVID, p50', target: '(absolute)' },
+      { what: 'entry create -> workload has SVID, p50', target: '(no target)' },
       { what: 'entry create -> workload has SVID, p99', target: '<= 500 ms' },
     ],
     budgetSeconds: { normal: 150, full: 150 },

@@ -1,6 +1,7 @@
 /**
  * What every benchmark reports: one or more table rows (figure, floor measured in the same
- * run, ratio, target, met?) plus free-form details and notes for the JSON summary.
+ * run or the reason there is none, ratio, target, met?) plus free-form details and notes for
+ * the JSON summary.
  */
 
 /** One measured quantity, with the number kept for the JSON and the text for the table. */
@@ -10,15 +11,29 @@ export interface Metric {
   readonly text: string;
 }
 
+/** Why a row has no floor: the row is absolute, or its floor could not be measured here. */
+export interface NoFloor {
+  /** Printed as `none (<reason>)`. */
+  readonly none: string;
+}
+
+/** The floor of a row whose figure stands on its own (nothing comparable to measure). */
+export const ABSOLUTE: NoFloor = { none: 'absolute' };
+
+/** True for a measured floor, false for a NoFloor. */
+export function isMeasuredFloor(f: Metric | NoFloor): f is Metric {
+  return !('none' in f);
+}
+
 /** One line of the final table. */
 export interface BenchRow {
   /** Benchmark number in the issue's table (1-8). */
   readonly bench: number;
   readonly what: string;
   readonly figure: Metric | null;
-  /** The floor measured in the same run; null for absolute targets. */
-  readonly floor: Metric | null;
-  /** figure/floor as the target states it (throughput: figure/floor; latency: figure/floor); null when absolute. */
+  /** The floor measured in the same run, or why there is none; null only when the row was not measured. */
+  readonly floor: Metric | NoFloor | null;
+  /** figure/floor (throughput and latency alike); null when there is no measured floor. */
   readonly ratio: number | null;
   readonly target: string;
   /** null when not measured (skipped or failed). */
