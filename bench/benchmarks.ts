@@ -58,7 +58,7 @@ export const BENCHMARKS: readonly BenchmarkEntry[] = [
   {
     id: 5,
     title: 'bundle fan-out to 1,000 streams',
-    rows: [{ what: 'bundle change -> 1,000 FetchX509SVID streams', target: '<= 2' }],
+    rows: [{ what: 'bundle change (admin call) -> 1,000 FetchX509SVID streams', target: '<= 2' }],
     budgetSeconds: { normal: 180, full: 180 },
     load: () => def(import('./fan-out.js')),
   },
