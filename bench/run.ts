@@ -42,7 +42,7 @@ function ensureCfssl(): void {
   if (spawnSync('sh', ['-c', 'command -v cfssl'], { stdio: 'ignore' }).status === 0) return;
   console.log('cfssl not found: running bench/setup.sh (apt-get install golang-cfssl)');
   const r = spawnSync('sh', [join(ROOT, 'bench', 'setup.sh')], { stdio: 'inherit' });
-  if (r.status !== 0) console.log('bench/setup.sh could not install cfssl; benchmark 2 will measure the raw sign floor instead');
+  if (r.status !== 0) console.log('bench/setup.sh could not install cfssl; benchmark 2 will print its figures with no floor and no ratio');
 }
 
 function runOne(entry: BenchmarkEntry, flags: string[], budgetSeconds: number): Promise<Ran> {

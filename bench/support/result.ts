@@ -76,6 +76,11 @@ export function millis(ms: number, label = ''): Metric {
   return { value: ms, unit: 'ms', text: label === '' ? t : `${label} ${t}` };
 }
 
+/** A CPU-time metric in microseconds per operation. */
+export function cpuMicros(us: number): Metric {
+  return { value: us, unit: 'µs', text: `${us >= 100 ? us.toFixed(0) : us.toFixed(1)} µs CPU` };
+}
+
 /** A size metric in bytes. */
 export function bytes(n: number, label = ''): Metric {
   const t = Math.abs(n) >= 10_240 ? `${(n / 1024).toFixed(0)} KB` : Math.abs(n) >= 1024 ? `${(n / 1024).toFixed(2)} KB` : `${Math.round(n)} B`;
