@@ -1,8 +1,9 @@
 /**
  * `npm run bench`: runs the eight benchmarks one after another, each in its own child
  * process with a time budget, then prints one table (figure; floor measured in the same run,
- * or "none (absolute)" for a row with nothing comparable to measure; ratio to that floor;
- * target; met?) and writes a JSON summary to bench/results/.
+ * or "none (<why>)": "absolute" for a row with nothing comparable to measure, or the floor's
+ * program missing; ratio to a measured floor only; target; met?) and writes a JSON summary
+ * to bench/results/.
  *
  * Flags: --full (full counts where the default is reduced), --quick (tiny counts, a smoke
  * run), --only=1,3 (a subset).
