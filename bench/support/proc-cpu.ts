@@ -14,13 +14,17 @@ function clockTicks(): number {
   return ticksPerSecond;
 }
 
-/** Seconds of CPU the process has used in user and kernel mode, all threads, so far. */
-export function processCpuSeconds(pid: number): number {
-  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+/** utime + stime, in clock ticks, from the text of a /proc/<pid>/stat file. */
+export function statCpuTicks(stat: string): number {
   // Fields after "(comm)", which may itself hold spaces or parentheses: state is field 3, utime 14, stime 15.
   const rest = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
   const utime = Number(rest[11]);
   const stime = Number(rest[12]);
-  if (!Number.isFinite(utime) || !Number.isFinite(stime)) throw new Error(`unreadable /proc/${pid}/stat`);
-  return (utime + stime) / clockTicks();
+  if (!/^[A-Za-z]$/.test(rest[0] ?? '') || !Number.isInteger(utime) || !Number.isInteger(stime)) throw new Error('unreadable /proc stat line');
+  return utime + stime;
+}
+
+/** Seconds of CPU the process has used in user and kernel mode, all threads, so far. */
+export function processCpuSeconds(pid: number): number {
+  return statCpuTicks(readFileSync(`/proc/${pid}/stat`, 'utf8')) / clockTicks();
 }
