@@ -1,8 +1,11 @@
 /**
  * Benchmark 5: a bundle change pushed to 1,000 open FetchX509SVID streams (each on its own
- * connection, held by child processes): time from the push until the last stream has the
- * new message. Floor: a bare grpc-js server writing a 2 KB message to 1,000 streams held by
- * the same children. Rounds alternate between the two; each side reports its median.
+ * connection, held by child processes): time from the admin call that changes the bundle
+ * (SetFederatedBundle, end to end: admin API, datastore, server push to the agent, agent
+ * cache, Workload API) until the last stream has the new message. The in-agent part alone
+ * (from the change reaching the agent's cache) is kept in a note. Floor: a bare grpc-js
+ * server writing a 2 KB message to 1,000 streams held by the same children. Rounds alternate
+ * between the two; each side reports its median.
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -18,15 +21,15 @@ const DRIVERS = 2;
 
 /**
  * Pushes once and resolves with the ms from the push until every driver's last stream had
- * it; `push` resolves with the hrtime the clock starts from (for Sigil: the moment the
- * change reached the agent's cache) and, optionally, when it was first asked for.
+ * it; `push` resolves with the hrtime the push was asked for (for Sigil: just before the
+ * admin call) and, for Sigil, the moment the change reached the agent's cache.
  */
-async function round(drivers: readonly WorkloadDriver[], group: string, n: number, push: () => Promise<{ start: bigint; asked?: bigint }>): Promise<{ ms: number; fromAskMs: number }> {
+async function round(drivers: readonly WorkloadDriver[], group: string, n: number, push: () => Promise<{ asked: bigint; atAgent?: bigint }>): Promise<{ ms: number; inAgentMs: number }> {
   const done = drivers.map((d) => d.roundDone(group, n));
-  const { start, asked } = await push();
+  const { asked, atAgent } = await push();
   const ends = await Promise.all(done);
   const last = ends.reduce((a, b) => (b > a ? b : a));
-  return { ms: Number(last - start) / 1e6, fromAskMs: Number(last - (asked ?? start)) / 1e6 };
+  return { ms: Number(last - asked) / 1e6, inAgentMs: Number(last - (atAgent ?? asked)) / 1e6 };
 }
 
 const fanOut: Benchmark = {
@@ -47,32 +50,29 @@ const fanOut: Benchmark = {
       log(`${floor.open} bare streams and ${sigil.subscribers} Workload API streams open`);
       await sleep(500);
       const figures: number[] = [];
-      const endToEnd: number[] = [];
+      const inAgent: number[] = [];
       const floors: number[] = [];
       for (let r = 1; r <= rounds; r++) {
         const f = await round(drivers, 'floor', r, async () => {
-          const start = process.hrtime.bigint();
+          const asked = process.hrtime.bigint();
           floor.pushAll();
-          return { start };
+          return { asked };
         });
         floors.push(f.ms);
         await sleep(200);
-        const s = await round(drivers, 'sigil', r, async () => {
-          const { asked, atAgent } = await sigil.pushBundleChange();
-          return { start: atAgent, asked };
-        });
+        const s = await round(drivers, 'sigil', r, () => sigil.pushBundleChange());
         figures.push(s.ms);
-        endToEnd.push(s.fromAskMs);
+        inAgent.push(s.inAgentMs);
         await sleep(200);
-        log(`round ${r}/${rounds}: agent ${s.ms.toFixed(1)} ms (admin call -> all streams ${s.fromAskMs.toFixed(1)} ms), bare ${f.ms.toFixed(1)} ms`);
+        log(`round ${r}/${rounds}: admin call -> all streams ${s.ms.toFixed(1)} ms (in the agent ${s.inAgentMs.toFixed(1)} ms), bare ${f.ms.toFixed(1)} ms`);
       }
       const figure = median(figures);
       const base = median(floors);
       return {
-        rows: [{ bench: 5, what: `bundle change -> ${streams.toLocaleString('en-US')} FetchX509SVID streams`, figure: millis(figure), floor: millis(base), ratio: figure / base, target: `<= ${TARGET}`, met: figure / base <= TARGET }],
-        details: { streams, drivers: DRIVERS, rounds, figures, floors, endToEndFromAdminCallMs: endToEnd, sigil: sigil.description },
+        rows: [{ bench: 5, what: `bundle change (admin call) -> ${streams.toLocaleString('en-US')} FetchX509SVID streams`, figure: millis(figure), floor: millis(base), ratio: figure / base, target: `<= ${TARGET}`, met: figure / base <= TARGET }],
+        details: { streams, drivers: DRIVERS, rounds, fromAdminCallMs: figures, floors, inAgentMs: inAgent, sigil: sigil.description },
         notes: [
-          `timed from the moment the agent's cache received the bundle change (sync push) to the last stream; from the admin SetFederatedBundle call it was ${median(endToEnd).toFixed(1)} ms (median)`,
+          `timed from the admin SetFederatedBundle call to the last stream (server, sync push, agent, Workload API); of that, from the change reaching the agent's cache to the last stream: ${median(inAgent).toFixed(1)} ms (median)`,
         ],
       };
     } finally {

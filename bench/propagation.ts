@@ -5,6 +5,7 @@
  * created through the admin API (what `sigil entry create` calls) and the time runs until
  * that workload holds an X509SVIDResponse: server push to the agent, agent key + CSR,
  * BatchNewX509SVID, Workload API. Server in this process, agent in its own, workloads in theirs.
+ * The rows are absolute: no bare program does this chain of work, so there is no floor.
  */
 import { fork } from 'node:child_process';
 import { dirname, join } from 'node:path';
@@ -12,7 +13,7 @@ import { fileURLToPath } from 'node:url';
 import { startBenchServer } from './support/bench-server.js';
 import { AgentProcess } from './support/bench-agent.js';
 import { BENCH_TRUST_DOMAIN } from './support/ca.js';
-import { millis, percentile, type Benchmark, type BenchOutcome } from './support/result.js';
+import { ABSOLUTE, millis, percentile, type Benchmark, type BenchOutcome } from './support/result.js';
 import { RETRY_MS } from './support/waiting-workload-main.js';
 
 const P99_TARGET_MS = 500;
@@ -70,8 +71,8 @@ const propagation: Benchmark = {
       const p99 = percentile(samples, 99);
       return {
         rows: [
-          { bench: 6, what: `entry create -> waiting workload has SVID, p50 (${n} entries)`, figure: millis(p50), floor: null, ratio: null, target: '(absolute)', met: null },
-          { bench: 6, what: `entry create -> waiting workload has SVID, p99 (${n} entries)`, figure: millis(p99), floor: null, ratio: null, target: `<= ${P99_TARGET_MS} ms`, met: p99 <= P99_TARGET_MS },
+          { bench: 6, what: `entry create -> waiting workload has SVID, p50 (${n} entries)`, figure: millis(p50), floor: ABSOLUTE, ratio: null, target: '(no target)', met: null },
+          { bench: 6, what: `entry create -> waiting workload has SVID, p99 (${n} entries)`, figure: millis(p99), floor: ABSOLUTE, ratio: null, target: `<= ${P99_TARGET_MS} ms`, met: p99 <= P99_TARGET_MS },
         ],
         details: { entries: n, samplesMs: samples, retryMs: RETRY_MS },
         notes: [`the waiting workload re-asks every ${RETRY_MS} ms after PermissionDenied, so up to ${RETRY_MS} ms of each figure is its polling; a client with go-spiffe-style backoff (1 s doubling) adds that backoff on top`],

@@ -1,7 +1,9 @@
 /**
  * `npm run bench`: runs the eight benchmarks one after another, each in its own child
- * process with a time budget, then prints one table (figure, floor measured in the same
- * run, ratio, target, met?) and writes a JSON summary to bench/results/.
+ * process with a time budget, then prints one table (figure; floor measured in the same run,
+ * or "none (<why>)": "absolute" for a row with nothing comparable to measure, or the floor's
+ * program missing; ratio to a measured floor only; target; met?) and writes a JSON summary
+ * to bench/results/.
  *
  * Flags: --full (full counts where the default is reduced), --quick (tiny counts, a smoke
  * run), --only=1,3 (a subset).
@@ -41,7 +43,7 @@ function ensureCfssl(): void {
   if (spawnSync('sh', ['-c', 'command -v cfssl'], { stdio: 'ignore' }).status === 0) return;
   console.log('cfssl not found: running bench/setup.sh (apt-get install golang-cfssl)');
   const r = spawnSync('sh', [join(ROOT, 'bench', 'setup.sh')], { stdio: 'inherit' });
-  if (r.status !== 0) console.log('bench/setup.sh could not install cfssl; benchmark 2 will measure the raw sign floor instead');
+  if (r.status !== 0) console.log('bench/setup.sh could not install cfssl; benchmark 2 will print its figures with no floor and no ratio');
 }
 
 function runOne(entry: BenchmarkEntry, flags: string[], budgetSeconds: number): Promise<Ran> {

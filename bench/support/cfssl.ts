@@ -14,6 +14,8 @@ export interface Cfssl {
   readonly url: string;
   readonly tlsCertPem: string;
   readonly version: string;
+  /** The cfssl serve process, for its CPU time. */
+  readonly pid: number;
   close(): void;
 }
 
@@ -77,5 +79,5 @@ export async function startCfssl(): Promise<Cfssl> {
     throw new Error('cfssl serve did not start listening');
   }
   const version = (spawnSync('cfssl', ['version'], { encoding: 'utf8' }).stdout ?? '').split('\n').filter(Boolean).join(', ');
-  return { url: `https://127.0.0.1:${port}`, tlsCertPem: readFileSync(p('tls.pem'), 'utf8'), version, close };
+  return { url: `https://127.0.0.1:${port}`, tlsCertPem: readFileSync(p('tls.pem'), 'utf8'), version, pid: child.pid!, close };
 }

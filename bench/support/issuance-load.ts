@@ -1,8 +1,9 @@
 /**
  * The load generator of benchmark 2, in a child process so that building requests, TLS
- * and decoding on the client side never share the server's one thread. It drives either the
- * server's BatchNewX509SVID (gRPC over TLS, agent mTLS identity) or cfssl's HTTPS sign
- * endpoint with the same CSRs and the same number of CSRs in flight.
+ * and decoding on the client side never run in the server's process (it still shares the
+ * machine's cores). It drives either the server's BatchNewX509SVID (gRPC over TLS, agent
+ * mTLS identity) or cfssl's HTTPS sign endpoint with the same CSRs, the same number of CSRs
+ * in flight and the same number of connections.
  * The parent side is `IssuanceLoad`; the child side is issuance-load-main.ts.
  */
 import { fork, type ChildProcess } from 'node:child_process';
@@ -36,8 +37,8 @@ export interface LoadResult {
 /** Commands to the child. */
 export type LoadCommand =
   | { readonly type: 'setup'; readonly setup: LoadSetup }
-  | { readonly type: 'sigil'; readonly batch: number; readonly inflightCsrs: number; readonly total: number }
-  | { readonly type: 'cfssl'; readonly inflightCsrs: number; readonly total: number };
+  | { readonly type: 'sigil'; readonly batch: number; readonly inflightCsrs: number; readonly connections: number; readonly total: number }
+  | { readonly type: 'cfssl'; readonly inflightCsrs: number; readonly connections: number; readonly total: number };
 
 /** Replies from the child. */
 export type LoadReply = { readonly type: 'ready' } | ({ readonly type: 'result' } & LoadResult) | { readonly type: 'error'; readonly error: string };
@@ -82,14 +83,14 @@ export class IssuanceLoad {
     });
   }
 
-  /** Signs `total` CSRs through BatchNewX509SVID in batches of `batch`. */
-  async sigil(batch: number, inflightCsrs: number, total: number): Promise<LoadResult> {
-    return (await this.#ask({ type: 'sigil', batch, inflightCsrs, total })) as LoadResult;
+  /** Signs `total` CSRs through BatchNewX509SVID in batches of `batch`, calls spread over `connections` HTTP/2 connections. */
+  async sigil(batch: number, inflightCsrs: number, connections: number, total: number): Promise<LoadResult> {
+    return (await this.#ask({ type: 'sigil', batch, inflightCsrs, connections, total })) as LoadResult;
   }
 
-  /** Signs `total` CSRs through cfssl, `inflightCsrs` requests at a time. */
-  async cfssl(inflightCsrs: number, total: number): Promise<LoadResult> {
-    return (await this.#ask({ type: 'cfssl', inflightCsrs, total })) as LoadResult;
+  /** Signs `total` CSRs through cfssl, `inflightCsrs` requests at a time over at most `connections` keep-alive connections. */
+  async cfssl(inflightCsrs: number, connections: number, total: number): Promise<LoadResult> {
+    return (await this.#ask({ type: 'cfssl', inflightCsrs, connections, total })) as LoadResult;
   }
 
   /** Ends the child: disconnecting lets it exit on its own (writing a --cpu-prof profile), a kill follows if it lingers. */

@@ -1,6 +1,7 @@
 /**
  * What every benchmark reports: one or more table rows (figure, floor measured in the same
- * run, ratio, target, met?) plus free-form details and notes for the JSON summary.
+ * run or the reason there is none, ratio, target, met?) plus free-form details and notes for
+ * the JSON summary.
  */
 
 /** One measured quantity, with the number kept for the JSON and the text for the table. */
@@ -10,15 +11,29 @@ export interface Metric {
   readonly text: string;
 }
 
+/** Why a row has no floor: the row is absolute, or its floor could not be measured here. */
+export interface NoFloor {
+  /** Printed as `none (<reason>)`. */
+  readonly none: string;
+}
+
+/** The floor of a row whose figure stands on its own (nothing comparable to measure). */
+export const ABSOLUTE: NoFloor = { none: 'absolute' };
+
+/** True for a measured floor, false for a NoFloor. */
+export function isMeasuredFloor(f: Metric | NoFloor): f is Metric {
+  return !('none' in f);
+}
+
 /** One line of the final table. */
 export interface BenchRow {
   /** Benchmark number in the issue's table (1-8). */
   readonly bench: number;
   readonly what: string;
   readonly figure: Metric | null;
-  /** The floor measured in the same run; null for absolute targets. */
-  readonly floor: Metric | null;
-  /** figure/floor as the target states it (throughput: figure/floor; latency: figure/floor); null when absolute. */
+  /** The floor measured in the same run, or why there is none; null only when the row was not measured. */
+  readonly floor: Metric | NoFloor | null;
+  /** figure/floor (throughput and latency alike); null when there is no measured floor. */
   readonly ratio: number | null;
   readonly target: string;
   /** null when not measured (skipped or failed). */
@@ -59,6 +74,11 @@ export function rate(opsPerSec: number): Metric {
 export function millis(ms: number, label = ''): Metric {
   const t = ms >= 1000 ? `${(ms / 1000).toFixed(2)} s` : ms >= 10 ? `${ms.toFixed(1)} ms` : `${ms.toFixed(2)} ms`;
   return { value: ms, unit: 'ms', text: label === '' ? t : `${label} ${t}` };
+}
+
+/** A CPU-time metric in microseconds per operation. */
+export function cpuMicros(us: number): Metric {
+  return { value: us, unit: 'µs', text: `${us >= 100 ? us.toFixed(0) : us.toFixed(1)} µs CPU` };
 }
 
 /** A size metric in bytes. */

@@ -1,5 +1,5 @@
 /** The final table, as aligned text for the terminal and as Markdown for the README. */
-import type { BenchRow } from './result.js';
+import { isMeasuredFloor, type BenchRow } from './result.js';
 
 const HEADERS = ['#', 'what', 'figure', 'floor (same run)', 'ratio', 'target', 'met?'] as const;
 
@@ -8,7 +8,7 @@ function cells(r: BenchRow): string[] {
     String(r.bench),
     r.what,
     r.figure?.text ?? 'not measured',
-    r.floor?.text ?? '—',
+    r.floor === null ? '—' : isMeasuredFloor(r.floor) ? r.floor.text : `none (${r.floor.none})`,
     r.ratio === null ? '—' : `${r.ratio.toFixed(2)}`,
     r.target,
     r.met === null ? '—' : r.met ? 'yes' : 'NO',
