@@ -8,6 +8,7 @@ import type { AttestedNode, BundleRecord, JoinTokenRecord, RegistrationEntry } f
 import type { ValidEntryFields } from '../validation.js';
 import type { SqlRow, SqlValue } from './sql-driver.js';
 
+/** An attested_nodes row as selected with SQL.nodeColumns. */
 export interface NodeRow {
   spiffe_id: string;
   attestation_type: string;
@@ -25,6 +26,7 @@ export interface NodeRow {
 /** Selected as array rows in this order; decodeEntry reads them by position. */
 export const ENTRY_COLUMNS =
   'e.id, e.spiffe_id, e.parent_id, e.selectors_json, e.x509_svid_ttl, e.jwt_svid_ttl, e.dns_names_json, e.federates_with_json, e.admin, e.downstream, e.hint, e.expires_at, e.revision, e.created_at';
+/** Every fixed statement of the neutral datastore (filtered lists are built per call). */
 export const SQL = {
   entryById: `SELECT ${ENTRY_COLUMNS} FROM registered_entries e WHERE e.id = ?`,
   entryIdentity: `SELECT ${ENTRY_COLUMNS} FROM registered_entries e WHERE e.spiffe_id = ? AND e.parent_id = ? AND e.selectors_hash = ?`,
@@ -74,30 +76,36 @@ export interface Where {
   none: boolean;
 }
 
+/** ERR_NOT_FOUND with a reason. */
 export function notFound(reason: string, message: string): SigilError {
   return new SigilError('ERR_NOT_FOUND', message, { reason });
 }
 
+/** ERR_INVALID_ARGUMENT for a bad list filter. */
 export function invalidFilter(message: string): SigilError {
   return new SigilError('ERR_INVALID_ARGUMENT', message, { reason: 'invalid-filter' });
 }
 
+/** A string filter field, or undefined; anything else is refused. */
 export function optionalString(value: unknown, field: string): string | undefined {
   if (value === undefined) return undefined;
   if (typeof value !== 'string') throw invalidFilter(`${field} filter must be a string`);
   return value;
 }
 
+/** A boolean filter field, or undefined; anything else is refused. */
 export function optionalBoolean(value: unknown, field: string): boolean | undefined {
   if (value === undefined) return undefined;
   if (typeof value !== 'boolean') throw invalidFilter(`${field} filter must be a boolean`);
   return value;
 }
 
+/** A boolean as the 0/1 the schema stores. */
 export function flag(b: boolean): number {
   return b ? 1 : 0;
 }
 
+/** The entry record a write produced, from its validated fields. */
 export function entryFromFields(id: string, f: ValidEntryFields, revision: number, createdAt: number): RegistrationEntry {
   return {
     id,
@@ -129,6 +137,7 @@ export function jsonColumn<T>(value: unknown): T {
   return (value === '[]' ? [] : JSON.parse(value)) as T;
 }
 
+/** Selectors from their stored JSON column. */
 export function decodeSelectors(value: unknown): Selector[] {
   return jsonColumn<[string, string][]>(value).map(([type, value]) => ({ type, value }));
 }
@@ -153,6 +162,7 @@ export function decodeEntry(r: unknown[]): RegistrationEntry {
   };
 }
 
+/** An attested node from its row. */
 export function nodeFromRow(r: NodeRow): AttestedNode {
   return {
     spiffeId: r.spiffe_id,
@@ -169,6 +179,7 @@ export function nodeFromRow(r: NodeRow): AttestedNode {
   };
 }
 
+/** A join token record from its row. */
 export function tokenFromRow(r: SqlRow): JoinTokenRecord {
   return {
     tokenId: r['token_id'] as string,
@@ -178,6 +189,7 @@ export function tokenFromRow(r: SqlRow): JoinTokenRecord {
   };
 }
 
+/** A bundle record from its row. */
 export function bundleFromRow(r: SqlRow): BundleRecord {
   return { trustDomainId: r['trust_domain_id'] as string, document: r['document'] as string, updatedAt: r['updated_at'] as number };
 }
