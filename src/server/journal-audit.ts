@@ -19,8 +19,13 @@ export class JournalAudit {
   /** Runs `fn`; a journal save inside it carries `record`. `attached` says whether one did. */
   async run<T>(record: AuditRecord, fn: () => Promise<T>): Promise<{ value: T; attached: boolean }> {
     const slot: Slot = { record };
-    const value = await this.#als.run(slot, fn);
-    return { value, attached: slot.record === undefined };
+    try {
+      const value = await this.#als.run(slot, fn);
+      return { value, attached: slot.record === undefined };
+    } finally {
+      // timers the operation set keep this context: a later save of theirs must not take the record
+      slot.record = undefined;
+    }
   }
 
   /** The audit for a journal save happening now: the pending record of the call it belongs to, taken once. */

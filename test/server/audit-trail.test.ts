@@ -15,6 +15,7 @@ import type { AuditRecord } from '../../src/datastore/datastore.js';
 import { openSqliteDatastore } from '../../src/datastore/sqlite/sqlite-datastore.js';
 import type { AuditSink } from '../../src/server/audit-log.js';
 import { AuditShipper } from '../../src/server/audit-shipper.js';
+import { JournalAudit } from '../../src/server/journal-audit.js';
 import { startTestServer } from '../helpers/server.js';
 
 interface Line {
@@ -135,4 +136,30 @@ test('a failed sink write is shipped again with the same seq and auditId; shippe
   t.is(left.length, 1, 'the three old shipped records are pruned; the new one stays for its retention');
   t.is(left[0]?.record.spiffeId, undefined);
   await shipper.stop();
+});
+
+test('the journal bridge gives an operation\'s record to its first journal save only, and never after the operation', async (t) => {
+  const bridge = new JournalAudit();
+  const record: AuditRecord = { who: 'admin', action: 'localauthority.x509.prepare', result: 'ok' };
+  let later: (() => ReturnType<JournalAudit['take']>) | undefined;
+  const { value, attached } = await bridge.run(record, async () => {
+    await Promise.resolve();
+    const first = bridge.take();
+    const second = bridge.take();
+    later = () => bridge.take();
+    return [first?.('x'), second];
+  });
+  t.deepEqual(value, [record, undefined]);
+  t.true(attached);
+  const none = await bridge.run(record, async () => 1);
+  t.false(none.attached, 'an operation that saved nothing is reported, to be audited directly');
+  // a timer set inside an operation keeps its context; it finds no record any more
+  const fromTimer = await new Promise((resolve) => {
+    void bridge.run(record, async () => {
+      setTimeout(() => resolve(bridge.take()), 0);
+    });
+  });
+  t.is(fromTimer, undefined);
+  t.is(later?.(), undefined);
+  t.is(bridge.take(), undefined, 'outside any operation');
 });
