@@ -5,6 +5,9 @@
  * milliseconds for times. No proto type ever reaches this layer.
  */
 import type { Selector } from '../spiffe/selector.js';
+import type { AuditFor, AuditTrailStore } from './audit-trail.js';
+
+export type { AuditFor, AuditRecord, AuditTrailStore, StoredAuditRecord } from './audit-trail.js';
 
 /** A registration entry: who (selectors under a parent) gets which SPIFFE ID. */
 export interface RegistrationEntry {
@@ -115,19 +118,22 @@ export interface EntryEvent {
   readonly at: number;
 }
 
-/** The storage behind the server. Every method may throw SigilError (ERR_NOT_FOUND, ERR_ALREADY_EXISTS, ERR_INVALID_ARGUMENT, ERR_UNAVAILABLE). */
-export interface Datastore {
+/**
+ * The storage behind the server. Every method may throw SigilError (ERR_NOT_FOUND, ERR_ALREADY_EXISTS, ERR_INVALID_ARGUMENT, ERR_UNAVAILABLE).
+ * A write that takes `audit` stores the record it makes in the same transaction, only when the change is made (src/datastore/audit-trail.ts).
+ */
+export interface Datastore extends AuditTrailStore {
   // registration entries
   createEntry(entry: NewRegistrationEntry): Promise<RegistrationEntry>;
   /** Creates many entries in one transaction (all or none), in order; same rules as createEntry. */
   createEntries(entries: readonly NewRegistrationEntry[]): Promise<RegistrationEntry[]>;
   /** Creates an entry unless one with the same (spiffeId, parentId, selectors) exists; returns which. */
-  createEntryIfNotExists(entry: NewRegistrationEntry): Promise<{ entry: RegistrationEntry; created: boolean }>;
+  createEntryIfNotExists(entry: NewRegistrationEntry, audit?: AuditFor<RegistrationEntry>): Promise<{ entry: RegistrationEntry; created: boolean }>;
   getEntry(id: string): Promise<RegistrationEntry | undefined>;
   /** Replaces the mutable fields; bumps `revision`. ERR_NOT_FOUND when absent. */
-  updateEntry(entry: Omit<RegistrationEntry, 'revision' | 'createdAt'>): Promise<RegistrationEntry>;
+  updateEntry(entry: Omit<RegistrationEntry, 'revision' | 'createdAt'>, audit?: AuditFor<RegistrationEntry>): Promise<RegistrationEntry>;
   /** Deletes and returns the entry; ERR_NOT_FOUND when absent. */
-  deleteEntry(id: string): Promise<RegistrationEntry>;
+  deleteEntry(id: string, audit?: AuditFor<RegistrationEntry>): Promise<RegistrationEntry>;
   listEntries(filter?: EntryFilter, page?: PageRequest): Promise<Page<RegistrationEntry>>;
   /**
    * Every entry whose parent is one of `parentIds` (duplicates ignored), unpaged and in no set
@@ -144,16 +150,16 @@ export interface Datastore {
   pruneEntryEvents(beforeMs: number): Promise<number>;
 
   // attested nodes
-  createAttestedNode(node: Omit<AttestedNode, 'createdAt' | 'updatedAt'>): Promise<AttestedNode>;
+  createAttestedNode(node: Omit<AttestedNode, 'createdAt' | 'updatedAt'>, audit?: AuditFor<AttestedNode>): Promise<AttestedNode>;
   getAttestedNode(spiffeId: string): Promise<AttestedNode | undefined>;
   /** Replaces the node's mutable fields; ERR_NOT_FOUND when absent. */
-  updateAttestedNode(node: Omit<AttestedNode, 'createdAt' | 'updatedAt'>): Promise<AttestedNode>;
-  deleteAttestedNode(spiffeId: string): Promise<AttestedNode>;
+  updateAttestedNode(node: Omit<AttestedNode, 'createdAt' | 'updatedAt'>, audit?: AuditFor<AttestedNode>): Promise<AttestedNode>;
+  deleteAttestedNode(spiffeId: string, audit?: AuditFor<AttestedNode>): Promise<AttestedNode>;
   listAttestedNodes(filter?: NodeFilter, page?: PageRequest): Promise<Page<AttestedNode>>;
   countAttestedNodes(filter?: NodeFilter): Promise<number>;
 
   // join tokens
-  createJoinToken(token: Omit<JoinTokenRecord, 'createdAt'>): Promise<JoinTokenRecord>;
+  createJoinToken(token: Omit<JoinTokenRecord, 'createdAt'>, audit?: AuditFor<JoinTokenRecord>): Promise<JoinTokenRecord>;
   /** Atomically removes and returns the token with this hash (one-time use); undefined when absent. Expired tokens are returned too: the caller checks `expiresAt`. */
   consumeJoinToken(tokenHash: string): Promise<JoinTokenRecord | undefined>;
   listJoinTokens(): Promise<JoinTokenRecord[]>;
@@ -162,14 +168,14 @@ export interface Datastore {
   // bundles (own and federated)
   getBundle(trustDomainId: string): Promise<BundleRecord | undefined>;
   /** Creates or replaces. */
-  setBundle(trustDomainId: string, document: string): Promise<BundleRecord>;
+  setBundle(trustDomainId: string, document: string, audit?: AuditFor<BundleRecord>): Promise<BundleRecord>;
   /** ERR_NOT_FOUND when there is no bundle for the trust domain. */
-  deleteBundle(trustDomainId: string): Promise<void>;
+  deleteBundle(trustDomainId: string, audit?: AuditFor<string>): Promise<void>;
   listBundles(): Promise<BundleRecord[]>;
 
   // CA journal: the CA's own opaque state (key IDs, certificates, phases); never private keys
   getCaJournal(trustDomainId: string): Promise<Uint8Array | undefined>;
-  setCaJournal(trustDomainId: string, journal: Uint8Array): Promise<void>;
+  setCaJournal(trustDomainId: string, journal: Uint8Array, audit?: AuditFor<string>): Promise<void>;
 
   close(): Promise<void>;
 }

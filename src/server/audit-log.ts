@@ -2,38 +2,28 @@
  * The audit log: one JSON line per SVID issued, attestation, refusal and admin change.
  * Records carry who, what, entry ID, SPIFFE ID, serial and expiry — by construction never
  * a key, token or JWT: the record type has no field that could hold one.
+ *
+ * Two paths reach the sink. A committed change's record is written by the datastore in the
+ * change's own transaction and copied here by the AuditShipper (audit-shipper.ts), with its
+ * `seq` and `auditId`; `committed()` waits for that copy so a caller is answered after its
+ * line is out. Everything that commits nothing (SVIDs signed, refusals, failures) is written
+ * straight to the sink by `record`/`recordAll`, before the caller is answered.
  */
-import { closeSync, fchmodSync, mkdirSync, openSync, writeSync } from 'node:fs';
+import { closeSync, fchmodSync, fsyncSync, mkdirSync, openSync, writeSync } from 'node:fs';
 import { dirname } from 'node:path';
 import type { Clock } from '../common/clock.js';
 import { SigilError } from '../common/errors.js';
+import type { AuditRecord } from '../datastore/audit-trail.js';
 
-/** One audit record. */
-export interface AuditRecord {
-  /** The caller: an agent's SPIFFE ID, `admin:uid:<uid>` (plain `admin` when the uid is unknown), or `anonymous`. */
-  readonly who: string;
-  /** Kernel credentials (SO_PEERCRED) of an admin caller's connection. */
-  readonly caller?: { readonly uid: number; readonly gid: number; readonly pid: number };
-  /** The action, e.g. `x509svid.issue`, `agent.attest`, `entry.create`. */
-  readonly action: string;
-  /** `ok`, `denied` or `error`. */
-  readonly result: 'ok' | 'denied' | 'error';
-  readonly entryId?: string;
-  readonly spiffeId?: string;
-  readonly serial?: string;
-  /** Expiry, ISO 8601. */
-  readonly expiresAt?: string;
-  /** Sigil error code or reason of a refusal. */
-  readonly reason?: string;
-  /** Non-secret extra facts (attestor name, token ID, audience). */
-  readonly detail?: Readonly<Record<string, string | number | boolean>>;
-}
+export type { AuditRecord } from '../datastore/audit-trail.js';
 
 /** Where audit lines go. */
 export interface AuditSink {
   write(line: string): void;
   /** Appends several lines at once (optional; without it each goes through `write`). */
   writeMany?(lines: readonly string[]): void;
+  /** Resolves once what was written is durable (file: fsync); the shipper moves its cursor only after it. */
+  flush?(): Promise<void>;
   close(): void;
 }
 
@@ -62,6 +52,9 @@ export function fileAuditSink(path: string): AuditSink {
     writeMany: (lines) => {
       if (open) writeSync(fd, lines.join(''));
     },
+    flush: async () => {
+      if (open) fsyncSync(fd);
+    },
     close: () => {
       if (open) closeSync(fd);
       open = false;
@@ -71,7 +64,12 @@ export function fileAuditSink(path: string): AuditSink {
 
 /** An audit sink writing to standard output (config `auditLog.path: "-"`, for containers that collect stdout). */
 export function stdoutAuditSink(): AuditSink {
-  return { write: (line) => void process.stdout.write(line), close: () => undefined };
+  return {
+    write: (line) => void process.stdout.write(line),
+    // the pipe has taken everything written before this empty write once its callback runs
+    flush: () => new Promise<void>((resolve, reject) => process.stdout.write('', (err) => (err === null || err === undefined ? resolve() : reject(err)))),
+    close: () => undefined,
+  };
 }
 
 /** An audit sink keeping lines in memory (tests). */
@@ -80,14 +78,39 @@ export function memoryAuditSink(): AuditSink & { readonly lines: string[] } {
   return { lines, write: (line) => void lines.push(line), close: () => undefined };
 }
 
+/** What `AuditLog.committed` waits for: the shipper's copy of every committed record so far. */
+export interface CommittedAuditFlusher {
+  flush(): Promise<void>;
+}
+
 /** Writes audit records as JSON lines with a timestamp. */
 export class AuditLog {
   readonly #sink: AuditSink;
   readonly #clock: Clock;
+  #shipper: CommittedAuditFlusher | undefined;
 
   constructor(sink: AuditSink, clock: Clock) {
     this.#sink = sink;
     this.#clock = clock;
+  }
+
+  /** The sink records go to (the shipper writes committed ones to the same one). */
+  get sink(): AuditSink {
+    return this.#sink;
+  }
+
+  /** Connects the shipper whose copies `committed()` waits for. */
+  attachShipper(shipper: CommittedAuditFlusher): void {
+    this.#shipper = shipper;
+  }
+
+  /**
+   * Waits until every change committed so far has its line in the sink (a no-op without a
+   * shipper). Never rejects: the record is already durable in the datastore, and a failed
+   * copy is retried by the shipper.
+   */
+  async committed(): Promise<void> {
+    await this.#shipper?.flush();
   }
 
   /** Appends one record. */

@@ -5,7 +5,7 @@
  * document is parsed once and the value reused until the document changes.
  */
 import type { KeyObject } from 'node:crypto';
-import type { Datastore, BundleRecord } from '../datastore/datastore.js';
+import type { AuditFor, Datastore, BundleRecord } from '../datastore/datastore.js';
 import type { Logger } from '../common/logger.js';
 import { SigilError } from '../common/errors.js';
 import { Bundle } from '../spiffe/bundle.js';
@@ -180,26 +180,26 @@ export class BundleManager {
   /**
    * Creates or replaces a federated bundle. The document is validated and stored in its
    * canonical form, so members the standard does not define (or private key material an
-   * operator pasted by mistake) are never handed on to agents.
+   * operator pasted by mistake) are never handed on to agents. `audit` is stored with the change.
    */
-  async setFederated(trustDomain: string, document: string | Bundle): Promise<BundleRecord> {
+  async setFederated(trustDomain: string, document: string | Bundle, audit?: AuditFor<BundleRecord>): Promise<BundleRecord> {
     const id = this.federatedId(trustDomain);
     const bundle = typeof document === 'string' ? Bundle.parseJwks(TrustDomain.parse(id), document) : document;
     if (bundle.trustDomain.idString !== id) {
       throw new SigilError('ERR_INVALID_ARGUMENT', `bundle of ${bundle.trustDomain.name} cannot be stored as ${id}`, { reason: 'bundle-trust-domain' });
     }
-    const rec = await this.#ds.setBundle(id, bundleDocument(bundle));
+    const rec = await this.#ds.setBundle(id, bundleDocument(bundle), audit);
     this.#hub.notify('bundles');
     return rec;
   }
 
-  /** Deletes a federated bundle; ERR_NOT_FOUND when absent. */
-  async deleteFederated(trustDomain: string): Promise<void> {
+  /** Deletes a federated bundle (with `audit` in the same transaction); ERR_NOT_FOUND when absent. */
+  async deleteFederated(trustDomain: string, audit?: AuditFor<string>): Promise<void> {
     const id = this.federatedId(trustDomain);
     if ((await this.#ds.getBundle(id)) === undefined) {
       throw new SigilError('ERR_NOT_FOUND', `no federated bundle for ${id}`, { reason: 'bundle-not-found' });
     }
-    await this.#ds.deleteBundle(id);
+    await this.#ds.deleteBundle(id, audit);
     this.#parsed.delete(id);
     this.#hub.notify('bundles');
   }

@@ -29,6 +29,15 @@ const duration = durationSchema();
 
 const hostPort = hostPortSchema('0.0.0.0:8081');
 
+/** A duration's milliseconds for a bound check after `duration`'s own; NaN (so no bound fails too) when it did not parse. */
+function durationMs(d: string): number {
+  try {
+    return parseDuration(d);
+  } catch {
+    return Number.NaN;
+  }
+}
+
 /** The schema of the YAML file (and of flags, merged into it). */
 export const serverConfigSchema = z.strictObject({
   trustDomain,
@@ -80,7 +89,15 @@ export const serverConfigSchema = z.strictObject({
     })
     .default({ joinToken: { defaultTtl: '10m' } }),
   health: z.strictObject({ address: hostPort }).optional(),
-  auditLog: z.strictObject({ path: z.string().min(1).optional() }).default({}),
+  auditLog: z
+    .strictObject({
+      path: z.string().min(1).optional(),
+      // shipped records stay this long in the datastore; at least a minute, so a restart never races the prune
+      retention: duration.refine((d) => !(durationMs(d) < 60_000), 'must be at least 1m').default('7d'),
+      shipInterval: duration.refine((d) => !(durationMs(d) > 3_600_000), 'must be at most 1h').default('1s'),
+      cursor: z.string().regex(/^[A-Za-z0-9._-]{1,64}$/, 'use 1 to 64 of [A-Za-z0-9._-]').default('default'),
+    })
+    .default({ retention: '7d', shipInterval: '1s', cursor: 'default' }),
 });
 
 type RawConfig = z.input<typeof serverConfigSchema>;
@@ -130,7 +147,15 @@ export interface ServerConfig {
     readonly jwt?: JwtNodeConfig;
   };
   readonly health?: { readonly host: string; readonly port: number };
-  readonly auditLog: { readonly path: string };
+  readonly auditLog: {
+    readonly path: string;
+    /** How long shipped audit records stay in the datastore. */
+    readonly retentionMs: number;
+    /** How often the shipper looks for records without being asked. */
+    readonly shipIntervalMs: number;
+    /** The shipper's cursor name in the datastore (one per server sharing a PostgreSQL database). */
+    readonly cursor: string;
+  };
 }
 
 /** Command-line values that override the file; only set ones apply. */
@@ -246,7 +271,12 @@ export function resolveServerConfig(raw: unknown, flags: ServerFlags = {}, baseD
       ...(jwtNode === undefined ? {} : { jwt: jwtNode }),
     },
     ...(c.health === undefined ? {} : { health: splitHostPort(c.health.address) }),
-    auditLog: { path: c.auditLog.path === '-' ? '-' : abs(c.auditLog.path ?? join(dataDir, 'audit.log')) },
+    auditLog: {
+      path: c.auditLog.path === '-' ? '-' : abs(c.auditLog.path ?? join(dataDir, 'audit.log')),
+      retentionMs: parseDuration(c.auditLog.retention),
+      shipIntervalMs: parseDuration(c.auditLog.shipInterval),
+      cursor: c.auditLog.cursor,
+    },
   };
   return deepFreezeConfig(config);
 }

@@ -32,6 +32,8 @@ import { createAdminServices } from './admin-api/admin-service.js';
 import { listenAdminSocket, type AdminSocket } from './admin-api/admin-socket.js';
 import { createAgentService } from './agent-api/agent-service.js';
 import { AuditLog, fileAuditSink, stdoutAuditSink, type AuditSink } from './audit-log.js';
+import { AuditShipper } from './audit-shipper.js';
+import { JournalAudit } from './journal-audit.js';
 import { serverSpiffeId } from './authorized-entries.js';
 import { BundleManager } from './bundle-manager.js';
 import { ChangeHub } from './change-hub.js';
@@ -225,6 +227,22 @@ export async function startServer(config: ServerConfig, options: StartServerOpti
         : await openSqliteDatastore({ path: config.datastore.sqlitePath, clock, logger });
     cleanups.push(() => ds.close());
 
+    // before anything can change: first copy what an earlier run committed but never shipped
+    const shipper = new AuditShipper({
+      store: ds,
+      sink: audit.sink,
+      cursor: config.auditLog.cursor,
+      clock,
+      logger,
+      intervalMs: config.auditLog.shipIntervalMs,
+      retentionMs: config.auditLog.retentionMs,
+    });
+    await shipper.start();
+    audit.attachShipper(shipper);
+    // runs after the APIs are shut (cleanups run in reverse), before the datastore closes
+    cleanups.push(() => shipper.stop());
+    const journalAudit = new JournalAudit();
+
     let keyManager = options.keyManager;
     if (keyManager === undefined) {
       keyManager =
@@ -246,7 +264,7 @@ export async function startServer(config: ServerConfig, options: StartServerOpti
       keyManager,
       journal: {
         load: () => ds.getCaJournal(td.idString),
-        save: (data: Uint8Array) => ds.setCaJournal(td.idString, data),
+        save: (data: Uint8Array) => ds.setCaJournal(td.idString, data, journalAudit.take()),
       },
       clock,
       logger,
@@ -331,6 +349,7 @@ export async function startServer(config: ServerConfig, options: StartServerOpti
       ds,
       ca: serverCa,
       localAuthority: ca,
+      journalAudit,
       bundles,
       hub,
       trustDomain: td,

@@ -8,6 +8,7 @@ import { ManualClock } from '../../src/common/clock.js';
 import { SigilError, type ErrorCode } from '../../src/common/errors.js';
 import type { AttestedNode, Datastore, EntryFilter, NewRegistrationEntry, RegistrationEntry } from '../../src/datastore/datastore.js';
 import type { Selector } from '../../src/spiffe/selector.js';
+import { auditTrailConformance } from './audit-conformance.js';
 
 /** What the suite hands an implementation's `open`: the clock the store must use for every timestamp. */
 export interface ConformanceOpenOptions {
@@ -603,6 +604,10 @@ export function datastoreConformance(name: string, open: (options: ConformanceOp
     await rejects(t, ds.setCaJournal(TD, 'text' as unknown as Uint8Array), 'ERR_INVALID_ARGUMENT', 'invalid-journal');
     await rejects(t, ds.setCaJournal(`${TD}/x`, bytes), 'ERR_INVALID_ARGUMENT', 'invalid-trust-domain-id');
   });
+
+  // ------------------------------------------------------------------ audit trail
+
+  auditTrailConformance(it);
 
   // ------------------------------------------------------------------ concurrency and lifecycle
 

@@ -172,6 +172,8 @@ test('opening creates the schema, migrates it, and reopening migrates nothing', 
     );
     t.deepEqual(tables, [
       'attested_nodes',
+      'audit_cursors',
+      'audit_records',
       'bundles',
       'ca_journals',
       'entry_events',

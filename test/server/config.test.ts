@@ -54,3 +54,26 @@ test('ca.signingThreads reaches the running CA (0 = sign on the main thread)', a
   t.teardown(() => s.destroy());
   t.is(s.server.ca.signingThreads, 0);
 });
+
+test('auditLog: retention 7d, ship interval 1s and cursor "default" by default; bounds and names checked with the key named', (t) => {
+  const c = resolveServerConfig(BASE);
+  t.deepEqual(c.auditLog, { path: '/var/lib/sigil/audit.log', retentionMs: 7 * 86_400_000, shipIntervalMs: 1000, cursor: 'default' });
+  const set = resolveServerConfig({ ...BASE, auditLog: { path: '-', retention: '2h', shipInterval: '250ms', cursor: 'server-b' } });
+  t.deepEqual(set.auditLog, { path: '-', retentionMs: 7_200_000, shipIntervalMs: 250, cursor: 'server-b' });
+  for (const [key, bad] of [
+    ['auditLog.retention', { retention: '30s' }],
+    ['auditLog.retention', { retention: 'forever' }],
+    ['auditLog.shipInterval', { shipInterval: '2h' }],
+    ['auditLog.shipInterval', { shipInterval: '0s' }],
+    ['auditLog.cursor', { cursor: 'has space' }],
+    ['auditLog.cursor', { cursor: '' }],
+    ['auditLog.extra', { extra: 1 }],
+  ] as const) {
+    const err = t.throws(() => resolveServerConfig({ ...BASE, auditLog: bad }), { instanceOf: SigilError });
+    t.is(err?.code, 'ERR_CONFIG_INVALID');
+    t.true(err?.message.includes(key), `${key}: ${err?.message}`);
+  }
+  // a bad duration is reported once, as a duration, not also as out of bounds
+  const err = t.throws(() => resolveServerConfig({ ...BASE, auditLog: { retention: 'forever' } }), { instanceOf: SigilError });
+  t.false(err?.message.includes('at least'), err?.message);
+});

@@ -6,7 +6,10 @@
 import test from 'ava';
 import { randomBytes } from 'node:crypto';
 import pg from 'pg';
+import { systemClock } from '../../src/common/clock.js';
 import { SigilError } from '../../src/common/errors.js';
+import { silentLogger } from '../../src/common/logger.js';
+import { openPostgresDatastore } from '../../src/datastore/postgres/postgres-datastore.js';
 import { resolveServerConfig } from '../../src/server/config.js';
 import { makeServerDir, startTestServer } from '../helpers/server.js';
 
@@ -76,4 +79,28 @@ test('datastore config: postgres needs a connection string, and sqlite-only or p
   const ok = resolveServerConfig({ ...base, datastore: { type: 'postgres', connectionString: URL, passwordFile: 'pw' } }, {}, '/etc/sigil');
   t.is(ok.datastore.postgres?.passwordFile, '/etc/sigil/pw');
   t.is(resolveServerConfig(base).datastore.type, 'sqlite');
+});
+
+test('on PostgreSQL too, committed changes are shipped with seq and auditId, and a restart ships what was owed', async (t) => {
+  const dir = await makeServerDir();
+  const schema = `${RUN}_audit`;
+  const config = { datastore: { type: 'postgres', connectionString: URL, schema, maxConnections: 4 } };
+  const first = await startTestServer({ dir, config });
+  t.teardown(() => first.destroy());
+  const id = await first.createEntry({ spiffeId: 'spiffe://example.org/pg/a', parentId: 'spiffe://example.org/node', selectors: ['unix:uid:1'] });
+  const shipped = first.auditLines.map((l) => JSON.parse(l) as { action: string; entryId?: string; seq?: number; auditId?: string }).filter((l) => l.seq !== undefined);
+  t.deepEqual(shipped.map((l) => [l.action, l.entryId]), [['entry.create', id]]);
+  await first.stop();
+  // committed with its record by a process that died before shipping it
+  const ds = await openPostgresDatastore({ connectionString: URL, schema, clock: systemClock, logger: silentLogger(), maxConnections: 2 });
+  const { entry } = await ds.createEntryIfNotExists(
+    { spiffeId: 'spiffe://example.org/pg/b', parentId: 'spiffe://example.org/node', selectors: [{ type: 'unix', value: 'uid:2' }], x509SvidTtlSeconds: 0, jwtSvidTtlSeconds: 0, dnsNames: [], federatesWith: [], admin: false, downstream: false, hint: '', entryExpiresAt: 0 },
+    (e) => ({ who: 'admin:uid:0', action: 'entry.create', result: 'ok', entryId: e.id }),
+  );
+  await ds.close();
+  const second = await startTestServer({ dir, config });
+  t.teardown(() => second.stop());
+  const caught = second.auditLines.map((l) => JSON.parse(l) as { entryId?: string; seq?: number }).filter((l) => l.seq !== undefined);
+  t.deepEqual(caught.map((l) => l.entryId), [entry.id]);
+  t.true((caught[0]?.seq ?? 0) > (shipped[0]?.seq ?? 0));
 });

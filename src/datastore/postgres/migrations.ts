@@ -97,4 +97,22 @@ export const POSTGRES_MIGRATIONS: readonly Migration[] = [
       )`,
     ],
   },
+  {
+    version: 2,
+    description: 'audit trail: records written with the change they record, and the shippers\' cursors',
+    statements: [
+      // Identity values are never reused; write transactions are serialised by the write lock, so seq order is commit order.
+      `CREATE TABLE audit_records (
+        seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        audit_id TEXT COLLATE "C" NOT NULL,
+        at BIGINT NOT NULL,
+        record TEXT NOT NULL
+      )`,
+      `CREATE TABLE audit_cursors (
+        name TEXT COLLATE "C" PRIMARY KEY,
+        seq BIGINT NOT NULL,
+        updated_at BIGINT NOT NULL
+      )`,
+    ],
+  },
 ];

@@ -13,9 +13,10 @@ import { randomUUID } from 'node:crypto';
 import type { Clock } from '../../common/clock.js';
 import { SigilError, isSigilError } from '../../common/errors.js';
 import type { Logger } from '../../common/logger.js';
-import type { Selector } from '../../spiffe/selector.js';
 import type {
   AttestedNode,
+  AuditFor,
+  StoredAuditRecord,
   BundleRecord,
   Datastore,
   EntryEvent,
@@ -41,7 +42,26 @@ import {
   type ValidEntryFields,
   type ValidNodeFields,
 } from '../validation.js';
-import type { SqlDriver, SqlExecutor, SqlRow, SqlValue } from './sql-driver.js';
+import type { SqlDriver, SqlExecutor } from './sql-driver.js';
+import { appendAudit, SqlAuditStore } from './sql-audit-store.js';
+import {
+  bundleFromRow,
+  decodeEntry,
+  encodeSelectors,
+  ENTRY_COLUMNS,
+  entryColumns,
+  entryFromFields,
+  flag,
+  invalidFilter,
+  nodeFromRow,
+  notFound,
+  optionalBoolean,
+  optionalString,
+  SQL,
+  tokenFromRow,
+  type NodeRow,
+  type Where,
+} from './sql-rows.js';
 
 /** What a SqlDatastore needs besides its driver. */
 export interface SqlDatastoreOptions {
@@ -57,212 +77,21 @@ const MAX_EVENT_LIMIT = 10_000;
 /** Parent IDs bound in one statement of listEntriesByParentIds (keeps each list parameter small). */
 const PARENTS_PER_STATEMENT = 1000;
 
-interface NodeRow {
-  spiffe_id: string;
-  attestation_type: string;
-  cert_serial: string;
-  cert_not_after: number;
-  new_cert_serial: string;
-  new_cert_not_after: number;
-  banned: number;
-  can_reattest: number;
-  selectors_json: unknown;
-  created_at: number;
-  updated_at: number;
-}
-
-/** Selected as array rows in this order; decodeEntry reads them by position. */
-const ENTRY_COLUMNS =
-  'e.id, e.spiffe_id, e.parent_id, e.selectors_json, e.x509_svid_ttl, e.jwt_svid_ttl, e.dns_names_json, e.federates_with_json, e.admin, e.downstream, e.hint, e.expires_at, e.revision, e.created_at';
-const SQL = {
-  entryById: `SELECT ${ENTRY_COLUMNS} FROM registered_entries e WHERE e.id = ?`,
-  entryIdentity: `SELECT ${ENTRY_COLUMNS} FROM registered_entries e WHERE e.spiffe_id = ? AND e.parent_id = ? AND e.selectors_hash = ?`,
-  entryMeta: 'SELECT revision, created_at FROM registered_entries WHERE id = ?',
-  insertEntry:
-    'INSERT INTO registered_entries (id, spiffe_id, parent_id, selectors_hash, selector_count, selectors_json, dns_names_json, federates_with_json, x509_svid_ttl, jwt_svid_ttl, admin, downstream, hint, expires_at, revision, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)',
-  updateEntry:
-    'UPDATE registered_entries SET spiffe_id = ?, parent_id = ?, selectors_hash = ?, selector_count = ?, selectors_json = ?, dns_names_json = ?, federates_with_json = ?, x509_svid_ttl = ?, jwt_svid_ttl = ?, admin = ?, downstream = ?, hint = ?, expires_at = ?, revision = ? WHERE id = ?',
-  deleteEntry: 'DELETE FROM registered_entries WHERE id = ?',
-  insertEntrySelector: 'INSERT INTO entry_selectors (entry_id, type, value) VALUES (?, ?, ?)',
-  insertEntryFederation: 'INSERT INTO entry_federates_with (entry_id, trust_domain_id) VALUES (?, ?)',
-  deleteEntrySelectors: 'DELETE FROM entry_selectors WHERE entry_id = ?',
-  deleteEntryFederations: 'DELETE FROM entry_federates_with WHERE entry_id = ?',
-  insertEvent: 'INSERT INTO entry_events (entry_id, kind, at) VALUES (?, ?, ?)',
-  listEvents: 'SELECT event_id, entry_id, kind, at FROM entry_events WHERE event_id > ? ORDER BY event_id LIMIT ?',
-  latestEvent: 'SELECT MAX(event_id) AS id FROM entry_events',
-  // The newest event always survives so latestEntryEventId never goes backwards.
-  pruneEvents: 'DELETE FROM entry_events WHERE at < ? AND event_id < (SELECT MAX(event_id) FROM entry_events)',
-  nodeColumns:
-    'n.spiffe_id, n.attestation_type, n.cert_serial, n.cert_not_after, n.new_cert_serial, n.new_cert_not_after, n.banned, n.can_reattest, n.selectors_json, n.created_at, n.updated_at',
-  insertNode:
-    'INSERT INTO attested_nodes (spiffe_id, attestation_type, cert_serial, cert_not_after, new_cert_serial, new_cert_not_after, banned, can_reattest, selectors_json, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)',
-  updateNode:
-    'UPDATE attested_nodes SET attestation_type = ?, cert_serial = ?, cert_not_after = ?, new_cert_serial = ?, new_cert_not_after = ?, banned = ?, can_reattest = ?, selectors_json = ?, updated_at = ? WHERE spiffe_id = ?',
-  deleteNode: 'DELETE FROM attested_nodes WHERE spiffe_id = ?',
-  insertNodeSelector: 'INSERT INTO node_selectors (spiffe_id, type, value) VALUES (?, ?, ?)',
-  deleteNodeSelectors: 'DELETE FROM node_selectors WHERE spiffe_id = ?',
-  tokenConflict: 'SELECT token_id FROM join_tokens WHERE token_hash = ? OR token_id = ?',
-  insertToken: 'INSERT INTO join_tokens (token_hash, token_id, expires_at, created_at) VALUES (?, ?, ?, ?)',
-  consumeToken: 'DELETE FROM join_tokens WHERE token_hash = ? RETURNING token_id, token_hash, expires_at, created_at',
-  listTokens: 'SELECT token_id, token_hash, expires_at, created_at FROM join_tokens ORDER BY created_at, token_id',
-  pruneTokens: 'DELETE FROM join_tokens WHERE expires_at < ?',
-  getBundle: 'SELECT trust_domain_id, document, updated_at FROM bundles WHERE trust_domain_id = ?',
-  setBundle:
-    'INSERT INTO bundles (trust_domain_id, document, updated_at) VALUES (?, ?, ?) ON CONFLICT (trust_domain_id) DO UPDATE SET document = excluded.document, updated_at = excluded.updated_at',
-  deleteBundle: 'DELETE FROM bundles WHERE trust_domain_id = ?',
-  listBundles: 'SELECT trust_domain_id, document, updated_at FROM bundles ORDER BY trust_domain_id',
-  getJournal: 'SELECT journal FROM ca_journals WHERE trust_domain_id = ?',
-  setJournal:
-    'INSERT INTO ca_journals (trust_domain_id, journal, updated_at) VALUES (?, ?, ?) ON CONFLICT (trust_domain_id) DO UPDATE SET journal = excluded.journal, updated_at = excluded.updated_at',
-} as const;
-
-/** A WHERE clause under construction; `none` means the filter can match nothing. */
-interface Where {
-  readonly clauses: string[];
-  readonly params: SqlValue[];
-  none: boolean;
-}
-
-function notFound(reason: string, message: string): SigilError {
-  return new SigilError('ERR_NOT_FOUND', message, { reason });
-}
-
-function invalidFilter(message: string): SigilError {
-  return new SigilError('ERR_INVALID_ARGUMENT', message, { reason: 'invalid-filter' });
-}
-
-function optionalString(value: unknown, field: string): string | undefined {
-  if (value === undefined) return undefined;
-  if (typeof value !== 'string') throw invalidFilter(`${field} filter must be a string`);
-  return value;
-}
-
-function optionalBoolean(value: unknown, field: string): boolean | undefined {
-  if (value === undefined) return undefined;
-  if (typeof value !== 'boolean') throw invalidFilter(`${field} filter must be a boolean`);
-  return value;
-}
-
-function flag(b: boolean): number {
-  return b ? 1 : 0;
-}
-
-function entryFromFields(id: string, f: ValidEntryFields, revision: number, createdAt: number): RegistrationEntry {
-  return {
-    id,
-    spiffeId: f.spiffeId,
-    parentId: f.parentId,
-    selectors: f.selectors,
-    x509SvidTtlSeconds: f.x509SvidTtlSeconds,
-    jwtSvidTtlSeconds: f.jwtSvidTtlSeconds,
-    dnsNames: f.dnsNames,
-    federatesWith: f.federatesWith,
-    admin: f.admin,
-    downstream: f.downstream,
-    hint: f.hint,
-    entryExpiresAt: f.entryExpiresAt,
-    revision,
-    createdAt,
-  };
-}
-
-/** Selectors as stored in a row: `[[type, value], …]`, already normalised. */
-function encodeSelectors(selectors: readonly Selector[]): string {
-  return JSON.stringify(selectors.map((s) => [s.type, s.value]));
-}
-
-/** Parses a JSON column; a driver may hand back text (SQLite) or an already parsed value (PostgreSQL jsonb). */
-function jsonColumn<T>(value: unknown): T {
-  if (typeof value !== 'string') return value as T;
-  // Most entries have no DNS names or federations; skipping the parser for them is a measurable share of a full sync.
-  return (value === '[]' ? [] : JSON.parse(value)) as T;
-}
-
-function decodeSelectors(value: unknown): Selector[] {
-  return jsonColumn<[string, string][]>(value).map(([type, value]) => ({ type, value }));
-}
-
-/** An entry from an array row selected with ENTRY_COLUMNS. */
-function decodeEntry(r: unknown[]): RegistrationEntry {
-  return {
-    id: r[0] as string,
-    spiffeId: r[1] as string,
-    parentId: r[2] as string,
-    selectors: decodeSelectors(r[3]),
-    x509SvidTtlSeconds: Number(r[4]),
-    jwtSvidTtlSeconds: Number(r[5]),
-    dnsNames: jsonColumn<string[]>(r[6]),
-    federatesWith: jsonColumn<string[]>(r[7]),
-    admin: Number(r[8]) === 1,
-    downstream: Number(r[9]) === 1,
-    hint: r[10] as string,
-    entryExpiresAt: Number(r[11]),
-    revision: Number(r[12]),
-    createdAt: Number(r[13]),
-  };
-}
-
-function nodeFromRow(r: NodeRow): AttestedNode {
-  return {
-    spiffeId: r.spiffe_id,
-    attestationType: r.attestation_type,
-    certSerial: r.cert_serial,
-    certNotAfter: r.cert_not_after,
-    newCertSerial: r.new_cert_serial,
-    newCertNotAfter: r.new_cert_not_after,
-    selectors: decodeSelectors(r.selectors_json),
-    banned: r.banned === 1,
-    canReattest: r.can_reattest === 1,
-    createdAt: r.created_at,
-    updatedAt: r.updated_at,
-  };
-}
-
-function tokenFromRow(r: SqlRow): JoinTokenRecord {
-  return {
-    tokenId: r['token_id'] as string,
-    tokenHash: r['token_hash'] as string,
-    expiresAt: r['expires_at'] as number,
-    createdAt: r['created_at'] as number,
-  };
-}
-
-function bundleFromRow(r: SqlRow): BundleRecord {
-  return { trustDomainId: r['trust_domain_id'] as string, document: r['document'] as string, updatedAt: r['updated_at'] as number };
-}
-
 /** The dialect-neutral Datastore; drivers and migrations make it SQLite or PostgreSQL. */
-/** The mutable columns of an entry row, in the order both insertEntry and updateEntry list them. */
-function entryColumns(f: ValidEntryFields): SqlValue[] {
-  return [
-    f.spiffeId,
-    f.parentId,
-    f.selectorsHash,
-    f.selectors.length,
-    encodeSelectors(f.selectors),
-    JSON.stringify(f.dnsNames),
-    JSON.stringify(f.federatesWith),
-    f.x509SvidTtlSeconds,
-    f.jwtSvidTtlSeconds,
-    flag(f.admin),
-    flag(f.downstream),
-    f.hint,
-    f.entryExpiresAt,
-  ];
-}
-
 export class SqlDatastore implements Datastore {
   /** The schema version the database is at. */
   readonly schemaVersion: number;
   readonly #driver: SqlDriver;
   readonly #clock: Clock;
   readonly #log: Logger;
+  readonly #audit: SqlAuditStore;
 
   constructor(driver: SqlDriver, options: SqlDatastoreOptions) {
     this.#driver = driver;
     this.#clock = options.clock;
     this.#log = options.logger;
     this.schemaVersion = options.schemaVersion;
+    this.#audit = new SqlAuditStore((mode, fn) => this.#tx(mode, fn), () => this.#clock.nowMs());
   }
 
   // ---------------------------------------------------------------- plumbing
@@ -343,12 +172,15 @@ export class SqlDatastore implements Datastore {
     return created;
   }
 
-  async createEntryIfNotExists(entry: NewRegistrationEntry): Promise<{ entry: RegistrationEntry; created: boolean }> {
+  async createEntryIfNotExists(entry: NewRegistrationEntry, audit?: AuditFor<RegistrationEntry>): Promise<{ entry: RegistrationEntry; created: boolean }> {
     const { id, explicitId, fields } = this.#prepareNew(entry);
     return this.#tx('write', async (tx) => {
       const existing = (await tx.rows(SQL.entryIdentity, [fields.spiffeId, fields.parentId, fields.selectorsHash]))[0];
       if (existing !== undefined) return { entry: decodeEntry(existing), created: false };
-      return { entry: await this.#insertEntry(tx, id, fields, explicitId, this.#clock.nowMs()), created: true };
+      const now = this.#clock.nowMs();
+      const created = await this.#insertEntry(tx, id, fields, explicitId, now);
+      await appendAudit(tx, audit, created, now);
+      return { entry: created, created: true };
     });
   }
 
@@ -357,7 +189,7 @@ export class SqlDatastore implements Datastore {
     return this.#tx('read', (tx) => this.#entryById(tx, id));
   }
 
-  async updateEntry(entry: Omit<RegistrationEntry, 'revision' | 'createdAt'>): Promise<RegistrationEntry> {
+  async updateEntry(entry: Omit<RegistrationEntry, 'revision' | 'createdAt'>, audit?: AuditFor<RegistrationEntry>): Promise<RegistrationEntry> {
     const id = validateEntryId(entry?.id);
     const f = validateEntryFields(entry);
     const updated = await this.#tx('write', async (tx) => {
@@ -369,20 +201,25 @@ export class SqlDatastore implements Datastore {
       await tx.run(SQL.deleteEntrySelectors, [id]);
       await tx.run(SQL.deleteEntryFederations, [id]);
       await this.#writeEntryChildren(tx, id, f);
-      await tx.run(SQL.insertEvent, [id, 'updated', this.#clock.nowMs()]);
-      return entryFromFields(id, f, revision, meta['created_at'] as number);
+      const now = this.#clock.nowMs();
+      await tx.run(SQL.insertEvent, [id, 'updated', now]);
+      const updated = entryFromFields(id, f, revision, meta['created_at'] as number);
+      await appendAudit(tx, audit, updated, now);
+      return updated;
     });
     this.#log.debug({ entryId: id, revision: updated.revision }, 'entry updated');
     return updated;
   }
 
-  async deleteEntry(id: string): Promise<RegistrationEntry> {
+  async deleteEntry(id: string, audit?: AuditFor<RegistrationEntry>): Promise<RegistrationEntry> {
     if (typeof id !== 'string') throw new SigilError('ERR_INVALID_ARGUMENT', 'entry id must be a string', { reason: 'invalid-entry-id' });
     const deleted = await this.#tx('write', async (tx) => {
       const existing = await this.#entryById(tx, id);
       if (existing === undefined) throw notFound('entry-not-found', `entry ${id} not found`);
       await tx.run(SQL.deleteEntry, [id]);
-      await tx.run(SQL.insertEvent, [id, 'deleted', this.#clock.nowMs()]);
+      const now = this.#clock.nowMs();
+      await tx.run(SQL.insertEvent, [id, 'deleted', now]);
+      await appendAudit(tx, audit, existing, now);
       return existing;
     });
     this.#log.debug({ entryId: id }, 'entry deleted');
@@ -541,7 +378,7 @@ export class SqlDatastore implements Datastore {
     for (const s of n.selectors) await tx.run(SQL.insertNodeSelector, [n.spiffeId, s.type, s.value]);
   }
 
-  async createAttestedNode(node: Omit<AttestedNode, 'createdAt' | 'updatedAt'>): Promise<AttestedNode> {
+  async createAttestedNode(node: Omit<AttestedNode, 'createdAt' | 'updatedAt'>, audit?: AuditFor<AttestedNode>): Promise<AttestedNode> {
     const n = validateNode(node);
     return this.#tx('write', async (tx) => {
       if ((await this.#nodeById(tx, n.spiffeId)) !== undefined) {
@@ -562,7 +399,9 @@ export class SqlDatastore implements Datastore {
         now,
       ]);
       await this.#writeNodeSelectors(tx, n);
-      return { ...n, createdAt: now, updatedAt: now };
+      const created = { ...n, createdAt: now, updatedAt: now };
+      await appendAudit(tx, audit, created, now);
+      return created;
     });
   }
 
@@ -571,7 +410,7 @@ export class SqlDatastore implements Datastore {
     return this.#tx('read', (tx) => this.#nodeById(tx, spiffeId));
   }
 
-  async updateAttestedNode(node: Omit<AttestedNode, 'createdAt' | 'updatedAt'>): Promise<AttestedNode> {
+  async updateAttestedNode(node: Omit<AttestedNode, 'createdAt' | 'updatedAt'>, audit?: AuditFor<AttestedNode>): Promise<AttestedNode> {
     const n = validateNode(node);
     return this.#tx('write', async (tx) => {
       const existing = await this.#nodeById(tx, n.spiffeId);
@@ -591,16 +430,19 @@ export class SqlDatastore implements Datastore {
       ]);
       await tx.run(SQL.deleteNodeSelectors, [n.spiffeId]);
       await this.#writeNodeSelectors(tx, n);
-      return { ...n, createdAt: existing.createdAt, updatedAt: now };
+      const updated = { ...n, createdAt: existing.createdAt, updatedAt: now };
+      await appendAudit(tx, audit, updated, now);
+      return updated;
     });
   }
 
-  async deleteAttestedNode(spiffeId: string): Promise<AttestedNode> {
+  async deleteAttestedNode(spiffeId: string, audit?: AuditFor<AttestedNode>): Promise<AttestedNode> {
     if (typeof spiffeId !== 'string') throw new SigilError('ERR_INVALID_ARGUMENT', 'agent spiffe id must be a string', { reason: 'invalid-spiffe-id' });
     return this.#tx('write', async (tx) => {
       const existing = await this.#nodeById(tx, spiffeId);
       if (existing === undefined) throw notFound('node-not-found', `agent ${spiffeId} not found`);
       await tx.run(SQL.deleteNode, [spiffeId]);
+      await appendAudit(tx, audit, existing, this.#clock.nowMs());
       return existing;
     });
   }
@@ -648,7 +490,7 @@ export class SqlDatastore implements Datastore {
 
   // ---------------------------------------------------------------- join tokens
 
-  async createJoinToken(token: Omit<JoinTokenRecord, 'createdAt'>): Promise<JoinTokenRecord> {
+  async createJoinToken(token: Omit<JoinTokenRecord, 'createdAt'>, audit?: AuditFor<JoinTokenRecord>): Promise<JoinTokenRecord> {
     const t = validateJoinToken(token);
     return this.#tx('write', async (tx) => {
       if ((await tx.all(SQL.tokenConflict, [t.tokenHash, t.tokenId])).length > 0) {
@@ -656,7 +498,9 @@ export class SqlDatastore implements Datastore {
       }
       const now = this.#clock.nowMs();
       await tx.run(SQL.insertToken, [t.tokenHash, t.tokenId, t.expiresAt, now]);
-      return { ...t, createdAt: now };
+      const created = { ...t, createdAt: now };
+      await appendAudit(tx, audit, created, now);
+      return created;
     });
   }
 
@@ -690,21 +534,24 @@ export class SqlDatastore implements Datastore {
     });
   }
 
-  async setBundle(trustDomainId: string, document: string): Promise<BundleRecord> {
+  async setBundle(trustDomainId: string, document: string, audit?: AuditFor<BundleRecord>): Promise<BundleRecord> {
     const td = validateTrustDomainId(trustDomainId);
     const doc = validateBundleDocument(document);
     return this.#tx('write', async (tx) => {
       const now = this.#clock.nowMs();
       await tx.run(SQL.setBundle, [td, doc, now]);
-      return { trustDomainId: td, document: doc, updatedAt: now };
+      const record = { trustDomainId: td, document: doc, updatedAt: now };
+      await appendAudit(tx, audit, record, now);
+      return record;
     });
   }
 
   /** ERR_NOT_FOUND (reason `bundle-not-found`) when there is no bundle for the trust domain. */
-  async deleteBundle(trustDomainId: string): Promise<void> {
+  async deleteBundle(trustDomainId: string, audit?: AuditFor<string>): Promise<void> {
     const td = validateTrustDomainId(trustDomainId);
     await this.#tx('write', async (tx) => {
       if ((await tx.run(SQL.deleteBundle, [td])) === 0) throw notFound('bundle-not-found', `no bundle for ${td}`);
+      await appendAudit(tx, audit, td, this.#clock.nowMs());
     });
   }
 
@@ -723,12 +570,34 @@ export class SqlDatastore implements Datastore {
     });
   }
 
-  async setCaJournal(trustDomainId: string, journal: Uint8Array): Promise<void> {
+  async setCaJournal(trustDomainId: string, journal: Uint8Array, audit?: AuditFor<string>): Promise<void> {
     const td = validateTrustDomainId(trustDomainId);
     if (!(journal instanceof Uint8Array)) {
       throw new SigilError('ERR_INVALID_ARGUMENT', 'ca journal must be bytes', { reason: 'invalid-journal' });
     }
-    await this.#tx('write', (tx) => tx.run(SQL.setJournal, [td, Buffer.from(journal), this.#clock.nowMs()]));
+    await this.#tx('write', async (tx) => {
+      const now = this.#clock.nowMs();
+      await tx.run(SQL.setJournal, [td, Buffer.from(journal), now]);
+      await appendAudit(tx, audit, td, now);
+    });
+  }
+
+  // ---------------------------------------------------------------- audit trail (sql-audit-store.ts)
+
+  listAuditRecords(afterSeq: number, limit?: number): Promise<StoredAuditRecord[]> {
+    return this.#audit.list(afterSeq, limit);
+  }
+
+  getAuditCursor(name: string): Promise<number> {
+    return this.#audit.getCursor(name);
+  }
+
+  setAuditCursor(name: string, seq: number): Promise<void> {
+    return this.#audit.setCursor(name, seq);
+  }
+
+  pruneAuditRecords(beforeMs: number, throughSeq: number): Promise<number> {
+    return this.#audit.prune(beforeMs, throughSeq);
   }
 
   async close(): Promise<void> {

@@ -97,4 +97,22 @@ export const SQLITE_MIGRATIONS: readonly Migration[] = [
       ) WITHOUT ROWID, STRICT`,
     ],
   },
+  {
+    version: 2,
+    description: 'audit trail: records written with the change they record, and the shippers\' cursors',
+    statements: [
+      // AUTOINCREMENT: a seq is never reused, even after the newest records are pruned.
+      `CREATE TABLE audit_records (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        audit_id TEXT NOT NULL,
+        at INTEGER NOT NULL,
+        record TEXT NOT NULL
+      ) STRICT`,
+      `CREATE TABLE audit_cursors (
+        name TEXT PRIMARY KEY NOT NULL,
+        seq INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL
+      ) WITHOUT ROWID, STRICT`,
+    ],
+  },
 ];

@@ -1,7 +1,9 @@
 /**
  * Handlers of the sigil.admin.v1 services (entries, agents, join tokens, bundles, local
  * authority, minting, server info), served on the admin Unix socket. Every change is
- * audited; the join token is returned once and never stored, logged or audited.
+ * audited: a committed one by the datastore in the change's own transaction (each handler
+ * then waits for the shipper's copy before answering), a mint straight to the audit sink.
+ * The join token is returned once and never stored, logged or audited.
  */
 import type { sendUnaryData, ServerUnaryCall, UntypedServiceImplementation } from '@grpc/grpc-js';
 import type { Clock } from '../../common/clock.js';
@@ -12,7 +14,8 @@ import { STATUS_BY_CODE, toServiceError } from '../../grpc/status.js';
 import { makeSelector, type Selector } from '../../spiffe/selector.js';
 import { SpiffeId, spiffeIdReason, TrustDomain } from '../../spiffe/spiffe-id.js';
 import { generateJoinToken, joinTokenAgentId } from '../../../attestors/node/join_token/token.js';
-import type { AuditLog } from '../audit-log.js';
+import type { AuditLog, AuditRecord } from '../audit-log.js';
+import type { JournalAudit } from '../journal-audit.js';
 import type { AdminCaller } from './admin-socket.js';
 import type { BundleManager, ParsedBundleRecord } from '../bundle-manager.js';
 import type { ChangeHub } from '../change-hub.js';
@@ -38,6 +41,8 @@ export interface AdminServiceDeps {
   readonly ds: Datastore;
   readonly ca: ServerCa;
   readonly localAuthority?: LocalAuthorityOps;
+  /** Carries a local authority operation's audit record into the CA journal save it makes. */
+  readonly journalAudit?: JournalAudit;
   readonly bundles: BundleManager;
   readonly hub: ChangeHub;
   readonly trustDomain: TrustDomain;
@@ -282,6 +287,7 @@ export function createAdminServices(deps: AdminServiceDeps): Record<string, Unty
         results.push({ ...onError(item), status: statusOf(safeError(err, 'batch item')) });
       }
     }
+    await audit.committed();
     hub.notify('entries');
     return { results };
   };
@@ -289,22 +295,32 @@ export function createAdminServices(deps: AdminServiceDeps): Record<string, Unty
   const Entries: UntypedServiceImplementation = {
     BatchCreateEntry: unary('entry create', async (req: EntryBatchMsg, actor: Actor) =>
       perEntry(req.entries, async (m) => {
-        const { entry, created } = await ds.createEntryIfNotExists(await entryFromMsg(m, req.allow_missing_federated_bundle === true));
+        const { entry, created } = await ds.createEntryIfNotExists(await entryFromMsg(m, req.allow_missing_federated_bundle === true), (e) => ({
+          ...actor,
+          action: 'entry.create',
+          result: 'ok',
+          entryId: e.id,
+          spiffeId: e.spiffeId,
+        }));
         if (!created) {
           const err = new SigilError('ERR_ALREADY_EXISTS', `an entry with the same SPIFFE ID, parent and selectors exists: ${entry.id}`, {
             reason: 'entry-exists',
           });
           return { status: statusOf(err), entry: entryToAdminMsg(entry, trustDomain) };
         }
-        audit.record({ ...actor, action: 'entry.create', result: 'ok', entryId: entry.id, spiffeId: entry.spiffeId });
         return { entry: entryToAdminMsg(entry, trustDomain) };
       }),
     ),
     BatchUpdateEntry: unary('entry update', async (req: EntryBatchMsg, actor: Actor) =>
       perEntry(req.entries, async (m) => {
         if (m.id === '') throw new SigilError('ERR_INVALID_ARGUMENT', 'entry update needs an entry id', { reason: 'no-entry-id' });
-        const entry = await ds.updateEntry({ ...(await entryFromMsg(m, req.allow_missing_federated_bundle === true)), id: m.id });
-        audit.record({ ...actor, action: 'entry.update', result: 'ok', entryId: entry.id, spiffeId: entry.spiffeId });
+        const entry = await ds.updateEntry({ ...(await entryFromMsg(m, req.allow_missing_federated_bundle === true)), id: m.id }, (e) => ({
+          ...actor,
+          action: 'entry.update',
+          result: 'ok',
+          entryId: e.id,
+          spiffeId: e.spiffeId,
+        }));
         return { entry: entryToAdminMsg(entry, trustDomain) };
       }),
     ),
@@ -312,8 +328,7 @@ export function createAdminServices(deps: AdminServiceDeps): Record<string, Unty
       perEntry(
         req.ids,
         async (id) => {
-          const entry = await ds.deleteEntry(id);
-          audit.record({ ...actor, action: 'entry.delete', result: 'ok', entryId: entry.id, spiffeId: entry.spiffeId });
+          await ds.deleteEntry(id, (e) => ({ ...actor, action: 'entry.delete', result: 'ok', entryId: e.id, spiffeId: e.spiffeId }));
           return { id };
         },
         (id) => ({ id }),
@@ -351,22 +366,22 @@ export function createAdminServices(deps: AdminServiceDeps): Record<string, Unty
     CountAgents: unary('agent count', async () => ({ count: await ds.countAttestedNodes() })),
     EvictAgent: unary('agent evict', async (req: { spiffe_id: string }, actor: Actor) => {
       const n = await getNode(req.spiffe_id);
-      await ds.deleteAttestedNode(n.spiffeId);
-      audit.record({ ...actor, action: 'agent.evict', result: 'ok', spiffeId: n.spiffeId });
+      await ds.deleteAttestedNode(n.spiffeId, (d) => ({ ...actor, action: 'agent.evict', result: 'ok', spiffeId: d.spiffeId }));
+      await audit.committed();
       hub.notify('agents', n.spiffeId);
       return {};
     }),
     BanAgent: unary('agent ban', async (req: { spiffe_id: string }, actor: Actor) => {
       const n = await getNode(req.spiffe_id);
-      await ds.updateAttestedNode({ ...n, banned: true });
-      audit.record({ ...actor, action: 'agent.ban', result: 'ok', spiffeId: n.spiffeId });
+      await ds.updateAttestedNode({ ...n, banned: true }, (u) => ({ ...actor, action: 'agent.ban', result: 'ok', spiffeId: u.spiffeId }));
+      await audit.committed();
       hub.notify('agents', n.spiffeId);
       return {};
     }),
     UnbanAgent: unary('agent unban', async (req: { spiffe_id: string }, actor: Actor) => {
       const n = await getNode(req.spiffe_id);
-      await ds.updateAttestedNode({ ...n, banned: false });
-      audit.record({ ...actor, action: 'agent.unban', result: 'ok', spiffeId: n.spiffeId });
+      await ds.updateAttestedNode({ ...n, banned: false }, (u) => ({ ...actor, action: 'agent.unban', result: 'ok', spiffeId: u.spiffeId }));
+      await audit.committed();
       return {};
     }),
   };
@@ -383,16 +398,16 @@ export function createAdminServices(deps: AdminServiceDeps): Record<string, Unty
       }
       const ttlMs = ttlSeconds > 0 ? ttlSeconds * 1000 : deps.joinTokenTtlMs;
       const t = generateJoinToken(clock.nowMs(), ttlMs);
-      await ds.createJoinToken({ tokenId: t.tokenId, tokenHash: t.tokenHash, expiresAt: t.expiresAt });
       const agentId = joinTokenAgentId(trustDomain, t.tokenId).toString();
-      audit.record({
+      await ds.createJoinToken({ tokenId: t.tokenId, tokenHash: t.tokenHash, expiresAt: t.expiresAt }, (c) => ({
         ...actor,
         action: 'jointoken.create',
         result: 'ok',
         spiffeId: agentId,
-        expiresAt: new Date(t.expiresAt).toISOString(),
-        detail: { tokenId: t.tokenId },
-      });
+        expiresAt: new Date(c.expiresAt).toISOString(),
+        detail: { tokenId: c.tokenId },
+      }));
+      await audit.committed();
       return { token: t.token.reveal(), token_id: t.tokenId, agent_id: agentId, expires_at: sec(t.expiresAt) };
     }),
   };
@@ -446,14 +461,14 @@ export function createAdminServices(deps: AdminServiceDeps): Record<string, Unty
       } else if (req.format === 'pem') {
         next = incoming.with({ sequenceNumber: (old.sequenceNumber ?? 0) + 1 });
       }
-      const rec = await deps.bundles.setFederated(id, next);
-      audit.record({ ...actor, action: 'bundle.set', result: 'ok', spiffeId: id });
+      const rec = await deps.bundles.setFederated(id, next, () => ({ ...actor, action: 'bundle.set', result: 'ok', spiffeId: id }));
+      await audit.committed();
       return bundleMsg(parsed(rec));
     }),
     DeleteFederatedBundle: unary('bundle delete', async (req: { trust_domain: string }, actor: Actor) => {
       const id = deps.bundles.federatedId(req.trust_domain);
-      await deps.bundles.deleteFederated(id);
-      audit.record({ ...actor, action: 'bundle.delete', result: 'ok', spiffeId: id });
+      await deps.bundles.deleteFederated(id, () => ({ ...actor, action: 'bundle.delete', result: 'ok', spiffeId: id }));
+      await audit.committed();
       return {};
     }),
   };
@@ -468,9 +483,14 @@ export function createAdminServices(deps: AdminServiceDeps): Record<string, Unty
     unary(`localauthority ${op}`, async (req: { kind: string; authority_id?: string }, actor: Actor) => {
       const kind = parseKind(req.kind);
       const id = req.authority_id ?? '';
-      if (op === 'prepare' || op === 'activate') await la()[op](kind);
-      else await la()[op](kind, id);
-      audit.record({ ...actor, action: `localauthority.${kind}.${op}`, result: 'ok', ...(op === 'taint' || op === 'revoke' ? { detail: { authorityId: id } } : {}) });
+      const record: AuditRecord = { ...actor, action: `localauthority.${kind}.${op}`, result: 'ok', ...(op === 'taint' || op === 'revoke' ? { detail: { authorityId: id } } : {}) };
+      const step = (): Promise<unknown> => (op === 'prepare' || op === 'activate' ? la()[op](kind) : la()[op](kind, id));
+      // written with the journal change the operation commits; directly only when it committed none
+      let attached = false;
+      if (deps.journalAudit === undefined) await step();
+      else ({ attached } = await deps.journalAudit.run(record, step));
+      if (attached) await audit.committed();
+      else audit.record(record);
       await deps.bundles.syncOwn();
       return laStatus();
     });

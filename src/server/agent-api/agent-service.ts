@@ -200,15 +200,8 @@ export function createAgentService(deps: AgentServiceDeps): UntypedServiceImplem
       const svid = await admitAgent(result, attestor.name, csr);
       const bundle = await ownBundleMsg();
       metrics.attestations.inc({ attestor: attestorName, result: 'ok' });
-      audit.record({
-        who: agentIdForAudit,
-        action: 'agent.attest',
-        result: 'ok',
-        spiffeId: agentIdForAudit,
-        serial: normalizeSerial(svid.serial),
-        expiresAt: svid.notAfter.toISOString(),
-        detail: { attestor: attestor.name },
-      });
+      // admitAgent stored the record with the node; its line is out before the SVID is
+      await audit.committed();
       logger.info({ agentId: agentIdForAudit, attestor: attestor.name, serial: normalizeSerial(svid.serial) }, 'agent attested');
       if (settled) return;
       settled = true;
@@ -236,7 +229,7 @@ export function createAgentService(deps: AgentServiceDeps): UntypedServiceImplem
     }
   }
 
-  /** Refuses banned agents and spent evidence, signs the agent SVID and records the node. */
+  /** Refuses banned agents and spent evidence, signs the agent SVID and records the node, with its `agent.attest` audit record in the same transaction. */
   async function admitAgent(result: NodeAttestationResult, attestorName: string, csr: Uint8Array): Promise<SignedX509Svid> {
     const agentId = result.agentId.toString();
     const existing = await ds.getAttestedNode(agentId);
@@ -255,8 +248,17 @@ export function createAgentService(deps: AgentServiceDeps): UntypedServiceImplem
       banned: false,
       canReattest: result.canReattest,
     };
-    if (existing === undefined) await ds.createAttestedNode(node);
-    else await ds.updateAttestedNode(node);
+    const record = (): AuditRecord => ({
+      who: agentId,
+      action: 'agent.attest',
+      result: 'ok',
+      spiffeId: agentId,
+      serial: node.certSerial,
+      expiresAt: svid.notAfter.toISOString(),
+      detail: { attestor: attestorName },
+    });
+    if (existing === undefined) await ds.createAttestedNode(node, record);
+    else await ds.updateAttestedNode(node, record);
     deps.hub.notify('agents', agentId);
     return svid;
   }
@@ -265,15 +267,15 @@ export function createAgentService(deps: AgentServiceDeps): UntypedServiceImplem
     const caller = await authenticateAgent(call.getAuthContext(), ds, trustDomain);
     const csr = checkCsr(call.request.csr, 'renewal');
     const svid = await sign('agent', caller.agentId, csr, deps.agentSvidTtlMs);
-    await ds.updateAttestedNode({ ...caller.node, newCertSerial: normalizeSerial(svid.serial), newCertNotAfter: svid.notAfter.getTime() });
-    audit.record({
+    await ds.updateAttestedNode({ ...caller.node, newCertSerial: normalizeSerial(svid.serial), newCertNotAfter: svid.notAfter.getTime() }, () => ({
       who: caller.agentId,
       action: 'agent.renew',
       result: 'ok',
       spiffeId: caller.agentId,
       serial: normalizeSerial(svid.serial),
       expiresAt: svid.notAfter.toISOString(),
-    });
+    }));
+    await audit.committed();
     return { svid: svidMsg(caller.agentId, svid) };
   }
 
