@@ -16,6 +16,8 @@ export class ServiceProcess {
   readonly lines: string[] = [];
   readonly exited: Promise<number | null>;
   #waiters: (() => void)[] = [];
+  /** How the process ended, once it has: no line can come any more. */
+  #ended: string | undefined;
 
   constructor(proc: ChildProcess) {
     this.proc = proc;
@@ -34,12 +36,17 @@ export class ServiceProcess {
     this.exited = new Promise((resolve) => proc.once('exit', (code, signal) => {
       if (buf.length > 0) this.lines.push(buf);
       this.lines.push(`[exited ${code ?? signal}]`);
-      for (const w of this.#waiters) w();
+      this.#ended = signal !== null ? `was killed by ${signal}` : `exited with code ${String(code)}`;
+      for (const w of [...this.#waiters]) w();
       resolve(code);
     }));
   }
 
-  /** Resolves with the first line (from `from` on) matching `re`; rejects after `timeoutMs`. */
+  /**
+   * Resolves with the first line (from `from` on) matching `re`; rejects after `timeoutMs`, or
+   * at once when the process has ended without such a line, with its exit and output (stdout
+   * and stderr), so a service that could not start says why instead of timing out.
+   */
   waitFor(re: RegExp, timeoutMs = 15_000, from = 0): Promise<RegExpMatchArray> {
     return new Promise((resolve, reject) => {
       const check = (): boolean => {
@@ -51,6 +58,12 @@ export class ServiceProcess {
             resolve(m);
             return true;
           }
+        }
+        if (this.#ended !== undefined) {
+          this.#waiters = this.#waiters.filter((w) => w !== waiter);
+          clearTimeout(timer);
+          reject(new Error(`process ${String(this.proc.pid)} ${this.#ended} before a line matching ${re}; output:\n${this.lines.join('\n')}`));
+          return true;
         }
         return false;
       };
