@@ -1,11 +1,11 @@
 /**
- * Runs an example from examples/client/ as a real child process (importing the compiled
- * `sigil/client`), registered with a test agent under its pid, and reads its output lines.
+ * A real child process (an example from examples/client/, importing the compiled
+ * `sigil/client`, or a script) whose stdout and stderr lines the test reads and waits on.
+ * test/e2e/support/stack.ts starts the examples against the real agent.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
-import { dirname, join, resolve } from 'node:path';
+import type { ChildProcess } from 'node:child_process';
+import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { pidSelectorKey, type TestAgent, type TestEntitlement } from '../helpers/workload-source.js';
 
 /** The repository root (dist/test/client → ../../..). */
 export const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../../..');
@@ -89,18 +89,4 @@ export class ServiceProcess {
     await this.exited;
     clearTimeout(timer);
   }
-}
-
-/** Starts `examples/client/<name>` with the agent's address and `env`, entitled as given. */
-export function runExample(name: string, agent: TestAgent, entitlement: TestEntitlement, env: Record<string, string> = {}, stdin?: string): ServiceProcess {
-  const proc = spawn(process.execPath, [join(ROOT, 'examples/client', name)], {
-    cwd: ROOT,
-    env: { PATH: process.env.PATH ?? '', SPIFFE_ENDPOINT_SOCKET: agent.address, ...env },
-    stdio: ['pipe', 'pipe', 'pipe'],
-  });
-  // Registered before the child has run a line of JS: its first Workload API call finds it.
-  agent.identities.set(pidSelectorKey(proc.pid as number), entitlement);
-  if (stdin !== undefined) proc.stdin?.end(stdin);
-  else proc.stdin?.end();
-  return new ServiceProcess(proc);
 }
