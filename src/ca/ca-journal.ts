@@ -1,7 +1,8 @@
 /**
  * The CA journal: everything the CA must remember across restarts except private keys
  * (key IDs, certificates, phases, times). Stored as opaque bytes through CaJournalStore,
- * which the server backs with the datastore's getCaJournal/setCaJournal.
+ * which the server backs with the datastore's getCaJournal/setCaJournal
+ * (src/server/ca-journal-store.ts).
  */
 import { z } from 'zod';
 import { SigilError } from '../common/errors.js';
@@ -14,7 +15,12 @@ export interface CaJournalStore {
   save(data: Uint8Array): Promise<void>;
 }
 
-/** A CaJournalStore in memory (tests, and the memory key manager's throwaway servers). */
+/**
+ * A CaJournalStore in memory. No production path and no test uses it (tests journal to a real
+ * SQLite datastore through datastoreCaJournal); it stays only because bench/support/ca.ts
+ * imports it, and goes once that file journals to the datastore too.
+ * @deprecated journal to the datastore (src/server/ca-journal-store.ts)
+ */
 export class MemoryCaJournalStore implements CaJournalStore {
   #data: Uint8Array | undefined;
 

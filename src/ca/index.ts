@@ -12,7 +12,7 @@ export {
   type MintedJwtSvid,
   type SlotInfo,
 } from './ca-manager.js';
-export { MemoryCaJournalStore, type AuthorityPhase, type CaJournalStore } from './ca-journal.js';
+export type { AuthorityPhase, CaJournalStore } from './ca-journal.js';
 export { loadUpstreamAuthority, makeUpstreamAuthority, type UpstreamAuthority, type UpstreamAuthorityFiles } from './upstream-authority.js';
 export { MemoryKeyManager } from './key-manager/memory-key-manager.js';
 export { DiskKeyManager, rewrapKeys, type DiskKeyManagerOptions, type RewrapResult } from './key-manager/disk-key-manager.js';

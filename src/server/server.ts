@@ -20,6 +20,7 @@ import { serviceDefinition } from '../grpc/proto.js';
 import type { KeyManager } from '../plugin/key-manager.js';
 import type { NodeAttestorServer } from '../plugin/node-attestor.js';
 import { CaManager } from '../ca/ca-manager.js';
+import { datastoreCaJournal } from './ca-journal-store.js';
 import { readOperatorFileSync } from '../ca/operator-file.js';
 import { DiskKeyManager } from '../ca/key-manager/disk-key-manager.js';
 import { MemoryKeyManager } from '../ca/key-manager/memory-key-manager.js';
@@ -262,10 +263,7 @@ export async function startServer(config: ServerConfig, options: StartServerOpti
     const ca = await CaManager.create({
       trustDomain: td,
       keyManager,
-      journal: {
-        load: () => ds.getCaJournal(td.idString),
-        save: (data: Uint8Array) => ds.setCaJournal(td.idString, data, journalAudit.take()),
-      },
+      journal: datastoreCaJournal(ds, td, () => journalAudit.take()),
       clock,
       logger,
       x509CaKeyType: config.ca.keyType,

@@ -15,8 +15,8 @@ import { makeServerDir, startTestServer, type TestServer } from '../helpers/serv
 import { createCa, createLeaf } from '../helpers/pki.js';
 import { eventually, startTestAgent } from './support/agent-harness.js';
 
-const AS_ROOT = process.getuid?.() === 0;
-const rootOnly = AS_ROOT ? test.serial : test.serial.skip;
+/** The uid this test runs as: the workloads it starts run as it too, so no root is needed. */
+const UID_SELECTOR = `unix:uid:${process.getuid?.() ?? 0}`;
 
 function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
@@ -33,7 +33,7 @@ async function serialFetched(client: WorkloadApiClient): Promise<string> {
   return (await client.fetchX509Context(AbortSignal.timeout(3000))).svids[0]?.serial ?? '';
 }
 
-rootOnly('keeps serving cached SVIDs through a server outage and catches up after a restart', async (t) => {
+test.serial('keeps serving cached SVIDs through a server outage and catches up after a restart', async (t) => {
   const dir = await makeServerDir();
   const port = await freePort();
   const serverConfig = { agentApi: { address: `127.0.0.1:${port}` } };
@@ -43,7 +43,7 @@ rootOnly('keeps serving cached SVIDs through a server outage and catches up afte
     rmSync(dir, { recursive: true, force: true });
   });
   const a = await startTestAgent(t, server);
-  const entryId = await server.createEntry({ spiffeId: 'spiffe://example.org/w/steady', parentId: a.agentId, selectors: ['unix:uid:0'] });
+  const entryId = await server.createEntry({ spiffeId: 'spiffe://example.org/w/steady', parentId: a.agentId, selectors: [UID_SELECTOR] });
   await eventually(() => a.agent.cache.serialOf(entryId), 5000, 'first SVID');
   const client = new WorkloadApiClient({ address: a.agent.address });
   t.teardown(() => client.close());
@@ -58,12 +58,12 @@ rootOnly('keeps serving cached SVIDs through a server outage and catches up afte
 
   server = await startTestServer({ dir, config: serverConfig });
   await eventually(() => (a.agent.sync.connected ? true : undefined), 10_000, 'sync to reconnect');
-  const late = await server.createEntry({ spiffeId: 'spiffe://example.org/w/after-restart', parentId: a.agentId, selectors: ['unix:uid:0'] });
+  const late = await server.createEntry({ spiffeId: 'spiffe://example.org/w/after-restart', parentId: a.agentId, selectors: [UID_SELECTOR] });
   await eventually(() => a.agent.cache.serialOf(late), 10_000, 'entry created after the restart');
   t.is(a.agent.cache.serialOf(entryId), before);
 });
 
-rootOnly('a restarted agent uses its stored SVID: the spent join token is not needed again', async (t) => {
+test.serial('a restarted agent uses its stored SVID: the spent join token is not needed again', async (t) => {
   const server = await startTestServer();
   t.teardown(() => server.destroy());
   const dir = mkdtempSync(join(tmpdir(), 'sigil-agent-'));
@@ -76,26 +76,26 @@ rootOnly('a restarted agent uses its stored SVID: the spent join token is not ne
   t.is(second.agent.agentId(), first.agentId);
   t.true(second.lines.some((l) => l.includes('agent SVID loaded from data dir')));
   t.false(second.lines.some((l) => l.includes('"msg":"agent attested"')));
-  const entryId = await server.createEntry({ spiffeId: 'spiffe://example.org/w/again', parentId: first.agentId, selectors: ['unix:uid:0'] });
+  const entryId = await server.createEntry({ spiffeId: 'spiffe://example.org/w/again', parentId: first.agentId, selectors: [UID_SELECTOR] });
   await eventually(() => second.agent.cache.serialOf(entryId), 5000, 'SVID after restart');
   t.truthy(agentSerial);
 });
 
-rootOnly('an evicted join-token agent says a new token is needed, then re-attests in process when one is written', async (t) => {
+test.serial('an evicted join-token agent says a new token is needed, then re-attests in process when one is written', async (t) => {
   const server = await startTestServer();
   t.teardown(() => server.destroy());
   const a = await startTestAgent(t, server);
   await eventually(() => (a.agent.sync.connected ? true : undefined), 5000, 'first sync');
   await server.admin.call('Agents', 'EvictAgent', { spiffe_id: a.agentId });
   // Any call now fails; entry sync notices on the next change.
-  await server.createEntry({ spiffeId: 'spiffe://example.org/w/poke', parentId: a.agentId, selectors: ['unix:uid:0'] });
+  await server.createEntry({ spiffeId: 'spiffe://example.org/w/poke', parentId: a.agentId, selectors: [UID_SELECTOR] });
   await eventually(() => a.lines.find((l) => l.includes('"reason":"join-token-spent"')), 10_000, 'the clear re-attestation error');
 
   const token = await server.createJoinToken(600);
   writeFileSync(a.tokenFile, token.token.reveal(), { mode: 0o600 });
   a.secrets.push(token.token.reveal());
   await eventually(() => (a.agent.agentId() === token.agentId ? true : undefined), 15_000, 're-attestation with the new token');
-  const entryId = await server.createEntry({ spiffeId: 'spiffe://example.org/w/new-agent', parentId: token.agentId, selectors: ['unix:uid:0'] });
+  const entryId = await server.createEntry({ spiffeId: 'spiffe://example.org/w/new-agent', parentId: token.agentId, selectors: [UID_SELECTOR] });
   const serial = await eventually(() => a.agent.cache.serialOf(entryId), 10_000, 'SVID under the new agent ID');
   t.not(token.agentId, a.agentId, 'the new token attested a new agent');
   t.is(a.agent.agentId(), token.agentId);
@@ -103,7 +103,7 @@ rootOnly('an evicted join-token agent says a new token is needed, then re-attest
   t.truthy(serial);
 });
 
-rootOnly('an evicted x509pop agent re-attests in process and keeps its agent ID', async (t) => {
+test.serial('an evicted x509pop agent re-attests in process and keeps its agent ID', async (t) => {
   const ca = await createCa({ name: 'CN=node CA' });
   const leaf = await createLeaf({ issuer: ca, subject: 'CN=node-1', noSan: true, eku: null });
   const dir = await makeServerDir();
@@ -121,12 +121,12 @@ rootOnly('an evicted x509pop agent re-attests in process and keeps its agent ID'
   });
   const agentId = a.agent.agentId();
   t.regex(agentId, /^spiffe:\/\/example\.org\/sigil\/agent\/x509pop\//);
-  const first = await server.createEntry({ spiffeId: 'spiffe://example.org/w/pop', parentId: agentId, selectors: ['unix:uid:0'] });
+  const first = await server.createEntry({ spiffeId: 'spiffe://example.org/w/pop', parentId: agentId, selectors: [UID_SELECTOR] });
   await eventually(() => a.agent.cache.serialOf(first), 5000, 'first SVID');
   const serial = a.agent.identity.current?.serial;
 
   await server.admin.call('Agents', 'EvictAgent', { spiffe_id: agentId });
-  const next = await server.createEntry({ spiffeId: 'spiffe://example.org/w/pop-2', parentId: agentId, selectors: ['unix:uid:0'] });
+  const next = await server.createEntry({ spiffeId: 'spiffe://example.org/w/pop-2', parentId: agentId, selectors: [UID_SELECTOR] });
   await eventually(() => a.agent.cache.serialOf(next), 15_000, 'SVID after re-attestation');
   t.not(a.agent.identity.current?.serial, serial);
   t.is(a.agent.agentId(), agentId);
@@ -162,7 +162,7 @@ test.serial('an evicted agent is told apart from a banned one: it attests again 
   const a = await startTestAgent(t, server, { bannedRetryMs: 60_000 });
   await eventually(() => (a.agent.sync.connected ? true : undefined), 5000, 'first sync');
   await server.admin.call('Agents', 'EvictAgent', { spiffe_id: a.agentId });
-  await server.createEntry({ spiffeId: 'spiffe://example.org/w/poke', parentId: a.agentId, selectors: ['unix:uid:0'] });
+  await server.createEntry({ spiffeId: 'spiffe://example.org/w/poke', parentId: a.agentId, selectors: [UID_SELECTOR] });
   await eventually(() => a.lines.find((l) => l.includes('agent must attest again')), 10_000, 're-attestation started');
   t.false(a.lines.some((l) => l.includes('"reason":"agent-banned"')));
 });

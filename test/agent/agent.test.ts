@@ -15,6 +15,8 @@ import { eventually, startTestAgent } from './support/agent-harness.js';
 
 const AS_ROOT = process.getuid?.() === 0;
 const rootOnly = AS_ROOT ? test.serial : test.serial.skip;
+/** The uid this test runs as: the workloads it starts run as it too, so no root is needed. */
+const UID_SELECTOR = `unix:uid:${process.getuid?.() ?? 0}`;
 const GRPC = { INVALID_ARGUMENT: 3, PERMISSION_DENIED: 7 } as const;
 
 let script: string;
@@ -70,7 +72,7 @@ rootOnly('serves the entry SVID to the matching uid, PermissionDenied to another
   t.true((ok.svids[0]?.keyBytes ?? 0) > 0);
 });
 
-rootOnly('a new entry becomes a served SVID quickly, and reaches a waiting workload', async (t) => {
+test.serial('a new entry becomes a served SVID quickly, and reaches a waiting workload', async (t) => {
   const server = await startTestServer();
   t.teardown(() => server.destroy());
   const a = await startTestAgent(t, server);
@@ -85,7 +87,7 @@ rootOnly('a new entry becomes a served SVID quickly, and reaches a waiting workl
   });
 
   const created = Date.now();
-  const entryId = await server.createEntry({ spiffeId: 'spiffe://example.org/w/late', parentId: a.agentId, selectors: ['unix:uid:0'] });
+  const entryId = await server.createEntry({ spiffeId: 'spiffe://example.org/w/late', parentId: a.agentId, selectors: [UID_SELECTOR] });
   const cachedAt = await eventually(() => (a.agent.cache.serialOf(entryId) === undefined ? undefined : Date.now()), 5000, 'the new SVID in the cache');
   t.log(`entry create → SVID cached on the agent: ${cachedAt - created} ms`);
   // A generous bound (the target is 1 s) so a loaded CI machine passes; the real figure is benchmark 6.
@@ -96,12 +98,12 @@ rootOnly('a new entry becomes a served SVID quickly, and reaches a waiting workl
   t.true(got.at - created < 5000);
 });
 
-rootOnly('the successor is minted at half-life and pushed on an open stream; the agent SVID is renewed too', async (t) => {
+test.serial('the successor is minted at half-life and pushed on an open stream; the agent SVID is renewed too', async (t) => {
   const server = await startTestServer();
   t.teardown(() => server.destroy());
   const clock = new ManualClock(Date.now());
   const a = await startTestAgent(t, server, { clock, random: () => 0.5 });
-  const entryId = await server.createEntry({ spiffeId: 'spiffe://example.org/w/rotating', parentId: a.agentId, selectors: ['unix:uid:0'] });
+  const entryId = await server.createEntry({ spiffeId: 'spiffe://example.org/w/rotating', parentId: a.agentId, selectors: [UID_SELECTOR] });
   await eventually(() => a.agent.cache.serialOf(entryId), 5000, 'first SVID');
   const firstAgentSerial = a.agent.identity.current?.serial;
 
@@ -125,17 +127,17 @@ rootOnly('the successor is minted at half-life and pushed on an open stream; the
   await eventually(() => (a.agent.identity.current?.serial !== firstAgentSerial ? true : undefined), 5000, 'agent SVID renewal');
 
   // After renewal the sync stream runs on the new agent SVID: a new entry still arrives.
-  const later = await server.createEntry({ spiffeId: 'spiffe://example.org/w/after-renewal', parentId: a.agentId, selectors: ['unix:uid:0'] });
+  const later = await server.createEntry({ spiffeId: 'spiffe://example.org/w/after-renewal', parentId: a.agentId, selectors: [UID_SELECTOR] });
   const laterSerial = await eventually(() => a.agent.cache.serialOf(later), 5000, 'entry after renewal');
   t.truthy(laterSerial);
   t.not(a.agent.identity.current?.serial, firstAgentSerial, 'the agent SVID was renewed');
 });
 
-rootOnly('a prepared CA key changes the bundle: open streams get it pushed', async (t) => {
+test.serial('a prepared CA key changes the bundle: open streams get it pushed', async (t) => {
   const server = await startTestServer();
   t.teardown(() => server.destroy());
   const a = await startTestAgent(t, server);
-  await server.createEntry({ spiffeId: 'spiffe://example.org/w/bundles', parentId: a.agentId, selectors: ['unix:uid:0'] });
+  await server.createEntry({ spiffeId: 'spiffe://example.org/w/bundles', parentId: a.agentId, selectors: [UID_SELECTOR] });
   await eventually(() => (a.agent.cache.stats().svids > 0 ? true : undefined), 5000, 'first SVID');
   const root = await startWorkload(script, a.socketPath);
   t.teardown(() => root.workload.stop());
@@ -153,11 +155,11 @@ rootOnly('a prepared CA key changes the bundle: open streams get it pushed', asy
   t.is(secondJwt.bundles['spiffe://example.org']?.keys.length, (firstJwt.bundles['spiffe://example.org']?.keys.length ?? 0) + 1);
 });
 
-rootOnly('a burst of 1,000 workload connections is served from the real cache with no UNAVAILABLE', async (t) => {
+test.serial('a burst of 1,000 workload connections is served from the real cache with no UNAVAILABLE', async (t) => {
   const server = await startTestServer();
   t.teardown(() => server.destroy());
   const a = await startTestAgent(t, server);
-  await server.createEntry({ spiffeId: 'spiffe://example.org/w/burst', parentId: a.agentId, selectors: ['unix:uid:0'] });
+  await server.createEntry({ spiffeId: 'spiffe://example.org/w/burst', parentId: a.agentId, selectors: [UID_SELECTOR] });
   await eventually(() => (a.agent.cache.stats().svids > 0 ? true : undefined), 5000, 'first SVID');
   const root = await startWorkload(script, a.socketPath);
   t.teardown(() => root.workload.stop());

@@ -15,11 +15,13 @@ import { startTestServer } from '../helpers/server.js';
 import { eventually, startTestAgent } from './support/agent-harness.js';
 import { Daemon, runCommand, SIGIL_BIN } from './support/processes.js';
 
-const AS_ROOT = process.getuid?.() === 0;
+/** The uid and gid this test runs as (the helper and nginx run as them too; no root needed). */
+const UID = process.getuid?.() ?? 0;
+const GID = process.getgid?.() ?? 0;
 const NGINX = ['/usr/sbin/nginx', '/usr/bin/nginx'].find((p) => existsSync(p));
-const withNginx = AS_ROOT && NGINX !== undefined ? test.serial : test.serial.skip;
+const withNginx = NGINX !== undefined ? test.serial : test.serial.skip;
 // A missing nginx is a failure that names the package, never a silent skip.
-if (AS_ROOT && NGINX === undefined) {
+if (NGINX === undefined) {
   test('nginx is installed (scripts/ci-prepare.sh installs Debian\'s nginx package)', (t) => {
     t.fail('nginx not found at /usr/sbin/nginx or /usr/bin/nginx: the helper + nginx rotation test cannot run; install Debian\'s nginx package');
   });
@@ -71,9 +73,9 @@ withNginx('helper + nginx: a rotation reaches a new handshake without restarting
   const server = await startTestServer();
   t.teardown(() => server.destroy());
   const a = await startTestAgent(t, server);
-  await server.createEntry({ spiffeId: 'spiffe://example.org/web/nginx', parentId: a.agentId, selectors: ['unix:uid:0'], x509SvidTtlSeconds: 10, dnsNames: ['localhost'] });
+  await server.createEntry({ spiffeId: 'spiffe://example.org/web/nginx', parentId: a.agentId, selectors: [`unix:uid:${UID}`], x509SvidTtlSeconds: 10, dnsNames: ['localhost'] });
   // Short-lived too: the helper writes svids[0], which is this one (SPIFFE IDs order the list).
-  await server.createEntry({ spiffeId: 'spiffe://example.org/db-client', parentId: a.agentId, selectors: ['unix:uid:0', 'unix:gid:0'], x509SvidTtlSeconds: 10 });
+  await server.createEntry({ spiffeId: 'spiffe://example.org/db-client', parentId: a.agentId, selectors: [`unix:uid:${UID}`, `unix:gid:${GID}`], x509SvidTtlSeconds: 10 });
 
   const dir = mkdtempSync(join(tmpdir(), 'sigil-helper-'));
   chmodSync(dir, 0o755);

@@ -13,8 +13,8 @@ import { startTestServer } from '../helpers/server.js';
 import { startWorkload, writeWorkloadScript, type WorkloadEvent } from './workload-api/support/workload-child.js';
 import { eventually, startTestAgent } from './support/agent-harness.js';
 
-const AS_ROOT = process.getuid?.() === 0;
-const rootOnly = AS_ROOT ? test.serial : test.serial.skip;
+/** The uid this test runs as: the workloads it starts run as it too, so no root is needed. */
+const UID_SELECTOR = `unix:uid:${process.getuid?.() ?? 0}`;
 
 test.serial('memory policy: eager up to maxSize, always for connected workloads, idle ones dropped after the grace period', async (t) => {
   const server = await startTestServer();
@@ -47,11 +47,11 @@ test.serial('memory policy: eager up to maxSize, always for connected workloads,
   t.is(cache.stats().subscribers, 0);
 });
 
-rootOnly('with a 4 s TTL the agent rotates in real time and every SVID reaches the open stream', async (t) => {
+test.serial('with a 4 s TTL the agent rotates in real time and every SVID reaches the open stream', async (t) => {
   const server = await startTestServer();
   t.teardown(() => server.destroy());
   const a = await startTestAgent(t, server);
-  await server.createEntry({ spiffeId: 'spiffe://example.org/w/short', parentId: a.agentId, selectors: ['unix:uid:0'], x509SvidTtlSeconds: 4 });
+  await server.createEntry({ spiffeId: 'spiffe://example.org/w/short', parentId: a.agentId, selectors: [UID_SELECTOR], x509SvidTtlSeconds: 4 });
   const script = writeWorkloadScript();
   const w = await startWorkload(script, a.socketPath);
   t.teardown(() => w.workload.stop());
@@ -69,11 +69,11 @@ rootOnly('with a 4 s TTL the agent rotates in real time and every SVID reaches t
   t.true(seen.size >= 3);
 });
 
-rootOnly('JWT-SVIDs are minted through the server, cached per audience set, and validated against the agent bundles', async (t) => {
+test.serial('JWT-SVIDs are minted through the server, cached per audience set, and validated against the agent bundles', async (t) => {
   const server = await startTestServer();
   t.teardown(() => server.destroy());
   const a = await startTestAgent(t, server);
-  await server.createEntry({ spiffeId: 'spiffe://example.org/w/jwt', parentId: a.agentId, selectors: ['unix:uid:0'] });
+  await server.createEntry({ spiffeId: 'spiffe://example.org/w/jwt', parentId: a.agentId, selectors: [UID_SELECTOR] });
   const client = new WorkloadApiClient({ address: a.agent.address });
   t.teardown(() => client.close());
   const first = await eventually(async () => {

@@ -13,22 +13,22 @@ import { opensslVerify } from '../helpers/openssl.js';
 import { startTestServer } from '../helpers/server.js';
 import { eventually, startTestAgent } from './support/agent-harness.js';
 
-const AS_ROOT = process.getuid?.() === 0;
-const rootOnly = AS_ROOT ? test.serial : test.serial.skip;
+/** The uid this test runs as: the workloads it starts run as it too, so no root is needed. */
+const UID_SELECTOR = `unix:uid:${process.getuid?.() ?? 0}`;
 
 /** The authority key identifier of a certificate, lowercase hex. */
 function akiOf(der: Uint8Array): string {
   return parseCertificate(der).getExtension(x509.AuthorityKeyIdentifierExtension)?.keyId?.toLowerCase() ?? '';
 }
 
-rootOnly('after activate and taint every SVID, the agent SVID and the server certificate move to the new authority; revoke then breaks nothing', async (t) => {
+test.serial('after activate and taint every SVID, the agent SVID and the server certificate move to the new authority; revoke then breaks nothing', async (t) => {
   const server = await startTestServer();
   t.teardown(() => server.destroy());
   const { ca } = server.server;
   const a = await startTestAgent(t, server);
   const entryIds = [
-    await server.createEntry({ spiffeId: 'spiffe://example.org/w/one', parentId: a.agentId, selectors: ['unix:uid:0'] }),
-    await server.createEntry({ spiffeId: 'spiffe://example.org/w/two', parentId: a.agentId, selectors: ['unix:uid:0'] }),
+    await server.createEntry({ spiffeId: 'spiffe://example.org/w/one', parentId: a.agentId, selectors: [UID_SELECTOR] }),
+    await server.createEntry({ spiffeId: 'spiffe://example.org/w/two', parentId: a.agentId, selectors: [UID_SELECTOR] }),
   ];
 
   const client = new WorkloadApiClient({ address: a.agent.address, backoff: { initialMs: 50, maxMs: 200 } });
@@ -106,19 +106,19 @@ rootOnly('after activate and taint every SVID, the agent SVID and the server cer
 
   // The agent keeps syncing, also over a fresh TLS connection that trusts only the new root.
   a.agent.sync.reconnect();
-  const late = await server.createEntry({ spiffeId: 'spiffe://example.org/w/late', parentId: a.agentId, selectors: ['unix:uid:0'] });
+  const late = await server.createEntry({ spiffeId: 'spiffe://example.org/w/late', parentId: a.agentId, selectors: [UID_SELECTOR] });
   await eventually(() => a.agent.cache.serialOf(late), 10_000, 'an entry created after revoke minted');
   const withLate = await eventually(() => (latest?.svids.length === 3 ? latest : undefined), 10_000, 'the late SVID on the stream');
   t.true(withLate.svids.every((s) => akiOf(s.leaf.der) === newId));
   t.false(server.logLines.some((l) => l.includes('PRIVATE KEY')));
 });
 
-rootOnly('a JWT key taint drops the JWT-SVIDs the agent cached from that key; the next fetch is signed by the active key', async (t) => {
+test.serial('a JWT key taint drops the JWT-SVIDs the agent cached from that key; the next fetch is signed by the active key', async (t) => {
   const server = await startTestServer();
   t.teardown(() => server.destroy());
   const { ca } = server.server;
   const a = await startTestAgent(t, server);
-  await server.createEntry({ spiffeId: 'spiffe://example.org/w/jwt', parentId: a.agentId, selectors: ['unix:uid:0'] });
+  await server.createEntry({ spiffeId: 'spiffe://example.org/w/jwt', parentId: a.agentId, selectors: [UID_SELECTOR] });
   const client = new WorkloadApiClient({ address: a.agent.address, backoff: { initialMs: 50, maxMs: 200 } });
   t.teardown(() => client.close());
   const fetchJwt = (): Promise<string | undefined> =>

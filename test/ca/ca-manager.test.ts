@@ -6,12 +6,13 @@ import { isSigilError } from '../../src/common/errors.js';
 import { Secret } from '../../src/common/secret.js';
 import { x509 } from '../../src/common/x509.js';
 import { CaManager, type SlotInfo } from '../../src/ca/ca-manager.js';
-import { MemoryCaJournalStore } from '../../src/ca/ca-journal.js';
 import { DiskKeyManager } from '../../src/ca/key-manager/disk-key-manager.js';
 import { memoryLogger, silentLogger } from '../../src/common/logger.js';
 import { ManualClock } from '../../src/common/clock.js';
 import type { KeyType } from '../../src/plugin/key-manager.js';
-import { T0, TD, makeCa, makeCsr, opensslVerify, tempDir } from './helpers.js';
+import { openSqliteDatastore } from '../../src/datastore/sqlite/sqlite-datastore.js';
+import { datastoreCaJournal } from '../../src/server/ca-journal-store.js';
+import { T0, TD, makeCa, makeCsr, opensslVerify, sqliteJournal, tempDir } from './helpers.js';
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 
@@ -253,7 +254,11 @@ test('restarting over the same journal and key directory keeps the same CA and J
   const { dir, cleanup } = await tempDir();
   t.teardown(cleanup);
   const kek = new Secret(randomBytes(32));
-  const journal = new MemoryCaJournalStore();
+  // the datastore file is closed and reopened between the two CAs, as across a server restart
+  const dsPath = join(dir, 'datastore.sqlite3');
+  let ds = await openSqliteDatastore({ path: dsPath, logger: silentLogger() });
+  t.teardown(() => ds.close());
+  const journal = datastoreCaJournal({ getCaJournal: (id) => ds.getCaJournal(id), setCaJournal: (id, data) => ds.setCaJournal(id, data) }, TD);
   const clock = new ManualClock(T0);
   const open = async (): Promise<CaManager> =>
     CaManager.create({
@@ -271,6 +276,9 @@ test('restarting over the same journal and key directory keeps the same CA and J
   const statusBefore = first.status();
   const bundleBefore = first.x509Authorities();
   first.stop();
+  await first.idle();
+  await ds.close();
+  ds = await openSqliteDatastore({ path: dsPath, logger: silentLogger() });
 
   clock.advance(10 * M);
   const second = await open();
@@ -298,7 +306,7 @@ test('restarting over the same journal and key directory keeps the same CA and J
 });
 
 test('a restart with lost keys retires the authorities it cannot sign with and mints new ones', async (t) => {
-  const journal = new MemoryCaJournalStore();
+  const journal = await sqliteJournal();
   const clock = new ManualClock(T0);
   const { ca: first } = await makeCa({ journal, clock });
   const oldIds = first.status().x509.map((x) => x.id);
@@ -315,7 +323,7 @@ test('a restart with lost keys retires the authorities it cannot sign with and m
 });
 
 test('a journal of another trust domain is refused', async (t) => {
-  const journal = new MemoryCaJournalStore();
+  const journal = await sqliteJournal();
   await journal.save(Buffer.from(JSON.stringify({ version: 1, trustDomain: 'other.org', x509: [], jwt: [] })));
   const err = await t.throwsAsync(makeCa({ journal }));
   t.true(isSigilError(err, 'ERR_CONFIG_INVALID'));
@@ -332,7 +340,7 @@ test('CA logs carry no key material or tokens', async (t) => {
   const ca = await CaManager.create({
     trustDomain: TD,
     keyManager: await DiskKeyManager.open({ dir: join(dir, 'keys'), kek, logger }),
-    journal: new MemoryCaJournalStore(),
+    journal: await sqliteJournal(),
     clock: new ManualClock(T0),
     logger,
   });

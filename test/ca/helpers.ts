@@ -1,4 +1,9 @@
-/** Shared helpers of the CA tests: CSRs from real keys, openssl, temp dirs, a CA over a ManualClock. */
+/**
+ * Shared helpers of the CA tests: CSRs from real keys, openssl, temp dirs, a CA over a
+ * ManualClock journaling to a real SQLite datastore in a temp dir (through the server's own
+ * datastoreCaJournal), so a CA test restarts over what the server would really have stored.
+ */
+import test from 'ava';
 import { execFile } from 'node:child_process';
 import { KeyObject, webcrypto } from 'node:crypto';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
@@ -9,7 +14,9 @@ import { ManualClock } from '../../src/common/clock.js';
 import { silentLogger } from '../../src/common/logger.js';
 import { toPem, x509 } from '../../src/common/x509.js';
 import { CaManager, type CaManagerOptions } from '../../src/ca/ca-manager.js';
-import { MemoryCaJournalStore } from '../../src/ca/ca-journal.js';
+import type { CaJournalStore } from '../../src/ca/ca-journal.js';
+import { openSqliteDatastore } from '../../src/datastore/sqlite/sqlite-datastore.js';
+import { datastoreCaJournal } from '../../src/server/ca-journal-store.js';
 import { MemoryKeyManager } from '../../src/ca/key-manager/memory-key-manager.js';
 import { TrustDomain } from '../../src/spiffe/spiffe-id.js';
 
@@ -91,15 +98,33 @@ export async function opensslVerify(dir: string, chain: readonly Buffer[], roots
 /** Default start time of the tests' clocks: a fixed instant, so results do not depend on today. */
 export const T0 = Date.UTC(2026, 0, 1);
 
-/** A CaManager over memory stores and a ManualClock; extra options override. */
+const openJournals: { close: () => Promise<void> }[] = [];
+test.after.always(async () => {
+  for (const j of openJournals.splice(0)) await j.close();
+});
+
+/** A CA journal in a fresh SQLite datastore file (temp dir), closed and removed after the file's tests. */
+export async function sqliteJournal(): Promise<CaJournalStore> {
+  const { dir, cleanup } = await tempDir('sigil-ca-journal-');
+  const ds = await openSqliteDatastore({ path: join(dir, 'datastore.sqlite3'), logger: silentLogger() });
+  openJournals.push({
+    close: async () => {
+      await ds.close();
+      await cleanup();
+    },
+  });
+  return datastoreCaJournal(ds, TD);
+}
+
+/** A CaManager over a memory key manager, a SQLite-backed journal and a ManualClock; extra options override. */
 export async function makeCa(extra: Partial<CaManagerOptions> = {}): Promise<{
   ca: CaManager;
   clock: ManualClock;
-  journal: MemoryCaJournalStore;
+  journal: CaJournalStore;
   keyManager: MemoryKeyManager;
 }> {
   const clock = (extra.clock as ManualClock | undefined) ?? new ManualClock(T0);
-  const journal = (extra.journal as MemoryCaJournalStore | undefined) ?? new MemoryCaJournalStore();
+  const journal = extra.journal ?? (await sqliteJournal());
   const keyManager = (extra.keyManager as MemoryKeyManager | undefined) ?? new MemoryKeyManager();
   const ca = await CaManager.create({ trustDomain: TD, keyManager, journal, clock, logger: silentLogger(), ...extra });
   return { ca, clock, journal, keyManager };

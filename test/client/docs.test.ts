@@ -1,6 +1,6 @@
 /**
  * docs/client.md shows the examples under examples/client/ verbatim, and every example is
- * shown; the examples themselves run in mtls.test.ts, so the page's code runs as shown.
+ * shown; the examples themselves run in test/e2e/mtls.test.ts, so the page's code runs as shown.
  */
 import test from 'ava';
 import { readdirSync, readFileSync } from 'node:fs';

@@ -1,11 +1,11 @@
 /**
- * Runs an example from examples/client/ as a real child process (importing the compiled
- * `sigil/client`), registered with a test agent under its pid, and reads its output lines.
+ * A real child process (an example from examples/client/, importing the compiled
+ * `sigil/client`, or a script) whose stdout and stderr lines the test reads and waits on.
+ * test/e2e/support/stack.ts starts the examples against the real agent.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
-import { dirname, join, resolve } from 'node:path';
+import type { ChildProcess } from 'node:child_process';
+import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { pidSelectorKey, type TestAgent, type TestEntitlement } from '../helpers/workload-source.js';
 
 /** The repository root (dist/test/client → ../../..). */
 export const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../../..');
@@ -16,6 +16,8 @@ export class ServiceProcess {
   readonly lines: string[] = [];
   readonly exited: Promise<number | null>;
   #waiters: (() => void)[] = [];
+  /** How the process ended, once it has: no line can come any more. */
+  #ended: string | undefined;
 
   constructor(proc: ChildProcess) {
     this.proc = proc;
@@ -34,12 +36,17 @@ export class ServiceProcess {
     this.exited = new Promise((resolve) => proc.once('exit', (code, signal) => {
       if (buf.length > 0) this.lines.push(buf);
       this.lines.push(`[exited ${code ?? signal}]`);
-      for (const w of this.#waiters) w();
+      this.#ended = signal !== null ? `was killed by ${signal}` : `exited with code ${String(code)}`;
+      for (const w of [...this.#waiters]) w();
       resolve(code);
     }));
   }
 
-  /** Resolves with the first line (from `from` on) matching `re`; rejects after `timeoutMs`. */
+  /**
+   * Resolves with the first line (from `from` on) matching `re`; rejects after `timeoutMs`, or
+   * at once when the process has ended without such a line, with its exit and output (stdout
+   * and stderr), so a service that could not start says why instead of timing out.
+   */
   waitFor(re: RegExp, timeoutMs = 15_000, from = 0): Promise<RegExpMatchArray> {
     return new Promise((resolve, reject) => {
       const check = (): boolean => {
@@ -51,6 +58,12 @@ export class ServiceProcess {
             resolve(m);
             return true;
           }
+        }
+        if (this.#ended !== undefined) {
+          this.#waiters = this.#waiters.filter((w) => w !== waiter);
+          clearTimeout(timer);
+          reject(new Error(`process ${String(this.proc.pid)} ${this.#ended} before a line matching ${re}; output:\n${this.lines.join('\n')}`));
+          return true;
         }
         return false;
       };
@@ -76,18 +89,4 @@ export class ServiceProcess {
     await this.exited;
     clearTimeout(timer);
   }
-}
-
-/** Starts `examples/client/<name>` with the agent's address and `env`, entitled as given. */
-export function runExample(name: string, agent: TestAgent, entitlement: TestEntitlement, env: Record<string, string> = {}, stdin?: string): ServiceProcess {
-  const proc = spawn(process.execPath, [join(ROOT, 'examples/client', name)], {
-    cwd: ROOT,
-    env: { PATH: process.env.PATH ?? '', SPIFFE_ENDPOINT_SOCKET: agent.address, ...env },
-    stdio: ['pipe', 'pipe', 'pipe'],
-  });
-  // Registered before the child has run a line of JS: its first Workload API call finds it.
-  agent.identities.set(pidSelectorKey(proc.pid as number), entitlement);
-  if (stdin !== undefined) proc.stdin?.end(stdin);
-  else proc.stdin?.end();
-  return new ServiceProcess(proc);
 }

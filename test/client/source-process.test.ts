@@ -4,14 +4,15 @@
  * socket exists. It keeps retrying with backoff, gets its first update once a Workload API
  * server appears on the socket, and with no server it fails with ERR_DEADLINE_EXCEEDED at
  * its timeout, with a non-zero status (never the 13 of an unsettled top-level await).
+ * The server that appears is the real agent (with a real server behind it, an entry for the
+ * test's uid), started on the socket path the waiter was given.
  */
 import test from 'ava';
 import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { FakeWorkloadApi, wireSvid } from '../helpers/fake-workload-api.js';
-import { TestTrustDomain } from '../helpers/workload-source.js';
+import { startStack, type Stack } from '../e2e/support/stack.js';
 import { ROOT, ServiceProcess } from './service-process.js';
 
 /** What each kind of waiter awaits, and the line it prints once it has it. */
@@ -41,32 +42,25 @@ function count(p: ServiceProcess, re: RegExp): number {
   return p.lines.filter((l) => re.test(l)).length;
 }
 
-let domain: TestTrustDomain;
-test.before(async () => {
-  domain = await TestTrustDomain.create('example.org');
-});
-
 for (const kind of Object.keys(SCRIPTS)) {
   test(`${kind}: a process awaiting it before the socket exists stays alive, retries, and gets it once a server appears`, async (t) => {
     const dir = mkdtempSync(join(tmpdir(), 'sigil-wait-'));
     const socketPath = join(dir, 'agent.sock');
     const waiter = startWaiter(kind, socketPath, 120_000);
-    let fake: FakeWorkloadApi | undefined;
+    let stack: Stack | undefined;
     try {
       // Several failed attempts: the process outlived the first one and kept retrying.
       await waiter.waitFor(/^retry ERR_UNAVAILABLE/, 30_000);
       await waiter.waitFor(/^retry/, 30_000, waiter.lines.findIndex((l) => l.startsWith('retry')) + 1);
       t.is(waiter.proc.exitCode, null);
-      fake = await FakeWorkloadApi.start(socketPath);
-      fake.x509.set({ message: { svids: [wireSvid(domain, await domain.issue('/web'))] } });
-      fake.x509Bundles.set({ message: { bundles: { 'spiffe://example.org': Buffer.from(domain.root.der) } } });
-      fake.jwtBundles.set({ message: { bundles: { 'spiffe://example.org': Buffer.from(domain.bundle().jwtToJwksBytes()) } } });
+      stack = await startStack({ agentConfig: { socketPath } });
+      await stack.entry({ spiffeId: 'spiffe://example.org/web' });
       await waiter.waitFor(/^got (spiffe:\/\/example\.org\/web|example\.org)$/, 30_000);
       t.is(await waiter.exited, 0, waiter.output);
       t.true(count(waiter, /^retry/) >= 2);
     } finally {
       await waiter.stop();
-      await fake?.close();
+      await stack?.close();
       rmSync(dir, { recursive: true, force: true });
     }
   });

@@ -4,6 +4,9 @@
  * named after the section of the standard that makes it a defect. For every defect the
  * source keeps its last good state, reports the bad update with a coded error, and applies
  * the next good update (the stream is still in use).
+ * A fake on purpose: the real agent never sends these messages, so no test against it can
+ * reach these paths; the behaviour tests of a well-formed agent run against the real one
+ * (workload-api-client, sources, source-process).
  */
 import test from 'ava';
 import { once } from 'node:events';

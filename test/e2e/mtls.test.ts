@@ -4,7 +4,9 @@
  * completing mutual TLS over node:tls, https and gRPC. A non-authorised peer is refused, a
  * short-lived server SVID rotates under a running service and new connections see the new
  * certificate, and a JWT-SVID fetched by one service validates offline in the other and
- * through the agent's ValidateJWTSVID.
+ * through the agent's ValidateJWTSVID. A client of another trust domain (a second real server
+ * and agent for partner.test, which trusts example.org through federation) is refused in the
+ * handshake, and offline validation makes no JWT call to the agent.
  */
 import test from 'ava';
 import { WorkloadApiClient } from '../../src/client/workload-api-client.js';
@@ -19,10 +21,19 @@ const INTRUDER_ID = 'spiffe://example.org/e2e/intruder';
 /** Short enough that the agent rotates the server SVID every few seconds while a test runs. */
 const SERVER_TTL_SECONDS = 6;
 
+const PARTNER_CLIENT_ID = 'spiffe://partner.test/e2e/client';
+
 let stack: Stack;
+let partner: Stack;
 
 test.before(async () => {
   stack = await startStack();
+  partner = await startStack({ server: { trustDomain: 'partner.test' }, agentConfig: { trustDomain: 'partner.test' } });
+  // partner.test trusts example.org (one way): its client can check our server, we do not trust it
+  const ours = await stack.server.admin.call<{ document: Buffer }>('Bundles', 'GetBundle');
+  await partner.server.admin.call('Bundles', 'SetFederatedBundle', { trust_domain: 'example.org', document: ours.document, format: 'spiffe', append: false });
+  await partner.entry({ spiffeId: PARTNER_CLIENT_ID, hint: 'client', federatesWith: ['example.org'] });
+  await eventually(() => ((partner.agent?.cache.stats().svids ?? 0) >= 1 ? true : undefined), 15_000, 'the partner client SVID');
   await stack.entry({ spiffeId: SERVER_ID, hint: 'server', x509SvidTtlSeconds: SERVER_TTL_SECONDS });
   await stack.entry({ spiffeId: CLIENT_ID, hint: 'client' });
   await stack.entry({ spiffeId: INTRUDER_ID, hint: 'intruder' });
@@ -32,6 +43,7 @@ test.before(async () => {
 
 test.after.always(async () => {
   await stack?.close();
+  await partner?.close();
 });
 
 /** Every serial a running service announced for its own SVID (it prints one line per update). */
@@ -69,6 +81,13 @@ for (const proto of ['tls', 'https', 'grpc'] as const) {
     t.false(intruder.out.includes('hello'), intruder.out);
     await server.waitFor(/^refused ERR_PERMISSION_DENIED$/, 10_000, mark);
 
+    // A client from another trust domain (which trusts us through federation): refused in the handshake.
+    mark = server.lines.length;
+    const foreign = partner.run(`${proto}-client.js`, client);
+    t.is(await foreign.exited, 1, foreign.output);
+    t.false(foreign.output.includes('hello'), foreign.output);
+    await server.waitFor(/^refused /, 10_000, mark);
+
     // The client side refuses a server that is not the one it asked for.
     const picky = await runToEnd(stack, `${proto}-client.js`, { ...client, PEER_ID: 'spiffe://example.org/e2e/someone-else' });
     t.is(picky.code, 1, picky.out);
@@ -90,14 +109,22 @@ for (const proto of ['tls', 'https', 'grpc'] as const) {
 }
 
 test.serial('a JWT-SVID fetched by one service validates offline in the other and through ValidateJWTSVID', async (t) => {
-  const fetched = await runToEnd(stack, 'jwt-fetch.js', { SVID_HINT: 'client', AUDIENCE: SERVER_ID });
+  const fetcher = stack.run('jwt-fetch.js', { SVID_HINT: 'client', AUDIENCE: SERVER_ID });
+  const fetched = { code: await fetcher.exited, out: fetcher.output };
   t.is(fetched.code, 0, fetched.out);
   const token = fetched.out.split('\n')[0]!.trim();
   t.regex(token, /^eyJ[\w-]+\.[\w-]+\.[\w-]+$/);
 
-  const valid = await runToEnd(stack, 'jwt-validate.js', { SVID_HINT: 'server', AUDIENCE: SERVER_ID }, token);
+  const validator = stack.run('jwt-validate.js', { SVID_HINT: 'server', AUDIENCE: SERVER_ID }, token);
+  const valid = { code: await validator.exited, out: validator.output };
   t.is(valid.code, 0, valid.out);
   t.true(valid.out.includes(`valid ${CLIENT_ID} for ${SERVER_ID}`), valid.out);
+  // Offline: the validating service asked the agent for no JWT-SVID and made no ValidateJWTSVID
+  // call (the agent logs both with the caller's pid, as it did for the fetching service).
+  const jwtCallsOf = (pid: number | undefined): string[] =>
+    stack.logs().split('\n').filter((l) => (l.includes('jwt svids sent') || l.includes('jwt svid validated')) && l.includes(`"peerPid":${String(pid)},`));
+  t.is(jwtCallsOf(fetcher.proc.pid).length, 1);
+  t.deepEqual(jwtCallsOf(validator.proc.pid), []);
   const wrongAudience = await runToEnd(stack, 'jwt-validate.js', { SVID_HINT: 'server', AUDIENCE: INTRUDER_ID }, token);
   t.is(wrongAudience.code, 1, wrongAudience.out);
   t.true(wrongAudience.out.includes('invalid audience-mismatch'), wrongAudience.out);

@@ -1,134 +1,97 @@
 /**
- * A minimal agent-API client for server tests: attests over the bidi stream, then calls
- * the mTLS methods with the agent SVID. Real gRPC over TLS to the real server.
+ * Server tests drive the real server with the agent's own client (src/agent/server-client.ts),
+ * not a copy of it: these helpers only make a fresh key and CSR, attest with it, and hand back an
+ * AgentServerClient presenting the agent SVID, so a change to what the agent sends or checks is
+ * what the server tests see.
  */
-import { X509Certificate } from 'node:crypto';
-import { credentials, Metadata, type Client, type ClientDuplexStream, type ClientReadableStream, type ServiceError } from '@grpc/grpc-js';
-import { serviceClient } from '../../src/grpc/proto.js';
-import { fromServiceError } from '../../src/grpc/status.js';
+import { createPrivateKey, X509Certificate } from 'node:crypto';
+import { AgentServerClient, type X509SvidItemResult } from '../../src/agent/server-client.js';
+import { Secret } from '../../src/common/secret.js';
 import { toPem } from '../../src/common/x509.js';
-import { SigilError } from '../../src/common/errors.js';
+import { STATUS_BY_CODE } from '../../src/grpc/status.js';
 import type { NodeAttestorAgent } from '../../src/plugin/node-attestor.js';
 import { generateKeyAndCsr } from '../../src/server/server-svid.js';
+import { TrustDomain } from '../../src/spiffe/spiffe-id.js';
 
-const AGENT_PROTO = 'sigil/agent/v1/agent.proto';
-const SERVICE = 'sigil.agent.v1.Agent';
-
-/** The server SPIFFE ID check every agent connection makes. */
-function checkServer(trustDomain: string) {
-  return (_host: string, cert: { subjectaltname?: string }): Error | undefined =>
-    cert.subjectaltname === `URI:spiffe://${trustDomain}/sigil/server` ? undefined : new Error(`unexpected server identity ${cert.subjectaltname}`);
-}
+export type { WireSyncPage as SyncMessage } from '../../src/agent/server-client.js';
 
 /** An agent SVID and its key. */
 export interface AgentIdentity {
   readonly spiffeId: string;
   readonly chain: Buffer[];
+  readonly keyPkcs8: Buffer;
+  /** The same key as PEM (bench/ hands it to a child process). */
   readonly keyPem: string;
   readonly serial: string;
   readonly bundleRoots: Buffer[];
 }
 
-function rootsPem(roots: readonly Buffer[]): Buffer {
-  return Buffer.from(roots.map((r) => toPem(r, 'CERTIFICATE')).join(''));
+function clientFor(target: string, roots: readonly Buffer[], trustDomain: string): AgentServerClient {
+  return new AgentServerClient({ address: target, trustDomain: TrustDomain.parse(trustDomain), roots });
 }
 
-function makeClient(target: string, roots: readonly Buffer[], trustDomain: string, identity?: { chain: Buffer[]; keyPem: string }): Client {
-  const Ctor = serviceClient(AGENT_PROTO, SERVICE);
-  const creds = credentials.createSsl(
-    rootsPem(roots),
-    identity === undefined ? null : Buffer.from(identity.keyPem),
-    identity === undefined ? null : Buffer.from(identity.chain.map((c) => toPem(c, 'CERTIFICATE')).join('')),
-    { checkServerIdentity: checkServer(trustDomain) },
-  );
-  // a host name for SNI: Node warns about IP addresses there (identity is checked by SPIFFE ID)
-  return new Ctor(target, creds, { 'grpc.ssl_target_name_override': 'sigil-server', 'grpc.default_authority': 'sigil-server' });
-}
-
-/** Runs AttestAgent with the given attestor; resolves to the agent identity or rejects with a SigilError. */
+/** Runs AttestAgent through the agent's client; resolves to the agent identity or rejects with its SigilError. */
 export async function attest(target: string, roots: readonly Buffer[], trustDomain: string, attestor: NodeAttestorAgent): Promise<AgentIdentity> {
-  const client = makeClient(target, roots, trustDomain);
+  const client = clientFor(target, roots, trustDomain);
   const { csr, pkcs8 } = await generateKeyAndCsr();
   try {
-    return await new Promise<AgentIdentity>((resolve, reject) => {
-      const call = (client as unknown as { AttestAgent(): ClientDuplexStream<unknown, Record<string, unknown>> }).AttestAgent();
-      let done = false;
-      call.on('data', (msg: { step: string; challenge?: Buffer; result?: { svid: { spiffe_id: string; cert_chain: Buffer[]; serial: string }; bundle: { x509_authorities: Buffer[] } } }) => {
-        if (msg.step === 'challenge' && msg.challenge !== undefined) {
-          attestor.respond(msg.challenge).then(
-            (resp) => call.write({ challenge_response: Buffer.from(resp) }),
-            (err: unknown) => {
-              call.cancel();
-              reject(err);
-            },
-          );
-        } else if (msg.result !== undefined) {
-          done = true;
-          const r = msg.result;
-          resolve({ spiffeId: r.svid.spiffe_id, chain: r.svid.cert_chain, keyPem: toPem(pkcs8, 'PRIVATE KEY'), serial: r.svid.serial, bundleRoots: r.bundle.x509_authorities });
-          call.end();
-        }
-      });
-      call.on('error', (err: ServiceError) => reject(fromServiceError(err)));
-      call.on('end', () => {
-        if (!done) reject(new SigilError('ERR_INTERNAL', 'attestation stream ended without a result'));
-      });
-      attestor.payload().then((payload) => call.write({ params: { attestor: attestor.name, payload: Buffer.from(payload), csr } }), reject);
-    });
+    const out = await client.attest(attestor, csr);
+    return { spiffeId: out.svid.spiffe_id, chain: out.svid.cert_chain, keyPkcs8: pkcs8, keyPem: toPem(pkcs8, 'PRIVATE KEY'), serial: out.svid.serial, bundleRoots: out.bundle.x509_authorities };
   } finally {
     client.close();
   }
 }
 
-type Unary = (req: unknown, md: Metadata, opts: object, cb: (err: ServiceError | null, res: unknown) => void) => void;
-
-/** An mTLS agent client. */
-export class AgentApiClient {
-  readonly client: Client;
-
-  constructor(target: string, roots: readonly Buffer[], trustDomain: string, identity: { chain: Buffer[]; keyPem: string }) {
-    this.client = makeClient(target, roots, trustDomain, identity);
-  }
-
-  /** Calls a unary method. */
-  call<T = Record<string, unknown>>(method: string, request: object): Promise<T> {
-    const fn = (this.client as unknown as Record<string, Unary>)[method] as Unary;
-    return new Promise<T>((resolve, reject) =>
-      fn.call(this.client, request, new Metadata(), { deadline: new Date(Date.now() + 15_000) }, (err, res) =>
-        err ? reject(fromServiceError(err)) : resolve(res as T),
-      ),
-    );
-  }
-
-  /** Opens SyncEntries. */
-  sync(pageSize = 0): ClientReadableStream<SyncMessage> {
-    return (this.client as unknown as { SyncEntries(req: object): ClientReadableStream<SyncMessage> }).SyncEntries({ page_size: pageSize });
-  }
-
-  /** Renews the agent SVID; returns the new identity (same key kept simple: a new key). */
-  async renew(): Promise<{ chain: Buffer[]; keyPem: string; serial: string }> {
-    const { csr, pkcs8 } = await generateKeyAndCsr();
-    const r = await this.call<{ svid: { cert_chain: Buffer[]; serial: string } }>('RenewAgent', { csr });
-    return { chain: r.svid.cert_chain, keyPem: toPem(pkcs8, 'PRIVATE KEY'), serial: r.svid.serial };
-  }
-
-  close(): void {
-    this.client.close();
-  }
+/** The agent's client presenting `identity` on its mTLS calls; close it in a teardown. */
+export function agentClient(target: string, roots: readonly Buffer[], trustDomain: string, identity: { chain: readonly Buffer[]; keyPkcs8: Buffer }): AgentServerClient {
+  const client = clientFor(target, roots, trustDomain);
+  client.setIdentity({ chainDer: identity.chain, keyPkcs8Der: new Secret(identity.keyPkcs8) });
+  return client;
 }
 
-/** A SyncEntries message as received. */
-export interface SyncMessage {
-  kind: 'FULL' | 'DELTA';
-  entries: { id: string; spiffe_id: string; parent_id: string; revision: string }[];
-  deleted_entry_ids: string[];
-  bundle: { trust_domain_id: string; document: Buffer } | null;
-  federated_bundles: { trust_domain_id: string }[];
-  batch_complete: boolean;
-  batch: string;
+/** RenewAgent with a new key through `client`; returns the new identity (the client keeps presenting the old one). */
+export async function renewAgent(client: AgentServerClient): Promise<{ chain: Buffer[]; keyPkcs8: Buffer; serial: string }> {
+  const { csr, pkcs8 } = await generateKeyAndCsr();
+  const svid = await client.renew(csr);
+  return { chain: svid.cert_chain, keyPkcs8: pkcs8, serial: svid.serial };
 }
 
 /** The leaf's URI SAN. */
 export function uriOf(der: Buffer): string | undefined {
   return new X509Certificate(der).subjectAltName?.replace(/^URI:/, '');
+}
+
+/** Each item's refusal code, '' for an issued SVID (as the wire's `sigil_code`). */
+export function itemCodes(results: readonly X509SvidItemResult[]): string[] {
+  return results.map((r) => r.error?.code ?? (r.svid === undefined ? 'no SVID' : ''));
+}
+
+/**
+ * Only for bench/support/issuance-load-main.ts, which predates agentClient: the same
+ * AgentServerClient behind the call shape that bench uses (BatchNewX509SVID with wire-style
+ * params and results). Tests use agentClient.
+ * @deprecated use agentClient
+ */
+export class AgentApiClient {
+  readonly #client: AgentServerClient;
+
+  constructor(target: string, roots: readonly Buffer[], trustDomain: string, identity: { chain: Buffer[]; keyPem: string }) {
+    const keyPkcs8 = createPrivateKey(identity.keyPem).export({ type: 'pkcs8', format: 'der' });
+    this.#client = agentClient(target, roots, trustDomain, { chain: identity.chain, keyPkcs8 });
+  }
+
+  /** BatchNewX509SVID through the agent's client, answered in the wire's result shape. */
+  async call<T>(method: 'BatchNewX509SVID', request: { params: { entry_id: string | undefined; csr: Buffer }[] }): Promise<T> {
+    const results = await this.#client.batchNewX509Svid(request.params.map((p) => ({ entryId: p.entry_id ?? '', csrDer: p.csr })));
+    const wire = results.map((r) => ({
+      entry_id: r.entryId,
+      svid: r.svid ?? null,
+      status: r.error === undefined ? { code: 0, message: '', sigil_code: '' } : { code: STATUS_BY_CODE[r.error.code], message: r.error.message, sigil_code: r.error.code },
+    }));
+    return { results: wire } as T;
+  }
+
+  close(): void {
+    this.#client.close();
+  }
 }

@@ -78,13 +78,17 @@ function hole(dbPath: string, auditPath: string): boolean {
   return false;
 }
 
-/** Waits (by polling /proc, a bounded number of times) until the kernel shows `pid` stopped. */
+/**
+ * Waits (by polling /proc, a bounded number of times: ~10 s at the least, generous for a
+ * loaded machine where the stop can take a scheduler round to land) until the kernel shows
+ * `pid` stopped.
+ */
 async function stopped(pid: number): Promise<void> {
   for (let i = 0; i < 5000; i++) {
     const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
     // the state follows the command name in parentheses
     if (/\) [Tt] /.test(stat)) return;
-    await new Promise((r) => setImmediate(r));
+    await new Promise((r) => (i < 100 ? setImmediate(r) : setTimeout(r, 2)));
   }
   throw new Error(`process ${pid} never stopped`);
 }

@@ -5,7 +5,7 @@ import { Secret } from '../../src/common/secret.js';
 import { rejectionOf as codeOf } from './support/rejection.js';
 import { generateKeyAndCsr } from '../../src/server/server-svid.js';
 import { startTestServer } from '../helpers/server.js';
-import { AgentApiClient, attest, uriOf, type SyncMessage } from '../helpers/agent-client.js';
+import { agentClient, attest, renewAgent, uriOf, type SyncMessage } from '../helpers/agent-client.js';
 
 
 test('join_token attestation, renewal, sync with pushed changes, issuance and authorisation', async (t) => {
@@ -38,11 +38,11 @@ test('join_token attestation, renewal, sync with pushed changes, issuance and au
   const other = await attest(s.agentTarget, roots, 'example.org', new JoinTokenAgentAttestor(tok3.token));
   const entryB = await s.createEntry({ spiffeId: 'spiffe://example.org/workload/b', parentId: other.spiffeId, selectors: ['unix:uid:1001'] });
 
-  const client = new AgentApiClient(s.agentTarget, roots, 'example.org', id);
+  const client = agentClient(s.agentTarget, roots, 'example.org', id);
   t.teardown(() => client.close());
 
   // sync: full batch then a pushed delta within 1 s
-  const stream = client.sync();
+  const stream = client.syncEntries(0);
   const messages: SyncMessage[] = [];
   const waitFor = (pred: (m: SyncMessage) => boolean, ms: number): Promise<SyncMessage> =>
     new Promise((resolve, reject) => {
@@ -73,35 +73,36 @@ test('join_token attestation, renewal, sync with pushed changes, issuance and au
 
   // batch signing: own entry ok, other agent's entry refused
   const { csr } = await generateKeyAndCsr();
-  const res = await client.call<{ results: { entry_id: string; status: { code: number; sigil_code: string }; svid: { cert_chain: Buffer[]; spiffe_id: string } | null }[] }>(
-    'BatchNewX509SVID',
-    { params: [{ entry_id: entryA, csr }, { entry_id: entryB, csr }] },
-  );
-  t.is(res.results[0]?.status.code, 0);
-  t.is(uriOf(res.results[0]?.svid?.cert_chain[0] as Buffer), 'spiffe://example.org/workload/a');
-  const leaf = new X509Certificate(res.results[0]?.svid?.cert_chain[0] as Buffer);
+  const res = await client.batchNewX509Svid([
+    { entryId: entryA, csrDer: csr },
+    { entryId: entryB, csrDer: csr },
+  ]);
+  t.is(res[0]?.error, undefined);
+  t.is(uriOf(res[0]?.svid?.cert_chain[0] as Buffer), 'spiffe://example.org/workload/a');
+  const leaf = new X509Certificate(res[0]?.svid?.cert_chain[0] as Buffer);
   t.true(roots.some((r) => leaf.verify(new X509Certificate(r).publicKey)));
-  t.is(res.results[1]?.status.sigil_code, 'ERR_PERMISSION_DENIED');
+  t.is(res[1]?.svid, undefined);
+  t.is(res[1]?.error?.code, 'ERR_PERMISSION_DENIED');
   t.true(s.auditLines.some((l) => l.includes('"denied"') && l.includes(entryB)));
 
-  const jwtDenied = await codeOf(client.call('NewJWTSVID', { entry_id: entryB, audience: ['x'] }));
+  const jwtDenied = await codeOf(client.newJwtSvid(entryB, ['x']));
   t.is(jwtDenied.code, 'ERR_PERMISSION_DENIED');
-  const jwt = await client.call<{ svid: { token: string; spiffe_id: string } }>('NewJWTSVID', { entry_id: entryA, audience: ['aud1'] });
-  t.is(jwt.svid.spiffe_id, 'spiffe://example.org/workload/a');
-  t.true(jwt.svid.token.startsWith('eyJ'));
+  const jwt = await client.newJwtSvid(entryA, ['aud1']);
+  t.is(jwt.spiffe_id, 'spiffe://example.org/workload/a');
+  t.true(jwt.token.startsWith('eyJ'));
 
-  const bundle = await client.call<{ bundle: { trust_domain_id: string; x509_authorities: Buffer[] } }>('GetBundle', {});
-  t.is(bundle.bundle.trust_domain_id, 'spiffe://example.org');
+  const bundle = await client.getBundle();
+  t.is(bundle.bundle?.trust_domain_id, 'spiffe://example.org');
 
   // renewal, then the new SVID works and the server still accepts it
-  const renewed = await client.renew();
-  const client2 = new AgentApiClient(s.agentTarget, roots, 'example.org', renewed);
+  const renewed = await renewAgent(client);
+  const client2 = agentClient(s.agentTarget, roots, 'example.org', renewed);
   t.teardown(() => client2.close());
-  await client2.call('GetBundle', {});
+  await client2.getBundle();
 
   // ban: refused
   await s.admin.call('Agents', 'BanAgent', { spiffe_id: id.spiffeId });
-  const banned = await codeOf(client2.call('GetBundle', {}));
+  const banned = await codeOf(client2.getBundle());
   t.is(banned.code, 'ERR_PERMISSION_DENIED');
 
   // no secrets in logs or audit

@@ -6,17 +6,12 @@
 import test from 'ava';
 import { X509Certificate } from 'node:crypto';
 import { JoinTokenAgentAttestor } from '../../attestors/node/join_token/agent.js';
+import type { WireX509Svid } from '../../src/agent/server-client.js';
 import { toPem } from '../../src/common/x509.js';
 import { generateKeyAndCsr } from '../../src/server/server-svid.js';
-import { AgentApiClient, attest } from '../helpers/agent-client.js';
+import { agentClient, attest, itemCodes } from '../helpers/agent-client.js';
 import { opensslVerify } from '../helpers/openssl.js';
 import { startTestServer } from '../helpers/server.js';
-
-interface BatchResult {
-  readonly entry_id: string;
-  readonly status: { readonly code: number; readonly sigil_code: string };
-  readonly svid: { readonly cert_chain: Buffer[]; readonly spiffe_id: string; readonly serial: string } | null;
-}
 
 interface AuditLine {
   readonly action: string;
@@ -38,25 +33,25 @@ test('a mixed batch on the signing threads: results and audit in request order, 
   const a = await s.createEntry({ spiffeId: 'spiffe://example.org/a', parentId: id.spiffeId, selectors: ['unix:uid:1'], dnsNames: ['a.example.org'] });
   const c = await s.createEntry({ spiffeId: 'spiffe://example.org/c', parentId: 'spiffe://example.org/a', selectors: ['unix:uid:2'] });
   const b = await s.createEntry({ spiffeId: 'spiffe://example.org/b', parentId: other.spiffeId, selectors: ['unix:uid:3'] });
-  const client = new AgentApiClient(s.agentTarget, roots, td, id);
+  const client = agentClient(s.agentTarget, roots, td, id);
   t.teardown(() => client.close());
 
   const csrs = await Promise.all(Array.from({ length: 3 }, async () => (await generateKeyAndCsr()).csr));
   const badCsr = Buffer.from(csrs[0] as Buffer);
   badCsr[badCsr.length - 4] = (badCsr[badCsr.length - 4] as number) ^ 0x01;
   const auditBefore = s.auditLines.length;
-  const res = await client.call<{ results: BatchResult[] }>('BatchNewX509SVID', {
-    params: [
-      { entry_id: a, csr: csrs[0] },
-      { entry_id: b, csr: csrs[1] },
-      { entry_id: '', csr: csrs[1] },
-      { entry_id: c, csr: csrs[1] },
-      { entry_id: a, csr: csrs[2] },
-      { entry_id: a, csr: badCsr },
-    ],
-  });
+  const [csr0, csr1, csr2] = csrs as [Buffer, Buffer, Buffer];
+  const res = await client.batchNewX509Svid([
+    { entryId: a, csrDer: csr0 },
+    { entryId: b, csrDer: csr1 },
+    { entryId: '', csrDer: csr1 },
+    { entryId: c, csrDer: csr1 },
+    { entryId: a, csrDer: csr2 },
+    { entryId: a, csrDer: badCsr },
+  ]);
+  const codes = itemCodes(res);
   t.deepEqual(
-    res.results.map((r) => [r.entry_id, r.status.sigil_code]),
+    res.map((r, i) => [r.entryId, codes[i]]),
     [
       [a, ''],
       [b, 'ERR_PERMISSION_DENIED'],
@@ -66,7 +61,7 @@ test('a mixed batch on the signing threads: results and audit in request order, 
       [a, 'ERR_INVALID_ARGUMENT'],
     ],
   );
-  const ok = [res.results[0], res.results[3], res.results[4]].map((r) => r?.svid) as NonNullable<BatchResult['svid']>[];
+  const ok = [res[0], res[3], res[4]].map((r) => r?.svid) as WireX509Svid[];
   const sans = ['URI:spiffe://example.org/a, DNS:a.example.org', 'URI:spiffe://example.org/c', 'URI:spiffe://example.org/a, DNS:a.example.org'];
   for (const [i, svid] of ok.entries()) {
     const chain = svid.cert_chain;

@@ -1,7 +1,7 @@
 import test from 'ava';
 import { JoinTokenAgentAttestor } from '../../attestors/node/join_token/agent.js';
 import { startTestServer, type TestServer } from '../helpers/server.js';
-import { AgentApiClient, attest, type AgentIdentity } from '../helpers/agent-client.js';
+import { agentClient, attest, type AgentIdentity } from '../helpers/agent-client.js';
 import { SyncWatch } from './support/sync-watch.js';
 
 const SERVER_ID = 'spiffe://example.org/sigil/server';
@@ -10,8 +10,8 @@ async function agentWithStream(s: TestServer, t: { teardown(fn: () => void): voi
   const roots = s.server.x509Authorities();
   const tok = await s.createJoinToken();
   const id = await attest(s.agentTarget, roots, 'example.org', new JoinTokenAgentAttestor(tok.token));
-  const client = new AgentApiClient(s.agentTarget, roots, 'example.org', id);
-  const watch = new SyncWatch(client.sync());
+  const client = agentClient(s.agentTarget, roots, 'example.org', id);
+  const watch = new SyncWatch(client.syncEntries(0));
   t.teardown(() => {
     watch.cancel();
     client.close();

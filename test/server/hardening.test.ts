@@ -10,7 +10,7 @@ import { fileAuditSink } from '../../src/server/audit-log.js';
 import { generateKeyAndCsr } from '../../src/server/server-svid.js';
 import { GRPC_MESSAGE_LIMITS } from '../../src/server/server.js';
 import { makeServerDir, startTestServer } from '../helpers/server.js';
-import { AgentApiClient, attest } from '../helpers/agent-client.js';
+import { agentClient, attest, itemCodes } from '../helpers/agent-client.js';
 import { rejectionOf } from './support/rejection.js';
 
 /** The gRPC status behind a rejection (Sigil's client maps unknown statuses to ERR_INTERNAL and keeps the original as cause). */
@@ -47,24 +47,26 @@ test('agent API: oversize messages refused before handling, and every field of a
   const tok = await s.createJoinToken();
   const id = await attest(s.agentTarget, roots, td, new JoinTokenAgentAttestor(tok.token));
   const entryId = await s.createEntry({ spiffeId: 'spiffe://example.org/w', parentId: id.spiffeId, selectors: ['unix:uid:1'] });
-  const client = new AgentApiClient(s.agentTarget, roots, td, id);
+  const client = agentClient(s.agentTarget, roots, td, id);
   t.teardown(() => client.close());
 
-  t.deepEqual(await rejectionOf(client.call('RenewAgent', { csr: Buffer.alloc(17 * 1024, 1) })), { code: 'ERR_INVALID_ARGUMENT', reason: 'csr-too-large' });
-  t.deepEqual(await rejectionOf(client.call('RenewAgent', { csr: Buffer.alloc(0) })), { code: 'ERR_INVALID_ARGUMENT', reason: 'no-csr' });
-  t.is(await grpcStatusOf(client.call('RenewAgent', { csr: huge })), status.RESOURCE_EXHAUSTED);
+  t.deepEqual(await rejectionOf(client.renew(Buffer.alloc(17 * 1024, 1))), { code: 'ERR_INVALID_ARGUMENT', reason: 'csr-too-large' });
+  t.deepEqual(await rejectionOf(client.renew(Buffer.alloc(0))), { code: 'ERR_INVALID_ARGUMENT', reason: 'no-csr' });
+  t.is(await grpcStatusOf(client.renew(huge)), status.RESOURCE_EXHAUSTED);
 
   const tooMany = Array.from({ length: 33 }, (_, i) => `aud${i}`);
-  t.deepEqual(await rejectionOf(client.call('NewJWTSVID', { entry_id: entryId, audience: tooMany })), { code: 'ERR_INVALID_ARGUMENT', reason: 'no-audience' });
-  t.deepEqual(await rejectionOf(client.call('NewJWTSVID', { entry_id: entryId, audience: ['a\nb'] })), { code: 'ERR_INVALID_ARGUMENT', reason: 'invalid-audience' });
-  t.deepEqual(await rejectionOf(client.call('NewJWTSVID', { entry_id: 'x'.repeat(300), audience: ['a'] })), { code: 'ERR_INVALID_ARGUMENT', reason: 'invalid-entry-id' });
+  t.deepEqual(await rejectionOf(client.newJwtSvid(entryId, tooMany)), { code: 'ERR_INVALID_ARGUMENT', reason: 'no-audience' });
+  t.deepEqual(await rejectionOf(client.newJwtSvid(entryId, ['a\nb'])), { code: 'ERR_INVALID_ARGUMENT', reason: 'invalid-audience' });
+  t.deepEqual(await rejectionOf(client.newJwtSvid('x'.repeat(300), ['a'])), { code: 'ERR_INVALID_ARGUMENT', reason: 'invalid-entry-id' });
 
   const { csr } = await generateKeyAndCsr();
-  const batch = await client.call<{ results: { entry_id: string; status: { code: number; sigil_code: string } }[] }>('BatchNewX509SVID', {
-    params: [{ entry_id: 'x'.repeat(300), csr }, { entry_id: entryId, csr: Buffer.alloc(17 * 1024) }, { entry_id: entryId, csr }],
-  });
-  t.deepEqual(batch.results.map((r) => r.status.sigil_code), ['ERR_INVALID_ARGUMENT', 'ERR_INVALID_ARGUMENT', '']);
-  t.is(batch.results[0]?.entry_id, '');
+  const batch = await client.batchNewX509Svid([
+    { entryId: 'x'.repeat(300), csrDer: csr },
+    { entryId, csrDer: Buffer.alloc(17 * 1024) },
+    { entryId, csrDer: csr },
+  ]);
+  t.deepEqual(itemCodes(batch), ['ERR_INVALID_ARGUMENT', 'ERR_INVALID_ARGUMENT', '']);
+  t.is(batch[0]?.entryId, '');
   t.false(s.logLines.join('\n').includes('x'.repeat(300)));
 });
 
@@ -127,9 +129,9 @@ test('no secret reaches a log or audit line: refused tokens, malformed evidence,
   const good = await srv.createJoinToken();
   const id = await attest(srv.agentTarget, roots, 'example.org', new JoinTokenAgentAttestor(good.token));
   const entryId = await srv.createEntry({ spiffeId: 'spiffe://example.org/w', parentId: id.spiffeId, selectors: ['unix:uid:1'] });
-  const client = new AgentApiClient(srv.agentTarget, roots, 'example.org', id);
+  const client = agentClient(srv.agentTarget, roots, 'example.org', id);
   t.teardown(() => client.close());
-  const jwt = await client.call<{ svid: { token: string } }>('NewJWTSVID', { entry_id: entryId, audience: ['sts'] });
+  const jwt = { svid: await client.newJwtSvid(entryId, ['sts']) };
   const minted = await srv.admin.call<{ token: string }>('Mint', 'MintJwtSvid', { spiffe_id: 'spiffe://example.org/m', audience: ['x'] });
   const all = [...srv.logLines, ...srv.auditLines].join('\n');
   for (const secret of [marker, good.token.reveal(), jwt.svid.token, minted.token, 'PRIVATE KEY', 'eyJ']) t.false(all.includes(secret), secret.slice(0, 12));

@@ -16,7 +16,7 @@ import { generateKeyAndCsr } from '../../src/server/server-svid.js';
 import { Bundle } from '../../src/spiffe/bundle.js';
 import { TrustDomain } from '../../src/spiffe/spiffe-id.js';
 import { makeServerDir, startTestServer, type TestServer } from '../helpers/server.js';
-import { AgentApiClient, attest, type SyncMessage } from '../helpers/agent-client.js';
+import { agentClient, attest, itemCodes, type SyncMessage } from '../helpers/agent-client.js';
 import { createCa } from '../helpers/pki.js';
 import { rejectionOf } from './support/rejection.js';
 import { SyncWatch } from './support/sync-watch.js';
@@ -181,9 +181,9 @@ test('a stored entry with a reserved ID (written as an older version would) is l
   }
 
   // agent A: its own entry only; neither reserved entry nor B's entry through one
-  const client = new AgentApiClient(s.agentTarget, s.server.x509Authorities(), 'example.org', a);
+  const client = agentClient(s.agentTarget, s.server.x509Authorities(), 'example.org', a);
   t.teardown(() => client.close());
-  const stream = client.sync();
+  const stream = client.syncEntries(0);
   const full = await new Promise<SyncMessage>((res, rej) => {
     stream.on('data', (m: SyncMessage) => m.kind === 'FULL' && m.batch_complete && res(m));
     stream.on('error', rej);
@@ -191,11 +191,9 @@ test('a stored entry with a reserved ID (written as an older version would) is l
   stream.cancel();
   t.deepEqual(full.entries.map((e) => e.id), [own]);
   const { csr } = await generateKeyAndCsr();
-  const res = await client.call<{ results: { status: Status }[] }>('BatchNewX509SVID', {
-    params: [{ entry_id: own, csr }, { entry_id: asServer.id, csr }, { entry_id: asAgentB.id, csr }, { entry_id: bsEntry, csr }],
-  });
-  t.deepEqual(res.results.map((r) => r.status.sigil_code), ['', 'ERR_PERMISSION_DENIED', 'ERR_PERMISSION_DENIED', 'ERR_PERMISSION_DENIED']);
-  t.is((await rejectionOf(client.call('NewJWTSVID', { entry_id: asServer.id, audience: ['x'] }))).code, 'ERR_PERMISSION_DENIED');
+  const res = await client.batchNewX509Svid([own, asServer.id, asAgentB.id, bsEntry].map((entryId) => ({ entryId, csrDer: csr })));
+  t.deepEqual(itemCodes(res), ['', 'ERR_PERMISSION_DENIED', 'ERR_PERMISSION_DENIED', 'ERR_PERMISSION_DENIED']);
+  t.is((await rejectionOf(client.newJwtSvid(asServer.id, ['x']))).code, 'ERR_PERMISSION_DENIED');
 
   // marked by the CLI, in both forms
   const sock = ['--socket', s.server.adminSocketPath];
@@ -230,8 +228,8 @@ test('a reserved entry written past the admin API while an agent syncs is never 
   const tokB = await s.createJoinToken();
   const a = await attest(s.agentTarget, roots, 'example.org', new JoinTokenAgentAttestor(tokA.token));
   const b = await attest(s.agentTarget, roots, 'example.org', new JoinTokenAgentAttestor(tokB.token));
-  const client = new AgentApiClient(s.agentTarget, roots, 'example.org', a);
-  const watch = new SyncWatch(client.sync());
+  const client = agentClient(s.agentTarget, roots, 'example.org', a);
+  const watch = new SyncWatch(client.syncEntries(0));
   t.teardown(() => {
     watch.cancel();
     client.close();

@@ -9,7 +9,7 @@ import { JoinTokenAgentAttestor } from '../../attestors/node/join_token/agent.js
 import { parseCertificate, x509 } from '../../src/common/x509.js';
 import { SpiffeId } from '../../src/spiffe/spiffe-id.js';
 import { startTestServer } from '../helpers/server.js';
-import { AgentApiClient, attest, type SyncMessage } from '../helpers/agent-client.js';
+import { agentClient, attest, type SyncMessage } from '../helpers/agent-client.js';
 import { SyncWatch } from './support/sync-watch.js';
 
 interface TaintedBundle {
@@ -28,8 +28,8 @@ test('a taint pushes the own bundle naming the tainted authorities; revoke clear
   const roots = s.server.x509Authorities();
   const tok = await s.createJoinToken();
   const id = await attest(s.agentTarget, roots, 'example.org', new JoinTokenAgentAttestor(tok.token));
-  const client = new AgentApiClient(s.agentTarget, roots, 'example.org', id);
-  const watch = new SyncWatch(client.sync());
+  const client = agentClient(s.agentTarget, roots, 'example.org', id);
+  const watch = new SyncWatch(client.syncEntries(0));
   t.teardown(() => {
     watch.cancel();
     client.close();
@@ -58,12 +58,12 @@ test('a taint pushes the own bundle naming the tainted authorities; revoke clear
   await ca.taint('jwt', oldJwt);
   await watch.until(() => watch.messages.some((m) => taintOf(m)?.tainted_jwt_key_ids.includes(oldJwt) === true), 5000, 'bundle push naming the tainted JWT key');
 
-  const got = await client.call<{ bundle: TaintedBundle }>('GetBundle', {});
-  t.deepEqual(hex(got.bundle), [oldX509]);
-  t.deepEqual(got.bundle.tainted_jwt_key_ids, [oldJwt]);
+  const got = (await client.getBundle()).bundle as unknown as TaintedBundle;
+  t.deepEqual(hex(got), [oldX509]);
+  t.deepEqual(got.tainted_jwt_key_ids, [oldJwt]);
 
   await ca.revoke('x509', oldX509);
-  const after = await client.call<{ bundle: TaintedBundle }>('GetBundle', {});
-  t.deepEqual(hex(after.bundle), []);
+  const after = (await client.getBundle()).bundle as unknown as TaintedBundle;
+  t.deepEqual(hex(after), []);
   t.true(s.logLines.some((l) => l.includes('tainted authorities changed')));
 });

@@ -10,7 +10,7 @@ import { Bundle } from '../../src/spiffe/bundle.js';
 import { TrustDomain } from '../../src/spiffe/spiffe-id.js';
 import { verifyX509SvidChain } from '../../src/spiffe/x509-svid-verify.js';
 import { makeServerDir, startTestServer } from '../helpers/server.js';
-import { AgentApiClient, attest } from '../helpers/agent-client.js';
+import { agentClient, attest, itemCodes } from '../helpers/agent-client.js';
 import { rejectionOf } from './support/rejection.js';
 
 const run = promisify(execFile);
@@ -48,12 +48,12 @@ test('upstream authority from PEM files: the signing CA is an intermediate, the 
   const tok = await s.createJoinToken();
   const agent = await attest(s.agentTarget, roots, 'example.org', new JoinTokenAgentAttestor(tok.token));
   const entryId = await s.createEntry({ spiffeId: 'spiffe://example.org/svc/web', parentId: agent.spiffeId, selectors: ['unix:uid:1000'] });
-  const client = new AgentApiClient(s.agentTarget, roots, 'example.org', agent);
+  const client = agentClient(s.agentTarget, roots, 'example.org', agent);
   t.teardown(() => client.close());
   const { csr } = await generateKeyAndCsr();
-  const res = await client.call<{ results: { status: { code: number }; svid: { cert_chain: Buffer[] } | null }[] }>('BatchNewX509SVID', { params: [{ entry_id: entryId, csr }] });
-  t.is(res.results[0]?.status.code, 0);
-  const chain = res.results[0]?.svid?.cert_chain ?? [];
+  const res = await client.batchNewX509Svid([{ entryId, csrDer: csr }]);
+  t.deepEqual(itemCodes(res), ['']);
+  const chain = res[0]?.svid?.cert_chain ?? [];
   t.is(chain.length, 2, 'leaf and the server CA, without the root');
   t.false(chain.some((c) => rootDer.some((r) => r.equals(c))));
 
@@ -118,11 +118,11 @@ for (const withBundleFile of [false, true]) {
     const tok = await s.createJoinToken();
     const agent = await attest(s.agentTarget, roots, 'example.org', new JoinTokenAgentAttestor(tok.token));
     const entryId = await s.createEntry({ spiffeId: 'spiffe://example.org/svc/db', parentId: agent.spiffeId, selectors: ['unix:uid:1000'] });
-    const client = new AgentApiClient(s.agentTarget, roots, 'example.org', agent);
+    const client = agentClient(s.agentTarget, roots, 'example.org', agent);
     t.teardown(() => client.close());
     const { csr } = await generateKeyAndCsr();
-    const res = await client.call<{ results: { svid: { cert_chain: Buffer[] } | null }[] }>('BatchNewX509SVID', { params: [{ entry_id: entryId, csr }] });
-    const chain = res.results[0]?.svid?.cert_chain ?? [];
+    const res = await client.batchNewX509Svid([{ entryId, csrDer: csr }]);
+    const chain = res[0]?.svid?.cert_chain ?? [];
     t.is(chain.length, 3, 'leaf, server CA, operator intermediate');
     t.deepEqual(chain[2], pemBlocks(interPem, 'CERTIFICATE')[0]);
     const leafPath = join(dir, 'leaf.pem');

@@ -10,7 +10,7 @@ import { TrustDomain } from '../../src/spiffe/spiffe-id.js';
 import { verifyX509SvidChain } from '../../src/spiffe/x509-svid-verify.js';
 import { generateKeyAndCsr } from '../../src/server/server-svid.js';
 import { makeServerDir, startTestServer } from '../helpers/server.js';
-import { AgentApiClient, attest, type SyncMessage } from '../helpers/agent-client.js';
+import { agentClient, attest, itemCodes, type SyncMessage } from '../helpers/agent-client.js';
 import { createCa, createLeaf, generateKeyPair } from '../helpers/pki.js';
 import { opensslVerify } from '../helpers/openssl.js';
 
@@ -47,9 +47,9 @@ test('x509pop: success, refusals, ban; node alias authorisation; SVIDs pass src/
   const workload = await s.createEntry({ spiffeId: 'spiffe://example.org/svc/api', parentId: aliasId, selectors: ['unix:uid:1000'], dnsNames: ['api.example'] });
   const notMine = await s.createEntry({ spiffeId: 'spiffe://example.org/svc/other', parentId: 'spiffe://example.org/cluster/elsewhere', selectors: ['unix:uid:1000'] });
 
-  const client = new AgentApiClient(s.agentTarget, roots, td, id);
+  const client = agentClient(s.agentTarget, roots, td, id);
   t.teardown(() => client.close());
-  const stream = client.sync(1);
+  const stream = client.syncEntries(1);
   const first = await new Promise<SyncMessage[]>((resolve, reject) => {
     const got: SyncMessage[] = [];
     stream.on('data', (m: SyncMessage) => {
@@ -65,16 +65,16 @@ test('x509pop: success, refusals, ban; node alias authorisation; SVIDs pass src/
   t.truthy(first[0]?.bundle);
 
   const { csr } = await generateKeyAndCsr();
-  const res = await client.call<{ results: { status: { code: number; sigil_code: string }; svid: { cert_chain: Buffer[] } | null }[] }>('BatchNewX509SVID', {
-    params: [{ entry_id: workload, csr }, { entry_id: notMine, csr }],
-  });
-  t.is(res.results[0]?.status.code, 0);
-  t.is(res.results[1]?.status.sigil_code, 'ERR_PERMISSION_DENIED');
+  const res = await client.batchNewX509Svid([
+    { entryId: workload, csrDer: csr },
+    { entryId: notMine, csrDer: csr },
+  ]);
+  t.deepEqual(itemCodes(res), ['', 'ERR_PERMISSION_DENIED']);
 
   // the minted SVID passes src/spiffe validation and openssl verify against the published bundle
-  const b = await client.call<{ bundle: { document: Buffer } }>('GetBundle', {});
-  const bundle = Bundle.parseJwks(TrustDomain.parse(td), b.bundle.document);
-  const chain = res.results[0]?.svid?.cert_chain ?? [];
+  const b = await client.getBundle();
+  const bundle = Bundle.parseJwks(TrustDomain.parse(td), b.bundle?.document ?? Buffer.alloc(0));
+  const chain = res[0]?.svid?.cert_chain ?? [];
   const verified = verifyX509SvidChain(chain, bundle, new Date());
   t.is(verified.id.toString(), 'spiffe://example.org/svc/api');
   const ov = await opensslVerify({
@@ -84,8 +84,8 @@ test('x509pop: success, refusals, ban; node alias authorisation; SVIDs pass src/
     flags: ['-x509_strict'],
   });
   t.true(ov.ok, ov.output);
-  const jwt = await client.call<{ svid: { token: string } }>('NewJWTSVID', { entry_id: workload, audience: ['sts'] });
-  const validated = await parseAndValidateJwtSvid(jwt.svid.token, bundle, 'sts', { now: s.clock.now() });
+  const jwt = await client.newJwtSvid(workload, ['sts']);
+  const validated = await parseAndValidateJwtSvid(jwt.token, bundle, 'sts', { now: s.clock.now() });
   t.is(validated.id.toString(), 'spiffe://example.org/svc/api');
   // the agent SVID verifies too
   t.is(verifyX509SvidChain(id.chain, bundle, new Date()).id.toString(), id.spiffeId);
@@ -100,11 +100,11 @@ test('x509pop: success, refusals, ban; node alias authorisation; SVIDs pass src/
   // evicted: the SVID is no longer accepted
   await s.admin.call('Agents', 'UnbanAgent', { spiffe_id: id.spiffeId });
   const third = await attest(s.agentTarget, roots, td, agentAttestor);
-  const c3 = new AgentApiClient(s.agentTarget, roots, td, third);
+  const c3 = agentClient(s.agentTarget, roots, td, third);
   t.teardown(() => c3.close());
-  await c3.call('GetBundle', {});
+  await c3.getBundle();
   await s.admin.call('Agents', 'EvictAgent', { spiffe_id: id.spiffeId });
-  t.is((await codeOf(c3.call('GetBundle', {}))).code, 'ERR_PERMISSION_DENIED');
+  t.is((await codeOf(c3.getBundle())).code, 'ERR_PERMISSION_DENIED');
 
   const all = [...s.logLines, ...s.auditLines].join('\n');
   t.false(all.includes('PRIVATE KEY'));

@@ -65,9 +65,8 @@ test('trimNativeHeap: the addon hands freed heap pages back (glibc) and says whe
   // Free something worth returning first: many small native blocks, dropped and collected.
   setFlagsFromString('--expose-gc');
   const gc = runInNewContext('gc') as () => void;
-  let blocks: Buffer[] | undefined = Array.from({ length: 20_000 }, () => Buffer.allocUnsafeSlow(512));
-  t.is(blocks[19_999]?.length, 512);
-  blocks = undefined;
+  // (allocated and dropped at once; nothing is asserted about the array, which the test built)
+  void Array.from({ length: 20_000 }, () => Buffer.allocUnsafeSlow(512));
   gc();
   gc();
   // The native call released those pages (the fallback without the addon says false).

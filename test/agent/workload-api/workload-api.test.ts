@@ -1,7 +1,9 @@
 /**
  * The Workload API end to end: a real Unix socket in a mkdtemp folder, real workload
  * processes (Node children, some run as `nobody` through setpriv) speaking gRPC to it, the
- * real unix attestor over the real /proc, and a small in-test identity source.
+ * real unix attestor over the real /proc, and the real agent's SVID cache behind it (a real
+ * server and agent; entries created through the server). The server under test is a second
+ * Workload API server over that cache, so a test can give it its own attestors and socket.
  */
 import test, { type ExecutionContext } from 'ava';
 import { spawnSync } from 'node:child_process';
@@ -16,41 +18,57 @@ import type { WorkloadAttestor } from '../../../src/plugin/workload-attestor.js'
 import { ProcfsProcessInfo } from '../../../src/agent/peer/process-info.js';
 import { startWorkloadApiServer, type WorkloadApiServer } from '../../../src/agent/workload-api/workload-api-server.js';
 import { UnixWorkloadAttestor } from '../../../attestors/workload/unix/unix-attestor.js';
-import { createTrustDomain, issueSvid, selectors, TestIdentitySource, type TestTrustDomain } from './support/test-identity-source.js';
+import type { SvidCache } from '../../../src/agent/svid-cache.js';
+import { parseSelector } from '../../../src/spiffe/selector.js';
+import { jwtClaims, signJwt } from '../../helpers/pki.js';
+import { startTestServer, type TestEntrySpec, type TestServer } from '../../helpers/server.js';
+import { TestTrustDomain } from '../../helpers/workload-source.js';
+import { eventually, startTestAgent } from '../support/agent-harness.js';
 import { startWorkload, writeWorkloadScript, type Workload, type WorkloadEvent, type WorkloadOptions } from './support/workload-child.js';
 
 const AS_ROOT = process.getuid?.() === 0;
 const NOBODY = 65534;
 const GRPC = { INVALID_ARGUMENT: 3, RESOURCE_EXHAUSTED: 8, PERMISSION_DENIED: 7, UNAVAILABLE: 14 } as const;
 
+const ME = `unix:uid:${process.getuid?.() ?? 0}`;
+
 let script: string;
-let td: TestTrustDomain;
 let federatedTd: TestTrustDomain;
 
 test.before(async () => {
   script = writeWorkloadScript();
-  td = await createTrustDomain('example.org');
-  federatedTd = await createTrustDomain('partner.test');
+  federatedTd = await TestTrustDomain.create('partner.test');
 });
 
 interface Harness {
   readonly server: WorkloadApiServer;
   readonly socketPath: string;
   readonly base: string;
-  readonly source: TestIdentitySource;
+  /** The real agent's SVID cache the server under test answers from. */
+  readonly cache: SvidCache;
+  readonly sigil: TestServer;
   readonly lines: string[];
   spawn(options?: WorkloadOptions): Promise<{ workload: Workload; ready: WorkloadEvent }>;
+  /** Creates an entry under the agent (selector: this test's uid unless given). */
+  entry(spiffeId: string, spec?: Partial<Omit<TestEntrySpec, 'spiffeId' | 'parentId'>>): Promise<string>;
+  /** Waits until the agent holds exactly `n` X509-SVIDs. */
+  holds(n: number): Promise<void>;
+  /** Changes an entry as another writer would (the agent then mints anew and pushes). */
+  change(entryId: string, change: { dnsNames?: string[]; federatesWith?: string[] }): Promise<void>;
 }
 
 async function setup(t: ExecutionContext, options: { attestors?: (processes: ProcfsProcessInfo) => WorkloadAttestor[] } = {}): Promise<Harness> {
+  const sigil = await startTestServer();
+  t.teardown(() => sigil.destroy());
+  const agent = await startTestAgent(t, sigil);
+  const cache = agent.agent.cache;
   const base = mkdtempSync(join(tmpdir(), 'sigil-wapi-'));
   chmodSync(base, 0o755); // nobody must reach the socket
   const socketPath = join(base, 'run', 'agent.sock');
-  const source = new TestIdentitySource(td);
   const { logger, lines } = memoryLogger('debug');
   const processes = new ProcfsProcessInfo();
   const attestors = options.attestors?.(processes) ?? [new UnixWorkloadAttestor({ processes })];
-  const server = await startWorkloadApiServer({ socketPath, attestors, identities: source, logger, clock: new ManualClock(), processInfo: processes });
+  const server = await startWorkloadApiServer({ socketPath, attestors, identities: cache, logger, clock: new ManualClock(), processInfo: processes });
   const workloads: Workload[] = [];
   t.teardown(async () => {
     await Promise.all(workloads.map((w) => w.stop()));
@@ -65,15 +83,32 @@ async function setup(t: ExecutionContext, options: { attestors?: (processes: Pro
     server,
     socketPath,
     base,
-    source,
+    cache,
+    sigil,
     lines,
     async spawn(o) {
       const r = await startWorkload(script, socketPath, o);
       workloads.push(r.workload);
       return r;
     },
+    entry: (spiffeId, spec = {}) => sigil.createEntry({ selectors: [ME], ...spec, spiffeId, parentId: agent.agentId }),
+    async holds(n) {
+      await eventually(() => (cache.stats().svids === n ? true : undefined), 20_000, `the agent to hold ${n} X509-SVIDs`);
+    },
+    async change(entryId, change) {
+      const e = await sigil.server.datastore.getEntry(entryId);
+      if (e === undefined) throw new Error(`no entry ${entryId}`);
+      await sigil.server.datastore.updateEntry({ ...e, ...change });
+    },
   };
 }
+
+/** The first event of `tag` (not a final status) after the first `after` ones that satisfies `pred`. */
+function dataWhere(w: Workload, tag: string, pred: (e: WorkloadEvent) => boolean, after = 0): Promise<WorkloadEvent> {
+  return w.waitFor((events) => events.filter((e) => e.tag === tag && e.event !== 'status').slice(after).find(pred), 20_000);
+}
+
+const idsOf = (e: WorkloadEvent): string[] => ((e.svids as Array<{ spiffeId: string }> | undefined) ?? []).map((s) => s.spiffeId);
 
 const rootOnly = AS_ROOT ? test.serial : test.serial.skip;
 
@@ -87,9 +122,10 @@ test.serial('the socket: folder created 0755, socket file 0777, address is unix:
 });
 
 test.serial('a stale socket file is replaced; a live socket or a non-socket path is refused', async (t) => {
+  const h = await setup(t);
   const base = mkdtempSync(join(tmpdir(), 'sigil-wapi-path-'));
   t.teardown(() => rmSync(base, { recursive: true, force: true }));
-  const opts = { attestors: [], identities: new TestIdentitySource(td), logger: memoryLogger().logger, clock: new ManualClock() };
+  const opts = { attestors: [], identities: h.cache, logger: memoryLogger().logger, clock: new ManualClock() };
 
   // Stale: the socket file of a listener that was killed (nothing cleaned it up).
   const stale = join(base, 'stale.sock');
@@ -120,8 +156,8 @@ test.serial('a stale socket file is replaced; a live socket or a non-socket path
 
 test.serial('a workload whose uid matches an entry gets its X.509-SVID and bundle at once', async (t) => {
   const h = await setup(t);
-  const svid = await issueSvid(td, 'spiffe://example.org/me', 'internal');
-  h.source.entries = [{ selectors: selectors(`unix:uid:${process.getuid?.() ?? 0}`), svid }];
+  await h.entry('spiffe://example.org/me', { hint: 'internal' });
+  await h.holds(1);
   const { workload, ready } = await h.spawn();
   workload.send({ op: 'x509', tag: 'a' });
   const first = await workload.tagged('a');
@@ -133,15 +169,16 @@ test.serial('a workload whose uid matches an entry gets its X.509-SVID and bundl
   );
   t.true((svids[0]?.keyBytes ?? 0) > 0);
   t.deepEqual(first.federated, {});
-  // The selectors the source saw came from the kernel's view of that very process.
-  const sel = h.source.subscribeCalls[0]?.map((s) => `${s.type}:${s.value}`) ?? [];
-  t.true(sel.includes(`unix:uid:${String(ready.uid)}`));
+  // The entry's only selector is the uid: the kernel's view of that very process matched it.
+  t.is(`unix:uid:${String(ready.uid)}`, ME);
+  t.is(h.cache.stats().subscribers, 1);
   t.true(h.lines.some((l) => l.includes('"x509 svids sent"') && l.includes(`"peerPid":${String(ready.pid)}`) && l.includes('spiffe://example.org/me')));
 });
 
 rootOnly('a workload running as another uid gets PermissionDenied "no identity issued"', async (t) => {
   const h = await setup(t);
-  h.source.entries = [{ selectors: selectors('unix:uid:0'), svid: await issueSvid(td, 'spiffe://example.org/root-only') }];
+  await h.entry('spiffe://example.org/root-only', { selectors: ['unix:uid:0'] });
+  await h.holds(1);
   const { workload, ready } = await h.spawn({ uid: NOBODY, gid: NOBODY });
   t.is(ready.uid, NOBODY);
   workload.send({ op: 'x509', tag: 'a' });
@@ -161,7 +198,8 @@ rootOnly('a workload running as another uid gets PermissionDenied "no identity i
 
 test.serial('every call without the security header fails with InvalidArgument', async (t) => {
   const h = await setup(t);
-  h.source.entries = [{ selectors: selectors(`unix:uid:${process.getuid?.() ?? 0}`), svid: await issueSvid(td, 'spiffe://example.org/me') }];
+  await h.entry('spiffe://example.org/me');
+  await h.holds(1);
   const { workload } = await h.spawn();
   workload.send({ op: 'x509', tag: 'x', header: false });
   workload.send({ op: 'x509', tag: 'wrong', header: 'yes' });
@@ -174,14 +212,13 @@ test.serial('every call without the security header fails with InvalidArgument',
     t.is(e.event, 'error', tag);
     t.is(e.code, GRPC.INVALID_ARGUMENT, tag);
   }
-  t.is(h.source.subscribeCalls.length, 0);
+  t.is(h.cache.stats().subscribers, 0);
 });
 
-test.serial('updates pushed by the source reach open streams; an empty federated map means cleared; hints stay unique', async (t) => {
+test.serial('updates pushed by the agent reach open streams; an empty federated map means cleared; hints stay unique', async (t) => {
   const h = await setup(t);
-  const me = selectors(`unix:uid:${process.getuid?.() ?? 0}`);
-  const first = await issueSvid(td, 'spiffe://example.org/me', 'a');
-  h.source.entries = [{ selectors: me, svid: first }];
+  const me = await h.entry('spiffe://example.org/me', { hint: 'a' });
+  await h.holds(1);
   const { workload } = await h.spawn();
   workload.send({ op: 'x509', tag: 's' });
   workload.send({ op: 'x509bundles', tag: 'b' });
@@ -189,43 +226,45 @@ test.serial('updates pushed by the source reach open streams; an empty federated
   const m0 = await workload.tagged('s', 0);
   const b0 = await workload.tagged('b', 0);
   const j0 = await workload.tagged('j', 0);
+  t.deepEqual(idsOf(m0), ['spiffe://example.org/me']);
   t.deepEqual(Object.keys(b0.bundles as object), ['spiffe://example.org']);
   t.deepEqual(Object.keys(j0.bundles as object), ['spiffe://example.org']);
 
-  // Rotation, plus a second identity with a duplicate hint (dropped) and one with none (kept).
-  const rotated = await issueSvid(td, 'spiffe://example.org/me', 'a');
-  const dup = await issueSvid(td, 'spiffe://example.org/dup', 'a');
-  const plain = await issueSvid(td, 'spiffe://example.org/plain');
-  h.source.update({ entries: [{ selectors: me, svid: rotated }, { selectors: me, svid: dup }, { selectors: me, svid: plain }] });
-  const m1 = await workload.tagged('s', 1);
+  // Rotation, plus a second identity with a duplicate hint (dropped: it sorts after /me) and one with none (kept).
   const s0 = (m0.svids as Array<{ cert: string }>)[0];
-  const s1 = m1.svids as Array<{ spiffeId: string; cert: string; hint: string }>;
-  t.not(s1[0]?.cert, s0?.cert);
-  t.deepEqual(
-    s1.map((s) => s.spiffeId),
-    ['spiffe://example.org/me', 'spiffe://example.org/plain'],
-  );
-  t.true(h.lines.some((l) => l.includes('duplicate hint')));
+  await h.change(me, { dnsNames: ['rotated.example.org'] });
+  await h.entry('spiffe://example.org/plain');
+  await h.entry('spiffe://example.org/zdup', { hint: 'a' });
+  const m1 = await dataWhere(workload, 's', (e) => idsOf(e).length === 2 && (e.svids as Array<{ cert: string }>)[0]?.cert !== s0?.cert);
+  t.deepEqual(idsOf(m1), ['spiffe://example.org/me', 'spiffe://example.org/plain']);
+  await eventually(() => (h.lines.some((l) => l.includes('duplicate hint')) ? true : undefined), 10_000, 'the duplicate hint logged');
+  const seen = (tag: string): number => workload.events.filter((e) => e.tag === tag && e.event === 'data').length;
 
   // Federation added, then removed: every message carries the full state.
-  h.source.update({ federated: [federatedTd.bundle] });
-  const m2 = await workload.tagged('s', 2);
+  await h.sigil.admin.call('Bundles', 'SetFederatedBundle', { trust_domain: 'partner.test', document: Buffer.from(federatedTd.bundle().toJwks()), format: 'spiffe', append: false });
+  let ns = seen('s');
+  let nb = seen('b');
+  const nj = seen('j');
+  await h.change(me, { dnsNames: ['rotated.example.org'], federatesWith: ['spiffe://partner.test'] });
+  const m2 = await dataWhere(workload, 's', (e) => Object.keys(e.federated as object).length > 0, ns);
   t.deepEqual(Object.keys(m2.federated as object), ['spiffe://partner.test']);
-  const b1 = await workload.tagged('b', 1);
+  t.deepEqual(idsOf(m2), ['spiffe://example.org/me', 'spiffe://example.org/plain']);
+  const b1 = await dataWhere(workload, 'b', (e) => Object.keys(e.bundles as object).length > 1, nb);
   t.deepEqual(Object.keys(b1.bundles as object).sort(), ['spiffe://example.org', 'spiffe://partner.test']);
-  const j1 = await workload.tagged('j', 1);
+  const j1 = await dataWhere(workload, 'j', (e) => Object.keys(e.bundles as object).length > 1, nj);
   const jwks = (j1.bundles as Record<string, { keys: Array<{ kid: string; use: string }> }>)['spiffe://partner.test'];
   t.is(jwks?.keys[0]?.kid, federatedTd.jwtKey.kid);
-  h.source.update({ federated: [] });
-  const m3 = await workload.tagged('s', 3);
+  [ns, nb] = [seen('s'), seen('b')];
+  await h.change(me, { dnsNames: ['rotated.example.org'], federatesWith: [] });
+  const m3 = await dataWhere(workload, 's', (e) => e.event === 'data' && Object.keys(e.federated as object).length === 0, ns);
   t.deepEqual(m3.federated, {});
-  const b2 = await workload.tagged('b', 2);
+  const b2 = await dataWhere(workload, 'b', (e) => Object.keys(e.bundles as object).length === 1, nb);
   t.deepEqual(Object.keys(b2.bundles as object), ['spiffe://example.org']);
 
   // Entries removed: the stream ends with PermissionDenied, never with OK.
-  h.source.update({ entries: [] });
-  const end = await workload.tagged('s', 4);
-  t.is(end.event, 'error');
+  const ids = (await h.sigil.server.datastore.listEntries({})).items.map((e) => e.id);
+  await h.sigil.admin.call('Entries', 'BatchDeleteEntry', { ids });
+  const end = await dataWhere(workload, 's', (e) => e.event === 'error');
   t.is(end.code, GRPC.PERMISSION_DENIED);
   const status = await workload.next((e) => e.tag === 's' && e.event === 'status');
   t.is(status.code, GRPC.PERMISSION_DENIED);
@@ -233,11 +272,11 @@ test.serial('updates pushed by the source reach open streams; an empty federated
 
 test.serial('FetchJWTSVID needs an audience and returns tokens; ValidateJWTSVID returns the SPIFFE ID and claims as a Struct', async (t) => {
   const h = await setup(t);
-  const me = selectors(`unix:uid:${process.getuid?.() ?? 0}`);
-  h.source.entries = [
-    { selectors: me, svid: await issueSvid(td, 'spiffe://example.org/a', 'x') },
-    { selectors: me, svid: await issueSvid(td, 'spiffe://example.org/b', 'x') },
-  ];
+  // b federates with partner.test, so a token of that domain (with claims of every JSON kind) validates for this workload
+  await h.sigil.admin.call('Bundles', 'SetFederatedBundle', { trust_domain: 'partner.test', document: Buffer.from(federatedTd.bundle().toJwks()), format: 'spiffe', append: false });
+  await h.entry('spiffe://example.org/a', { hint: 'x' });
+  await h.entry('spiffe://example.org/b', { hint: 'x', federatesWith: ['partner.test'] });
+  await h.holds(2);
   const { workload } = await h.spawn();
   workload.send({ op: 'jwt', tag: 'none', audience: [] });
   t.is((await workload.tagged('none')).code, GRPC.INVALID_ARGUMENT);
@@ -266,9 +305,15 @@ test.serial('FetchJWTSVID needs an audience and returns tokens; ValidateJWTSVID 
   const v = await workload.tagged('v');
   t.is(v.event, 'validated');
   t.is(v.spiffeId, 'spiffe://example.org/a');
-  const fields = (v.claims as { fields: Record<string, Record<string, unknown>> }).fields;
-  t.deepEqual(fields.sub, { stringValue: 'spiffe://example.org/a', kind: 'stringValue' });
-  t.is(fields.exp?.kind, 'numberValue');
+  const own = (v.claims as { fields: Record<string, Record<string, unknown>> }).fields;
+  t.deepEqual(own.sub, { stringValue: 'spiffe://example.org/a', kind: 'stringValue' });
+  t.is(own.exp?.kind, 'numberValue');
+  const foreign = signJwt(federatedTd.jwtKey, { ...jwtClaims('spiffe://partner.test/caller', 'aud'), custom: { n: [1, null, true] } });
+  workload.send({ op: 'validate', tag: 'vf', audience: 'aud', svid: foreign });
+  const vf = await workload.tagged('vf');
+  t.is(vf.event, 'validated');
+  t.is(vf.spiffeId, 'spiffe://partner.test/caller');
+  const fields = (vf.claims as { fields: Record<string, Record<string, unknown>> }).fields;
   const custom = fields.custom as { structValue: { fields: { n: { listValue: { values: Array<Record<string, unknown>> } } } } };
   t.deepEqual(
     custom.structValue.fields.n.listValue.values.map((x) => x.kind),
@@ -284,8 +329,8 @@ test.serial('FetchJWTSVID needs an audience and returns tokens; ValidateJWTSVID 
 
 test.serial('oversized Workload API input is refused with InvalidArgument and a reason, before any attestation', async (t) => {
   const h = await setup(t);
-  const me = selectors(`unix:uid:${process.getuid?.() ?? 0}`);
-  h.source.entries = [{ selectors: me, svid: await issueSvid(td, 'spiffe://example.org/a', 'x') }];
+  await h.entry('spiffe://example.org/a', { hint: 'x' });
+  await h.holds(1);
   const { workload } = await h.spawn();
   const refusal = async (tag: string): Promise<[unknown, unknown, unknown]> => {
     const e = await workload.tagged(tag);
@@ -317,7 +362,8 @@ test.serial('oversized Workload API input is refused with InvalidArgument and a 
 test.serial('1,000 simultaneous connections are all served, none UNAVAILABLE', async (t) => {
   t.timeout(90_000);
   const h = await setup(t);
-  h.source.entries = [{ selectors: selectors(`unix:uid:${process.getuid?.() ?? 0}`), svid: await issueSvid(td, 'spiffe://example.org/burst') }];
+  await h.entry('spiffe://example.org/burst');
+  await h.holds(1);
   const a = await h.spawn();
   const b = await h.spawn();
   a.workload.send({ op: 'burst', tag: 'burst', n: 500 });
@@ -329,10 +375,9 @@ test.serial('1,000 simultaneous connections are all served, none UNAVAILABLE', a
 
 rootOnly('a process whose uid changes is re-attested: the open stream switches to the new identity, then is denied', async (t) => {
   const h = await setup(t);
-  h.source.entries = [
-    { selectors: selectors('unix:uid:0'), svid: await issueSvid(td, 'spiffe://example.org/root') },
-    { selectors: selectors(`unix:uid:${NOBODY}`), svid: await issueSvid(td, 'spiffe://example.org/nobody') },
-  ];
+  const root = await h.entry('spiffe://example.org/root', { selectors: ['unix:uid:0'] });
+  const nobody = await h.entry('spiffe://example.org/nobody', { selectors: [`unix:uid:${NOBODY}`] });
+  await h.holds(2);
   const { workload } = await h.spawn();
   workload.send({ op: 'x509', tag: 's' });
   t.deepEqual(
@@ -341,17 +386,12 @@ rootOnly('a process whose uid changes is re-attested: the open stream switches t
   );
   workload.send({ op: 'setid', tag: 'id', uid: NOBODY, gid: NOBODY });
   await workload.tagged('id');
-  h.source.update(); // a push (e.g. a rotation) makes the server look at the process again
-  const next = await workload.tagged('s', 1);
-  t.deepEqual(
-    (next.svids as Array<{ spiffeId: string }>).map((s) => s.spiffeId),
-    ['spiffe://example.org/nobody'],
-  );
-  t.is(h.source.subscribeCalls.length, 2);
-  t.true(h.source.subscribeCalls[1]?.some((s) => s.value === `uid:${NOBODY}`));
-  t.is(h.source.subscriberCount, 1, 'the old subscription is gone');
-  h.source.update({ entries: [] });
-  t.is((await workload.tagged('s', 2)).code, GRPC.PERMISSION_DENIED);
+  await h.change(root, { dnsNames: ['rotated.example.org'] }); // a push (a rotation) makes the server look at the process again
+  const next = await dataWhere(workload, 's', (e) => idsOf(e).includes('spiffe://example.org/nobody'), 1);
+  t.deepEqual(idsOf(next), ['spiffe://example.org/nobody']);
+  t.is(h.cache.stats().subscribers, 1, 'the old subscription is gone');
+  await h.sigil.admin.call('Entries', 'BatchDeleteEntry', { ids: [nobody] });
+  t.is((await dataWhere(workload, 's', (e) => e.event === 'error')).code, GRPC.PERMISSION_DENIED);
 });
 
 test.serial('a process that exits before attestation finishes gets nothing, even with its connection held open', async (t) => {
@@ -365,11 +405,12 @@ test.serial('a process that exits before attestation finishes gets nothing, even
     async attest(peer) {
       entered(peer.pid);
       await released;
-      return selectors('slow:ok:1');
+      return [parseSelector('slow:ok:1')];
     },
   };
   const h = await setup(t, { attestors: (processes) => [new UnixWorkloadAttestor({ processes }), slow] });
-  h.source.entries = [{ selectors: selectors(`unix:uid:${process.getuid?.() ?? 0}`), svid: await issueSvid(td, 'spiffe://example.org/me') }];
+  await h.entry('spiffe://example.org/me');
+  await h.holds(1);
   const { workload, ready } = await h.spawn();
   // A raw HTTP/2 call on a socket the workload can hand to another process before exiting.
   workload.send({ op: 'raw', tag: 'r' });
@@ -387,7 +428,7 @@ test.serial('a process that exits before attestation finishes gets nothing, even
   });
   release();
   await waitUntil(() => h.lines.some((l) => l.includes('"reason":"process-gone"')));
-  t.is(h.source.subscribeCalls.length, 0, 'no identity was looked up for a vanished process');
+  t.is(h.cache.stats().subscribers, 0, 'no identity was looked up for a vanished process');
   t.false(h.lines.some((l) => l.includes('x509 svids sent')));
 });
 
@@ -401,13 +442,15 @@ async function waitUntil(fn: () => boolean, timeoutMs = 10_000): Promise<void> {
 
 test.serial('close() ends open streams and removes the socket file', async (t) => {
   const h = await setup(t);
-  h.source.entries = [{ selectors: selectors(`unix:uid:${process.getuid?.() ?? 0}`), svid: await issueSvid(td, 'spiffe://example.org/me') }];
+  await h.entry('spiffe://example.org/me');
+  await h.holds(1);
   const { workload } = await h.spawn();
   workload.send({ op: 'x509', tag: 's' });
   await workload.tagged('s', 0);
+  t.is(h.cache.stats().subscribers, 1);
   await h.server.close();
   const e = await workload.tagged('s', 1);
   t.is(e.event, 'error');
-  t.is(h.source.subscriberCount, 0);
+  t.is(h.cache.stats().subscribers, 0);
   t.throws(() => statSync(h.socketPath));
 });

@@ -14,7 +14,7 @@ import { startAgent, type RunningAgent } from '../../../src/agent/agent.js';
 import { agentConfigFor, eventually, writeBootstrapBundle } from '../../agent/support/agent-harness.js';
 import { Daemon, SIGIL_BIN } from '../../agent/support/processes.js';
 import { ROOT, ServiceProcess } from '../../client/service-process.js';
-import { startTestServer, type TestEntrySpec, type TestServer } from '../../helpers/server.js';
+import { startTestServer, type TestEntrySpec, type TestServer, type TestServerOptions } from '../../helpers/server.js';
 
 /** The test's uid, the one selector every service entry carries. */
 export const UID = process.getuid?.() ?? 0;
@@ -42,8 +42,10 @@ export interface Stack {
 }
 
 /** Starts a real server and a real agent; `child` runs the agent as `node bin/sigil.js agent run`. */
-export async function startStack(options: { readonly child?: boolean; readonly agentConfig?: Record<string, unknown> } = {}): Promise<Stack> {
-  const server = await startTestServer();
+export async function startStack(
+  options: { readonly child?: boolean; readonly agentConfig?: Record<string, unknown>; readonly server?: Omit<TestServerOptions<never>, 'clock'> } = {},
+): Promise<Stack> {
+  const server = await startTestServer(options.server);
   const dir = mkdtempSync(join(tmpdir(), 'sigil-e2e-'));
   chmodSync(dir, 0o755);
   writeBootstrapBundle(server, join(dir, 'bootstrap.pem'));
