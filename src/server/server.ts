@@ -21,8 +21,7 @@ import type { KeyManager } from '../plugin/key-manager.js';
 import type { NodeAttestorServer } from '../plugin/node-attestor.js';
 import { CaManager } from '../ca/ca-manager.js';
 import { readOperatorFileSync } from '../ca/operator-file.js';
-import { DiskKeyManager } from '../ca/key-manager/disk-key-manager.js';
-import { MemoryKeyManager } from '../ca/key-manager/memory-key-manager.js';
+import { openKeyManager } from '../ca/key-manager/open-key-manager.js';
 import { loadUpstreamAuthority } from '../ca/upstream-authority.js';
 import { JoinTokenServerAttestor } from '../../attestors/node/join_token/server.js';
 import { X509PopServerAttestor } from '../../attestors/node/x509pop/server.js';
@@ -244,11 +243,13 @@ export async function startServer(config: ServerConfig, options: StartServerOpti
     const journalAudit = new JournalAudit();
 
     let keyManager = options.keyManager;
+    let keysAvailable = (): boolean => true;
     if (keyManager === undefined) {
-      keyManager =
-        config.keyManager.type === 'memory'
-          ? new MemoryKeyManager()
-          : await DiskKeyManager.open({ dir: config.keyManager.dir, kekPath: config.keyManager.kekFile as string, logger });
+      const opened = await openKeyManager(config.keyManager, logger);
+      keyManager = opened.keyManager;
+      keysAvailable = () => opened.available();
+      // runs after the CA has stopped (cleanups run in reverse)
+      cleanups.push(() => opened.close());
     }
     const upstream =
       config.ca.upstream === undefined
@@ -387,6 +388,7 @@ export async function startServer(config: ServerConfig, options: StartServerOpti
         port: config.health.port,
         metrics,
         logger,
+        keysAvailable,
         ready: async () => {
           if (!ready) return false;
           await ds.countEntries();
