@@ -4,7 +4,8 @@
  */
 import test from 'ava';
 import { createRequire } from 'node:module';
-import { randomBytes, verify } from 'node:crypto';
+import { randomBytes, verify, type KeyObject } from 'node:crypto';
+import { jwtVerify } from 'jose';
 import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -16,6 +17,7 @@ import { tokenKekWrapper } from '../../../src/ca/key-manager/pkcs11-kek.js';
 import { Pkcs11KeyManager } from '../../../src/ca/key-manager/pkcs11-key-manager.js';
 import { Pkcs11Token } from '../../../src/ca/key-manager/pkcs11-token.js';
 import { SigilError } from '../../../src/common/errors.js';
+import { makeCsr, makeCa, opensslVerify, tempDir, TD } from '../helpers.js';
 import { SOFTHSM_MODULE, softHsm, type SoftHsm } from '../../helpers/softhsm.js';
 
 const lib = createRequire(import.meta.url)('pkcs11js') as typeof Pkcs11Types;
@@ -251,4 +253,61 @@ test.serial('sessions closed under the manager (the module dropped them and the 
   // a burst larger than the pool shares the sessions without mixing operations
   const sigs = await Promise.all(Array.from({ length: 20 }, (_, i) => k.sign(Buffer.from(`m${i}`))));
   sigs.forEach((s, i) => t.true(verify('sha256', Buffer.from(`m${i}`), k.publicKey, s), `signature ${i}`));
+});
+
+test.serial('sign mode under the CA: SVIDs and JWT-SVIDs signed in the token verify; prepare → activate → taint → revoke; a retired key is destroyed in the token once its SVIDs have expired', async (t) => {
+  const h = await fresh(t);
+  const token = await Pkcs11Token.open({ module: SOFTHSM_MODULE, tokenLabel: h.label, pinFile: h.pinFile, sessions: 2 });
+  t.teardown(() => token.close());
+  const keyManager = await Pkcs11KeyManager.open(token);
+  // signing threads configured: the token's keys cannot go to them, so the CA signs on the main thread
+  const { ca, clock } = await makeCa({ keyManager, signingThreads: 2 });
+  t.teardown(async () => {
+    ca.stop();
+    await ca.idle();
+    await ca.close();
+  });
+  const { dir, cleanup } = await tempDir();
+  t.teardown(cleanup);
+  const look = inspector(h);
+  t.teardown(() => look.close());
+  const inToken = (): string[] => labels(look.p, look.session, lib.CKO_PRIVATE_KEY);
+  const ca1 = ca.status().x509[0]?.id as string;
+  const x509Key1 = (await keyManager.listKeys()).find((k) => k.id.startsWith('x509'))?.id as string;
+  t.is(inToken().length, 2, 'the first CA key and JWT key are in the token');
+  for (const o of attrs(look.p, look.session, lib.CKO_PRIVATE_KEY)) t.like(o, { sensitive: true, extractable: false, neverExtractable: true });
+
+  const { csr } = await makeCsr();
+  const first = await ca.signX509SvidFromCsr({ csr, spiffeId: TD.id('w') });
+  t.regex(await opensslVerify(dir, first.chain, ca.x509Authorities(), clock.nowMs()), /: OK/);
+  const jwt = await ca.mintJwtSvid({ spiffeId: TD.id('w'), audience: ['a'] });
+  const jwk = ca.jwtAuthorities().find((k) => k.kid === jwt.kid);
+  const { payload } = await jwtVerify(jwt.token, jwk?.publicKey as KeyObject, { audience: 'a', currentDate: clock.now() });
+  t.is(payload.sub, 'spiffe://example.org/w');
+
+  // prepare: the new authority's key is created in the token
+  const p = await ca.prepare('x509');
+  t.is(inToken().length, 3);
+  await ca.activate('x509');
+  const second = await ca.signX509SvidFromCsr({ csr, spiffeId: TD.id('w') });
+  t.regex(await opensslVerify(dir, second.chain, ca.x509Authorities(), clock.nowMs()), /: OK/);
+  t.not(second.chain[0]?.toString('hex'), first.chain[0]?.toString('hex'));
+  await ca.taint('x509', ca1);
+  t.true(inToken().includes(`sigil/${x509Key1}`), 'tainted: still trusted, key kept');
+  await ca.revoke('x509', ca1);
+  t.false(inToken().includes(`sigil/${x509Key1}`), 'revoked: the key object is gone from the token');
+  t.is(inToken().length, 2);
+
+  // the natural end of a key: the active CA (p) is replaced at 5/6 of its life and destroyed once its last SVID expired
+  const pKey = (await keyManager.listKeys()).map((k) => k.id).find((id) => id.startsWith('x509')) as string;
+  ca.start();
+  const activatedAt = ca.status().x509.find((x) => x.id === p.id)?.notAfter.getTime() as number;
+  clock.set(activatedAt - 4 * 60 * 60 * 1000 + 60_000);
+  await ca.idle();
+  t.deepEqual(ca.status().x509.map((x) => x.phase), ['old', 'active']);
+  t.true(inToken().includes(`sigil/${pKey}`), 'old but its SVIDs may still be valid: kept');
+  clock.set(activatedAt - 2 * 60 * 60 * 1000);
+  await ca.idle();
+  t.is(ca.status().x509.length, 1);
+  t.false(inToken().includes(`sigil/${pKey}`), 'its SVIDs can have expired: destroyed in the token');
 });
