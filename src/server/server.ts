@@ -243,7 +243,7 @@ export async function startServer(config: ServerConfig, options: StartServerOpti
     const journalAudit = new JournalAudit();
 
     let keyManager = options.keyManager;
-    let keysAvailable = (): boolean => true;
+    let keysAvailable = (): Promise<boolean> => Promise.resolve(true);
     if (keyManager === undefined) {
       const opened = await openKeyManager(config.keyManager, logger);
       keyManager = opened.keyManager;

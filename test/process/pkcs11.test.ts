@@ -6,7 +6,7 @@
  * any log carries private key material or the PIN.
  */
 import test from 'ava';
-import { readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Daemon } from '../agent/support/processes.js';
 import { generateKekFile } from '../../src/ca/key-manager/kek.js';
@@ -27,7 +27,7 @@ interface Home extends ServerHome {
   configFor(kind: 'file' | 'wrap' | 'sign', kekFile?: string): string;
 }
 
-async function home(h: SoftHsm, kind: 'file' | 'wrap' | 'sign'): Promise<Home> {
+async function home(h: SoftHsm, kind: 'file' | 'wrap' | 'sign', extra = ''): Promise<Home> {
   const dir = await makeServerDir();
   const port = await freePort();
   const env = plainEnv(h.env);
@@ -37,7 +37,8 @@ async function home(h: SoftHsm, kind: 'file' | 'wrap' | 'sign'): Promise<Home> {
     writeFileSync(
       path,
       `trustDomain: example.org\ndataDir: ${join(dir, 'data')}\nagentApi:\n  address: 127.0.0.1:${port}\nadminApi:\n  socketPath: ${join(dir, 'admin.sock')}\n` +
-        keyManagerYaml(k, h, kekFile),
+        keyManagerYaml(k, h, kekFile) +
+        extra,
     );
     return path;
   };
@@ -231,4 +232,62 @@ test.serial('a wrong pin, token label or module stops the server with exit 1 and
     t.false(r.stderr.includes(h.pin) || r.stdout.includes(h.pin), what);
     t.false(r.stderr.includes('wrong-pin-000') || r.stdout.includes('wrong-pin-000'), what);
   }
+});
+
+test.serial('the token removed mid-run (sign mode): the agent keeps serving its SVID, signing fails Unavailable, /ready says keyManager false; back, it signs and /ready is 200 again', async (t) => {
+  const h = await softHsm();
+  const healthPort = await freePort();
+  const hm = await home(h, 'sign', `health:\n  address: 127.0.0.1:${healthPort}\n`);
+  const running: Daemon[] = [];
+  let moved = '';
+  t.teardown(async () => {
+    for (const d of running) if (d.running) d.child.kill('SIGKILL');
+    await Promise.all(running.map((d) => d.closed));
+    rmSync(hm.dir, { recursive: true, force: true });
+    await h.remove();
+  });
+  const ready = async (): Promise<{ status: number; body: { checks?: Record<string, boolean> } }> => {
+    const res = await fetch(`http://127.0.0.1:${healthPort}/ready`);
+    return { status: res.status, body: (await res.json()) as { checks?: Record<string, boolean> } };
+  };
+  const server = await hm.start();
+  running.push(server);
+  t.deepEqual(await ready(), { status: 200, body: { ready: true, checks: { serving: true, keyManager: true } } } as never);
+  const agent = await agentHome(hm);
+  t.teardown(() => rmSync(agent.dir, { recursive: true, force: true }));
+  t.is((await hm.admin(['entry', 'create', '--parent-id', agent.agentId, '--spiffe-id', WORKLOAD_ID, '--selector', `unix:uid:${UID}`])).code, 0);
+  const a = agent.start();
+  running.push(a);
+  await a.until('the agent to serve', () => a.stderr.includes('serving the Workload API'), 60_000);
+  await fetchInto(agent.socket, join(agent.dir, 'before'));
+
+  // the token goes away: its store leaves SoftHSM's token directory
+  const [store] = readdirSync(h.tokenDir);
+  moved = join(h.dir, 'token-away');
+  renameSync(join(h.tokenDir, store as string), moved);
+  const mint = await hm.admin(['x509', 'mint', '--spiffe-id', 'spiffe://example.org/p11/minted', '--write', join(hm.dir, 'minted')]);
+  t.is(mint.code, 1, mint.stderr);
+  t.regex(mint.stderr, /unavailable/i);
+  const down = await ready();
+  t.is(down.status, 503);
+  t.deepEqual(down.body.checks, { serving: true, keyManager: false });
+  // cached state keeps being served: the agent's SVID and the bundle
+  await fetchInto(agent.socket, join(agent.dir, 'during'));
+  t.is(readFileSync(join(agent.dir, 'during', 'svid.0.pem'), 'utf8'), readFileSync(join(agent.dir, 'before', 'svid.0.pem'), 'utf8'));
+  t.is((await hm.admin(['bundle', 'show'])).code, 0);
+  await server.until('the outage logged', () => server.stdout.includes('pkcs11 token unavailable'), 30_000);
+
+  // back: /ready recovers on its own, and signing works again
+  renameSync(moved, join(h.tokenDir, store as string));
+  const deadline = Date.now() + 30_000;
+  let up = await ready();
+  while (up.status !== 200 && Date.now() < deadline) {
+    await new Promise((res) => setTimeout(res, 200));
+    up = await ready();
+  }
+  t.deepEqual(up.body.checks, { serving: true, keyManager: true });
+  const again = await hm.admin(['x509', 'mint', '--spiffe-id', 'spiffe://example.org/p11/minted', '--write', join(hm.dir, 'minted')]);
+  t.is(again.code, 0, again.stderr);
+  t.is(await terminate(a), 0);
+  t.is(await terminate(server), 0);
 });

@@ -36,8 +36,8 @@ export interface KeyManagerSpec {
 /** An open key manager and what it holds open. */
 export interface OpenedKeyManager {
   readonly keyManager: KeyManager;
-  /** False while the token does not answer (always true without a token). */
-  available(): boolean;
+  /** False while the token does not answer (always true without a token); re-checks the token when it had failed. */
+  available(): Promise<boolean>;
   close(): Promise<void>;
 }
 
@@ -59,10 +59,10 @@ function pkcs11Of(spec: KeyManagerSpec): Pkcs11Spec {
 
 /** Opens the configured key manager; a wrong KEK, module, token, label or PIN fails here, naming which. */
 export async function openKeyManager(spec: KeyManagerSpec, logger?: Logger): Promise<OpenedKeyManager> {
-  if (spec.type === 'memory') return { keyManager: new MemoryKeyManager(), available: () => true, close: async () => undefined };
+  if (spec.type === 'memory') return { keyManager: new MemoryKeyManager(), available: async () => true, close: async () => undefined };
   if (spec.type === 'disk') {
     const keyManager = await DiskKeyManager.open({ dir: spec.dir, kekPath: spec.kekFile as string, ...(logger === undefined ? {} : { logger }) });
-    return { keyManager, available: () => true, close: async () => undefined };
+    return { keyManager, available: async () => true, close: async () => undefined };
   }
   const p = pkcs11Of(spec);
   const token = await openToken(p, logger);
@@ -71,7 +71,7 @@ export async function openKeyManager(spec: KeyManagerSpec, logger?: Logger): Pro
       p.mode === 'sign'
         ? await Pkcs11KeyManager.open(token, logger)
         : await DiskKeyManager.open({ dir: spec.dir, kek: await tokenKekWrapper(token, p.kekLabel, true), ...(logger === undefined ? {} : { logger }) });
-    return { keyManager, available: () => token.available, close: () => token.close() };
+    return { keyManager, available: () => token.recheck(), close: () => token.close() };
   } catch (err) {
     await token.close();
     throw err;

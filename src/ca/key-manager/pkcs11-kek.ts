@@ -75,8 +75,15 @@ export async function tokenKekWrapper(token: Pkcs11Token, label: string, create:
   // handles can change when the module is re-initialised: find the key again by label then
   const key = (): Handle => handle;
   const refind = async (): Promise<void> => {
-    handle = await findOrCreateTokenKek(token, label, false);
+    try {
+      handle = await findOrCreateTokenKek(token, label, false);
+    } catch (err) {
+      // the KEK we used is gone: the token is not the one we had (removed, swapped)
+      if (err instanceof SigilError && err.reason === 'pkcs11-kek-not-found') throw token.markUnavailable(`kek ${label} not found`);
+      throw err;
+    }
   };
+  token.setProbe(refind);
   const retrying = async <T>(op: () => Promise<T>): Promise<T> => {
     try {
       return await op();

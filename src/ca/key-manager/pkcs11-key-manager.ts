@@ -87,6 +87,14 @@ export class Pkcs11KeyManager implements KeyManager {
   static async open(token: Pkcs11Token, logger?: Logger): Promise<Pkcs11KeyManager> {
     const km = new Pkcs11KeyManager(token, logger);
     await km.#loadAll();
+    // while unavailable, the token is back once every key held can be found again
+    // (found and signing: a token that lists an object may still fail to use it)
+    token.setProbe(async () => {
+      for (const [id, held] of km.#keys) held.privateHandle = await km.#findPrivate(id);
+      const first = km.#keys.values().next().value;
+      if (first !== undefined) await first.managed.sign(Buffer.from('sigil pkcs11 probe'));
+      else await token.withSession(() => undefined);
+    });
     logger?.info({ token: token.description, keys: km.#keys.size }, 'pkcs11 key manager opened');
     return km;
   }
@@ -183,7 +191,8 @@ export class Pkcs11KeyManager implements KeyManager {
         { type: lib.CKA_LABEL, value: LABEL_PREFIX + id },
       ]),
     );
-    if (h[0] === undefined) throw new SigilError('ERR_NOT_FOUND', `key ${id} is no longer in ${this.#token.description}`, { reason: 'pkcs11-key-missing' });
+    // a key this manager created and never deleted is missing: the token is not the one we had (removed, swapped)
+    if (h[0] === undefined) throw this.#token.markUnavailable(`key ${id} not found`);
     return h[0];
   }
 

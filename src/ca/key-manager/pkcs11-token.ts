@@ -147,6 +147,10 @@ export class Pkcs11Token {
   readonly #waiters: Array<(s: Handle) => void> = [];
   #available = true;
   #closed = false;
+  /** Operations holding a session right now. */
+  #busy = 0;
+  /** An object we hold vanished: the module must start over to see the token as it is. */
+  #needsRestart = false;
   #generation = 0;
   /** What the token is, for messages: `token "label" in module path`. */
   readonly description: string;
@@ -230,6 +234,36 @@ export class Pkcs11Token {
     return this.#available;
   }
 
+  #probe: (() => Promise<void>) | undefined;
+
+  /** Sets the check `recheck` runs while the token counts as unavailable (finding the objects the manager relies on). */
+  setProbe(probe: () => Promise<void>): void {
+    this.#probe = probe;
+  }
+
+  /**
+   * True when the token answers: at once while it has been answering; after a failure, runs
+   * the probe (so /ready turns true again once the token is back, even when nothing signs).
+   */
+  async recheck(): Promise<boolean> {
+    if (this.#available || this.#closed) return !this.#closed;
+    try {
+      await this.#probe?.();
+      return this.#available;
+    } catch {
+      return false;
+    }
+  }
+
+  /**
+   * Marks the token unavailable from outside a session (an object it held is gone, as when the
+   * token was removed): the next operation re-opens the sessions first.
+   */
+  markUnavailable(why: string): SigilError {
+    this.#needsRestart = true;
+    return this.#unavailable(new Error(why));
+  }
+
   #acquire(): Promise<Handle> {
     const s = this.#free.pop();
     if (s !== undefined) return Promise.resolve(s);
@@ -243,6 +277,27 @@ export class Pkcs11Token {
     else this.#free.push(s);
   }
 
+  /**
+   * A token that went away and came back is only seen again after the module starts over
+   * (SoftHSM2 and most USB tokens keep serving a stale view until then): finalise and
+   * initialise it, then find the token again. Never while a call is in flight (finalising
+   * under it is undefined behaviour); the module is shared by the tokens of this process.
+   */
+  #restartModule(): void {
+    try {
+      this.#p.C_Finalize();
+    } catch {
+      // it may already be unusable
+    }
+    try {
+      this.#p.C_Initialize({ flags: pkcs11js().CKF_OS_LOCKING_OK });
+    } catch (initErr) {
+      if (ckrOf(initErr) !== 'CKR_CRYPTOKI_ALREADY_INITIALIZED') throw initErr;
+    }
+    this.#slot = Pkcs11Token.#findSlot(this.#p, this.#options).slot;
+    this.#openSessions();
+  }
+
   /** Drops every session and opens a fresh, logged-in pool (after the module lost them). */
   #reopen(): void {
     try {
@@ -251,21 +306,29 @@ export class Pkcs11Token {
       // they may already be gone
     }
     this.#free = [];
-    try {
-      this.#slot = Pkcs11Token.#findSlot(this.#p, this.#options).slot;
-    } catch {
-      // keep the old slot; the open below reports the failure
+    if (!this.#needsRestart) {
+      try {
+        this.#slot = Pkcs11Token.#findSlot(this.#p, this.#options).slot;
+        this.#openSessions();
+      } catch (err) {
+        if (this.#busy > 0) throw err;
+        this.#restartModule();
+      }
+    } else {
+      if (this.#busy > 0) throw new Error('calls in flight');
+      this.#restartModule();
     }
-    this.#openSessions();
+    this.#needsRestart = false;
     // hand fresh sessions to whoever waited on the old pool
     while (this.#waiters.length > 0 && this.#free.length > 0) (this.#waiters.shift() as (s: Handle) => void)(this.#free.pop() as Handle);
     this.#log?.warn({ token: this.description }, 'pkcs11 sessions re-opened and logged in again');
   }
 
   #unavailable(err: unknown): SigilError {
-    if (this.#available) this.#log?.error({ token: this.description, ckr: ckrOf(err) ?? 'error' }, 'pkcs11 token unavailable');
+    const why = ckrOf(err) ?? (err instanceof Error && !(err instanceof SigilError) ? err.message : 'error');
+    if (this.#available) this.#log?.error({ token: this.description, why }, 'pkcs11 token unavailable: serving what is cached, cannot sign with token keys');
     this.#available = false;
-    return new SigilError('ERR_UNAVAILABLE', `${this.description} is unavailable (${ckrOf(err) ?? 'error'})`, { reason: 'pkcs11-token-unavailable' });
+    return new SigilError('ERR_UNAVAILABLE', `${this.description} is unavailable (${why})`, { reason: 'pkcs11-token-unavailable' });
   }
 
   /**
@@ -286,8 +349,9 @@ export class Pkcs11Token {
       }
       const generation = this.#generation;
       const session = await this.#acquire();
+      this.#busy++;
       try {
-        const result = await fn(session);
+        const result = await Promise.resolve().then(() => fn(session)).finally(() => this.#busy--);
         if (!this.#available) this.#log?.info({ token: this.description }, 'pkcs11 token available again');
         this.#available = true;
         this.#release(session, generation);
