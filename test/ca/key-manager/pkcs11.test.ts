@@ -311,3 +311,23 @@ test.serial('sign mode under the CA: SVIDs and JWT-SVIDs signed in the token ver
   t.is(ca.status().x509.length, 1);
   t.false(inToken().includes(`sigil/${pKey}`), 'its SVIDs can have expired: destroyed in the token');
 });
+
+test.serial('rewrap between two tokens of one module: token A → token B, then A no longer opens the keys', async (t) => {
+  const h = await fresh(t, 'token-a');
+  await h.addToken('token-b');
+  const dir = await keyDir(t);
+  const a = await openKeyManager(spec(h, dir, 'wrap'));
+  const key = await a.keyManager.generateKey('x509-ca-1', 'ec-p384');
+  await a.close();
+  const from = await openKek(spec(h, dir, 'wrap'));
+  const to = await openKek(spec(h, dir, 'wrap', { tokenLabel: 'token-b' }));
+  t.not(from.kek.fingerprint, to.kek.fingerprint);
+  t.deepEqual(await rewrapKeys(dir, from.kek, to.kek), { rewrapped: 1, alreadyCurrent: 0 });
+  await to.close();
+  await from.close();
+  const b = await openKeyManager(spec(h, dir, 'wrap', { tokenLabel: 'token-b' }));
+  t.teardown(() => b.close());
+  t.true((await b.keyManager.getKey('x509-ca-1'))?.publicKey.equals(key.publicKey));
+  const err = await t.throwsAsync(openKeyManager(spec(h, dir, 'wrap')), { instanceOf: SigilError });
+  t.is((err as SigilError).reason, 'wrong-kek');
+});
