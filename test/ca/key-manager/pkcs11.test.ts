@@ -6,7 +6,7 @@ import test from 'ava';
 import { createRequire } from 'node:module';
 import { randomBytes, verify, type KeyObject } from 'node:crypto';
 import { jwtVerify } from 'jose';
-import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
+import { chmod, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type * as Pkcs11Types from 'pkcs11js';
@@ -123,7 +123,6 @@ test.serial('wrong module, token label, slot and pin each fail naming which, nev
     ['slot', { ...spec(h, dir, 'wrap'), pkcs11: { module: SOFTHSM_MODULE, slot: 424242, pinFile: h.pinFile, mode: 'wrap', kekLabel: 'sigil-kek', sessions: 1 } }, 'pkcs11-token-not-found'],
   ];
   const badPin = join(h.dir, 'bad-pin');
-  const { writeFile, chmod } = await import('node:fs/promises');
   await writeFile(badPin, 'not-the-pin-0000\n', { mode: 0o600 });
   cases.push(['pin', spec(h, dir, 'wrap', { pinFile: badPin }), 'pkcs11-pin-incorrect']);
   const loosePin = join(h.dir, 'loose-pin');
@@ -185,7 +184,6 @@ test.serial('rewrap: KEK file → token → KEK file, same keys throughout; a fi
   const tag = Buffer.from(file.dataKey.tag, 'base64');
   tag[0] = (tag[0] as number) ^ 1;
   file.dataKey.tag = tag.toString('base64');
-  const { writeFile } = await import('node:fs/promises');
   await writeFile(path, JSON.stringify(file), { mode: 0o600 });
   const err = await t.throwsAsync(openKeyManager(spec(h, dir, 'wrap')), { instanceOf: SigilError });
   t.is((err as SigilError).reason, 'key-file-tampered');
