@@ -329,3 +329,11 @@ test.serial('rewrap between two tokens of one module: token A → token B, then 
   const err = await t.throwsAsync(openKeyManager(spec(h, dir, 'wrap')), { instanceOf: SigilError });
   t.is((err as SigilError).reason, 'wrong-kek');
 });
+
+test.serial('rewrap-keys refuses a sign-mode configuration: its keys cannot leave the token', async (t) => {
+  const h = await fresh(t);
+  const dir = await keyDir(t);
+  const err = await t.throwsAsync(openKek(spec(h, dir, 'sign')), { instanceOf: SigilError });
+  t.is((err as SigilError).code, 'ERR_FAILED_PRECONDITION');
+  t.regex(err?.message ?? '', /sign-mode keys cannot leave their token/);
+});
