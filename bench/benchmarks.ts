@@ -1,5 +1,5 @@
 /**
- * The eight benchmarks of the suite, loaded lazily so that one whose subject is missing or
+ * The nine benchmarks of the suite, loaded lazily so that one whose subject is missing or
  * broken fails alone. Each entry also says what its rows are, for the table when it fails.
  */
 import type { Benchmark } from './support/result.js';
@@ -93,5 +93,15 @@ export const BENCHMARKS: readonly BenchmarkEntry[] = [
     ],
     budgetSeconds: { normal: 180, full: 180 },
     load: () => def(import('./agent-memory.js')),
+  },
+  {
+    id: 9,
+    title: 'keys in a PKCS#11 token (SoftHSM2)',
+    rows: [
+      { what: 'X.509-SVID issuance, CA key in SoftHSM2 (sign mode, 16 in flight) vs in memory', target: '(no target)' },
+      { what: 'wrap-mode start-up: open 20 key files, data keys unwrapped by SoftHSM2 vs by a KEK file', target: '(no target)' },
+    ],
+    budgetSeconds: { normal: 120, full: 120 },
+    load: () => def(import('./pkcs11.js')),
   },
 ];

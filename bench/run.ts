@@ -1,5 +1,5 @@
 /**
- * `npm run bench`: runs the eight benchmarks one after another, each in its own child
+ * `npm run bench`: runs the nine benchmarks one after another, each in its own child
  * process with a time budget, then prints one table (figure; floor measured in the same run,
  * or "none (<why>)": "absolute" for a row with nothing comparable to measure, or the floor's
  * program missing; ratio to a measured floor only; target; met?) and writes a JSON summary

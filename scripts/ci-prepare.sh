@@ -13,6 +13,8 @@ command -v setpriv >/dev/null 2>&1 || need_pkgs+=(util-linux)
 [ -x /usr/sbin/nginx ] || command -v nginx >/dev/null 2>&1 || need_pkgs+=(nginx)
 # systemd-analyze verifies the units in deploy/systemd (test/deploy/systemd.test.ts).
 command -v systemd-analyze >/dev/null 2>&1 || need_pkgs+=(systemd)
+# SoftHSM2 is the real PKCS#11 token the pkcs11 key manager tests use (test/ca/key-manager/pkcs11-*.test.ts).
+{ command -v softhsm2-util >/dev/null 2>&1 && [ -e /usr/lib/softhsm/libsofthsm2.so ]; } || need_pkgs+=(softhsm2)
 if [ "${#need_pkgs[@]}" -gt 0 ]; then
   echo "ci-prepare: installing ${need_pkgs[*]}"
   apt-get update -qq

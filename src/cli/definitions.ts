@@ -205,6 +205,7 @@ export const COMMANDS: readonly CommandDef[] = [
         options: [
           { name: 'config', value: 'FILE', about: 'server configuration (YAML)' },
           { name: 'new-kek', value: 'FILE', about: 'the new KEK file' },
+          { name: 'to-config', value: 'FILE', about: 'a server configuration whose keyManager holds the new KEK (a KEK file or a PKCS#11 token)' },
           OUTPUT,
         ],
         run: { load: load.server, as: 'rewrap-keys' },

@@ -1,6 +1,7 @@
 /**
  * The key manager plugin interface: where the server's CA and JWT signing keys live.
- * Implementations: `memory` (tests) and `disk` (envelope-encrypted files); PKCS#11 later.
+ * Implementations: `memory` (tests), `disk` (envelope-encrypted files, the KEK in a file or a
+ * PKCS#11 token) and `pkcs11` sign mode (the keys themselves in the token).
  */
 import type { KeyObject } from 'node:crypto';
 

@@ -3,6 +3,7 @@
  * against one schema that rejects unknown keys and reports every problem at once with
  * the key named, then resolved (durations to milliseconds, paths to absolute) and frozen.
  */
+import type { KeyManagerSpec } from '../ca/key-manager/open-key-manager.js';
 import { join, resolve } from 'node:path';
 import { z } from 'zod';
 import {
@@ -57,9 +58,17 @@ export const serverConfigSchema = z.strictObject({
     .default({ type: 'sqlite' }),
   keyManager: z
     .strictObject({
-      type: z.enum(['disk', 'memory']).default('disk'),
+      type: z.enum(['disk', 'memory', 'pkcs11']).default('disk'),
       kekFile: z.string().min(1).optional(),
       dir: z.string().min(1).optional(),
+      // pkcs11: the token; the PIN only ever comes from pinFile
+      module: z.string().min(1).optional(),
+      tokenLabel: z.string().min(1).max(32).optional(),
+      slot: z.number().int().min(0).optional(),
+      pinFile: z.string().min(1).optional(),
+      mode: z.enum(['wrap', 'sign']).optional(),
+      kekLabel: z.string().min(1).max(64).optional(),
+      sessions: z.number().int().min(1).max(64).optional(),
     })
     .default({ type: 'disk' }),
   ca: z
@@ -127,7 +136,8 @@ export interface ServerConfig {
       readonly maxConnections?: number;
     };
   };
-  readonly keyManager: { readonly type: 'disk' | 'memory'; readonly kekFile?: string; readonly dir: string };
+  /** Where the CA and JWT keys live (see src/ca/key-manager/open-key-manager.ts). */
+  readonly keyManager: KeyManagerSpec;
   readonly ca: {
     readonly keyType: (typeof KEY_TYPES)[number];
     readonly jwtKeyType: (typeof KEY_TYPES)[number];
@@ -202,6 +212,19 @@ export function resolveServerConfig(raw: unknown, flags: ServerFlags = {}, baseD
   if (c.keyManager.type === 'disk' && c.keyManager.kekFile === undefined) {
     problems.push('keyManager.kekFile: required when keyManager.type is disk');
   }
+  const km = c.keyManager;
+  if (km.type === 'pkcs11') {
+    if (km.module === undefined) problems.push('keyManager.module: required when keyManager.type is pkcs11 (path of the PKCS#11 library)');
+    if (km.pinFile === undefined) problems.push('keyManager.pinFile: required when keyManager.type is pkcs11');
+    if (km.mode === undefined) problems.push('keyManager.mode: required when keyManager.type is pkcs11 (wrap or sign)');
+    if ((km.tokenLabel === undefined) === (km.slot === undefined)) problems.push('keyManager.tokenLabel: give exactly one of tokenLabel and slot');
+    if (km.kekFile !== undefined) problems.push('keyManager.kekFile: only used when keyManager.type is disk');
+    if (km.mode === 'sign' && km.kekLabel !== undefined) problems.push('keyManager.kekLabel: only used in mode wrap');
+  } else {
+    for (const key of ['module', 'tokenLabel', 'slot', 'pinFile', 'mode', 'kekLabel', 'sessions'] as const) {
+      if (km[key] !== undefined) problems.push(`keyManager.${key}: only used when keyManager.type is pkcs11`);
+    }
+  }
   if (c.datastore.type === 'postgres' && c.datastore.connectionString === undefined) {
     problems.push('datastore.connectionString: required when datastore.type is postgres');
   }
@@ -240,6 +263,19 @@ export function resolveServerConfig(raw: unknown, flags: ServerFlags = {}, baseD
       type: c.keyManager.type,
       ...(c.keyManager.kekFile === undefined ? {} : { kekFile: abs(c.keyManager.kekFile) }),
       dir: abs(c.keyManager.dir ?? join(dataDir, 'keys')),
+      ...(km.type === 'pkcs11'
+        ? {
+            pkcs11: {
+              module: abs(km.module as string),
+              ...(km.tokenLabel === undefined ? {} : { tokenLabel: km.tokenLabel }),
+              ...(km.slot === undefined ? {} : { slot: km.slot }),
+              pinFile: abs(km.pinFile as string),
+              mode: km.mode as 'wrap' | 'sign',
+              kekLabel: km.kekLabel ?? 'sigil-kek',
+              sessions: km.sessions ?? 4,
+            },
+          }
+        : {}),
     },
     ca: {
       keyType: c.ca.keyType,

@@ -11,6 +11,8 @@ export function startHealthServer(options: {
   host: string;
   port: number;
   ready: () => Promise<boolean>;
+  /** False while the key manager's token does not answer: the server serves what it has but cannot sign. */
+  keysAvailable?: () => Promise<boolean>;
   metrics: ServerMetrics;
   logger: Logger;
 }): Promise<HealthServer> {
@@ -18,7 +20,7 @@ export function startHealthServer(options: {
     host: options.host,
     port: options.port,
     // one check: the datastore answers and the CA, APIs and bundle are up
-    readiness: async () => ({ serving: await options.ready() }),
+    readiness: async () => ({ serving: await options.ready(), keyManager: (await options.keysAvailable?.()) ?? true }),
     routes: {
       '/metrics': (_req, res) => {
         options.metrics.registry.metrics().then(

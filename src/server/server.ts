@@ -22,8 +22,7 @@ import type { NodeAttestorServer } from '../plugin/node-attestor.js';
 import { CaManager } from '../ca/ca-manager.js';
 import { datastoreCaJournal } from './ca-journal-store.js';
 import { readOperatorFileSync } from '../ca/operator-file.js';
-import { DiskKeyManager } from '../ca/key-manager/disk-key-manager.js';
-import { MemoryKeyManager } from '../ca/key-manager/memory-key-manager.js';
+import { openKeyManager } from '../ca/key-manager/open-key-manager.js';
 import { loadUpstreamAuthority } from '../ca/upstream-authority.js';
 import { JoinTokenServerAttestor } from '../../attestors/node/join_token/server.js';
 import { X509PopServerAttestor } from '../../attestors/node/x509pop/server.js';
@@ -90,19 +89,25 @@ function caKeyFiles(dir: string): string[] {
   }
 }
 
+/** True when the CA keys are files in keyManager.dir (disk, or pkcs11 in wrap mode). */
+function keyFilesKept(config: ServerConfig): boolean {
+  return config.keyManager.type === 'disk' || (config.keyManager.type === 'pkcs11' && config.keyManager.pkcs11?.mode === 'wrap');
+}
+
 /**
  * The refusal for a datastore that lost the CA state while the keys are still there. Starting
  * would mint a new CA: a new trust domain that no agent or relying party trusts, every agent
  * unknown. So nothing is created or replaced; the operator restores or decides.
  */
 function lostDatastore(config: ServerConfig, what: string, cause?: unknown): SigilError {
-  const keys = config.keyManager.type === 'disk' ? `${config.keyManager.dir} still holds the CA keys` : 'the key manager still holds the CA keys';
+  const files = keyFilesKept(config);
+  const keys = files ? `${config.keyManager.dir} still holds the CA keys` : 'the key manager still holds the CA keys';
   const datastore = config.datastore.type === 'sqlite' ? config.datastore.sqlitePath : 'the PostgreSQL database';
   return new SigilError(
     'ERR_FAILED_PRECONDITION',
     `${what}, but ${keys}: the CA journal, entries and agents that went with them are missing. ` +
       `Restore ${datastore} from the backup taken with those keys (docs/operations.md, "Backing up the datastore") and start again. ` +
-      `To start a new trust domain on purpose instead, move ${config.keyManager.type === 'disk' ? config.keyManager.dir : 'the CA keys'} away first: every agent will then have to attest again.`,
+      `To start a new trust domain on purpose instead, move ${files ? config.keyManager.dir : 'the CA keys'} away first: every agent will then have to attest again.`,
     { reason: 'datastore-lost', ...(cause === undefined ? {} : { cause }) },
   );
 }
@@ -112,7 +117,7 @@ function lostDatastore(config: ServerConfig, what: string, cause?: unknown): Sig
  * start only when the key folder holds no CA key either.
  */
 function refuseLostSqlite(config: ServerConfig): void {
-  if (config.datastore.type !== 'sqlite' || config.keyManager.type !== 'disk') return;
+  if (config.datastore.type !== 'sqlite' || !keyFilesKept(config)) return;
   const path = config.datastore.sqlitePath;
   let size: number | undefined;
   try {
@@ -245,11 +250,13 @@ export async function startServer(config: ServerConfig, options: StartServerOpti
     const journalAudit = new JournalAudit();
 
     let keyManager = options.keyManager;
+    let keysAvailable = (): Promise<boolean> => Promise.resolve(true);
     if (keyManager === undefined) {
-      keyManager =
-        config.keyManager.type === 'memory'
-          ? new MemoryKeyManager()
-          : await DiskKeyManager.open({ dir: config.keyManager.dir, kekPath: config.keyManager.kekFile as string, logger });
+      const opened = await openKeyManager(config.keyManager, logger);
+      keyManager = opened.keyManager;
+      keysAvailable = () => opened.available();
+      // runs after the CA has stopped (cleanups run in reverse)
+      cleanups.push(() => opened.close());
     }
     const upstream =
       config.ca.upstream === undefined
@@ -385,6 +392,7 @@ export async function startServer(config: ServerConfig, options: StartServerOpti
         port: config.health.port,
         metrics,
         logger,
+        keysAvailable,
         ready: async () => {
           if (!ready) return false;
           await ds.countEntries();

@@ -77,3 +77,26 @@ test('auditLog: retention 7d, ship interval 1s and cursor "default" by default; 
   const err = t.throws(() => resolveServerConfig({ ...BASE, auditLog: { retention: 'forever' } }), { instanceOf: SigilError });
   t.false(err?.message.includes('at least'), err?.message);
 });
+
+test('keyManager.type pkcs11: module, pinFile, mode and one of tokenLabel/slot required; paths resolved; defaults filled; misplaced keys named', (t) => {
+  const c = resolveServerConfig(
+    { trustDomain: 'example.org', dataDir: '/x', keyManager: { type: 'pkcs11', module: '/usr/lib/softhsm/libsofthsm2.so', tokenLabel: 'sigil', pinFile: 'pin', mode: 'wrap' } },
+    {},
+    '/etc/sigil',
+  );
+  t.deepEqual(c.keyManager.pkcs11, { module: '/usr/lib/softhsm/libsofthsm2.so', tokenLabel: 'sigil', pinFile: '/etc/sigil/pin', mode: 'wrap', kekLabel: 'sigil-kek', sessions: 4 });
+  t.is(c.keyManager.dir, '/x/keys');
+  const missing = t.throws(() => resolveServerConfig({ trustDomain: 'example.org', dataDir: '/x', keyManager: { type: 'pkcs11' } }), { instanceOf: SigilError });
+  for (const key of ['keyManager.module', 'keyManager.pinFile', 'keyManager.mode', 'keyManager.tokenLabel']) t.true(missing?.message.includes(key), key);
+  const both = t.throws(
+    () => resolveServerConfig({ trustDomain: 'example.org', dataDir: '/x', keyManager: { type: 'pkcs11', module: 'm', pinFile: 'p', mode: 'sign', tokenLabel: 'a', slot: 1, kekLabel: 'k', kekFile: 'f' } }),
+    { instanceOf: SigilError },
+  );
+  for (const key of ['keyManager.tokenLabel', 'keyManager.kekLabel', 'keyManager.kekFile']) t.true(both?.message.includes(key), key);
+  const stray = t.throws(() => resolveServerConfig({ ...BASE, keyManager: { type: 'memory', pinFile: 'p' } }), { instanceOf: SigilError });
+  t.true(stray?.message.includes('keyManager.pinFile'));
+  // the PIN itself has no key: it only ever comes from the file
+  const pin = t.throws(() => resolveServerConfig({ ...BASE, keyManager: { type: 'pkcs11', pin: '1234' } }), { instanceOf: SigilError });
+  t.true(pin?.message.includes('keyManager.pin'));
+  t.false(pin?.message.includes('1234'));
+});

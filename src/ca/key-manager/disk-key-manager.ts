@@ -2,30 +2,24 @@
  * The `disk` key manager: each private key in its own 0600 JSON file in a 0700 directory,
  * envelope-encrypted. A random per-key 256-bit data key encrypts the PKCS#8 DER with
  * AES-256-GCM (random 96-bit nonce, AAD binding key ID and type); the KEK wraps the data key
- * with AES-256-GCM (same AAD binding). Rotating the KEK re-wraps only the data keys.
+ * with AES-256-GCM (same AAD binding) — in this process for a KEK file, inside the token for a
+ * PKCS#11 KEK (see pkcs11-kek.ts). Rotating the KEK re-wraps only the data keys.
  * No plaintext private key is ever written: PKCS#8 bytes exist only in memory, briefly.
  */
-import { createCipheriv, createDecipheriv, createPrivateKey, createPublicKey, randomBytes, type KeyObject } from 'node:crypto';
+import { createPrivateKey, createPublicKey, randomBytes, type KeyObject } from 'node:crypto';
 import { readFile, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { SigilError } from '../../common/errors.js';
 import type { Logger } from '../../common/logger.js';
-import type { Secret } from '../../common/secret.js';
+import { Secret } from '../../common/secret.js';
 import type { KeyManager, KeyType, ManagedKey } from '../../plugin/key-manager.js';
-import { checkKek, kekFingerprint, readKekFile } from './kek.js';
+import { fileKekWrapper, readKekFile } from './kek.js';
+import { aad, isBox, open, seal, type DataKeyWrapper, type SealedBox } from './sealed-box.js';
 import { checkKeyId, generateKeyPairOfType, inMemoryManagedKey, isKeyType, keyMatchesType } from './key-gen.js';
 import { ensurePrivateDir, removeFileDurably, writeFileAtomic } from './secure-file.js';
 
 const FILE_SUFFIX = '.key.json';
 const FORMAT_VERSION = 1;
-
-/** One AES-256-GCM ciphertext as stored. */
-interface SealedBox {
-  alg: 'A256GCM';
-  nonce: string;
-  ciphertext: string;
-  tag: string;
-}
 
 /** The JSON stored per key. */
 interface KeyFile {
@@ -40,30 +34,6 @@ interface KeyFile {
   dataKey: SealedBox;
   /** The PKCS#8 DER private key, encrypted by the data key. */
   privateKey: SealedBox;
-}
-
-function seal(key: Buffer, plaintext: Buffer, aad: Buffer): SealedBox {
-  const nonce = randomBytes(12);
-  const cipher = createCipheriv('aes-256-gcm', key, nonce);
-  cipher.setAAD(aad);
-  const ciphertext = Buffer.concat([cipher.update(plaintext), cipher.final()]);
-  return { alg: 'A256GCM', nonce: nonce.toString('base64'), ciphertext: ciphertext.toString('base64'), tag: cipher.getAuthTag().toString('base64') };
-}
-
-/** Decrypts a box; returns undefined when authentication fails. */
-function open(key: Buffer, box: SealedBox, aad: Buffer): Buffer | undefined {
-  try {
-    const decipher = createDecipheriv('aes-256-gcm', key, Buffer.from(box.nonce, 'base64'));
-    decipher.setAAD(aad);
-    decipher.setAuthTag(Buffer.from(box.tag, 'base64'));
-    return Buffer.concat([decipher.update(Buffer.from(box.ciphertext, 'base64')), decipher.final()]);
-  } catch {
-    return undefined;
-  }
-}
-
-function aad(purpose: 'dek' | 'key', id: string, type: KeyType): Buffer {
-  return Buffer.from(`sigil/${purpose}/v1\0${id}\0${type}`, 'utf8');
 }
 
 function fileNameOf(id: string): string {
@@ -84,11 +54,6 @@ function wrongKek(path: string): SigilError {
   return new SigilError('ERR_CONFIG_INVALID', `key file ${path} was wrapped by a different kek than the one configured`, {
     reason: 'wrong-kek',
   });
-}
-
-function isBox(v: unknown): v is SealedBox {
-  const b = v as SealedBox;
-  return typeof b === 'object' && b !== null && b.alg === 'A256GCM' && typeof b.nonce === 'string' && typeof b.ciphertext === 'string' && typeof b.tag === 'string';
 }
 
 async function readKeyFile(path: string, expectedId: string): Promise<KeyFile> {
@@ -124,15 +89,15 @@ async function listKeyFiles(dir: string): Promise<Array<{ id: string; path: stri
 }
 
 /** Unwraps a file's data key with the KEK, telling a wrong KEK apart from a damaged file. */
-function unwrapDataKey(file: KeyFile, kek: Secret<Buffer>, path: string): Buffer {
-  if (file.kek !== kekFingerprint(kek)) throw wrongKek(path);
-  const dek = open(checkKek(kek), file.dataKey, aad('dek', file.id, file.type));
+async function unwrapDataKey(file: KeyFile, kek: DataKeyWrapper, path: string): Promise<Buffer> {
+  if (file.kek !== kek.fingerprint) throw wrongKek(path);
+  const dek = await kek.unwrap(file.dataKey, aad('dek', file.id, file.type));
   if (dek === undefined || dek.length !== 32) throw tampered(path);
   return dek;
 }
 
-function decryptKeyFile(file: KeyFile, kek: Secret<Buffer>, path: string): { privateKey: KeyObject; publicKey: KeyObject } {
-  const dek = unwrapDataKey(file, kek, path);
+async function decryptKeyFile(file: KeyFile, kek: DataKeyWrapper, path: string): Promise<{ privateKey: KeyObject; publicKey: KeyObject }> {
+  const dek = await unwrapDataKey(file, kek, path);
   const pkcs8 = open(dek, file.privateKey, aad('key', file.id, file.type));
   dek.fill(0);
   if (pkcs8 === undefined) throw tampered(path);
@@ -148,12 +113,19 @@ function decryptKeyFile(file: KeyFile, kek: Secret<Buffer>, path: string): { pri
   return { privateKey, publicKey };
 }
 
+/** A KEK given as bytes (a KEK file's content) or as a wrapper (a KEK file or a PKCS#11 token). */
+export type Kek = Secret<Buffer> | DataKeyWrapper;
+
+function wrapperOf(kek: Kek): DataKeyWrapper {
+  return kek instanceof Secret ? fileKekWrapper(kek) : kek;
+}
+
 /** Options of DiskKeyManager.open. */
 export interface DiskKeyManagerOptions {
   /** Directory of the key files; created 0700 if missing, refused if group/other can access it. */
   readonly dir: string;
-  /** The KEK, e.g. from readKekFile; give this or `kekPath`. */
-  readonly kek?: Secret<Buffer>;
+  /** The KEK, e.g. from readKekFile or a PKCS#11 token's wrapper; give this or `kekPath`. */
+  readonly kek?: Kek;
   /** Path of the KEK file (mode 0600 or stricter). */
   readonly kekPath?: string;
   readonly logger?: Logger;
@@ -173,22 +145,22 @@ export interface RewrapResult {
  * already under the new KEK are skipped, so an interrupted run can simply be repeated.
  * Run it while no server uses the directory (or through DiskKeyManager#rewrapKeys).
  */
-export async function rewrapKeys(dir: string, oldKek: Secret<Buffer>, newKek: Secret<Buffer>): Promise<RewrapResult> {
-  const newFp = kekFingerprint(newKek);
-  const newKey = checkKek(newKek);
+export async function rewrapKeys(dir: string, oldKek: Kek, newKek: Kek): Promise<RewrapResult> {
+  const from = wrapperOf(oldKek);
+  const to = wrapperOf(newKek);
   const pending: Array<{ path: string; file: KeyFile; dek: Buffer }> = [];
   let alreadyCurrent = 0;
   try {
     for (const { id, path } of await listKeyFiles(dir)) {
       const file = await readKeyFile(path, id);
-      if (file.kek === newFp) {
+      if (file.kek === to.fingerprint) {
         alreadyCurrent++;
         continue;
       }
-      pending.push({ path, file, dek: unwrapDataKey(file, oldKek, path) });
+      pending.push({ path, file, dek: await unwrapDataKey(file, from, path) });
     }
     for (const p of pending) {
-      const next: KeyFile = { ...p.file, kek: newFp, dataKey: seal(newKey, p.dek, aad('dek', p.file.id, p.file.type)) };
+      const next: KeyFile = { ...p.file, kek: to.fingerprint, dataKey: await to.wrap(p.dek, aad('dek', p.file.id, p.file.type)) };
       await writeFileAtomic(p.path, Buffer.from(JSON.stringify(next, null, 2) + '\n'), 0o600);
     }
   } finally {
@@ -200,11 +172,11 @@ export async function rewrapKeys(dir: string, oldKek: Secret<Buffer>, newKek: Se
 /** Keys in envelope-encrypted files; all are decrypted into memory when opened. */
 export class DiskKeyManager implements KeyManager {
   readonly #dir: string;
-  #kek: Secret<Buffer>;
+  #kek: DataKeyWrapper;
   readonly #keys = new Map<string, ManagedKey>();
   readonly #logger: Logger | undefined;
 
-  private constructor(dir: string, kek: Secret<Buffer>, logger: Logger | undefined) {
+  private constructor(dir: string, kek: DataKeyWrapper, logger: Logger | undefined) {
     this.#dir = dir;
     this.#kek = kek;
     this.#logger = logger;
@@ -212,19 +184,19 @@ export class DiskKeyManager implements KeyManager {
 
   /** Opens (creating if needed) the key directory and decrypts every key in it; a wrong KEK fails here. */
   static async open(options: DiskKeyManagerOptions): Promise<DiskKeyManager> {
-    let kek = options.kek;
-    if (kek === undefined) {
+    let given = options.kek;
+    if (given === undefined) {
       if (options.kekPath === undefined) {
         throw new SigilError('ERR_CONFIG_INVALID', 'disk key manager needs a kek file', { reason: 'kek-file-missing' });
       }
-      kek = await readKekFile(options.kekPath);
+      given = await readKekFile(options.kekPath);
     }
-    checkKek(kek);
+    const kek = wrapperOf(given);
     await ensurePrivateDir(options.dir, 'key directory');
     const km = new DiskKeyManager(options.dir, kek, options.logger);
     for (const { id, path } of await listKeyFiles(options.dir)) {
       const file = await readKeyFile(path, id);
-      const { privateKey, publicKey } = decryptKeyFile(file, kek, path);
+      const { privateKey, publicKey } = await decryptKeyFile(file, kek, path);
       km.#keys.set(id, inMemoryManagedKey(id, file.type, privateKey, publicKey));
     }
     options.logger?.info({ dir: options.dir, keys: km.#keys.size }, 'disk key manager opened');
@@ -234,18 +206,18 @@ export class DiskKeyManager implements KeyManager {
   async generateKey(id: string, type: KeyType): Promise<ManagedKey> {
     checkKeyId(id);
     const { privateKey, publicKey } = await generateKeyPairOfType(type);
-    const kek = checkKek(this.#kek);
     const dek = randomBytes(32);
     const pkcs8 = privateKey.export({ format: 'der', type: 'pkcs8' });
     let file: KeyFile;
     try {
+      const dataKey = await this.#kek.wrap(dek, aad('dek', id, type));
       file = {
         version: FORMAT_VERSION,
         id,
         type,
         publicKey: publicKey.export({ format: 'der', type: 'spki' }).toString('base64'),
-        kek: kekFingerprint(this.#kek),
-        dataKey: seal(kek, dek, aad('dek', id, type)),
+        kek: this.#kek.fingerprint,
+        dataKey,
         privateKey: seal(dek, pkcs8, aad('key', id, type)),
       };
     } finally {
@@ -275,12 +247,12 @@ export class DiskKeyManager implements KeyManager {
   }
 
   /** Rotates the KEK of this directory (see rewrapKeys); `oldKek` must be the one this manager was opened with. */
-  async rewrapKeys(oldKek: Secret<Buffer>, newKek: Secret<Buffer>): Promise<RewrapResult> {
-    if (kekFingerprint(oldKek) !== kekFingerprint(this.#kek)) {
+  async rewrapKeys(oldKek: Kek, newKek: Kek): Promise<RewrapResult> {
+    if (wrapperOf(oldKek).fingerprint !== this.#kek.fingerprint) {
       throw new SigilError('ERR_CONFIG_INVALID', `old kek is not the kek of key directory ${this.#dir}`, { reason: 'wrong-kek' });
     }
     const result = await rewrapKeys(this.#dir, oldKek, newKek);
-    this.#kek = newKek;
+    this.#kek = wrapperOf(newKek);
     this.#logger?.info({ dir: this.#dir, rewrapped: result.rewrapped }, 'kek rotated');
     return result;
   }

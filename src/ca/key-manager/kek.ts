@@ -8,6 +8,7 @@ import { constants } from 'node:fs';
 import { open, readFile } from 'node:fs/promises';
 import { SigilError } from '../../common/errors.js';
 import { Secret } from '../../common/secret.js';
+import { open as openBox, seal, type DataKeyWrapper } from './sealed-box.js';
 import { checkSecretFile } from './secure-file.js';
 
 /** Length of a KEK in bytes (AES-256). */
@@ -58,4 +59,15 @@ export function checkKek(kek: Secret<Buffer>): Buffer {
 /** A short, non-reversible identifier of a KEK (first 8 bytes of an HMAC under it), stored beside wrapped keys. */
 export function kekFingerprint(kek: Secret<Buffer>): string {
   return createHmac('sha256', checkKek(kek)).update('sigil kek fingerprint v1').digest().subarray(0, 8).toString('hex');
+}
+
+/** The KEK file's bytes as the disk key manager's wrapper (AES-256-GCM in this process). */
+export function fileKekWrapper(kek: Secret<Buffer>): DataKeyWrapper {
+  const key = checkKek(kek);
+  return {
+    fingerprint: kekFingerprint(kek),
+    description: 'kek file',
+    wrap: (dataKey, aad) => Promise.resolve(seal(key, dataKey, aad)),
+    unwrap: (box, aad) => Promise.resolve(openBox(key, box, aad)),
+  };
 }

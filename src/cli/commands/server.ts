@@ -1,6 +1,8 @@
 /** `sigil server run|healthcheck|rewrap-keys|generate-kek`: the server daemon and its maintenance commands (`validate` is in check.ts). */
 import { readKekFile, generateKekFile } from '../../ca/key-manager/kek.js';
-import { rewrapKeys } from '../../ca/key-manager/disk-key-manager.js';
+import { resolve as resolvePath } from 'node:path';
+import { rewrapKeys, type Kek } from '../../ca/key-manager/disk-key-manager.js';
+import { openKek } from '../../ca/key-manager/open-key-manager.js';
 import { SigilError } from '../../common/errors.js';
 import { loadServerConfig, type ServerFlags } from '../../server/config.js';
 import { startServer } from '../../server/server.js';
@@ -52,15 +54,37 @@ async function healthcheck(args: ParsedArgs, io: CommandIo): Promise<number> {
 async function rewrap(args: ParsedArgs, io: CommandIo): Promise<number> {
   const configPath = args.get('config');
   const newKekPath = args.get('new-kek');
-  if (configPath === undefined || newKekPath === undefined) throw usageError('--config and --new-kek are required');
-  const config = loadServerConfig(configPath);
-  if (config.keyManager.type !== 'disk' || config.keyManager.kekFile === undefined) {
-    throw new SigilError('ERR_FAILED_PRECONDITION', 'rewrap-keys needs keyManager.type disk with a kekFile', { reason: 'not-disk-key-manager' });
+  const toConfigPath = args.get('to-config');
+  if (configPath === undefined || (newKekPath === undefined) === (toConfigPath === undefined)) {
+    throw usageError('--config and one of --new-kek and --to-config are required');
   }
-  const result = await rewrapKeys(config.keyManager.dir, await readKekFile(config.keyManager.kekFile), await readKekFile(newKekPath));
-  if (outputFormat(args) === 'json') printJson(io, result);
-  else io.out(`re-wrapped ${result.rewrapped} keys (${result.alreadyCurrent} already under the new KEK); now set keyManager.kekFile to ${newKekPath}\n`);
-  return 0;
+  const config = loadServerConfig(configPath);
+  const from = await openKek(config.keyManager);
+  try {
+    let to: { kek: Kek; close(): Promise<void> };
+    if (newKekPath !== undefined) {
+      to = { kek: await readKekFile(newKekPath), close: async () => undefined };
+    } else {
+      const target = loadServerConfig(toConfigPath as string).keyManager;
+      if (target.type !== 'memory' && resolvePath(target.dir) !== resolvePath(config.keyManager.dir)) {
+        throw new SigilError('ERR_FAILED_PRECONDITION', `--to-config keeps its keys in ${target.dir}, not ${config.keyManager.dir}: set keyManager.dir to the same directory`, {
+          reason: 'rewrap-dir-mismatch',
+        });
+      }
+      to = await openKek(target);
+    }
+    try {
+      const result = await rewrapKeys(config.keyManager.dir, from.kek, to.kek);
+      const next = newKekPath !== undefined ? `set keyManager.kekFile to ${newKekPath}` : `start the server with ${toConfigPath as string}`;
+      if (outputFormat(args) === 'json') printJson(io, result);
+      else io.out(`re-wrapped ${result.rewrapped} keys (${result.alreadyCurrent} already under the new KEK); now ${next}\n`);
+      return 0;
+    } finally {
+      await to.close();
+    }
+  } finally {
+    await from.close();
+  }
 }
 
 /** Runs `sigil server <sub>`. */
