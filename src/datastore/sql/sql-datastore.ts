@@ -15,6 +15,7 @@ import { SigilError, isSigilError } from '../../common/errors.js';
 import type { Logger } from '../../common/logger.js';
 import type { Selector } from '../../spiffe/selector.js';
 import type {
+  AgentAdmission,
   AttestedNode,
   BundleRecord,
   Datastore,
@@ -103,8 +104,9 @@ const SQL = {
   deleteNodeSelectors: 'DELETE FROM node_selectors WHERE spiffe_id = ?',
   tokenConflict: 'SELECT token_id FROM join_tokens WHERE token_hash = ? OR token_id = ?',
   insertToken: 'INSERT INTO join_tokens (token_hash, token_id, expires_at, created_at) VALUES (?, ?, ?, ?)',
-  consumeToken: 'DELETE FROM join_tokens WHERE token_hash = ? RETURNING token_id, token_hash, expires_at, created_at',
-  listTokens: 'SELECT token_id, token_hash, expires_at, created_at FROM join_tokens ORDER BY created_at, token_id',
+  getToken: 'SELECT token_id, token_hash, expires_at, created_at, spent_by FROM join_tokens WHERE token_hash = ?',
+  spendToken: 'UPDATE join_tokens SET spent_by = ? WHERE token_hash = ?',
+  listTokens: 'SELECT token_id, token_hash, expires_at, created_at, spent_by FROM join_tokens ORDER BY created_at, token_id',
   pruneTokens: 'DELETE FROM join_tokens WHERE expires_at < ?',
   getBundle: 'SELECT trust_domain_id, document, updated_at FROM bundles WHERE trust_domain_id = ?',
   setBundle:
@@ -224,7 +226,30 @@ function tokenFromRow(r: SqlRow): JoinTokenRecord {
     tokenHash: r['token_hash'] as string,
     expiresAt: r['expires_at'] as number,
     createdAt: r['created_at'] as number,
+    spentBy: r['spent_by'] as string,
   };
+}
+
+function checkTokenHash(tokenHash: unknown): asserts tokenHash is string {
+  if (typeof tokenHash !== 'string' || !/^[0-9a-f]{64}$/.test(tokenHash)) {
+    throw new SigilError('ERR_INVALID_ARGUMENT', 'join token hash must be 64 lowercase hex characters', { reason: 'invalid-token-hash' });
+  }
+}
+
+function validateSpend(spend: { readonly tokenHash: string; readonly agentKey: string }): { tokenHash: string; agentKey: string } {
+  if (spend === null || typeof spend !== 'object') throw new SigilError('ERR_INVALID_ARGUMENT', 'join token spend must be an object', { reason: 'invalid-admission' });
+  checkTokenHash(spend.tokenHash);
+  if (typeof spend.agentKey !== 'string' || !/^[0-9a-f]{64}$/.test(spend.agentKey)) {
+    throw new SigilError('ERR_INVALID_ARGUMENT', 'agent key must be 64 lowercase hex characters', { reason: 'invalid-agent-key' });
+  }
+  return { tokenHash: spend.tokenHash, agentKey: spend.agentKey };
+}
+
+/** Rejects once `signal` has fired, with its reason when that is a SigilError (the call's own ERR_CANCELLED / ERR_DEADLINE_EXCEEDED). */
+function throwIfGone(signal: AbortSignal | undefined): void {
+  if (signal?.aborted !== true) return;
+  const r: unknown = signal.reason;
+  throw r instanceof SigilError ? r : new SigilError('ERR_CANCELLED', 'the caller has gone', { reason: 'caller-gone' });
 }
 
 function bundleFromRow(r: SqlRow): BundleRecord {
@@ -541,28 +566,51 @@ export class SqlDatastore implements Datastore {
     for (const s of n.selectors) await tx.run(SQL.insertNodeSelector, [n.spiffeId, s.type, s.value]);
   }
 
+  async #insertNode(tx: SqlExecutor, n: ValidNodeFields): Promise<AttestedNode> {
+    const now = this.#clock.nowMs();
+    await tx.run(SQL.insertNode, [
+      n.spiffeId,
+      n.attestationType,
+      n.certSerial,
+      n.certNotAfter,
+      n.newCertSerial,
+      n.newCertNotAfter,
+      flag(n.banned),
+      flag(n.canReattest),
+      encodeSelectors(n.selectors),
+      now,
+      now,
+    ]);
+    await this.#writeNodeSelectors(tx, n);
+    return { ...n, createdAt: now, updatedAt: now };
+  }
+
+  async #replaceNode(tx: SqlExecutor, n: ValidNodeFields, existing: AttestedNode): Promise<AttestedNode> {
+    const now = this.#clock.nowMs();
+    await tx.run(SQL.updateNode, [
+      n.attestationType,
+      n.certSerial,
+      n.certNotAfter,
+      n.newCertSerial,
+      n.newCertNotAfter,
+      flag(n.banned),
+      flag(n.canReattest),
+      encodeSelectors(n.selectors),
+      now,
+      n.spiffeId,
+    ]);
+    await tx.run(SQL.deleteNodeSelectors, [n.spiffeId]);
+    await this.#writeNodeSelectors(tx, n);
+    return { ...n, createdAt: existing.createdAt, updatedAt: now };
+  }
+
   async createAttestedNode(node: Omit<AttestedNode, 'createdAt' | 'updatedAt'>): Promise<AttestedNode> {
     const n = validateNode(node);
     return this.#tx('write', async (tx) => {
       if ((await this.#nodeById(tx, n.spiffeId)) !== undefined) {
         throw new SigilError('ERR_ALREADY_EXISTS', `agent ${n.spiffeId} already exists`, { reason: 'node-exists' });
       }
-      const now = this.#clock.nowMs();
-      await tx.run(SQL.insertNode, [
-        n.spiffeId,
-        n.attestationType,
-        n.certSerial,
-        n.certNotAfter,
-        n.newCertSerial,
-        n.newCertNotAfter,
-        flag(n.banned),
-        flag(n.canReattest),
-        encodeSelectors(n.selectors),
-        now,
-        now,
-      ]);
-      await this.#writeNodeSelectors(tx, n);
-      return { ...n, createdAt: now, updatedAt: now };
+      return this.#insertNode(tx, n);
     });
   }
 
@@ -576,22 +624,35 @@ export class SqlDatastore implements Datastore {
     return this.#tx('write', async (tx) => {
       const existing = await this.#nodeById(tx, n.spiffeId);
       if (existing === undefined) throw notFound('node-not-found', `agent ${n.spiffeId} not found`);
-      const now = this.#clock.nowMs();
-      await tx.run(SQL.updateNode, [
-        n.attestationType,
-        n.certSerial,
-        n.certNotAfter,
-        n.newCertSerial,
-        n.newCertNotAfter,
-        flag(n.banned),
-        flag(n.canReattest),
-        encodeSelectors(n.selectors),
-        now,
-        n.spiffeId,
-      ]);
-      await tx.run(SQL.deleteNodeSelectors, [n.spiffeId]);
-      await this.#writeNodeSelectors(tx, n);
-      return { ...n, createdAt: existing.createdAt, updatedAt: now };
+      return this.#replaceNode(tx, n, existing);
+    });
+  }
+
+  async admitAttestedNode(admission: AgentAdmission, signal?: AbortSignal): Promise<AttestedNode> {
+    if (admission === null || typeof admission !== 'object') {
+      throw new SigilError('ERR_INVALID_ARGUMENT', 'admission must be an object', { reason: 'invalid-admission' });
+    }
+    const n = validateNode(admission.node);
+    const spend = admission.joinToken === undefined ? undefined : validateSpend(admission.joinToken);
+    throwIfGone(signal);
+    return this.#tx('write', async (tx) => {
+      const existing = await this.#nodeById(tx, n.spiffeId);
+      if (existing?.banned === true) {
+        throw new SigilError('ERR_FAILED_PRECONDITION', `agent ${n.spiffeId} is banned`, { reason: 'agent-banned' });
+      }
+      if (spend !== undefined) {
+        const row = (await tx.all(SQL.getToken, [spend.tokenHash]))[0];
+        const spentBy = row === undefined ? undefined : (row['spent_by'] as string);
+        // Spent by this very key: the attestation it admitted may be finished again, but only
+        // while that agent is still recorded (an evicted agent must bring a new token).
+        const usable = spentBy === '' || (spentBy === spend.agentKey && existing !== undefined);
+        if (!usable) throw notFound('join-token-unknown', 'join token is unknown or already used');
+        if (spentBy === '') await tx.run(SQL.spendToken, [spend.agentKey, spend.tokenHash]);
+      }
+      const node = existing === undefined ? await this.#insertNode(tx, n) : await this.#replaceNode(tx, n, existing);
+      // the last moment before commit: a caller that has gone gets nothing written
+      throwIfGone(signal);
+      return node;
     });
   }
 
@@ -648,7 +709,7 @@ export class SqlDatastore implements Datastore {
 
   // ---------------------------------------------------------------- join tokens
 
-  async createJoinToken(token: Omit<JoinTokenRecord, 'createdAt'>): Promise<JoinTokenRecord> {
+  async createJoinToken(token: Omit<JoinTokenRecord, 'createdAt' | 'spentBy'>): Promise<JoinTokenRecord> {
     const t = validateJoinToken(token);
     return this.#tx('write', async (tx) => {
       if ((await tx.all(SQL.tokenConflict, [t.tokenHash, t.tokenId])).length > 0) {
@@ -656,17 +717,15 @@ export class SqlDatastore implements Datastore {
       }
       const now = this.#clock.nowMs();
       await tx.run(SQL.insertToken, [t.tokenHash, t.tokenId, t.expiresAt, now]);
-      return { ...t, createdAt: now };
+      return { ...t, createdAt: now, spentBy: '' };
     });
   }
 
-  /** Expired tokens are removed and returned too: the caller checks `expiresAt` and can say "expired" rather than "unknown". */
-  async consumeJoinToken(tokenHash: string): Promise<JoinTokenRecord | undefined> {
-    if (typeof tokenHash !== 'string' || !/^[0-9a-f]{64}$/.test(tokenHash)) {
-      throw new SigilError('ERR_INVALID_ARGUMENT', 'join token hash must be 64 lowercase hex characters', { reason: 'invalid-token-hash' });
-    }
-    return this.#tx('write', async (tx) => {
-      const row = (await tx.all(SQL.consumeToken, [tokenHash]))[0];
+  /** Expired tokens are returned too: the caller checks `expiresAt` and can say "expired" rather than "unknown". */
+  async getJoinToken(tokenHash: string): Promise<JoinTokenRecord | undefined> {
+    checkTokenHash(tokenHash);
+    return this.#tx('read', async (tx) => {
+      const row = (await tx.all(SQL.getToken, [tokenHash]))[0];
       return row === undefined ? undefined : tokenFromRow(row);
     });
   }

@@ -11,7 +11,8 @@ import type {
   UntypedServiceImplementation,
 } from '@grpc/grpc-js';
 import type { Clock, TimerHandle } from '../../common/clock.js';
-import { SigilError, toSigilError } from '../../common/errors.js';
+import { createHash } from 'node:crypto';
+import { isSigilError, SigilError, toSigilError } from '../../common/errors.js';
 import type { Logger } from '../../common/logger.js';
 import type { Datastore, RegistrationEntry } from '../../datastore/datastore.js';
 import { STATUS_BY_CODE, toServiceError } from '../../grpc/status.js';
@@ -22,6 +23,7 @@ import { EntryAuthorizer, type AgentFacts } from '../authorized-entries.js';
 import type { BundleManager } from '../bundle-manager.js';
 import type { Change, ChangeHub, EntryChange } from '../change-hub.js';
 import type { ServerMetrics } from '../metrics.js';
+import { verifyCsr } from '../../ca/csr.js';
 import type { ReservedIssuance } from '../../ca/reserved-issuance.js';
 import type { ServerCa, SignedX509Svid } from '../server-ca.js';
 import { authenticateAgent, normalizeSerial, type AgentCaller } from './caller.js';
@@ -80,6 +82,10 @@ function svidMsg(spiffeId: string, s: SignedX509Svid): X509SvidMsg {
     serial: normalizeSerial(s.serial),
     expires_at: Math.floor(s.notAfter.getTime() / 1000),
   };
+}
+
+function joinTokenUnknown(): SigilError {
+  return new SigilError('ERR_ATTESTATION_FAILED', 'join token is unknown or already used', { reason: 'join-token-unknown' });
 }
 
 function okStatus(): StatusMsg {
@@ -163,6 +169,9 @@ export function createAgentService(deps: AgentServiceDeps): UntypedServiceImplem
 
     let attestorName = 'unknown';
     let agentIdForAudit: string | undefined;
+    // the caller's lifetime: nothing is spent or recorded for a caller that has gone
+    const life = callLifetime(call);
+    life.signal.addEventListener('abort', () => logger.debug({ attestor: attestorName, agentId: agentIdForAudit }, 'attestation caller gone'), { once: true });
     try {
       const first = await nextMessage();
       if (first === undefined) throw new SigilError('ERR_INVALID_ARGUMENT', 'attestation stream ended before its first message', { reason: 'no-params' });
@@ -197,7 +206,7 @@ export function createAgentService(deps: AgentServiceDeps): UntypedServiceImplem
       // a stream already failed by a flood must not admit the node or spend its evidence
       queue.throwIfFailed();
       agentIdForAudit = result.agentId.toString();
-      const svid = await admitAgent(result, attestor.name, csr);
+      const svid = await admitAgent(result, attestor.name, csr, life.signal);
       const bundle = await ownBundleMsg();
       metrics.attestations.inc({ attestor: attestorName, result: 'ok' });
       audit.record({
@@ -216,6 +225,8 @@ export function createAgentService(deps: AgentServiceDeps): UntypedServiceImplem
       call.end();
     } catch (err) {
       refuse(err);
+    } finally {
+      life.release();
     }
 
     /** Audits and fails the stream once; a flood may fail it while the handler is still awaiting. */
@@ -236,14 +247,26 @@ export function createAgentService(deps: AgentServiceDeps): UntypedServiceImplem
     }
   }
 
-  /** Refuses banned agents and spent evidence, signs the agent SVID and records the node. */
-  async function admitAgent(result: NodeAttestationResult, attestorName: string, csr: Uint8Array): Promise<SignedX509Svid> {
+  /**
+   * Refuses banned agents and spent evidence, signs the agent SVID, then records the node and
+   * spends one-time evidence in one transaction that commits only while the caller still waits:
+   * a caller that gave up (cancelled, or past its deadline) spends nothing and its retry attests.
+   * The answer can still be lost after the commit; then the same agent key may finish again.
+   */
+  async function admitAgent(result: NodeAttestationResult, attestorName: string, csr: Uint8Array, signal: AbortSignal): Promise<SignedX509Svid> {
     const agentId = result.agentId.toString();
     const existing = await ds.getAttestedNode(agentId);
     if (existing?.banned === true) {
       throw new SigilError('ERR_PERMISSION_DENIED', `agent ${agentId} is banned`, { reason: 'agent-banned' });
     }
-    const svid = await sign('agent', agentId, csr, deps.agentSvidTtlMs);
+    let joinToken: { tokenHash: string; agentKey: string } | undefined;
+    if (result.spends !== undefined) {
+      const agentKey = createHash('sha256').update(verifyCsr(csr).spki).digest('hex');
+      // spent by another key: refused before anything is signed for it
+      if (result.spends.spentBy !== '' && result.spends.spentBy !== agentKey) throw joinTokenUnknown();
+      joinToken = { tokenHash: result.spends.joinTokenHash, agentKey };
+    }
+    const svid = await sign('agent', agentId, csr, deps.agentSvidTtlMs, undefined, signal);
     const node = {
       spiffeId: agentId,
       attestationType: attestorName,
@@ -255,8 +278,15 @@ export function createAgentService(deps: AgentServiceDeps): UntypedServiceImplem
       banned: false,
       canReattest: result.canReattest,
     };
-    if (existing === undefined) await ds.createAttestedNode(node);
-    else await ds.updateAttestedNode(node);
+    try {
+      await ds.admitAttestedNode({ node, ...(joinToken === undefined ? {} : { joinToken }) }, signal);
+    } catch (err) {
+      if (isSigilError(err, 'ERR_NOT_FOUND') && err.reason === 'join-token-unknown') throw joinTokenUnknown();
+      if (isSigilError(err, 'ERR_FAILED_PRECONDITION') && err.reason === 'agent-banned') {
+        throw new SigilError('ERR_PERMISSION_DENIED', `agent ${agentId} is banned`, { reason: 'agent-banned' });
+      }
+      throw err;
+    }
     deps.hub.notify('agents', agentId);
     return svid;
   }
