@@ -26,7 +26,8 @@ import type { ServerMetrics } from '../metrics.js';
 import { verifyCsr } from '../../ca/csr.js';
 import type { ReservedIssuance } from '../../ca/reserved-issuance.js';
 import type { ServerCa, SignedX509Svid } from '../server-ca.js';
-import { authenticateAgent, normalizeSerial, type AgentCaller } from './caller.js';
+import type { AgentConnections } from './agent-connections.js';
+import { authenticateAgent, normalizeSerial, type AgentCaller, type CallAuthContext } from './caller.js';
 import { BoundedMessageQueue } from './bounded-message-queue.js';
 import { callerGoneReason, callLifetime, type CallLifetime } from './call-lifetime.js';
 import { AgentSyncState } from './sync-state.js';
@@ -63,6 +64,8 @@ export interface AgentServiceDeps {
   readonly agentSvidTtlMs: number;
   readonly defaultX509SvidTtlMs: number;
   readonly defaultJwtSvidTtlMs: number;
+  /** The agent API's live connections, where each one's authenticated agent is remembered. */
+  readonly connections: AgentConnections;
 }
 
 /** Default and maximum entries per SyncEntries page. */
@@ -98,8 +101,26 @@ function errStatus(err: SigilError): StatusMsg {
 
 /** Builds the service implementation for `server.addService`. */
 export function createAgentService(deps: AgentServiceDeps): UntypedServiceImplementation & { closeStreams(): void } {
-  const { ds, ca, trustDomain, clock, logger, audit, metrics } = deps;
+  const { ds, ca, trustDomain, clock, logger, audit, metrics, connections } = deps;
   const openStreams = new Set<() => void>();
+  // Subscribed before any stream: a stream re-authenticating on an agent change must not find
+  // the agent remembered from before it.
+  const unsubscribeAgents = deps.hub.subscribe((change) => {
+    if (change.kind === 'agents') connections.forget(change.agentId);
+  }, ['agents']);
+
+  /** The agent behind a call: remembered for its connection, else authenticated (certificate and record) and remembered. */
+  const authenticate = async (call: { getPeer(): string; getAuthContext(): CallAuthContext }): Promise<AgentCaller> => {
+    const peer = call.getPeer();
+    const known = connections.remembered(peer);
+    if (known !== undefined) return known;
+    const epoch = connections.epoch;
+    const caller = await authenticateAgent(call.getAuthContext(), ds, trustDomain);
+    // the superseded SVID may still be remembered on the agent's older connections
+    if (caller.promoted === true) connections.forget(caller.agentId);
+    else connections.remember(peer, caller, epoch);
+    return caller;
+  };
 
   const fail = (err: unknown, what: string): ReturnType<typeof toServiceError> => {
     const se = toSigilError(err);
@@ -292,10 +313,12 @@ export function createAgentService(deps: AgentServiceDeps): UntypedServiceImplem
   }
 
   async function renew(call: ServerUnaryCall<{ csr: Buffer }, unknown>): Promise<unknown> {
-    const caller = await authenticateAgent(call.getAuthContext(), ds, trustDomain);
+    const caller = await authenticate(call);
     const csr = checkCsr(call.request.csr, 'renewal');
     const svid = await sign('agent', caller.agentId, csr, deps.agentSvidTtlMs);
     await ds.updateAttestedNode({ ...caller.node, newCertSerial: normalizeSerial(svid.serial), newCertNotAfter: svid.notAfter.getTime() });
+    // what is remembered of this agent carries the record from before the renewal
+    connections.forget(caller.agentId);
     audit.record({
       who: caller.agentId,
       action: 'agent.renew',
@@ -313,7 +336,7 @@ export function createAgentService(deps: AgentServiceDeps): UntypedServiceImplem
   async function batchNewX509Svid(
     call: ServerUnaryCall<{ params: { entry_id: string; csr: Buffer }[] }, unknown>,
   ): Promise<unknown> {
-    const caller = await authenticateAgent(call.getAuthContext(), ds, trustDomain);
+    const caller = await authenticate(call);
     const params = call.request.params;
     if (params.length > MAX_BATCH_CSRS) {
       throw new SigilError('ERR_INVALID_ARGUMENT', `at most ${MAX_BATCH_CSRS} CSRs per call, got ${params.length}`, { reason: 'batch-too-large' });
@@ -422,14 +445,19 @@ export function createAgentService(deps: AgentServiceDeps): UntypedServiceImplem
         results.push({ entry_id: entry.id, status: errStatus(se.code === 'ERR_INTERNAL' ? new SigilError('ERR_INTERNAL', 'internal error') : se) });
       }
     }
+    if (signal.aborted) {
+      // the caller left while the last signatures settled: what was signed before is not delivered either
+      const reason = callerGoneReason(signal);
+      audit.recordAll(records.map((r) => (r.result === 'ok' ? { ...r, result: 'error', reason } : r)));
+      throw toSigilError(signal.reason);
+    }
     // written before any SVID leaves, in one write for the batch
     audit.recordAll(records);
-    if (signal.aborted) throw toSigilError(signal.reason);
     return { results };
   }
 
   async function newJwtSvid(call: ServerUnaryCall<{ entry_id: string; audience: string[] }, unknown>): Promise<unknown> {
-    const caller = await authenticateAgent(call.getAuthContext(), ds, trustDomain);
+    const caller = await authenticate(call);
     const entryId = checkEntryId(call.request.entry_id);
     const audience = checkAudience(call.request.audience);
     const entry = await authorizerFor(caller).entry(entryId);
@@ -467,7 +495,7 @@ export function createAgentService(deps: AgentServiceDeps): UntypedServiceImplem
   }
 
   async function getBundle(call: ServerUnaryCall<unknown, unknown>): Promise<unknown> {
-    await authenticateAgent(call.getAuthContext(), ds, trustDomain);
+    await authenticate(call);
     return bundlesMsg();
   }
 
@@ -553,7 +581,7 @@ export function createAgentService(deps: AgentServiceDeps): UntypedServiceImplem
       }
     };
 
-    const caller = async (): Promise<AgentCaller> => authenticateAgent(call.getAuthContext(), ds, trustDomain);
+    const caller = async (): Promise<AgentCaller> => authenticate(call);
     const factsOf = (c: AgentCaller): AgentFacts => ({ agentId: c.agentId, nodeSelectors: c.node.selectors });
 
     const armExpiry = (s: AgentSyncState): void => {
@@ -653,6 +681,7 @@ export function createAgentService(deps: AgentServiceDeps): UntypedServiceImplem
     GetBundle: unary('bundle', getBundle),
     closeStreams: () => {
       unsubscribeBundles();
+      unsubscribeAgents();
       for (const c of [...openStreams]) c();
     },
   };
