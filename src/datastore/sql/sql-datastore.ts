@@ -293,9 +293,10 @@ export class SqlDatastore implements Datastore {
   // ---------------------------------------------------------------- plumbing
 
   /** Runs `fn` in a transaction; anything that is not a SigilError becomes ERR_INTERNAL (logged). */
-  async #tx<T>(mode: 'read' | 'write', fn: (tx: SqlExecutor) => Promise<T>): Promise<T> {
+  /** `single`: `fn` runs one read statement, consistent on its own, so no transaction is opened around it. */
+  async #tx<T>(mode: 'read' | 'write' | 'single', fn: (tx: SqlExecutor) => Promise<T>): Promise<T> {
     try {
-      return await this.#driver.transaction(mode, fn);
+      return await (mode === 'single' ? this.#driver.single(fn) : this.#driver.transaction(mode, fn));
     } catch (err) {
       if (isSigilError(err)) throw err;
       if (this.#driver.dialect.isUniqueViolation(err)) {
@@ -379,7 +380,7 @@ export class SqlDatastore implements Datastore {
 
   async getEntry(id: string): Promise<RegistrationEntry | undefined> {
     if (typeof id !== 'string') throw new SigilError('ERR_INVALID_ARGUMENT', 'entry id must be a string', { reason: 'invalid-entry-id' });
-    return this.#tx('read', (tx) => this.#entryById(tx, id));
+    return this.#tx('single', (tx) => this.#entryById(tx, id));
   }
 
   async updateEntry(entry: Omit<RegistrationEntry, 'revision' | 'createdAt'>): Promise<RegistrationEntry> {
@@ -493,7 +494,7 @@ export class SqlDatastore implements Datastore {
     const where = this.#entryWhere(filter);
     if (where.none) return { items: [], nextPageToken: '' };
     const sql = `SELECT ${ENTRY_COLUMNS} FROM registered_entries e WHERE ${[...where.clauses, 'e.id > ?'].join(' AND ')} ORDER BY e.id LIMIT ?`;
-    return this.#tx('read', async (tx) => {
+    return this.#tx('single', async (tx) => {
       const rows = await tx.rows(sql, [...where.params, after, size + 1]);
       const more = rows.length > size;
       if (more) rows.length = size;
@@ -525,7 +526,7 @@ export class SqlDatastore implements Datastore {
     const where = this.#entryWhere(filter);
     if (where.none) return 0;
     const sql = `SELECT COUNT(*) AS n FROM registered_entries e${where.clauses.length > 0 ? ` WHERE ${where.clauses.join(' AND ')}` : ''}`;
-    return this.#tx('read', async (tx) => Number((await tx.all(sql, where.params))[0]?.['n'] ?? 0));
+    return this.#tx('single', async (tx) => Number((await tx.all(sql, where.params))[0]?.['n'] ?? 0));
   }
 
   async listEntryEvents(afterEventId: number, limit: number = DEFAULT_EVENT_LIMIT): Promise<EntryEvent[]> {
@@ -536,7 +537,7 @@ export class SqlDatastore implements Datastore {
       throw new SigilError('ERR_INVALID_ARGUMENT', `invalid event limit ${String(limit)}`, { reason: 'invalid-limit' });
     }
     const n = limit === 0 ? DEFAULT_EVENT_LIMIT : Math.min(limit, MAX_EVENT_LIMIT);
-    return this.#tx('read', async (tx) =>
+    return this.#tx('single', async (tx) =>
       (await tx.all(SQL.listEvents, [afterEventId, n])).map((r) => ({
         eventId: Number(r['event_id']),
         entryId: r['entry_id'] as string,
@@ -547,7 +548,7 @@ export class SqlDatastore implements Datastore {
   }
 
   async latestEntryEventId(): Promise<number> {
-    return this.#tx('read', async (tx) => Number((await tx.all(SQL.latestEvent))[0]?.['id'] ?? 0));
+    return this.#tx('single', async (tx) => Number((await tx.all(SQL.latestEvent))[0]?.['id'] ?? 0));
   }
 
   async pruneEntryEvents(beforeMs: number): Promise<number> {
@@ -616,7 +617,7 @@ export class SqlDatastore implements Datastore {
 
   async getAttestedNode(spiffeId: string): Promise<AttestedNode | undefined> {
     if (typeof spiffeId !== 'string') throw new SigilError('ERR_INVALID_ARGUMENT', 'agent spiffe id must be a string', { reason: 'invalid-spiffe-id' });
-    return this.#tx('read', (tx) => this.#nodeById(tx, spiffeId));
+    return this.#tx('single', (tx) => this.#nodeById(tx, spiffeId));
   }
 
   async updateAttestedNode(node: Omit<AttestedNode, 'createdAt' | 'updatedAt'>): Promise<AttestedNode> {
@@ -691,7 +692,7 @@ export class SqlDatastore implements Datastore {
     const { size, after } = resolvePage(page);
     const where = this.#nodeWhere(filter);
     const sql = `SELECT ${SQL.nodeColumns} FROM attested_nodes n WHERE ${[...where.clauses, 'n.spiffe_id > ?'].join(' AND ')} ORDER BY n.spiffe_id LIMIT ?`;
-    return this.#tx('read', async (tx) => {
+    return this.#tx('single', async (tx) => {
       const rows = await tx.all(sql, [...where.params, after, size + 1]);
       const more = rows.length > size;
       if (more) rows.length = size;
@@ -704,7 +705,7 @@ export class SqlDatastore implements Datastore {
   async countAttestedNodes(filter?: NodeFilter): Promise<number> {
     const where = this.#nodeWhere(filter);
     const sql = `SELECT COUNT(*) AS n FROM attested_nodes n${where.clauses.length > 0 ? ` WHERE ${where.clauses.join(' AND ')}` : ''}`;
-    return this.#tx('read', async (tx) => Number((await tx.all(sql, where.params))[0]?.['n'] ?? 0));
+    return this.#tx('single', async (tx) => Number((await tx.all(sql, where.params))[0]?.['n'] ?? 0));
   }
 
   // ---------------------------------------------------------------- join tokens
@@ -724,14 +725,14 @@ export class SqlDatastore implements Datastore {
   /** Expired tokens are returned too: the caller checks `expiresAt` and can say "expired" rather than "unknown". */
   async getJoinToken(tokenHash: string): Promise<JoinTokenRecord | undefined> {
     checkTokenHash(tokenHash);
-    return this.#tx('read', async (tx) => {
+    return this.#tx('single', async (tx) => {
       const row = (await tx.all(SQL.getToken, [tokenHash]))[0];
       return row === undefined ? undefined : tokenFromRow(row);
     });
   }
 
   async listJoinTokens(): Promise<JoinTokenRecord[]> {
-    return this.#tx('read', async (tx) => (await tx.all(SQL.listTokens)).map(tokenFromRow));
+    return this.#tx('single', async (tx) => (await tx.all(SQL.listTokens)).map(tokenFromRow));
   }
 
   async pruneJoinTokens(beforeMs: number): Promise<number> {
@@ -743,7 +744,7 @@ export class SqlDatastore implements Datastore {
 
   async getBundle(trustDomainId: string): Promise<BundleRecord | undefined> {
     const td = validateTrustDomainId(trustDomainId);
-    return this.#tx('read', async (tx) => {
+    return this.#tx('single', async (tx) => {
       const row = (await tx.all(SQL.getBundle, [td]))[0];
       return row === undefined ? undefined : bundleFromRow(row);
     });
@@ -768,14 +769,14 @@ export class SqlDatastore implements Datastore {
   }
 
   async listBundles(): Promise<BundleRecord[]> {
-    return this.#tx('read', async (tx) => (await tx.all(SQL.listBundles)).map(bundleFromRow));
+    return this.#tx('single', async (tx) => (await tx.all(SQL.listBundles)).map(bundleFromRow));
   }
 
   // ---------------------------------------------------------------- CA journal
 
   async getCaJournal(trustDomainId: string): Promise<Uint8Array | undefined> {
     const td = validateTrustDomainId(trustDomainId);
-    return this.#tx('read', async (tx) => {
+    return this.#tx('single', async (tx) => {
       const row = (await tx.all(SQL.getJournal, [td]))[0];
       // A plain copy: callers must not see (or keep alive) a driver's pooled buffer.
       return row === undefined ? undefined : new Uint8Array(row['journal'] as Uint8Array);
