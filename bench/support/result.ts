@@ -12,7 +12,7 @@ export interface Metric {
 
 /** One line of the final table. */
 export interface BenchRow {
-  /** Benchmark number in the issue's table (1-8). */
+  /** Benchmark number in the issue's table (1-8, 10). */
   readonly bench: number;
   readonly what: string;
   readonly figure: Metric | null;
@@ -40,6 +40,8 @@ export interface BenchOptions {
   readonly full: boolean;
   /** Tiny counts, for checking that the suite runs at all. */
   readonly quick: boolean;
+  /** Benchmark 10's number of agents (`--agents=N`), overriding its default. */
+  readonly agents?: number;
 }
 
 /** A benchmark module. */

@@ -229,6 +229,21 @@ export function createAgentService(deps: AgentServiceDeps): UntypedServiceImplem
       agentIdForAudit = result.agentId.toString();
       const svid = await admitAgent(result, attestor.name, csr, life.signal);
       const bundle = await ownBundleMsg();
+      if (life.signal.aborted && !settled) {
+        // admitted, then the caller left: its retry with the same key finishes this attestation
+        settled = true;
+        metrics.attestations.inc({ attestor: attestorName, result: 'refused' });
+        audit.record({
+          who: agentIdForAudit,
+          action: 'agent.attest',
+          result: 'error',
+          spiffeId: agentIdForAudit,
+          serial: normalizeSerial(svid.serial),
+          reason: callerGoneReason(life.signal),
+          detail: { attestor: attestor.name },
+        });
+        return;
+      }
       metrics.attestations.inc({ attestor: attestorName, result: 'ok' });
       audit.record({
         who: agentIdForAudit,
