@@ -117,6 +117,54 @@ test('an attestation cancelled inside its admission spends nothing; the real age
   t.regex(spent.rows[0]?.spent_by ?? '', /^[0-9a-f]{64}$/);
 });
 
+test('an attestation admitted after its caller left is audited as not delivered, and the same key finishes it', async (t) => {
+  const schema = `${RUN}_b`;
+  const s = await startTestServer({ config: { datastore: { type: 'postgres', connectionString: URL, schema, maxConnections: 4 } } });
+  t.teardown(() => s.destroy());
+  const token = await s.createJoinToken(600);
+  const client = new AgentServerClient({ address: s.agentTarget, trustDomain: TrustDomain.parse('example.org'), roots: s.server.x509Authorities() });
+  t.teardown(() => client.close());
+  const locker = new pg.Client({ connectionString: URL });
+  await locker.connect();
+  t.teardown(() => locker.end());
+  const watcher = new pg.Client({ connectionString: URL });
+  await watcher.connect();
+  t.teardown(() => watcher.end());
+  // the bundle is read after the admission commits: holding it holds the answer
+  await locker.query(`BEGIN; LOCK TABLE ${schema}.bundles IN ACCESS EXCLUSIVE MODE`);
+  const key = await generateKeyAndCsr();
+  const ctl = new AbortController();
+  const attempt = client.attest(new JoinTokenAgentAttestor(token.token), key.csrDer, ctl.signal);
+  attempt.catch(() => undefined);
+  await eventually(
+    async () => {
+      const r = await watcher.query<{ n: string }>(
+        `SELECT COUNT(*) AS n FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query ILIKE 'SELECT trust_domain_id, document%'`,
+      );
+      return Number(r.rows[0]?.n) > 0 ? true : undefined;
+    },
+    30_000,
+    'the answer to wait on the bundle lock',
+  );
+  ctl.abort(new SigilError('ERR_CANCELLED', 'the agent gave up', { reason: 'gave-up' }));
+  await t.throwsAsync(attempt, { instanceOf: SigilError });
+  await eventually(() => (s.logLines.some((l) => l.includes('attestation caller gone')) ? true : undefined), 30_000, 'the server to see the cancel');
+  await locker.query('COMMIT');
+  await eventually(() => (audits(s.auditLines, 'agent.attest').length > 0 ? true : undefined), 30_000, 'the attestation to be audited');
+  t.deepEqual(
+    audits(s.auditLines, 'agent.attest').map((a) => [a.result, a.reason]),
+    [['error', 'not-delivered:caller-cancelled']],
+  );
+  // committed: spent, bound to that key; the agent's retry with its key finishes, another key cannot
+  const spent = await locker.query<{ spent_by: string }>(`SELECT spent_by FROM ${schema}.join_tokens`);
+  t.regex(spent.rows[0]?.spent_by ?? '', /^[0-9a-f]{64}$/);
+  const other = await generateKeyAndCsr();
+  const stolen = await t.throwsAsync(client.attest(new JoinTokenAgentAttestor(token.token), other.csrDer), { instanceOf: SigilError });
+  t.is(stolen?.reason, 'join-token-unknown');
+  const finished = await client.attest(new JoinTokenAgentAttestor(token.token), key.csrDer);
+  t.is(finished.svid.spiffe_id, token.agentId);
+});
+
 test('an attestation whose answer was lost after the commit: only the same key finishes it, and not once evicted', async (t) => {
   const s = await startTestServer();
   t.teardown(() => s.destroy());
