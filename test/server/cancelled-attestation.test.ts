@@ -10,6 +10,7 @@
  */
 import test from 'ava';
 import { randomBytes } from 'node:crypto';
+import { connect, createServer, type Socket } from 'node:net';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import pg from 'pg';
@@ -136,15 +137,15 @@ test('an attestation admitted after its caller left is audited as not delivered,
   const ctl = new AbortController();
   const attempt = client.attest(new JoinTokenAgentAttestor(token.token), key.csrDer, ctl.signal);
   attempt.catch(() => undefined);
+  // admitted (the token is spent, committed), and its answer held behind the bundle lock
+  // (the lock was taken first, so the answer cannot have passed it)
   await eventually(
     async () => {
-      const r = await watcher.query<{ n: string }>(
-        `SELECT COUNT(*) AS n FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query ILIKE 'SELECT trust_domain_id, document%'`,
-      );
-      return Number(r.rows[0]?.n) > 0 ? true : undefined;
+      const spent = await watcher.query<{ spent_by: string }>(`SELECT spent_by FROM ${schema}.join_tokens`);
+      return spent.rows[0]?.spent_by === '' ? undefined : true;
     },
     30_000,
-    'the answer to wait on the bundle lock',
+    'the admission to commit',
   );
   ctl.abort(new SigilError('ERR_CANCELLED', 'the agent gave up', { reason: 'gave-up' }));
   await t.throwsAsync(attempt, { instanceOf: SigilError });
@@ -163,6 +164,68 @@ test('an attestation admitted after its caller left is audited as not delivered,
   t.is(stolen?.reason, 'join-token-unknown');
   const finished = await client.attest(new JoinTokenAgentAttestor(token.token), key.csrDer);
   t.is(finished.svid.spiffe_id, token.agentId);
+});
+
+test('the real agent whose attestation answer was lost retries with the same key and is admitted', async (t) => {
+  const schema = `${RUN}_c`;
+  const s = await startTestServer({ config: { datastore: { type: 'postgres', connectionString: URL, schema, maxConnections: 4 } } });
+  t.teardown(() => s.destroy());
+  const token = await s.createJoinToken(600);
+  // a plain TCP relay between the agent and the server, so the test can cut the agent's connection
+  const pairs = new Set<Socket>();
+  const relay = createServer((down) => {
+    const up = connect(s.server.agentAddress.port, '127.0.0.1');
+    for (const sock of [down, up]) {
+      pairs.add(sock);
+      sock.on('error', () => undefined);
+      sock.on('close', () => pairs.delete(sock));
+    }
+    down.pipe(up).pipe(down);
+  });
+  await new Promise<void>((resolve) => relay.listen(0, '127.0.0.1', () => resolve()));
+  t.teardown(() => {
+    relay.close();
+    for (const sock of pairs) sock.destroy();
+  });
+  const relayPort = (relay.address() as { port: number }).port;
+  const locker = new pg.Client({ connectionString: URL });
+  await locker.connect();
+  t.teardown(() => locker.end());
+  const watcher = new pg.Client({ connectionString: URL });
+  await watcher.connect();
+  t.teardown(() => watcher.end());
+  await locker.query(`BEGIN; LOCK TABLE ${schema}.bundles IN ACCESS EXCLUSIVE MODE`);
+
+  const tokenFile = join(s.dir, 'join-token');
+  writeFileSync(tokenFile, `${token.token.reveal()}\n`, { mode: 0o600 });
+  const starting = startTestAgent(t, s, {
+    reuse: { agentId: token.agentId, tokenFile, secrets: [token.token.reveal()] },
+    config: { serverAddress: `127.0.0.1:${relayPort}` },
+  });
+  starting.catch(() => undefined);
+  // admitted (the token is spent, committed), and its answer held behind the bundle lock
+  // (the lock was taken first, so the answer cannot have passed it)
+  await eventually(
+    async () => {
+      const spent = await watcher.query<{ spent_by: string }>(`SELECT spent_by FROM ${schema}.join_tokens`);
+      return spent.rows[0]?.spent_by === '' ? undefined : true;
+    },
+    30_000,
+    'the admission to commit',
+  );
+  for (const sock of [...pairs]) sock.destroy();
+  await eventually(() => (s.logLines.some((l) => l.includes('attestation caller gone')) ? true : undefined), 30_000, 'the server to see the connection go');
+  await locker.query('COMMIT');
+  const agent = await starting;
+  t.is(agent.agent.identity.current?.spiffeId, token.agentId);
+  t.true(agent.lines.some((l) => l.includes('server unreachable for node attestation; retrying')), 'the agent saw its first attempt fail');
+  t.deepEqual(
+    audits(s.auditLines, 'agent.attest').map((a) => [a.result, a.reason ?? '']),
+    [
+      ['error', 'not-delivered:caller-cancelled'],
+      ['ok', ''],
+    ],
+  );
 });
 
 test('an attestation whose answer was lost after the commit: only the same key finishes it, and not once evicted', async (t) => {
