@@ -1,5 +1,5 @@
 /**
- * Runs one benchmark in its own process (`node dist/bench/child.js <id> [--full] [--quick]`),
+ * Runs one benchmark in its own process (`node dist/bench/child.js <id> [--full] [--quick] [--agents=N]`),
  * so each starts from a clean heap and RSS, and a crash or hang costs only that one. When
  * forked by the runner the outcome goes back over IPC; run by hand it is printed as JSON.
  */
@@ -13,7 +13,10 @@ async function main(): Promise<void> {
   const id = Number(process.argv[2]);
   const entry = BENCHMARKS.find((b) => b.id === id);
   if (entry === undefined) throw new Error(`no benchmark ${process.argv[2]}`);
-  const options = { full: process.argv.includes('--full'), quick: process.argv.includes('--quick') };
+  const agentsArg = process.argv.find((a) => a.startsWith('--agents='));
+  const agents = agentsArg === undefined ? undefined : Number(agentsArg.slice('--agents='.length));
+  if (agents !== undefined && (!Number.isSafeInteger(agents) || agents < 1)) throw new Error(`--agents must be a positive integer, got ${agentsArg}`);
+  const options = { full: process.argv.includes('--full'), quick: process.argv.includes('--quick'), ...(agents === undefined ? {} : { agents }) };
   const bench = await entry.load();
   const outcome = await bench.run(options, (line) => console.log(`  [${id}] ${line}`));
   const msg: ChildMessage = { ok: true, outcome };

@@ -1,5 +1,5 @@
 /**
- * Benchmark 9: keys in a PKCS#11 token (SoftHSM2), each against the in-memory key in the same run.
+ * Benchmark 11: keys in a PKCS#11 token (SoftHSM2), each against the in-memory key in the same run.
  * - X.509-SVID issuance with the CA key in the token (`sign` mode: every signature a C_Sign
  *   through the session pool, 16 requests in flight) vs the same CA code with its key in memory
  *   signing on the main thread (signingThreads 0, the same path minus the token).
@@ -36,7 +36,7 @@ function ca(keyManager: KeyManager): Promise<CaManager> {
 }
 
 const pkcs11: Benchmark = {
-  id: 9,
+  id: 11,
   name: 'keys in a PKCS#11 token (SoftHSM2)',
   async run(options, log): Promise<BenchOutcome> {
     if (!existsSync(SOFTHSM_MODULE)) {
@@ -106,11 +106,11 @@ const pkcs11: Benchmark = {
       log(`wrap start-up (${KEYS} keys): token ${openToken.toFixed(1)} ms, KEK file ${openFile.toFixed(1)} ms`);
       return {
         rows: [
-          { bench: 9, what: ISSUE_ROW, figure: rate(issueToken), floor: rate(issueMemory), ratio: issueToken / issueMemory, target: '(no target)', met: null },
-          { bench: 9, what: START_ROW, figure: millis(openToken), floor: millis(openFile), ratio: openToken / openFile, target: '(no target)', met: null },
+          { bench: 11, what: ISSUE_ROW, figure: rate(issueToken), floor: rate(issueMemory), ratio: issueToken / issueMemory, target: '(no target)', met: null },
+          { bench: 11, what: START_ROW, figure: millis(openToken), floor: millis(openFile), ratio: openToken / openFile, target: '(no target)', met: null },
         ],
         details: { perRound, rounds, inFlight: IN_FLIGHT, sessions: 4, tokenRates, memoryRates, keys: KEYS, tokenOpen, fileOpen },
-        notes: ['benchmark 9 measures SoftHSM2, a software token: a network HSM adds a round trip per signature, a USB token is slower still'],
+        notes: ['benchmark 11 measures SoftHSM2, a software token: a network HSM adds a round trip per signature, a USB token is slower still'],
       };
     } finally {
       await token.close();

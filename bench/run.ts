@@ -1,12 +1,12 @@
 /**
- * `npm run bench`: runs the nine benchmarks one after another, each in its own child
+ * `npm run bench`: runs the benchmarks one after another, each in its own child
  * process with a time budget, then prints one table (figure; floor measured in the same run,
  * or "none (<why>)": "absolute" for a row with nothing comparable to measure, or the floor's
  * program missing; ratio to a measured floor only; target; met?) and writes a JSON summary
  * to bench/results/.
  *
  * Flags: --full (full counts where the default is reduced), --quick (tiny counts, a smoke
- * run), --only=1,3 (a subset).
+ * run), --only=1,3 (a subset), --agents=N (benchmark 10's number of agents).
  */
 import { fork, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
@@ -29,13 +29,14 @@ interface Ran {
   readonly error: string | undefined;
 }
 
-function parseArgs(argv: readonly string[]): { full: boolean; quick: boolean; only: Set<number> | undefined } {
+function parseArgs(argv: readonly string[]): { full: boolean; quick: boolean; only: Set<number> | undefined; agents: string | undefined } {
   const onlyArg = argv.find((a) => a.startsWith('--only='));
   const only = onlyArg === undefined ? undefined : new Set(onlyArg.slice('--only='.length).split(',').map(Number));
+  const agents = argv.find((a) => a.startsWith('--agents='));
   for (const a of argv) {
-    if (a !== '--full' && a !== '--quick' && !a.startsWith('--only=')) throw new Error(`unknown flag ${a} (use --full, --quick, --only=1,3)`);
+    if (a !== '--full' && a !== '--quick' && !a.startsWith('--only=') && !a.startsWith('--agents=')) throw new Error(`unknown flag ${a} (use --full, --quick, --only=1,3, --agents=N)`);
   }
-  return { full: argv.includes('--full'), quick: argv.includes('--quick'), only };
+  return { full: argv.includes('--full'), quick: argv.includes('--quick'), only, agents };
 }
 
 /** cfssl is benchmark 2's floor: install it through bench/setup.sh when missing. */
@@ -72,7 +73,7 @@ function runOne(entry: BenchmarkEntry, flags: string[], budgetSeconds: number): 
 
 async function main(): Promise<void> {
   const args = parseArgs(process.argv.slice(2));
-  const flags = [...(args.full ? ['--full'] : []), ...(args.quick ? ['--quick'] : [])];
+  const flags = [...(args.full ? ['--full'] : []), ...(args.quick ? ['--quick'] : []), ...(args.agents === undefined ? [] : [args.agents])];
   const selected = BENCHMARKS.filter((b) => args.only === undefined || args.only.has(b.id));
   const started = new Date();
   console.log(`sigil benchmarks — ${started.toISOString()} — ${cpus().length} cores (${cpus()[0]?.model ?? 'unknown'}), node ${process.version}`);

@@ -27,7 +27,7 @@ export function isMeasuredFloor(f: Metric | NoFloor): f is Metric {
 
 /** One line of the final table. */
 export interface BenchRow {
-  /** Benchmark number in the issue's table (1-8; 9 is issue 19's PKCS#11 token). */
+  /** Benchmark number in the issue's table (1-8, 10; 11 is issue 19's PKCS#11 token; 9 is reserved for issue 14's cross-server propagation). */
   readonly bench: number;
   readonly what: string;
   readonly figure: Metric | null;
@@ -55,6 +55,8 @@ export interface BenchOptions {
   readonly full: boolean;
   /** Tiny counts, for checking that the suite runs at all. */
   readonly quick: boolean;
+  /** Benchmark 10's number of agents (`--agents=N`), overriding its default. */
+  readonly agents?: number;
 }
 
 /** A benchmark module. */

@@ -12,7 +12,7 @@ import type { Secret } from '../common/secret.js';
 import { ParsedCertificate } from '../spiffe/certificate.js';
 import type { AgentStore } from './agent-store.js';
 import type { AgentNodeAttestorConfig } from './config.js';
-import { generateKeyAndCsr } from './csr.js';
+import { generateKeyAndCsr, type KeyAndCsr } from './csr.js';
 import { prepareNodeAttestor } from './node-attestor.js';
 import { rotationDelayMs } from './rotation.js';
 import { chainUsesTainted } from './tainted-authorities.js';
@@ -90,6 +90,12 @@ export class AgentIdentityManager {
   #timer: TimerHandle | undefined;
   #reattesting: Promise<void> | undefined;
   #spentToken = '';
+  /**
+   * The key of a join-token attestation that failed without an answer (unreachable, deadline,
+   * cancelled): the server may have admitted it and lost the reply, and it lets only this key
+   * finish that attestation, so the retry with the same token uses the same key.
+   */
+  #unanswered: { readonly evidence: string; readonly key: KeyAndCsr } | undefined;
   #stopped = new AbortController();
 
   constructor(options: AgentIdentityOptions) {
@@ -225,13 +231,18 @@ export class AgentIdentityManager {
         { reason: 'join-token-spent' },
       );
     }
-    const keyAndCsr = await generateKeyAndCsr();
+    const evidence = prepared.evidenceFingerprint;
+    const unanswered = this.#unanswered;
+    this.#unanswered = undefined;
+    const keyAndCsr = evidence !== '' && unanswered?.evidence === evidence ? unanswered.key : await generateKeyAndCsr();
     let outcome;
     try {
       outcome = await client.attest(prepared.attestor, keyAndCsr.csrDer, signal);
     } catch (err) {
-      if (prepared.evidenceFingerprint !== '' && (isSigilError(err, 'ERR_PERMISSION_DENIED') || isSigilError(err, 'ERR_ATTESTATION_FAILED'))) {
-        this.#spentToken = prepared.evidenceFingerprint;
+      if (evidence !== '' && (isSigilError(err, 'ERR_PERMISSION_DENIED') || isSigilError(err, 'ERR_ATTESTATION_FAILED'))) {
+        this.#spentToken = evidence;
+      } else if (evidence !== '') {
+        this.#unanswered = { evidence, key: keyAndCsr };
       }
       throw err;
     }

@@ -98,6 +98,20 @@ export interface JoinTokenRecord {
   readonly tokenHash: string;
   readonly expiresAt: number;
   readonly createdAt: number;
+  /**
+   * '' while unspent; once an admission spent it, the SHA-256 (hex) of the SubjectPublicKeyInfo of
+   * the agent key it admitted. Only that key may finish the attestation again (its answer may have
+   * been lost), and only while the agent it admitted is still recorded and not banned.
+   */
+  readonly spentBy: string;
+}
+
+/** What admitting an attested agent writes, in one transaction. */
+export interface AgentAdmission {
+  /** The agent's record: created, or replacing the existing one (re-attestation). */
+  readonly node: Omit<AttestedNode, 'createdAt' | 'updatedAt'>;
+  /** A join token the admission spends, bound to the admitted agent key (SHA-256 hex of its SPKI). */
+  readonly joinToken?: { readonly tokenHash: string; readonly agentKey: string };
 }
 
 /** A trust bundle as stored: the SPIFFE bundle document (JWKS JSON) for one trust domain. */
@@ -159,9 +173,19 @@ export interface Datastore extends AuditTrailStore {
   countAttestedNodes(filter?: NodeFilter): Promise<number>;
 
   // join tokens
-  createJoinToken(token: Omit<JoinTokenRecord, 'createdAt'>, audit?: AuditFor<JoinTokenRecord>): Promise<JoinTokenRecord>;
-  /** Atomically removes and returns the token with this hash (one-time use); undefined when absent. Expired tokens are returned too: the caller checks `expiresAt`. */
-  consumeJoinToken(tokenHash: string): Promise<JoinTokenRecord | undefined>;
+  createJoinToken(token: Omit<JoinTokenRecord, 'createdAt' | 'spentBy'>, audit?: AuditFor<JoinTokenRecord>): Promise<JoinTokenRecord>;
+  /** The token with this hash, spent or not, one plain read; undefined when absent. Expired tokens are returned too: the caller checks `expiresAt`. */
+  getJoinToken(tokenHash: string): Promise<JoinTokenRecord | undefined>;
+  /**
+   * Records an attested agent and spends its join token in one write transaction, so a token is
+   * spent if and only if the agent it admitted is recorded. `signal` (the caller's call) is checked
+   * just before commit: once it has fired nothing is written and this rejects with its reason.
+   * A token already spent by the same key may be spent again (the first answer was lost) while
+   * its agent is recorded and not banned. Refusals: ERR_NOT_FOUND `join-token-unknown` (absent,
+   * spent by another key, or its agent evicted), ERR_FAILED_PRECONDITION `agent-banned`.
+   * `audit`, when given, is committed in the same transaction as the node.
+   */
+  admitAttestedNode(admission: AgentAdmission, signal?: AbortSignal, audit?: AuditFor<AttestedNode>): Promise<AttestedNode>;
   listJoinTokens(): Promise<JoinTokenRecord[]>;
   pruneJoinTokens(beforeMs: number): Promise<number>;
 

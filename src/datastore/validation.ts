@@ -175,7 +175,7 @@ export function validateNode(node: Omit<AttestedNode, 'createdAt' | 'updatedAt'>
 }
 
 /** Validates a join token record; the hash is never echoed in messages. */
-export function validateJoinToken(token: Omit<JoinTokenRecord, 'createdAt'>): Omit<JoinTokenRecord, 'createdAt'> {
+export function validateJoinToken(token: Omit<JoinTokenRecord, 'createdAt' | 'spentBy'>): Omit<JoinTokenRecord, 'createdAt' | 'spentBy'> {
   if (token === null || typeof token !== 'object') throw invalid('invalid-join-token', 'join token must be an object');
   if (typeof token.tokenId !== 'string' || !TOKEN_ID_RE.test(token.tokenId)) {
     throw invalid('invalid-token-id', `invalid join token id ${quote(token.tokenId)}`);

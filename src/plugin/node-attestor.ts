@@ -24,6 +24,12 @@ export interface NodeAttestationResult {
   readonly selectors: readonly Selector[];
   /** True when the evidence may attest the same agent again (false for one-time tokens). */
   readonly canReattest: boolean;
+  /**
+   * One-time evidence the server spends in the transaction that records the agent, never before:
+   * an attestation whose caller gave up spends nothing. `spentBy` is '' while unspent, else the
+   * SHA-256 (hex) of the SPKI of the agent key it admitted (only that key may finish again).
+   */
+  readonly spends?: { readonly joinTokenHash: string; readonly spentBy: string };
 }
 
 /** One round of the server half: either a challenge to send back, or the final result. */

@@ -7,7 +7,7 @@
 import { X509Certificate } from 'node:crypto';
 import { chmodSync, mkdirSync, readdirSync, statSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
-import { Server, experimental, type ServerCredentials } from '@grpc/grpc-js';
+import { Server, experimental } from '@grpc/grpc-js';
 import type { CertificateProvider } from '@grpc/grpc-js/build/src/certificate-provider.js';
 import { systemClock, type Clock } from '../common/clock.js';
 import { SigilError, isSigilError } from '../common/errors.js';
@@ -30,6 +30,7 @@ import { K8sPsatServerAttestor } from '../../attestors/node/k8s_psat/server.js';
 import { JwtServerAttestor } from '../../attestors/node/jwt/server.js';
 import { createAdminServices } from './admin-api/admin-service.js';
 import { listenAdminSocket, type AdminSocket } from './admin-api/admin-socket.js';
+import { AgentConnections } from './agent-api/agent-connections.js';
 import { createAgentService } from './agent-api/agent-service.js';
 import { AuditLog, fileAuditSink, stdoutAuditSink, type AuditSink } from './audit-log.js';
 import { AuditShipper } from './audit-shipper.js';
@@ -188,10 +189,6 @@ export interface RunningServer {
   stop(): Promise<void>;
 }
 
-function bindAsync(server: Server, address: string, creds: ServerCredentials): Promise<number> {
-  return new Promise((resolve, reject) => server.bindAsync(address, creds, (err, port) => (err ? reject(err) : resolve(port))));
-}
-
 function shutdown(server: Server, graceMs: number): Promise<void> {
   return new Promise((resolve) => {
     const t = setTimeout(() => {
@@ -318,7 +315,10 @@ export async function startServer(config: ServerConfig, options: StartServerOpti
     await svid.start();
     cleanups.push(() => svid.stop());
 
+    // accepted here and injected into grpc-js, so each connection's agent can be remembered (agent-connections.ts)
+    const connections = new AgentConnections({ clock });
     const agentService = createAgentService({
+      connections,
       ds,
       ca: serverCa,
       agentIssuance: issuance.agent,
@@ -339,11 +339,15 @@ export async function startServer(config: ServerConfig, options: StartServerOpti
     const provider = svid as unknown as CertificateProvider;
     const creds = experimental.createCertificateProviderServerCredentials(provider, provider, false);
     const { host } = config.agentApi;
-    const agentPort = await bindAsync(agentServer, `${host.includes(':') ? `[${host}]` : host}:${config.agentApi.port}`, creds);
+    const injector = agentServer.createConnectionInjector(creds);
     cleanups.push(async () => {
+      connections.stopAccepting();
       agentService.closeStreams();
       await shutdown(agentServer, 2000);
+      injector.destroy();
+      await connections.destroy();
     });
+    const agentPort = await connections.listen(host, config.agentApi.port, (socket) => injector.injectConnection(socket));
 
     const started = clock.nowMs();
     let ready = false;

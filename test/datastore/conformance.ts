@@ -521,32 +521,89 @@ export function datastoreConformance(name: string, open: (options: ConformanceOp
 
   // ------------------------------------------------------------------ join tokens
 
-  it('a join token is consumed exactly once', async (t, ds, clock) => {
+  const KEY_1 = '1'.repeat(64);
+  const KEY_2 = '2'.repeat(64);
+  const spend = (tokenHash: string, agentKey: string, over: Partial<Omit<AttestedNode, 'createdAt' | 'updatedAt'>> = {}) => ({
+    node: newNode(over),
+    joinToken: { tokenHash, agentKey },
+  });
+
+  it('a join token is spent by the admission that records its agent, bound to the agent key', async (t, ds, clock) => {
     const tok = await ds.createJoinToken({ tokenId: 'tok-1', tokenHash: HASH_A, expiresAt: T0 + 600_000 });
-    t.deepEqual(tok, { tokenId: 'tok-1', tokenHash: HASH_A, expiresAt: T0 + 600_000, createdAt: T0 });
+    t.deepEqual(tok, { tokenId: 'tok-1', tokenHash: HASH_A, expiresAt: T0 + 600_000, createdAt: T0, spentBy: '' });
     t.deepEqual(await ds.listJoinTokens(), [tok]);
+    t.deepEqual(await ds.getJoinToken(HASH_A), tok);
+    t.is(await ds.getJoinToken(HASH_B), undefined);
     clock.advance(10);
-    t.deepEqual(await ds.consumeJoinToken(HASH_A), tok);
-    t.is(await ds.consumeJoinToken(HASH_A), undefined);
-    t.is(await ds.consumeJoinToken(HASH_B), undefined);
-    t.deepEqual(await ds.listJoinTokens(), []);
+    const node = await ds.admitAttestedNode(spend(HASH_A, KEY_1));
+    t.is(node.spiffeId, AGENT);
+    t.is(node.createdAt, T0 + 10);
+    t.deepEqual(await ds.getAttestedNode(AGENT), node);
+    t.deepEqual(await ds.getJoinToken(HASH_A), { ...tok, spentBy: KEY_1 });
+    // another key cannot use it; an unknown token admits nobody
+    await rejects(t, ds.admitAttestedNode(spend(HASH_A, KEY_2, { certSerial: '02' })), 'ERR_NOT_FOUND', 'join-token-unknown');
+    await rejects(t, ds.admitAttestedNode(spend(HASH_B, KEY_1, { spiffeId: `${AGENT}-b` })), 'ERR_NOT_FOUND', 'join-token-unknown');
+    t.is((await ds.getAttestedNode(AGENT))?.certSerial, '01ab');
+    t.is(await ds.getAttestedNode(`${AGENT}-b`), undefined);
+    // the same key may finish again (its first answer was lost): the record is replaced
+    clock.advance(10);
+    const again = await ds.admitAttestedNode(spend(HASH_A, KEY_1, { certSerial: '03' }));
+    t.is(again.certSerial, '03');
+    t.is(again.createdAt, T0 + 10);
+    t.is(again.updatedAt, T0 + 20);
+    t.is(await ds.countAttestedNodes(), 1);
   });
 
-  it('concurrent consumers of one join token: exactly one wins', async (t, ds) => {
+  it('an admission for a caller that has gone writes nothing: the token stays unspent', async (t, ds) => {
     await ds.createJoinToken({ tokenId: 'tok-1', tokenHash: HASH_A, expiresAt: T0 + 600_000 });
-    const results = await Promise.all(Array.from({ length: 8 }, () => ds.consumeJoinToken(HASH_A)));
-    t.is(results.filter((r) => r !== undefined).length, 1);
+    const gone = new AbortController();
+    gone.abort(new SigilError('ERR_CANCELLED', 'the caller cancelled the call', { reason: 'caller-cancelled' }));
+    await rejects(t, ds.admitAttestedNode(spend(HASH_A, KEY_1), gone.signal), 'ERR_CANCELLED', 'caller-cancelled');
+    const plain = new AbortController();
+    plain.abort();
+    await rejects(t, ds.admitAttestedNode(spend(HASH_A, KEY_1), plain.signal), 'ERR_CANCELLED');
+    t.is((await ds.getJoinToken(HASH_A))?.spentBy, '');
+    t.is(await ds.getAttestedNode(AGENT), undefined);
+    // a live signal admits, and a different key can still be the first
+    const live = new AbortController();
+    await ds.admitAttestedNode(spend(HASH_A, KEY_2), live.signal);
+    t.is((await ds.getJoinToken(HASH_A))?.spentBy, KEY_2);
   });
 
-  it('an expired join token is still returned by consume (the caller checks expiry) and pruned by time', async (t, ds, clock) => {
+  it('a spent join token does not bring back an evicted or banned agent', async (t, ds) => {
+    await ds.createJoinToken({ tokenId: 'tok-1', tokenHash: HASH_A, expiresAt: T0 + 600_000 });
+    await ds.admitAttestedNode(spend(HASH_A, KEY_1));
+    await ds.updateAttestedNode(newNode({ banned: true }));
+    await rejects(t, ds.admitAttestedNode(spend(HASH_A, KEY_1)), 'ERR_FAILED_PRECONDITION', 'agent-banned');
+    t.true((await ds.getAttestedNode(AGENT))?.banned);
+    await ds.deleteAttestedNode(AGENT);
+    await rejects(t, ds.admitAttestedNode(spend(HASH_A, KEY_1)), 'ERR_NOT_FOUND', 'join-token-unknown');
+    t.is(await ds.getAttestedNode(AGENT), undefined);
+    // without a token (evidence that can attest again) a known agent is replaced, a new one created
+    await ds.admitAttestedNode({ node: newNode({ attestationType: 'x509pop' }) });
+    t.is((await ds.admitAttestedNode({ node: newNode({ attestationType: 'x509pop', certSerial: '04' }) })).certSerial, '04');
+    await rejects(t, ds.admitAttestedNode(spend('not-a-hash', KEY_1)), 'ERR_INVALID_ARGUMENT', 'invalid-token-hash');
+    await rejects(t, ds.admitAttestedNode(spend(HASH_A, 'KEY')), 'ERR_INVALID_ARGUMENT', 'invalid-agent-key');
+  });
+
+  it('concurrent admissions with one join token and different keys: exactly one wins', async (t, ds) => {
+    await ds.createJoinToken({ tokenId: 'tok-1', tokenHash: HASH_A, expiresAt: T0 + 600_000 });
+    const keys = Array.from({ length: 8 }, (_, i) => i.toString(16).repeat(64));
+    const results = await Promise.allSettled(keys.map((k) => ds.admitAttestedNode(spend(HASH_A, k))));
+    t.is(results.filter((r) => r.status === 'fulfilled').length, 1);
+    t.true(keys.includes((await ds.getJoinToken(HASH_A))?.spentBy ?? ''));
+  });
+
+  it('an expired join token is still returned (the caller checks expiry) and pruned by time, spent or not', async (t, ds, clock) => {
     await ds.createJoinToken({ tokenId: 'old', tokenHash: HASH_A, expiresAt: T0 + 100 });
     await ds.createJoinToken({ tokenId: 'older', tokenHash: HASH_C, expiresAt: T0 + 50 });
     await ds.createJoinToken({ tokenId: 'fresh', tokenHash: HASH_B, expiresAt: T0 + 100_000 });
+    await ds.admitAttestedNode(spend(HASH_C, KEY_1));
     clock.advance(1000);
-    const old = await ds.consumeJoinToken(HASH_A);
+    const old = await ds.getJoinToken(HASH_A);
     t.is(old?.tokenId, 'old');
     t.true((old?.expiresAt ?? Infinity) < clock.nowMs());
-    t.is(await ds.pruneJoinTokens(clock.nowMs()), 1);
+    t.is(await ds.pruneJoinTokens(clock.nowMs()), 2);
     t.deepEqual(
       (await ds.listJoinTokens()).map((x) => x.tokenId),
       ['fresh'],
@@ -564,7 +621,7 @@ export function datastoreConformance(name: string, open: (options: ConformanceOp
     t.false(err.message.includes(badHash));
     await rejects(t, ds.createJoinToken({ tokenId: 'a b', tokenHash: HASH_C, expiresAt: T0 }), 'ERR_INVALID_ARGUMENT', 'invalid-token-id');
     await rejects(t, ds.createJoinToken({ tokenId: 'tok-4', tokenHash: HASH_C, expiresAt: -1 }), 'ERR_INVALID_ARGUMENT', 'invalid-expiry');
-    await rejects(t, ds.consumeJoinToken('secret-token-not-a-hash'), 'ERR_INVALID_ARGUMENT', 'invalid-token-hash');
+    await rejects(t, ds.getJoinToken('secret-token-not-a-hash'), 'ERR_INVALID_ARGUMENT', 'invalid-token-hash');
   });
 
   // ------------------------------------------------------------------ bundles and CA journal

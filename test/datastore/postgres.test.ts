@@ -272,16 +272,29 @@ test('an unreachable server is ERR_UNAVAILABLE, a missing database ERR_FAILED_PR
 
 // ------------------------------------------------------------------ several servers on one schema
 
-test('two servers consuming the same join tokens: exactly one wins each', async (t) => {
+test('two servers spending the same join tokens for different agent keys: exactly one wins each', async (t) => {
   const a = await open(t);
   const b = await open(t, { schema: a.schema });
   const hashes = Array.from({ length: 20 }, (_, i) => i.toString(16).padStart(64, 'e'));
   for (const [i, tokenHash] of hashes.entries()) await a.createJoinToken({ tokenId: `t${i}`, tokenHash, expiresAt: 1 });
-  for (const tokenHash of hashes) {
-    const results = await Promise.all([a, b, a, b].map((s) => s.consumeJoinToken(tokenHash)));
-    t.is(results.filter((r) => r !== undefined).length, 1, `token ${tokenHash.slice(0, 8)} consumed once`);
+  const node = (i: number) => ({
+    spiffeId: `spiffe://example.org/sigil/agent/join_token/t${i}`,
+    attestationType: 'join_token',
+    certSerial: '01',
+    certNotAfter: 1,
+    newCertSerial: '',
+    newCertNotAfter: 0,
+    selectors: [{ type: 'join_token', value: `id:t${i}` }],
+    banned: false,
+    canReattest: false,
+  });
+  for (const [i, tokenHash] of hashes.entries()) {
+    const keys = ['a', 'b', 'c', 'd'].map((k) => k.repeat(64));
+    const results = await Promise.allSettled([a, b, a, b].map((s, j) => s.admitAttestedNode({ node: node(i), joinToken: { tokenHash, agentKey: keys[j] as string } })));
+    t.is(results.filter((r) => r.status === 'fulfilled').length, 1, `token ${tokenHash.slice(0, 8)} spent once`);
   }
-  t.deepEqual(await b.listJoinTokens(), []);
+  t.true((await b.listJoinTokens()).every((tok) => tok.spentBy !== ''));
+  t.is(await b.countAttestedNodes(), hashes.length);
 });
 
 test('duplicate checks hold across servers: concurrent createEntryIfNotExists creates one', async (t) => {
@@ -423,7 +436,7 @@ test('after the server ends the connections, the next call works or fails ERR_UN
   await survives(t, () => ds.createEntry(entry(2)));
   t.is(await ds.countEntries(), 2);
   await terminate(app);
-  t.is(await survives(t, () => ds.consumeJoinToken('0'.repeat(64))), undefined);
+  t.is(await survives(t, () => ds.getJoinToken('0'.repeat(64))), undefined);
 });
 
 test('a connection ended in the middle of a write fails that write with ERR_UNAVAILABLE and nothing half-done remains', async (t) => {

@@ -1,7 +1,8 @@
 /**
- * Server half of the join_token node attestor: the token is looked up by its hash and
- * consumed in the same step, so it attests exactly one agent; an expired token is refused
- * (and stays consumed). The agent ID comes from the token ID (see token.ts).
+ * Server half of the join_token node attestor: the token is looked up by its hash and handed
+ * back as evidence to spend; the server spends it in the transaction that records the agent
+ * it admits (so an attestation whose caller gave up spends nothing) and binds it to that
+ * agent's key. An expired token is refused. The agent ID comes from the token ID (see token.ts).
  */
 import { SigilError } from '../../../src/common/errors.js';
 import type { Clock } from '../../../src/common/clock.js';
@@ -12,8 +13,8 @@ import { hashJoinToken, joinTokenAgentId } from './token.js';
 
 /** Where the server half finds tokens (the datastore satisfies it). */
 export interface JoinTokenStore {
-  /** Atomically removes and returns the token with this hash; undefined when absent. */
-  consumeJoinToken(tokenHash: string): Promise<{ readonly tokenId: string; readonly expiresAt: number } | undefined>;
+  /** The token with this hash, spent or not; undefined when absent. */
+  getJoinToken(tokenHash: string): Promise<{ readonly tokenId: string; readonly expiresAt: number; readonly spentBy: string } | undefined>;
 }
 
 const MAX_TOKEN_BYTES = 512;
@@ -41,8 +42,9 @@ export class JoinTokenServerAttestor implements NodeAttestorServer {
         used = true;
         if (message.length === 0 || message.length > MAX_TOKEN_BYTES) throw refused('join-token-malformed', 'join token is empty or too long');
         const token = Buffer.from(message).toString('utf8');
-        const record = await this.#store.consumeJoinToken(hashJoinToken(token));
-        // one message for unknown and already-used tokens: the server keeps no trace of used ones
+        const tokenHash = hashJoinToken(token);
+        const record = await this.#store.getJoinToken(tokenHash);
+        // one message for unknown and already-used tokens (the server checks the key that spent it)
         if (record === undefined) throw refused('join-token-unknown', 'join token is unknown or already used');
         if (record.expiresAt <= this.#clock.nowMs()) {
           throw refused('join-token-expired', `join token ${record.tokenId} has expired`);
@@ -53,6 +55,7 @@ export class JoinTokenServerAttestor implements NodeAttestorServer {
             agentId: joinTokenAgentId(trustDomain, record.tokenId),
             selectors: [makeSelector('join_token', `id:${record.tokenId}`)],
             canReattest: false,
+            spends: { joinTokenHash: tokenHash, spentBy: record.spentBy },
           },
         };
       },

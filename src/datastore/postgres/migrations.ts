@@ -115,4 +115,11 @@ export const POSTGRES_MIGRATIONS: readonly Migration[] = [
       )`,
     ],
   },
+  {
+    version: 3,
+    // a token is spent in the transaction that records the agent it admitted, and remembers the
+    // agent key, so an attestation whose answer was lost can be finished by the same key (issue 20)
+    description: 'join tokens remember the agent key that spent them',
+    statements: [`ALTER TABLE join_tokens ADD COLUMN spent_by TEXT COLLATE "C" NOT NULL DEFAULT ''`],
+  },
 ];

@@ -216,6 +216,14 @@ export class PostgresDriver implements SqlDriver {
   }
 
   transaction<T>(mode: 'read' | 'write', fn: (tx: SqlExecutor) => Promise<T>): Promise<T> {
+    return this.#track(mode, fn);
+  }
+
+  single<T>(fn: (tx: SqlExecutor) => Promise<T>): Promise<T> {
+    return this.#track('single', fn);
+  }
+
+  #track<T>(mode: 'read' | 'write' | 'single', fn: (tx: SqlExecutor) => Promise<T>): Promise<T> {
     if (this.#closed) return Promise.reject(closedError());
     // Registered synchronously so close() waits for work handed to the driver before it.
     const work = this.#attempt(mode, fn, true, this.#beginRetries);
@@ -233,7 +241,7 @@ export class PostgresDriver implements SqlDriver {
    * BEGIN completed may start over; nothing of it reached the database, and after a server
    * restart every idle pooled connection may be dead, so this allows one per pooled connection.
    */
-  async #attempt<T>(mode: 'read' | 'write', fn: (tx: SqlExecutor) => Promise<T>, readRetry: boolean, beginRetries: number): Promise<T> {
+  async #attempt<T>(mode: 'read' | 'write' | 'single', fn: (tx: SqlExecutor) => Promise<T>, readRetry: boolean, beginRetries: number): Promise<T> {
     let client: pg.PoolClient;
     try {
       client = await this.#pool.connect();
@@ -243,17 +251,21 @@ export class PostgresDriver implements SqlDriver {
     }
     let begun = false;
     try {
-      try {
-        await client.query(mode === 'write' ? this.#beginWrite : 'BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
-      } catch (err) {
-        throw mapStatementError(err);
+      if (mode !== 'single') {
+        try {
+          await client.query(mode === 'write' ? this.#beginWrite : 'BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
+        } catch (err) {
+          throw mapStatementError(err);
+        }
       }
       begun = true;
       const result = await fn(this.#executor(client));
-      try {
-        await client.query('COMMIT');
-      } catch (err) {
-        throw mapStatementError(err);
+      if (mode !== 'single') {
+        try {
+          await client.query('COMMIT');
+        } catch (err) {
+          throw mapStatementError(err);
+        }
       }
       client.release();
       return result;
@@ -265,13 +277,14 @@ export class PostgresDriver implements SqlDriver {
           this.#log.debug({ mode }, 'datastore connection lost, retrying on a new one');
           return this.#attempt(mode, fn, readRetry, beginRetries - 1);
         }
-        if (!this.#closed && begun && mode === 'read' && readRetry) {
+        if (!this.#closed && begun && mode !== 'write' && readRetry) {
           this.#log.debug({ mode }, 'datastore connection lost, retrying on a new one');
           return this.#attempt(mode, fn, false, beginRetries);
         }
         throw err;
       }
-      await this.#rollback(client);
+      if (mode === 'single') client.release();
+      else await this.#rollback(client);
       throw err;
     }
   }

@@ -14,6 +14,7 @@ import type { Clock } from '../../common/clock.js';
 import { SigilError, isSigilError } from '../../common/errors.js';
 import type { Logger } from '../../common/logger.js';
 import type {
+  AgentAdmission,
   AttestedNode,
   AuditFor,
   StoredAuditRecord,
@@ -77,6 +78,28 @@ const MAX_EVENT_LIMIT = 10_000;
 /** Parent IDs bound in one statement of listEntriesByParentIds (keeps each list parameter small). */
 const PARENTS_PER_STATEMENT = 1000;
 
+function checkTokenHash(tokenHash: unknown): asserts tokenHash is string {
+  if (typeof tokenHash !== 'string' || !/^[0-9a-f]{64}$/.test(tokenHash)) {
+    throw new SigilError('ERR_INVALID_ARGUMENT', 'join token hash must be 64 lowercase hex characters', { reason: 'invalid-token-hash' });
+  }
+}
+
+function validateSpend(spend: { readonly tokenHash: string; readonly agentKey: string }): { tokenHash: string; agentKey: string } {
+  if (spend === null || typeof spend !== 'object') throw new SigilError('ERR_INVALID_ARGUMENT', 'join token spend must be an object', { reason: 'invalid-admission' });
+  checkTokenHash(spend.tokenHash);
+  if (typeof spend.agentKey !== 'string' || !/^[0-9a-f]{64}$/.test(spend.agentKey)) {
+    throw new SigilError('ERR_INVALID_ARGUMENT', 'agent key must be 64 lowercase hex characters', { reason: 'invalid-agent-key' });
+  }
+  return { tokenHash: spend.tokenHash, agentKey: spend.agentKey };
+}
+
+/** Rejects once `signal` has fired, with its reason when that is a SigilError (the call's own ERR_CANCELLED / ERR_DEADLINE_EXCEEDED). */
+function throwIfGone(signal: AbortSignal | undefined): void {
+  if (signal?.aborted !== true) return;
+  const r: unknown = signal.reason;
+  throw r instanceof SigilError ? r : new SigilError('ERR_CANCELLED', 'the caller has gone', { reason: 'caller-gone' });
+}
+
 /** The dialect-neutral Datastore; drivers and migrations make it SQLite or PostgreSQL. */
 export class SqlDatastore implements Datastore {
   /** The schema version the database is at. */
@@ -97,9 +120,10 @@ export class SqlDatastore implements Datastore {
   // ---------------------------------------------------------------- plumbing
 
   /** Runs `fn` in a transaction; anything that is not a SigilError becomes ERR_INTERNAL (logged). */
-  async #tx<T>(mode: 'read' | 'write', fn: (tx: SqlExecutor) => Promise<T>): Promise<T> {
+  /** `single`: `fn` runs one read statement, consistent on its own, so no transaction is opened around it. */
+  async #tx<T>(mode: 'read' | 'write' | 'single', fn: (tx: SqlExecutor) => Promise<T>): Promise<T> {
     try {
-      return await this.#driver.transaction(mode, fn);
+      return await (mode === 'single' ? this.#driver.single(fn) : this.#driver.transaction(mode, fn));
     } catch (err) {
       if (isSigilError(err)) throw err;
       if (this.#driver.dialect.isUniqueViolation(err)) {
@@ -186,7 +210,7 @@ export class SqlDatastore implements Datastore {
 
   async getEntry(id: string): Promise<RegistrationEntry | undefined> {
     if (typeof id !== 'string') throw new SigilError('ERR_INVALID_ARGUMENT', 'entry id must be a string', { reason: 'invalid-entry-id' });
-    return this.#tx('read', (tx) => this.#entryById(tx, id));
+    return this.#tx('single', (tx) => this.#entryById(tx, id));
   }
 
   async updateEntry(entry: Omit<RegistrationEntry, 'revision' | 'createdAt'>, audit?: AuditFor<RegistrationEntry>): Promise<RegistrationEntry> {
@@ -305,7 +329,7 @@ export class SqlDatastore implements Datastore {
     const where = this.#entryWhere(filter);
     if (where.none) return { items: [], nextPageToken: '' };
     const sql = `SELECT ${ENTRY_COLUMNS} FROM registered_entries e WHERE ${[...where.clauses, 'e.id > ?'].join(' AND ')} ORDER BY e.id LIMIT ?`;
-    return this.#tx('read', async (tx) => {
+    return this.#tx('single', async (tx) => {
       const rows = await tx.rows(sql, [...where.params, after, size + 1]);
       const more = rows.length > size;
       if (more) rows.length = size;
@@ -337,7 +361,7 @@ export class SqlDatastore implements Datastore {
     const where = this.#entryWhere(filter);
     if (where.none) return 0;
     const sql = `SELECT COUNT(*) AS n FROM registered_entries e${where.clauses.length > 0 ? ` WHERE ${where.clauses.join(' AND ')}` : ''}`;
-    return this.#tx('read', async (tx) => Number((await tx.all(sql, where.params))[0]?.['n'] ?? 0));
+    return this.#tx('single', async (tx) => Number((await tx.all(sql, where.params))[0]?.['n'] ?? 0));
   }
 
   async listEntryEvents(afterEventId: number, limit: number = DEFAULT_EVENT_LIMIT): Promise<EntryEvent[]> {
@@ -348,7 +372,7 @@ export class SqlDatastore implements Datastore {
       throw new SigilError('ERR_INVALID_ARGUMENT', `invalid event limit ${String(limit)}`, { reason: 'invalid-limit' });
     }
     const n = limit === 0 ? DEFAULT_EVENT_LIMIT : Math.min(limit, MAX_EVENT_LIMIT);
-    return this.#tx('read', async (tx) =>
+    return this.#tx('single', async (tx) =>
       (await tx.all(SQL.listEvents, [afterEventId, n])).map((r) => ({
         eventId: Number(r['event_id']),
         entryId: r['entry_id'] as string,
@@ -359,7 +383,7 @@ export class SqlDatastore implements Datastore {
   }
 
   async latestEntryEventId(): Promise<number> {
-    return this.#tx('read', async (tx) => Number((await tx.all(SQL.latestEvent))[0]?.['id'] ?? 0));
+    return this.#tx('single', async (tx) => Number((await tx.all(SQL.latestEvent))[0]?.['id'] ?? 0));
   }
 
   async pruneEntryEvents(beforeMs: number): Promise<number> {
@@ -378,36 +402,61 @@ export class SqlDatastore implements Datastore {
     for (const s of n.selectors) await tx.run(SQL.insertNodeSelector, [n.spiffeId, s.type, s.value]);
   }
 
+  async #insertNode(tx: SqlExecutor, n: ValidNodeFields, audit?: AuditFor<AttestedNode>): Promise<AttestedNode> {
+    const now = this.#clock.nowMs();
+    await tx.run(SQL.insertNode, [
+      n.spiffeId,
+      n.attestationType,
+      n.certSerial,
+      n.certNotAfter,
+      n.newCertSerial,
+      n.newCertNotAfter,
+      flag(n.banned),
+      flag(n.canReattest),
+      encodeSelectors(n.selectors),
+      now,
+      now,
+    ]);
+    await this.#writeNodeSelectors(tx, n);
+    const created = { ...n, createdAt: now, updatedAt: now };
+    await appendAudit(tx, audit, created, now);
+    return created;
+  }
+
+  async #replaceNode(tx: SqlExecutor, n: ValidNodeFields, existing: AttestedNode, audit?: AuditFor<AttestedNode>): Promise<AttestedNode> {
+    const now = this.#clock.nowMs();
+    await tx.run(SQL.updateNode, [
+      n.attestationType,
+      n.certSerial,
+      n.certNotAfter,
+      n.newCertSerial,
+      n.newCertNotAfter,
+      flag(n.banned),
+      flag(n.canReattest),
+      encodeSelectors(n.selectors),
+      now,
+      n.spiffeId,
+    ]);
+    await tx.run(SQL.deleteNodeSelectors, [n.spiffeId]);
+    await this.#writeNodeSelectors(tx, n);
+    const updated = { ...n, createdAt: existing.createdAt, updatedAt: now };
+    await appendAudit(tx, audit, updated, now);
+    return updated;
+  }
+
   async createAttestedNode(node: Omit<AttestedNode, 'createdAt' | 'updatedAt'>, audit?: AuditFor<AttestedNode>): Promise<AttestedNode> {
     const n = validateNode(node);
     return this.#tx('write', async (tx) => {
       if ((await this.#nodeById(tx, n.spiffeId)) !== undefined) {
         throw new SigilError('ERR_ALREADY_EXISTS', `agent ${n.spiffeId} already exists`, { reason: 'node-exists' });
       }
-      const now = this.#clock.nowMs();
-      await tx.run(SQL.insertNode, [
-        n.spiffeId,
-        n.attestationType,
-        n.certSerial,
-        n.certNotAfter,
-        n.newCertSerial,
-        n.newCertNotAfter,
-        flag(n.banned),
-        flag(n.canReattest),
-        encodeSelectors(n.selectors),
-        now,
-        now,
-      ]);
-      await this.#writeNodeSelectors(tx, n);
-      const created = { ...n, createdAt: now, updatedAt: now };
-      await appendAudit(tx, audit, created, now);
-      return created;
+      return this.#insertNode(tx, n, audit);
     });
   }
 
   async getAttestedNode(spiffeId: string): Promise<AttestedNode | undefined> {
     if (typeof spiffeId !== 'string') throw new SigilError('ERR_INVALID_ARGUMENT', 'agent spiffe id must be a string', { reason: 'invalid-spiffe-id' });
-    return this.#tx('read', (tx) => this.#nodeById(tx, spiffeId));
+    return this.#tx('single', (tx) => this.#nodeById(tx, spiffeId));
   }
 
   async updateAttestedNode(node: Omit<AttestedNode, 'createdAt' | 'updatedAt'>, audit?: AuditFor<AttestedNode>): Promise<AttestedNode> {
@@ -415,24 +464,35 @@ export class SqlDatastore implements Datastore {
     return this.#tx('write', async (tx) => {
       const existing = await this.#nodeById(tx, n.spiffeId);
       if (existing === undefined) throw notFound('node-not-found', `agent ${n.spiffeId} not found`);
-      const now = this.#clock.nowMs();
-      await tx.run(SQL.updateNode, [
-        n.attestationType,
-        n.certSerial,
-        n.certNotAfter,
-        n.newCertSerial,
-        n.newCertNotAfter,
-        flag(n.banned),
-        flag(n.canReattest),
-        encodeSelectors(n.selectors),
-        now,
-        n.spiffeId,
-      ]);
-      await tx.run(SQL.deleteNodeSelectors, [n.spiffeId]);
-      await this.#writeNodeSelectors(tx, n);
-      const updated = { ...n, createdAt: existing.createdAt, updatedAt: now };
-      await appendAudit(tx, audit, updated, now);
-      return updated;
+      return this.#replaceNode(tx, n, existing, audit);
+    });
+  }
+
+  async admitAttestedNode(admission: AgentAdmission, signal?: AbortSignal, audit?: AuditFor<AttestedNode>): Promise<AttestedNode> {
+    if (admission === null || typeof admission !== 'object') {
+      throw new SigilError('ERR_INVALID_ARGUMENT', 'admission must be an object', { reason: 'invalid-admission' });
+    }
+    const n = validateNode(admission.node);
+    const spend = admission.joinToken === undefined ? undefined : validateSpend(admission.joinToken);
+    throwIfGone(signal);
+    return this.#tx('write', async (tx) => {
+      const existing = await this.#nodeById(tx, n.spiffeId);
+      if (existing?.banned === true) {
+        throw new SigilError('ERR_FAILED_PRECONDITION', `agent ${n.spiffeId} is banned`, { reason: 'agent-banned' });
+      }
+      if (spend !== undefined) {
+        const row = (await tx.all(SQL.getToken, [spend.tokenHash]))[0];
+        const spentBy = row === undefined ? undefined : (row['spent_by'] as string);
+        // Spent by this very key: the attestation it admitted may be finished again, but only
+        // while that agent is still recorded (an evicted agent must bring a new token).
+        const usable = spentBy === '' || (spentBy === spend.agentKey && existing !== undefined);
+        if (!usable) throw notFound('join-token-unknown', 'join token is unknown or already used');
+        if (spentBy === '') await tx.run(SQL.spendToken, [spend.agentKey, spend.tokenHash]);
+      }
+      const node = existing === undefined ? await this.#insertNode(tx, n, audit) : await this.#replaceNode(tx, n, existing, audit);
+      // the last moment before commit: a caller that has gone gets nothing written
+      throwIfGone(signal);
+      return node;
     });
   }
 
@@ -472,7 +532,7 @@ export class SqlDatastore implements Datastore {
     const { size, after } = resolvePage(page);
     const where = this.#nodeWhere(filter);
     const sql = `SELECT ${SQL.nodeColumns} FROM attested_nodes n WHERE ${[...where.clauses, 'n.spiffe_id > ?'].join(' AND ')} ORDER BY n.spiffe_id LIMIT ?`;
-    return this.#tx('read', async (tx) => {
+    return this.#tx('single', async (tx) => {
       const rows = await tx.all(sql, [...where.params, after, size + 1]);
       const more = rows.length > size;
       if (more) rows.length = size;
@@ -485,12 +545,12 @@ export class SqlDatastore implements Datastore {
   async countAttestedNodes(filter?: NodeFilter): Promise<number> {
     const where = this.#nodeWhere(filter);
     const sql = `SELECT COUNT(*) AS n FROM attested_nodes n${where.clauses.length > 0 ? ` WHERE ${where.clauses.join(' AND ')}` : ''}`;
-    return this.#tx('read', async (tx) => Number((await tx.all(sql, where.params))[0]?.['n'] ?? 0));
+    return this.#tx('single', async (tx) => Number((await tx.all(sql, where.params))[0]?.['n'] ?? 0));
   }
 
   // ---------------------------------------------------------------- join tokens
 
-  async createJoinToken(token: Omit<JoinTokenRecord, 'createdAt'>, audit?: AuditFor<JoinTokenRecord>): Promise<JoinTokenRecord> {
+  async createJoinToken(token: Omit<JoinTokenRecord, 'createdAt' | 'spentBy'>, audit?: AuditFor<JoinTokenRecord>): Promise<JoinTokenRecord> {
     const t = validateJoinToken(token);
     return this.#tx('write', async (tx) => {
       if ((await tx.all(SQL.tokenConflict, [t.tokenHash, t.tokenId])).length > 0) {
@@ -498,25 +558,23 @@ export class SqlDatastore implements Datastore {
       }
       const now = this.#clock.nowMs();
       await tx.run(SQL.insertToken, [t.tokenHash, t.tokenId, t.expiresAt, now]);
-      const created = { ...t, createdAt: now };
+      const created = { ...t, createdAt: now, spentBy: '' };
       await appendAudit(tx, audit, created, now);
       return created;
     });
   }
 
-  /** Expired tokens are removed and returned too: the caller checks `expiresAt` and can say "expired" rather than "unknown". */
-  async consumeJoinToken(tokenHash: string): Promise<JoinTokenRecord | undefined> {
-    if (typeof tokenHash !== 'string' || !/^[0-9a-f]{64}$/.test(tokenHash)) {
-      throw new SigilError('ERR_INVALID_ARGUMENT', 'join token hash must be 64 lowercase hex characters', { reason: 'invalid-token-hash' });
-    }
-    return this.#tx('write', async (tx) => {
-      const row = (await tx.all(SQL.consumeToken, [tokenHash]))[0];
+  /** Expired tokens are returned too: the caller checks `expiresAt` and can say "expired" rather than "unknown". */
+  async getJoinToken(tokenHash: string): Promise<JoinTokenRecord | undefined> {
+    checkTokenHash(tokenHash);
+    return this.#tx('single', async (tx) => {
+      const row = (await tx.all(SQL.getToken, [tokenHash]))[0];
       return row === undefined ? undefined : tokenFromRow(row);
     });
   }
 
   async listJoinTokens(): Promise<JoinTokenRecord[]> {
-    return this.#tx('read', async (tx) => (await tx.all(SQL.listTokens)).map(tokenFromRow));
+    return this.#tx('single', async (tx) => (await tx.all(SQL.listTokens)).map(tokenFromRow));
   }
 
   async pruneJoinTokens(beforeMs: number): Promise<number> {
@@ -528,7 +586,7 @@ export class SqlDatastore implements Datastore {
 
   async getBundle(trustDomainId: string): Promise<BundleRecord | undefined> {
     const td = validateTrustDomainId(trustDomainId);
-    return this.#tx('read', async (tx) => {
+    return this.#tx('single', async (tx) => {
       const row = (await tx.all(SQL.getBundle, [td]))[0];
       return row === undefined ? undefined : bundleFromRow(row);
     });
@@ -556,14 +614,14 @@ export class SqlDatastore implements Datastore {
   }
 
   async listBundles(): Promise<BundleRecord[]> {
-    return this.#tx('read', async (tx) => (await tx.all(SQL.listBundles)).map(bundleFromRow));
+    return this.#tx('single', async (tx) => (await tx.all(SQL.listBundles)).map(bundleFromRow));
   }
 
   // ---------------------------------------------------------------- CA journal
 
   async getCaJournal(trustDomainId: string): Promise<Uint8Array | undefined> {
     const td = validateTrustDomainId(trustDomainId);
-    return this.#tx('read', async (tx) => {
+    return this.#tx('single', async (tx) => {
       const row = (await tx.all(SQL.getJournal, [td]))[0];
       // A plain copy: callers must not see (or keep alive) a driver's pooled buffer.
       return row === undefined ? undefined : new Uint8Array(row['journal'] as Uint8Array);

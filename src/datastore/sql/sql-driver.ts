@@ -50,6 +50,12 @@ export interface SqlDriver {
    * Throws ERR_UNAVAILABLE (reason `datastore-closed` or `datastore-busy`) when it cannot run.
    */
   transaction<T>(mode: 'read' | 'write', fn: (tx: SqlExecutor) => Promise<T>): Promise<T>;
+  /**
+   * Runs `fn`, which runs exactly one read statement, with no BEGIN/COMMIT around it: one
+   * statement sees one consistent snapshot on its own (autocommit), so the transaction around it
+   * only cost two more statements (on PostgreSQL, two more round trips). Same errors as `transaction`.
+   */
+  single<T>(fn: (tx: SqlExecutor) => Promise<T>): Promise<T>;
   /** Waits for running work, then closes; later transactions fail with `datastore-closed`. */
   close(): Promise<void>;
 }

@@ -56,8 +56,9 @@ export const SQL = {
   deleteNodeSelectors: 'DELETE FROM node_selectors WHERE spiffe_id = ?',
   tokenConflict: 'SELECT token_id FROM join_tokens WHERE token_hash = ? OR token_id = ?',
   insertToken: 'INSERT INTO join_tokens (token_hash, token_id, expires_at, created_at) VALUES (?, ?, ?, ?)',
-  consumeToken: 'DELETE FROM join_tokens WHERE token_hash = ? RETURNING token_id, token_hash, expires_at, created_at',
-  listTokens: 'SELECT token_id, token_hash, expires_at, created_at FROM join_tokens ORDER BY created_at, token_id',
+  getToken: 'SELECT token_id, token_hash, expires_at, created_at, spent_by FROM join_tokens WHERE token_hash = ?',
+  spendToken: 'UPDATE join_tokens SET spent_by = ? WHERE token_hash = ?',
+  listTokens: 'SELECT token_id, token_hash, expires_at, created_at, spent_by FROM join_tokens ORDER BY created_at, token_id',
   pruneTokens: 'DELETE FROM join_tokens WHERE expires_at < ?',
   getBundle: 'SELECT trust_domain_id, document, updated_at FROM bundles WHERE trust_domain_id = ?',
   setBundle:
@@ -186,6 +187,7 @@ export function tokenFromRow(r: SqlRow): JoinTokenRecord {
     tokenHash: r['token_hash'] as string,
     expiresAt: r['expires_at'] as number,
     createdAt: r['created_at'] as number,
+    spentBy: r['spent_by'] as string,
   };
 }
 

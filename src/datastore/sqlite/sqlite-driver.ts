@@ -114,6 +114,19 @@ export class SqliteDriver implements SqlDriver {
     });
   }
 
+  single<T>(fn: (tx: SqlExecutor) => Promise<T>): Promise<T> {
+    if (this.#closed) return Promise.reject(closedError());
+    // queued like a transaction: the one connection must not run it inside another's open transaction
+    return this.#enqueue(async () => {
+      if (!this.#db.open) throw closedError();
+      try {
+        return await fn(this.#executor);
+      } catch (err) {
+        throw mapDriverError(err);
+      }
+    });
+  }
+
   /** Refreshes planner statistics after OPTIMIZE_AFTER_CHANGES rows changed, or hourly while writes happen. */
   #maybeOptimize(): void {
     const now = performance.now();

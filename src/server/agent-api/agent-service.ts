@@ -11,7 +11,8 @@ import type {
   UntypedServiceImplementation,
 } from '@grpc/grpc-js';
 import type { Clock, TimerHandle } from '../../common/clock.js';
-import { SigilError, toSigilError } from '../../common/errors.js';
+import { createHash } from 'node:crypto';
+import { isSigilError, SigilError, toSigilError } from '../../common/errors.js';
 import type { Logger } from '../../common/logger.js';
 import type { Datastore, RegistrationEntry } from '../../datastore/datastore.js';
 import { STATUS_BY_CODE, toServiceError } from '../../grpc/status.js';
@@ -22,9 +23,11 @@ import { EntryAuthorizer, type AgentFacts } from '../authorized-entries.js';
 import type { BundleManager } from '../bundle-manager.js';
 import type { Change, ChangeHub, EntryChange } from '../change-hub.js';
 import type { ServerMetrics } from '../metrics.js';
+import { verifyCsr } from '../../ca/csr.js';
 import type { ReservedIssuance } from '../../ca/reserved-issuance.js';
 import type { ServerCa, SignedX509Svid } from '../server-ca.js';
-import { authenticateAgent, normalizeSerial, type AgentCaller } from './caller.js';
+import type { AgentConnections } from './agent-connections.js';
+import { authenticateAgent, normalizeSerial, type AgentCaller, type CallAuthContext } from './caller.js';
 import { BoundedMessageQueue } from './bounded-message-queue.js';
 import { callerGoneReason, callLifetime, type CallLifetime } from './call-lifetime.js';
 import { AgentSyncState } from './sync-state.js';
@@ -61,6 +64,8 @@ export interface AgentServiceDeps {
   readonly agentSvidTtlMs: number;
   readonly defaultX509SvidTtlMs: number;
   readonly defaultJwtSvidTtlMs: number;
+  /** The agent API's live connections, where each one's authenticated agent is remembered. */
+  readonly connections: AgentConnections;
 }
 
 /** Default and maximum entries per SyncEntries page. */
@@ -82,6 +87,10 @@ function svidMsg(spiffeId: string, s: SignedX509Svid): X509SvidMsg {
   };
 }
 
+function joinTokenUnknown(): SigilError {
+  return new SigilError('ERR_ATTESTATION_FAILED', 'join token is unknown or already used', { reason: 'join-token-unknown' });
+}
+
 function okStatus(): StatusMsg {
   return { code: 0, message: '', sigil_code: '' };
 }
@@ -92,8 +101,26 @@ function errStatus(err: SigilError): StatusMsg {
 
 /** Builds the service implementation for `server.addService`. */
 export function createAgentService(deps: AgentServiceDeps): UntypedServiceImplementation & { closeStreams(): void } {
-  const { ds, ca, trustDomain, clock, logger, audit, metrics } = deps;
+  const { ds, ca, trustDomain, clock, logger, audit, metrics, connections } = deps;
   const openStreams = new Set<() => void>();
+  // Subscribed before any stream: a stream re-authenticating on an agent change must not find
+  // the agent remembered from before it.
+  const unsubscribeAgents = deps.hub.subscribe((change) => {
+    if (change.kind === 'agents') connections.forget(change.agentId);
+  }, ['agents']);
+
+  /** The agent behind a call: remembered for its connection, else authenticated (certificate and record) and remembered. */
+  const authenticate = async (call: { getPeer(): string; getAuthContext(): CallAuthContext }): Promise<AgentCaller> => {
+    const peer = call.getPeer();
+    const known = connections.remembered(peer);
+    if (known !== undefined) return known;
+    const epoch = connections.epoch;
+    const caller = await authenticateAgent(call.getAuthContext(), ds, trustDomain);
+    // the superseded SVID may still be remembered on the agent's older connections
+    if (caller.promoted === true) connections.forget(caller.agentId);
+    else connections.remember(peer, caller, epoch);
+    return caller;
+  };
 
   const fail = (err: unknown, what: string): ReturnType<typeof toServiceError> => {
     const se = toSigilError(err);
@@ -163,6 +190,9 @@ export function createAgentService(deps: AgentServiceDeps): UntypedServiceImplem
 
     let attestorName = 'unknown';
     let agentIdForAudit: string | undefined;
+    // the caller's lifetime: nothing is spent or recorded for a caller that has gone
+    const life = callLifetime(call);
+    life.signal.addEventListener('abort', () => logger.debug({ attestor: attestorName, agentId: agentIdForAudit }, 'attestation caller gone'), { once: true });
     try {
       const first = await nextMessage();
       if (first === undefined) throw new SigilError('ERR_INVALID_ARGUMENT', 'attestation stream ended before its first message', { reason: 'no-params' });
@@ -197,8 +227,26 @@ export function createAgentService(deps: AgentServiceDeps): UntypedServiceImplem
       // a stream already failed by a flood must not admit the node or spend its evidence
       queue.throwIfFailed();
       agentIdForAudit = result.agentId.toString();
-      const svid = await admitAgent(result, attestor.name, csr);
+      const svid = await admitAgent(result, attestor.name, csr, life.signal);
       const bundle = await ownBundleMsg();
+      if (life.signal.aborted && !settled) {
+        // admitted (the node and its committed agent.attest record stand), then the caller left:
+        // this line says the answer was not delivered; its retry with the same key finishes
+        settled = true;
+        metrics.attestations.inc({ attestor: attestorName, result: 'refused' });
+        // the committed record's line first, then what became of the answer
+        await audit.committed();
+        audit.record({
+          who: agentIdForAudit,
+          action: 'agent.attest',
+          result: 'error',
+          spiffeId: agentIdForAudit,
+          serial: normalizeSerial(svid.serial),
+          reason: callerGoneReason(life.signal),
+          detail: { attestor: attestor.name },
+        });
+        return;
+      }
       metrics.attestations.inc({ attestor: attestorName, result: 'ok' });
       // admitAgent stored the record with the node; its line is out before the SVID is
       await audit.committed();
@@ -209,6 +257,8 @@ export function createAgentService(deps: AgentServiceDeps): UntypedServiceImplem
       call.end();
     } catch (err) {
       refuse(err);
+    } finally {
+      life.release();
     }
 
     /** Audits and fails the stream once; a flood may fail it while the handler is still awaiting. */
@@ -229,14 +279,27 @@ export function createAgentService(deps: AgentServiceDeps): UntypedServiceImplem
     }
   }
 
-  /** Refuses banned agents and spent evidence, signs the agent SVID and records the node, with its `agent.attest` audit record in the same transaction. */
-  async function admitAgent(result: NodeAttestationResult, attestorName: string, csr: Uint8Array): Promise<SignedX509Svid> {
+  /**
+   * Refuses banned agents and spent evidence, signs the agent SVID, then records the node and
+   * spends one-time evidence in one transaction that commits only while the caller still waits:
+   * a caller that gave up (cancelled, or past its deadline) spends nothing and its retry attests.
+   * The answer can still be lost after the commit; then the same agent key may finish again.
+   * Its `agent.attest` audit record commits in the same transaction as the node.
+   */
+  async function admitAgent(result: NodeAttestationResult, attestorName: string, csr: Uint8Array, signal: AbortSignal): Promise<SignedX509Svid> {
     const agentId = result.agentId.toString();
     const existing = await ds.getAttestedNode(agentId);
     if (existing?.banned === true) {
       throw new SigilError('ERR_PERMISSION_DENIED', `agent ${agentId} is banned`, { reason: 'agent-banned' });
     }
-    const svid = await sign('agent', agentId, csr, deps.agentSvidTtlMs);
+    let joinToken: { tokenHash: string; agentKey: string } | undefined;
+    if (result.spends !== undefined) {
+      const agentKey = createHash('sha256').update(verifyCsr(csr).spki).digest('hex');
+      // spent by another key: refused before anything is signed for it
+      if (result.spends.spentBy !== '' && result.spends.spentBy !== agentKey) throw joinTokenUnknown();
+      joinToken = { tokenHash: result.spends.joinTokenHash, agentKey };
+    }
+    const svid = await sign('agent', agentId, csr, deps.agentSvidTtlMs, undefined, signal);
     const node = {
       spiffeId: agentId,
       attestationType: attestorName,
@@ -257,14 +320,21 @@ export function createAgentService(deps: AgentServiceDeps): UntypedServiceImplem
       expiresAt: svid.notAfter.toISOString(),
       detail: { attestor: attestorName },
     });
-    if (existing === undefined) await ds.createAttestedNode(node, record);
-    else await ds.updateAttestedNode(node, record);
+    try {
+      await ds.admitAttestedNode({ node, ...(joinToken === undefined ? {} : { joinToken }) }, signal, record);
+    } catch (err) {
+      if (isSigilError(err, 'ERR_NOT_FOUND') && err.reason === 'join-token-unknown') throw joinTokenUnknown();
+      if (isSigilError(err, 'ERR_FAILED_PRECONDITION') && err.reason === 'agent-banned') {
+        throw new SigilError('ERR_PERMISSION_DENIED', `agent ${agentId} is banned`, { reason: 'agent-banned' });
+      }
+      throw err;
+    }
     deps.hub.notify('agents', agentId);
     return svid;
   }
 
   async function renew(call: ServerUnaryCall<{ csr: Buffer }, unknown>): Promise<unknown> {
-    const caller = await authenticateAgent(call.getAuthContext(), ds, trustDomain);
+    const caller = await authenticate(call);
     const csr = checkCsr(call.request.csr, 'renewal');
     const svid = await sign('agent', caller.agentId, csr, deps.agentSvidTtlMs);
     await ds.updateAttestedNode({ ...caller.node, newCertSerial: normalizeSerial(svid.serial), newCertNotAfter: svid.notAfter.getTime() }, () => ({
@@ -275,6 +345,8 @@ export function createAgentService(deps: AgentServiceDeps): UntypedServiceImplem
       serial: normalizeSerial(svid.serial),
       expiresAt: svid.notAfter.toISOString(),
     }));
+    // what is remembered of this agent carries the record from before the renewal
+    connections.forget(caller.agentId);
     await audit.committed();
     return { svid: svidMsg(caller.agentId, svid) };
   }
@@ -285,7 +357,7 @@ export function createAgentService(deps: AgentServiceDeps): UntypedServiceImplem
   async function batchNewX509Svid(
     call: ServerUnaryCall<{ params: { entry_id: string; csr: Buffer }[] }, unknown>,
   ): Promise<unknown> {
-    const caller = await authenticateAgent(call.getAuthContext(), ds, trustDomain);
+    const caller = await authenticate(call);
     const params = call.request.params;
     if (params.length > MAX_BATCH_CSRS) {
       throw new SigilError('ERR_INVALID_ARGUMENT', `at most ${MAX_BATCH_CSRS} CSRs per call, got ${params.length}`, { reason: 'batch-too-large' });
@@ -407,7 +479,7 @@ export function createAgentService(deps: AgentServiceDeps): UntypedServiceImplem
   }
 
   async function newJwtSvid(call: ServerUnaryCall<{ entry_id: string; audience: string[] }, unknown>): Promise<unknown> {
-    const caller = await authenticateAgent(call.getAuthContext(), ds, trustDomain);
+    const caller = await authenticate(call);
     const entryId = checkEntryId(call.request.entry_id);
     const audience = checkAudience(call.request.audience);
     const entry = await authorizerFor(caller).entry(entryId);
@@ -445,7 +517,7 @@ export function createAgentService(deps: AgentServiceDeps): UntypedServiceImplem
   }
 
   async function getBundle(call: ServerUnaryCall<unknown, unknown>): Promise<unknown> {
-    await authenticateAgent(call.getAuthContext(), ds, trustDomain);
+    await authenticate(call);
     return bundlesMsg();
   }
 
@@ -531,7 +603,7 @@ export function createAgentService(deps: AgentServiceDeps): UntypedServiceImplem
       }
     };
 
-    const caller = async (): Promise<AgentCaller> => authenticateAgent(call.getAuthContext(), ds, trustDomain);
+    const caller = async (): Promise<AgentCaller> => authenticate(call);
     const factsOf = (c: AgentCaller): AgentFacts => ({ agentId: c.agentId, nodeSelectors: c.node.selectors });
 
     const armExpiry = (s: AgentSyncState): void => {
@@ -631,6 +703,7 @@ export function createAgentService(deps: AgentServiceDeps): UntypedServiceImplem
     GetBundle: unary('bundle', getBundle),
     closeStreams: () => {
       unsubscribeBundles();
+      unsubscribeAgents();
       for (const c of [...openStreams]) c();
     },
   };

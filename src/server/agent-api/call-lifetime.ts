@@ -5,7 +5,7 @@
  * are wall-clock instants set by the client, so the timer here is real time, not the
  * components' Clock; it is cleared when the call is answered and never keeps a process alive.
  */
-import type { ServerUnaryCall } from '@grpc/grpc-js';
+import type { Deadline } from '@grpc/grpc-js';
 import { SigilError } from '../../common/errors.js';
 
 /** A call's lifetime as seen by its handler. */
@@ -18,8 +18,15 @@ export interface CallLifetime {
   release(): void;
 }
 
-/** Watches `call` for cancellation and for its deadline. */
-export function callLifetime(call: Pick<ServerUnaryCall<unknown, unknown>, 'getDeadline' | 'on' | 'removeListener'>): CallLifetime {
+/** The part of a grpc-js server call (unary or stream) watched here. */
+export interface WatchedCall {
+  getDeadline(): Deadline;
+  on(event: 'cancelled', listener: () => void): unknown;
+  removeListener(event: 'cancelled', listener: () => void): unknown;
+}
+
+/** Watches `call` (unary or stream) for cancellation and for its deadline. */
+export function callLifetime(call: WatchedCall): CallLifetime {
   const ctl = new AbortController();
   const raw = call.getDeadline();
   const at = raw instanceof Date ? raw.getTime() : raw;

@@ -17,6 +17,8 @@ export interface CallAuthContext {
 export interface AgentCaller {
   readonly agentId: string;
   readonly node: AttestedNode;
+  /** True when this call's SVID was the one issued at the last renewal and has just become current. */
+  readonly promoted?: boolean;
 }
 
 /** Normalises a hex serial: lowercase, no leading zeros, no colons. */
@@ -66,7 +68,7 @@ export async function authenticateAgent(auth: CallAuthContext, ds: Datastore, tr
       newCertSerial: '',
       newCertNotAfter: 0,
     });
-    return { agentId, node: promoted };
+    return { agentId, node: promoted, promoted: true };
   }
   throw new SigilError('ERR_PERMISSION_DENIED', `agent ${agentId} presented an SVID (serial ${serial}) that is no longer current`, {
     reason: 'agent-svid-superseded',

@@ -32,8 +32,8 @@ async function setup(t: { teardown(fn: () => Promise<void>): void }) {
 }
 
 
-test('a valid token attests once, naming the agent by token ID (never the token)', async (t) => {
-  const { server, issue } = await setup(t);
+test('a valid token names the agent by token ID (never the token) and hands itself back to spend', async (t) => {
+  const { server, issue, ds } = await setup(t);
   const g = await issue();
   const agent = new JoinTokenAgentAttestor(g.token);
   const step = await server.begin(td).next(await agent.payload());
@@ -42,6 +42,18 @@ test('a valid token attests once, naming the agent by token ID (never the token)
   t.false(step.result.agentId.toString().includes(g.token.reveal()));
   t.false(step.result.canReattest);
   t.deepEqual(step.result.selectors, [{ type: 'join_token', value: `id:${g.tokenId}` }]);
+  // verifying spends nothing: the server spends it when it records the agent
+  t.deepEqual(step.result.spends, { joinTokenHash: g.tokenHash, spentBy: '' });
+  const key = 'c'.repeat(64);
+  await ds.admitAttestedNode({
+    node: { spiffeId: step.result.agentId.toString(), attestationType: 'join_token', certSerial: '01', certNotAfter: 1, newCertSerial: '', newCertNotAfter: 0, selectors: [...step.result.selectors], banned: false, canReattest: false },
+    joinToken: { tokenHash: g.tokenHash, agentKey: key },
+  });
+  const again = await server.begin(td).next(await agent.payload());
+  if (again.kind !== 'done') return t.fail('expected done');
+  t.deepEqual(again.result.spends, { joinTokenHash: g.tokenHash, spentBy: key });
+  await ds.deleteAttestedNode(step.result.agentId.toString());
+  await ds.pruneJoinTokens(Number.MAX_SAFE_INTEGER);
   t.is(await reasonOf(server.begin(td).next(await agent.payload())), 'join-token-unknown');
 });
 

@@ -1,0 +1,96 @@
+/**
+ * The server process of benchmark 10: a real Sigil server (bench-server.ts) alone in its own
+ * process, so its CPU time can be read from /proc/<pid>/stat without the agents or the driver
+ * in it. Driven over IPC: join tokens for the fleet, their entries (in bulk through the
+ * datastore, before any agent attaches), single entries through the admin API once they are
+ * attached (the path an operator's change takes), and the issuance counters.
+ */
+import { benchEntry } from './entries.js';
+import { startBenchServer, type BenchServer } from './bench-server.js';
+import { BENCH_TRUST_DOMAIN } from './ca.js';
+
+/** Commands from the driver. */
+export type FleetServerCommand =
+  | { readonly type: 'tokens'; readonly count: number; readonly entriesPerAgent: number }
+  | { readonly type: 'entry'; readonly parentId: string; readonly n: number }
+  | { readonly type: 'stats' }
+  | { readonly type: 'stop' };
+
+/** Replies to the driver. */
+export type FleetServerReply =
+  | { readonly type: 'ready'; readonly target: string; readonly roots: string[] }
+  | { readonly type: 'tokens'; readonly agents: { readonly token: string; readonly agentId: string }[] }
+  | { readonly type: 'entry'; readonly entryId: string; readonly createdAtMs: number }
+  | { readonly type: 'stats'; readonly x509Ok: number; readonly x509Error: number; readonly agentOk: number }
+  | { readonly type: 'stopped' }
+  | { readonly type: 'error'; readonly error: string };
+
+let srv: BenchServer | undefined;
+
+function reply(r: FleetServerReply): void {
+  process.send?.(r);
+}
+
+async function counter(kind: string, result: string): Promise<number> {
+  const m = (await srv?.server.metrics.svidsIssued.get())?.values ?? [];
+  return m.filter((v) => v.labels['kind'] === kind && v.labels['result'] === result).reduce((a, v) => a + v.value, 0);
+}
+
+async function handle(cmd: FleetServerCommand): Promise<void> {
+  const s = srv;
+  if (s === undefined) throw new Error('server not started');
+  if (cmd.type === 'tokens') {
+    const agents: { token: string; agentId: string }[] = [];
+    for (let i = 0; i < cmd.count; i++) {
+      const t = await s.joinToken();
+      agents.push({ token: t.token.reveal(), agentId: t.agentId });
+    }
+    const entries = agents.flatMap((a, i) =>
+      Array.from({ length: cmd.entriesPerAgent }, (_, j) => benchEntry(`spiffe://${BENCH_TRUST_DOMAIN}/fleet/a${i}/w${j}`, a.agentId, [`unix:uid:${1000 + j}`])),
+    );
+    for (let i = 0; i < entries.length; i += 5000) await s.server.datastore.createEntries(entries.slice(i, i + 5000));
+    reply({ type: 'tokens', agents });
+  } else if (cmd.type === 'entry') {
+    const createdAtMs = Date.now();
+    const r = await s.admin.call<{ results: { status: { code: number; message: string }; entry?: { id: string } }[] }>('Entries', 'BatchCreateEntry', {
+      entries: [
+        {
+          spiffe_id: `spiffe://${BENCH_TRUST_DOMAIN}/fleet/late/${cmd.n}`,
+          parent_id: cmd.parentId,
+          selectors: [{ type: 'unix', value: `uid:${5000 + cmd.n}` }],
+          x509_svid_ttl_seconds: 0,
+          jwt_svid_ttl_seconds: 0,
+          dns_names: [],
+          hint: '',
+          federates_with: [],
+          expires_at: 0,
+        },
+      ],
+    });
+    const res = r.results[0];
+    if (res?.entry === undefined) throw new Error(`entry create failed: ${res?.status.message ?? 'no result'}`);
+    reply({ type: 'entry', entryId: res.entry.id, createdAtMs });
+  } else if (cmd.type === 'stats') {
+    reply({ type: 'stats', x509Ok: await counter('x509', 'ok'), x509Error: await counter('x509', 'error'), agentOk: await counter('agent', 'ok') });
+  } else {
+    await s.close();
+    reply({ type: 'stopped' });
+    process.exit(0);
+  }
+}
+
+process.on('message', (m) => {
+  handle(m as FleetServerCommand).catch((err: unknown) => reply({ type: 'error', error: err instanceof Error ? err.message : String(err) }));
+});
+process.on('disconnect', () => process.exit(0));
+
+startBenchServer().then(
+  (s) => {
+    srv = s;
+    reply({ type: 'ready', target: s.agentTarget, roots: s.server.x509Authorities().map((d) => d.toString('base64')) });
+  },
+  (err: unknown) => {
+    reply({ type: 'error', error: err instanceof Error ? err.message : String(err) });
+    process.exit(1);
+  },
+);
