@@ -20,6 +20,7 @@ import { serviceDefinition } from '../grpc/proto.js';
 import type { KeyManager } from '../plugin/key-manager.js';
 import type { NodeAttestorServer } from '../plugin/node-attestor.js';
 import { CaManager } from '../ca/ca-manager.js';
+import { decodeCaJournal, type CaJournalStore } from '../ca/ca-journal.js';
 import { readOperatorFileSync } from '../ca/operator-file.js';
 import { DiskKeyManager } from '../ca/key-manager/disk-key-manager.js';
 import { MemoryKeyManager } from '../ca/key-manager/memory-key-manager.js';
@@ -40,6 +41,7 @@ import { startHealthServer, type HealthServer } from './health.js';
 import { ServerMetrics } from './metrics.js';
 import type { ServerCa } from './server-ca.js';
 import { ServerSvidProvider } from './server-svid.js';
+import { resolveServerId } from './server-id.js';
 import { reportReservedEntries } from './reserved-entries.js';
 import { SIGIL_VERSION } from '../common/version.js';
 
@@ -123,6 +125,33 @@ function refuseLostSqlite(config: ServerConfig): void {
   throw lostDatastore(config, size === undefined ? `the datastore file ${path} does not exist` : `the datastore file ${path} is empty (0 bytes)`);
 }
 
+/**
+ * The CA journal of this server in the datastore. A journal written before servers had IDs
+ * (owner '') becomes this server's when this server's key manager holds one of its keys: the
+ * upgrade of a single server. Another server joining finds none of its keys there and starts
+ * its own journal, leaving the old one to its owner.
+ */
+async function serverJournalStore(ds: Datastore, td: string, serverId: string, km: KeyManager, logger: Logger): Promise<CaJournalStore> {
+  if ((await ds.getCaJournal(td, serverId)) === undefined) {
+    const legacy = await ds.getCaJournal(td, '');
+    if (legacy !== undefined) {
+      const j = decodeCaJournal(legacy);
+      let mine = false;
+      for (const r of [...j.x509, ...j.jwt]) if ((await km.getKey(r.keyId)) !== undefined) mine = true;
+      if (mine) {
+        await ds.setCaJournal(td, serverId, legacy);
+        await ds.deleteCaJournal(td, '');
+        logger.info({ serverId }, 'CA journal written before servers had IDs adopted by this server');
+      }
+    }
+  }
+  return {
+    load: () => ds.getCaJournal(td, serverId),
+    save: (data) => ds.setCaJournal(td, serverId, data),
+    others: async () => (await ds.listCaJournals(td)).filter((j) => j.serverId !== serverId).map((j) => j.journal),
+  };
+}
+
 /** Reads the x509pop trust bundle (PEM certificates) named in the config. */
 function readX509PopCas(path: string): Buffer[] {
   let pem: string;
@@ -170,6 +199,8 @@ export interface RunningServer {
   /** Health endpoint address, when enabled. */
   readonly healthAddress: { readonly host: string; readonly port: number } | undefined;
   readonly datastore: Datastore;
+  /** This server's ID among the servers sharing the datastore. */
+  readonly serverId: string;
   readonly ca: CaManager;
   readonly bundles: BundleManager;
   readonly metrics: ServerMetrics;
@@ -241,13 +272,18 @@ export async function startServer(config: ServerConfig, options: StartServerOpti
             ...(config.ca.upstream.bundleFile === undefined ? {} : { bundlePath: config.ca.upstream.bundleFile }),
           });
     const td = config.trustDomain;
+    const serverId = resolveServerId(config.dataDir, config.serverId, logger);
+    const hub = new ChangeHub();
+    cleanups.push(() => hub.stop());
+    const bundles = new BundleManager({ ds, trustDomain: td, refreshHintSeconds: Math.round(config.bundleRefreshHintMs / 1000), hub, logger, now: () => clock.nowMs() });
+    const journal = await serverJournalStore(ds, td.idString, serverId, keyManager, logger);
     const ca = await CaManager.create({
       trustDomain: td,
       keyManager,
-      journal: {
-        load: () => ds.getCaJournal(td.idString),
-        save: (data: Uint8Array) => ds.setCaJournal(td.idString, data),
-      },
+      journal,
+      // the journal is saved first; the shared bundle is then merged from every server's journal
+      publish: () => bundles.syncOwn(),
+      propagationMarginMs: config.ca.propagationMarginMs,
       clock,
       logger,
       x509CaKeyType: config.ca.keyType,
@@ -274,10 +310,7 @@ export async function startServer(config: ServerConfig, options: StartServerOpti
     const issuance = ca.takeReservedIssuance();
 
     const metrics = new ServerMetrics();
-    const hub = new ChangeHub();
-    cleanups.push(() => hub.stop());
-    const bundles = new BundleManager({ ds, ca: serverCa, trustDomain: td, refreshHintSeconds: Math.round(config.bundleRefreshHintMs / 1000), hub, logger });
-    await bundles.start();
+    await bundles.start(serverCa);
     cleanups.push(() => bundles.stop());
     await hub.startPolling(ds, logger, 1000, clock);
     await reportReservedEntries(ds, td, logger);
@@ -291,9 +324,14 @@ export async function startServer(config: ServerConfig, options: StartServerOpti
     if (config.nodeAttestors.k8sPsat !== undefined) attestors.set('k8s_psat', new K8sPsatServerAttestor({ clusters: config.nodeAttestors.k8sPsat, clock }));
     if (config.nodeAttestors.jwt !== undefined) attestors.set('jwt', new JwtServerAttestor({ issuers: config.nodeAttestors.jwt, clock }));
 
-    const svid = new ServerSvidProvider({ ca: serverCa, issuance: issuance.server, spiffeId: serverSpiffeId(td).toString(), ttlMs: config.svid.agentTtlMs, clock, logger });
+    // agents' SVIDs may chain to any server's CA: the TLS roots are the shared bundle's
+    const svid = new ServerSvidProvider({ ca: serverCa, issuance: issuance.server, spiffeId: serverSpiffeId(td).toString(), ttlMs: config.svid.agentTtlMs, clock, logger, roots: () => bundles.x509Anchors() });
     await svid.start();
-    cleanups.push(() => svid.stop());
+    const unfollow = bundles.onChange(() => svid.refreshRoots());
+    cleanups.push(() => {
+      unfollow();
+      svid.stop();
+    });
 
     const agentService = createAgentService({
       ds,
@@ -331,6 +369,7 @@ export async function startServer(config: ServerConfig, options: StartServerOpti
       ds,
       ca: serverCa,
       localAuthority: ca,
+      serverId,
       bundles,
       hub,
       trustDomain: td,
@@ -379,7 +418,7 @@ export async function startServer(config: ServerConfig, options: StartServerOpti
       cleanups.push(() => h.close());
     }
     ready = true;
-    logger.info({ trustDomain: td.name, agentApi: `${host}:${agentPort}`, adminSocket: socketPath, health: health === undefined ? null : `${health.host}:${health.port}` }, 'server started');
+    logger.info({ trustDomain: td.name, serverId, agentApi: `${host}:${agentPort}`, adminSocket: socketPath, health: health === undefined ? null : `${health.host}:${health.port}` }, 'server started');
 
     let stopping: Promise<void> | undefined;
     return {
@@ -388,11 +427,12 @@ export async function startServer(config: ServerConfig, options: StartServerOpti
       adminSocketPath: socketPath,
       healthAddress: health === undefined ? undefined : { host: health.host, port: health.port },
       datastore: ds,
+      serverId,
       ca,
       bundles,
       metrics,
       serverSvid: svid,
-      x509Authorities: () => serverCa.x509Authorities(),
+      x509Authorities: () => bundles.x509Anchors(),
       stop: () => {
         stopping ??= (async () => {
           ready = false;

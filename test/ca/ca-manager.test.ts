@@ -292,7 +292,7 @@ test('restarting over the same journal and key directory keeps the same CA and J
   const parsed = JSON.parse(text) as { x509: Array<Record<string, unknown>>; jwt: Array<Record<string, unknown>> };
   for (const r of [...parsed.x509, ...parsed.jwt]) {
     for (const k of Object.keys(r)) {
-      t.true(['id', 'keyId', 'keyType', 'phase', 'notBefore', 'notAfter', 'tainted', 'signedUntil', 'cert', 'intermediates', 'anchors', 'upstream', 'publicKey'].includes(k), k);
+      t.true(['id', 'keyId', 'keyType', 'phase', 'notBefore', 'notAfter', 'tainted', 'signedUntil', 'publishedAt', 'cert', 'intermediates', 'anchors', 'upstream', 'publicKey'].includes(k), k);
     }
   }
 });

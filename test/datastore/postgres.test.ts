@@ -173,7 +173,6 @@ test('opening creates the schema, migrates it, and reopening migrates nothing', 
     t.deepEqual(tables, [
       'attested_nodes',
       'bundles',
-      'ca_journals',
       'entry_events',
       'entry_federates_with',
       'entry_selectors',
@@ -181,6 +180,7 @@ test('opening creates the schema, migrates it, and reopening migrates nothing', 
       'node_selectors',
       'registered_entries',
       'schema_version',
+      'server_ca_journals',
     ]);
     const versions = (await c.query<{ version: number }>(`SELECT version FROM ${schema}.schema_version ORDER BY version`)).rows.map((r) => r.version);
     t.deepEqual(versions, POSTGRES_MIGRATIONS.map((m) => m.version));

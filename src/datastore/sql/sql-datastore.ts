@@ -17,6 +17,7 @@ import type { Selector } from '../../spiffe/selector.js';
 import type {
   AttestedNode,
   BundleRecord,
+  CaJournalRecord,
   Datastore,
   EntryEvent,
   EntryFilter,
@@ -36,6 +37,7 @@ import {
   validateJoinToken,
   validateNode,
   validateSelectors,
+  validateServerId,
   validateTime,
   validateTrustDomainId,
   type ValidEntryFields,
@@ -111,9 +113,11 @@ const SQL = {
     'INSERT INTO bundles (trust_domain_id, document, updated_at) VALUES (?, ?, ?) ON CONFLICT (trust_domain_id) DO UPDATE SET document = excluded.document, updated_at = excluded.updated_at',
   deleteBundle: 'DELETE FROM bundles WHERE trust_domain_id = ?',
   listBundles: 'SELECT trust_domain_id, document, updated_at FROM bundles ORDER BY trust_domain_id',
-  getJournal: 'SELECT journal FROM ca_journals WHERE trust_domain_id = ?',
+  getJournal: 'SELECT journal FROM server_ca_journals WHERE trust_domain_id = ? AND server_id = ?',
+  listJournals: 'SELECT server_id, journal, updated_at FROM server_ca_journals WHERE trust_domain_id = ? ORDER BY server_id',
+  deleteJournal: 'DELETE FROM server_ca_journals WHERE trust_domain_id = ? AND server_id = ?',
   setJournal:
-    'INSERT INTO ca_journals (trust_domain_id, journal, updated_at) VALUES (?, ?, ?) ON CONFLICT (trust_domain_id) DO UPDATE SET journal = excluded.journal, updated_at = excluded.updated_at',
+    'INSERT INTO server_ca_journals (trust_domain_id, server_id, journal, updated_at) VALUES (?, ?, ?, ?) ON CONFLICT (trust_domain_id, server_id) DO UPDATE SET journal = excluded.journal, updated_at = excluded.updated_at',
 } as const;
 
 /** A WHERE clause under construction; `none` means the filter can match nothing. */
@@ -225,6 +229,11 @@ function tokenFromRow(r: SqlRow): JoinTokenRecord {
     expiresAt: r['expires_at'] as number,
     createdAt: r['created_at'] as number,
   };
+}
+
+function journalFromRow(r: SqlRow): CaJournalRecord {
+  // A plain copy: callers must not see (or keep alive) a driver's pooled buffer.
+  return { serverId: r['server_id'] as string, journal: new Uint8Array(r['journal'] as Uint8Array), updatedAt: Number(r['updated_at']) };
 }
 
 function bundleFromRow(r: SqlRow): BundleRecord {
@@ -712,23 +721,56 @@ export class SqlDatastore implements Datastore {
     return this.#tx('read', async (tx) => (await tx.all(SQL.listBundles)).map(bundleFromRow));
   }
 
+  async mergeBundle(
+    trustDomainId: string,
+    merge: (current: BundleRecord | undefined, journals: readonly CaJournalRecord[]) => string | undefined,
+  ): Promise<{ record: BundleRecord | undefined; changed: boolean }> {
+    const td = validateTrustDomainId(trustDomainId);
+    return this.#tx('write', async (tx) => {
+      const row = (await tx.all(SQL.getBundle, [td]))[0];
+      const current = row === undefined ? undefined : bundleFromRow(row);
+      const journals = (await tx.all(SQL.listJournals, [td])).map(journalFromRow);
+      const next = merge(current, journals);
+      if (next === undefined || next === current?.document) return { record: current, changed: false };
+      const doc = validateBundleDocument(next);
+      const now = this.#clock.nowMs();
+      await tx.run(SQL.setBundle, [td, doc, now]);
+      return { record: { trustDomainId: td, document: doc, updatedAt: now }, changed: true };
+    });
+  }
+
   // ---------------------------------------------------------------- CA journal
 
-  async getCaJournal(trustDomainId: string): Promise<Uint8Array | undefined> {
+  async getCaJournal(trustDomainId: string, serverId: string): Promise<Uint8Array | undefined> {
     const td = validateTrustDomainId(trustDomainId);
+    const sid = validateServerId(serverId);
     return this.#tx('read', async (tx) => {
-      const row = (await tx.all(SQL.getJournal, [td]))[0];
+      const row = (await tx.all(SQL.getJournal, [td, sid]))[0];
       // A plain copy: callers must not see (or keep alive) a driver's pooled buffer.
       return row === undefined ? undefined : new Uint8Array(row['journal'] as Uint8Array);
     });
   }
 
-  async setCaJournal(trustDomainId: string, journal: Uint8Array): Promise<void> {
+  async setCaJournal(trustDomainId: string, serverId: string, journal: Uint8Array): Promise<void> {
     const td = validateTrustDomainId(trustDomainId);
+    const sid = validateServerId(serverId);
     if (!(journal instanceof Uint8Array)) {
       throw new SigilError('ERR_INVALID_ARGUMENT', 'ca journal must be bytes', { reason: 'invalid-journal' });
     }
-    await this.#tx('write', (tx) => tx.run(SQL.setJournal, [td, Buffer.from(journal), this.#clock.nowMs()]));
+    await this.#tx('write', (tx) => tx.run(SQL.setJournal, [td, sid, Buffer.from(journal), this.#clock.nowMs()]));
+  }
+
+  async deleteCaJournal(trustDomainId: string, serverId: string): Promise<void> {
+    const td = validateTrustDomainId(trustDomainId);
+    const sid = validateServerId(serverId);
+    await this.#tx('write', async (tx) => {
+      if ((await tx.run(SQL.deleteJournal, [td, sid])) === 0) throw notFound('journal-not-found', `no CA journal of server ${JSON.stringify(sid)} for ${td}`);
+    });
+  }
+
+  async listCaJournals(trustDomainId: string): Promise<CaJournalRecord[]> {
+    const td = validateTrustDomainId(trustDomainId);
+    return this.#tx('read', async (tx) => (await tx.all(SQL.listJournals, [td])).map(journalFromRow));
   }
 
   async close(): Promise<void> {
