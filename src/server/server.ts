@@ -16,6 +16,7 @@ import { pemBlocks } from '../common/x509.js';
 import type { Datastore } from '../datastore/datastore.js';
 import { openSqliteDatastore } from '../datastore/sqlite/sqlite-datastore.js';
 import { openPostgresDatastore } from '../datastore/postgres/postgres-datastore.js';
+import { lockSqliteForServer } from '../datastore/sqlite/server-lock.js';
 import { serviceDefinition } from '../grpc/proto.js';
 import type { KeyManager } from '../plugin/key-manager.js';
 import type { NodeAttestorServer } from '../plugin/node-attestor.js';
@@ -245,6 +246,11 @@ export async function startServer(config: ServerConfig, options: StartServerOpti
   };
   try {
     prepareDataDir(config.dataDir);
+    if (config.datastore.type === 'sqlite') {
+      // before anything reads the file: a second server on it is refused, not let race the first
+      const lock = lockSqliteForServer(config.datastore.sqlitePath);
+      cleanups.push(() => lock.release());
+    }
     refuseLostSqlite(config);
     const audit = new AuditLog(options.auditSink ?? (config.auditLog.path === '-' ? stdoutAuditSink() : fileAuditSink(config.auditLog.path)), clock);
     cleanups.push(() => audit.close());
