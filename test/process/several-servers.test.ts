@@ -96,10 +96,10 @@ test('kill -9 of the agent\'s server: no failed fetch, the agent fails over, SVI
   const homes = [await serverHomeOnPostgres('srv-a'), await serverHomeOnPostgres('srv-b')];
   const agentDir = mkdtempSync(join(tmpdir(), 'sigil-ha-agent-'));
   chmodSync(agentDir, 0o755);
-  let agent: Daemon | undefined;
+  const procs: { agent?: Daemon } = {};
   t.teardown(async () => {
-    for (const d of [agent, ...homes.map((h) => h.daemon)]) if (d?.running) d.child.kill('SIGKILL');
-    await Promise.all([agent, ...homes.map((h) => h.daemon)].map((d) => d?.closed));
+    for (const d of [procs.agent, ...homes.map((h) => h.daemon)]) if (d?.running) d.child.kill('SIGKILL');
+    await Promise.all([procs.agent, ...homes.map((h) => h.daemon)].map((d) => d?.closed));
     for (const h of homes) rmSync(h.dir, { recursive: true, force: true });
     rmSync(agentDir, { recursive: true, force: true });
   });
@@ -119,8 +119,8 @@ test('kill -9 of the agent\'s server: no failed fetch, the agent fails over, SVI
     `trustDomain: example.org\nserverAddresses:\n  - ${a.address}\n  - ${b.address}\ntrustBundleFile: bootstrap.pem\ndataDir: data\nsocketPath: ${socket}\n` +
       `nodeAttestor:\n  joinToken:\n    tokenFile: join-token\nlogLevel: debug\nsync:\n  retryInitial: 100ms\n  retryMax: 1s\n`,
   );
-  agent = supervise(['agent', 'run', '--config', agentConfig]);
-  const ag = agent;
+  const ag = supervise(['agent', 'run', '--config', agentConfig]);
+  procs.agent = ag;
   await ag.until('the agent to serve', () => ag.stderr.includes('serving the Workload API'), 60_000);
 
   // the workload: one fetch after another, every answer kept, every failure counted
