@@ -193,5 +193,17 @@ export interface Datastore {
   /** Every server's journal of the trust domain, sorted by server ID. */
   listCaJournals(trustDomainId: string): Promise<CaJournalRecord[]>;
 
+  /**
+   * Calls `listener` soon after any process commits a change of entries (`entries`) or of
+   * bundles and CA journals (`bundles`), where the database can tell other processes
+   * (PostgreSQL LISTEN/NOTIFY). A hint only: one may be lost or late, so readers keep their
+   * cursors (the entry event log) as the source of truth and a lost one costs latency only.
+   * SQLite (one server) never calls it. Resolves to the unsubscribe function.
+   */
+  watchChanges(listener: (change: DatastoreChange) => void): Promise<() => void>;
+
   close(): Promise<void>;
 }
+
+/** What watchChanges tells. */
+export type DatastoreChange = 'entries' | 'bundles';

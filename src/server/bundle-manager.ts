@@ -105,6 +105,7 @@ export class BundleManager {
   readonly #listeners = new Set<() => void>();
   #timer: NodeJS.Timeout | undefined;
   #stopped = false;
+  #unwatch: (() => void) | undefined;
   readonly #onCaChange = (): void => void this.syncOwn().catch((err: unknown) => this.#logger.error({ err }, 'bundle update failed'));
 
   constructor(options: { ds: Datastore; trustDomain: TrustDomain; refreshHintSeconds: number; hub: ChangeHub; logger: Logger; now: () => number }) {
@@ -130,11 +131,16 @@ export class BundleManager {
         });
     };
     this.#timer = setTimeout(tick, pollMs).unref();
+    // another server's change wakes this one at once (PostgreSQL); the poll catches lost ones
+    this.#unwatch = await this.#ds.watchChanges((change) => {
+      if (change === 'bundles' && !this.#stopped) void this.syncOwn({ readFirst: true }).catch((err: unknown) => this.#logger.warn({ err }, 'bundle refresh failed'));
+    });
   }
 
   /** Stops following the CA and polling. */
   stop(): void {
     this.#stopped = true;
+    this.#unwatch?.();
     if (this.#timer !== undefined) clearTimeout(this.#timer);
     this.#ca?.off('bundle-changed', this.#onCaChange);
   }

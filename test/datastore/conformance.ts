@@ -652,6 +652,16 @@ export function datastoreConformance(name: string, open: (options: ConformanceOp
 
   // ------------------------------------------------------------------ concurrency and lifecycle
 
+  it('watchChanges subscribes and unsubscribes; writes go on while a listener is registered', async (t, ds) => {
+    const stop = await ds.watchChanges(() => undefined);
+    t.is(typeof stop, 'function');
+    await ds.createEntry(newEntry({ sel: ['unix:uid:7'] }));
+    await ds.setCaJournal(TD, 'srv-a', new Uint8Array([1]));
+    stop();
+    stop();
+    t.is(await ds.countEntries(), 1);
+  });
+
   it('concurrent writes all land, each with its event', async (t, ds) => {
     const made = await Promise.all(Array.from({ length: 50 }, (_, i) => ds.createEntry(newEntry({ sel: [`unix:uid:${i}`] }))));
     t.is(new Set(ids(made)).size, 50);

@@ -19,6 +19,7 @@ import type {
   BundleRecord,
   CaJournalRecord,
   Datastore,
+  DatastoreChange,
   EntryEvent,
   EntryFilter,
   JoinTokenRecord,
@@ -266,6 +267,8 @@ export class SqlDatastore implements Datastore {
   readonly #driver: SqlDriver;
   readonly #clock: Clock;
   readonly #log: Logger;
+  /** The change kinds each open transaction has signalled already. */
+  readonly #signalled = new WeakMap<SqlExecutor, Set<DatastoreChange>>();
 
   constructor(driver: SqlDriver, options: SqlDatastoreOptions) {
     this.#driver = driver;
@@ -289,6 +292,26 @@ export class SqlDatastore implements Datastore {
       this.#log.error({ err }, 'datastore operation failed');
       throw new SigilError('ERR_INTERNAL', 'datastore operation failed', { reason: 'datastore-error', cause: err });
     }
+  }
+
+  /** Tells other processes of the change when this transaction commits (PostgreSQL NOTIFY; nothing on SQLite). */
+  async #signal(tx: SqlExecutor, kind: DatastoreChange): Promise<void> {
+    const sql = this.#driver.dialect.notifySql;
+    const channel = this.#driver.changeChannel;
+    if (sql === undefined || channel === undefined) return;
+    // once per transaction and kind: a bulk insert of many entries signals once
+    let kinds = this.#signalled.get(tx);
+    if (kinds === undefined) this.#signalled.set(tx, (kinds = new Set()));
+    if (kinds.has(kind)) return;
+    kinds.add(kind);
+    await tx.all(sql, [channel, kind]);
+  }
+
+  async watchChanges(listener: (change: DatastoreChange) => void): Promise<() => void> {
+    if (this.#driver.subscribe === undefined) return () => undefined;
+    return this.#driver.subscribe((kind) => {
+      if (kind === 'entries' || kind === 'bundles') listener(kind);
+    });
   }
 
   async #entryById(tx: SqlExecutor, id: string): Promise<RegistrationEntry | undefined> {
@@ -320,6 +343,7 @@ export class SqlDatastore implements Datastore {
     await tx.run(SQL.insertEntry, [id, ...entryColumns(f), 0, now]);
     await this.#writeEntryChildren(tx, id, f);
     await tx.run(SQL.insertEvent, [id, 'created', now]);
+    await this.#signal(tx, 'entries');
     return entryFromFields(id, f, 0, now);
   }
 
@@ -379,6 +403,7 @@ export class SqlDatastore implements Datastore {
       await tx.run(SQL.deleteEntryFederations, [id]);
       await this.#writeEntryChildren(tx, id, f);
       await tx.run(SQL.insertEvent, [id, 'updated', this.#clock.nowMs()]);
+      await this.#signal(tx, 'entries');
       return entryFromFields(id, f, revision, meta['created_at'] as number);
     });
     this.#log.debug({ entryId: id, revision: updated.revision }, 'entry updated');
@@ -392,6 +417,7 @@ export class SqlDatastore implements Datastore {
       if (existing === undefined) throw notFound('entry-not-found', `entry ${id} not found`);
       await tx.run(SQL.deleteEntry, [id]);
       await tx.run(SQL.insertEvent, [id, 'deleted', this.#clock.nowMs()]);
+      await this.#signal(tx, 'entries');
       return existing;
     });
     this.#log.debug({ entryId: id }, 'entry deleted');
@@ -705,6 +731,7 @@ export class SqlDatastore implements Datastore {
     return this.#tx('write', async (tx) => {
       const now = this.#clock.nowMs();
       await tx.run(SQL.setBundle, [td, doc, now]);
+      await this.#signal(tx, 'bundles');
       return { trustDomainId: td, document: doc, updatedAt: now };
     });
   }
@@ -735,6 +762,7 @@ export class SqlDatastore implements Datastore {
       const doc = validateBundleDocument(next);
       const now = this.#clock.nowMs();
       await tx.run(SQL.setBundle, [td, doc, now]);
+      await this.#signal(tx, 'bundles');
       return { record: { trustDomainId: td, document: doc, updatedAt: now }, changed: true };
     });
   }
@@ -757,7 +785,10 @@ export class SqlDatastore implements Datastore {
     if (!(journal instanceof Uint8Array)) {
       throw new SigilError('ERR_INVALID_ARGUMENT', 'ca journal must be bytes', { reason: 'invalid-journal' });
     }
-    await this.#tx('write', (tx) => tx.run(SQL.setJournal, [td, sid, Buffer.from(journal), this.#clock.nowMs()]));
+    await this.#tx('write', async (tx) => {
+      await tx.run(SQL.setJournal, [td, sid, Buffer.from(journal), this.#clock.nowMs()]);
+      await this.#signal(tx, 'bundles');
+    });
   }
 
   async deleteCaJournal(trustDomainId: string, serverId: string): Promise<void> {
@@ -765,6 +796,7 @@ export class SqlDatastore implements Datastore {
     const sid = validateServerId(serverId);
     await this.#tx('write', async (tx) => {
       if ((await tx.run(SQL.deleteJournal, [td, sid])) === 0) throw notFound('journal-not-found', `no CA journal of server ${JSON.stringify(sid)} for ${td}`);
+      await this.#signal(tx, 'bundles');
     });
   }
 
