@@ -43,7 +43,7 @@ const retryDelay = (attempt: number): number => Math.min(5000, 200 * 2 ** attemp
 /** One simulated agent; resolves once it is synced (it keeps its stream open afterwards). */
 async function runAgent(cmd: FleetAgentsCommand, a: { token: string; agentId: string }): Promise<void> {
   const roots = cmd.roots.map((r) => Buffer.from(r, 'base64'));
-  const client = new AgentServerClient({ address: cmd.target, trustDomain: TrustDomain.parse(cmd.trustDomain), roots });
+  const client = new AgentServerClient({ addresses: [cmd.target], trustDomain: TrustDomain.parse(cmd.trustDomain), roots });
   const key = await generateKeyAndCsr();
   const attestor = new JoinTokenAgentAttestor(new Secret(a.token));
   for (let attempt = 0; ; attempt++) {

@@ -86,7 +86,12 @@ export async function startAgent(config: AgentConfig, options: StartAgentOptions
   const roots = union(store.loadBundle(), readBootstrapBundle(config.trustBundleFile));
   const storedBundle = store.loadBundleDocument(config.trustDomain);
   if (storedBundle !== undefined) logger.info({ trustDomain: config.trustDomain.name }, 'trust bundle loaded from data dir; serving it until the server is reached');
-  const client = new AgentServerClient({ address: config.serverAddress, trustDomain: config.trustDomain, roots });
+  const client = new AgentServerClient({
+    addresses: config.serverAddresses,
+    trustDomain: config.trustDomain,
+    roots,
+    onFailover: (from, to, err) => logger.warn({ from, to, code: err.code }, 'server call failed; using the next server'),
+  });
   const retry = { retryInitialMs: config.sync.retryInitialMs, retryMaxMs: config.sync.retryMaxMs, ...(options.random ? { random: options.random } : {}) };
 
   const sync = new EntrySync({
@@ -207,7 +212,7 @@ export async function startAgent(config: AgentConfig, options: StartAgentOptions
     throw err;
   }
   served.api = api;
-  logger.info({ agentId: svid.spiffeId, socket: api.address, server: config.serverAddress }, 'agent started');
+  logger.info({ agentId: svid.spiffeId, socket: api.address, server: client.address, servers: config.serverAddresses }, 'agent started');
 
   let stopping: Promise<void> | undefined;
   return {

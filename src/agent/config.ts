@@ -40,8 +40,10 @@ export const DEFAULT_AGENT_SOCKET = '/run/sigil/agent.sock';
 /** The schema of the YAML file (and of flags, merged into it). */
 export const agentConfigSchema = z.strictObject({
   trustDomain,
-  /** host:port of the server's agent API. */
-  serverAddress: serverHostPort,
+  /** host:port of the server's agent API (the one-element form of serverAddresses). */
+  serverAddress: serverHostPort.optional(),
+  /** host:port of every server's agent API (several servers on one PostgreSQL); the agent fails over between them. */
+  serverAddresses: z.array(serverHostPort).min(1).max(64).optional(),
   /** PEM file with the server's CA certificates, trusted for the first connection (before any bundle is synced). */
   trustBundleFile: z.string().min(1),
   dataDir: z.string().min(1),
@@ -119,7 +121,6 @@ type RawConfig = z.input<typeof agentConfigSchema>;
 /** What to set when a required key is missing: the key, and the flag of `sigil agent run` where there is one. */
 const AGENT_REQUIRED = {
   trustDomain: 'set trustDomain (e.g. example.org) or pass --trust-domain',
-  serverAddress: "set serverAddress (host:port of the server's agent API) or pass --server-address",
   trustBundleFile: "set trustBundleFile (the server's CA certificates, PEM) or pass --trust-bundle",
   dataDir: 'set dataDir or pass --data-dir',
   nodeAttestor: 'set nodeAttestor.joinToken.tokenFile or pass --join-token-file (or configure nodeAttestor.x509pop, nodeAttestor.k8sPsat or nodeAttestor.jwt)',
@@ -135,7 +136,10 @@ export type AgentNodeAttestorConfig =
 /** The resolved, frozen agent configuration handed to every component. */
 export interface AgentConfig {
   readonly trustDomain: TrustDomain;
+  /** The first of serverAddresses (logs, single-server setups). */
   readonly serverAddress: string;
+  /** Every server's agent API, host:port; one connection at a time, failing over in turn. */
+  readonly serverAddresses: readonly string[];
   readonly trustBundleFile: string;
   readonly dataDir: string;
   readonly socketPath: string;
@@ -170,7 +174,11 @@ export function resolveAgentConfig(raw: unknown, flags: AgentFlags = {}, baseDir
   raw = requireConfigMapping(raw, 'agent');
   const merged = structuredClone(raw) as Record<string, unknown>;
   if (flags.trustDomain !== undefined) merged.trustDomain = flags.trustDomain;
-  if (flags.serverAddress !== undefined) merged.serverAddress = flags.serverAddress;
+  if (flags.serverAddress !== undefined) {
+    // the flag names the one server to use, whatever the file lists
+    merged.serverAddress = flags.serverAddress;
+    delete merged.serverAddresses;
+  }
   if (flags.trustBundleFile !== undefined) merged.trustBundleFile = flags.trustBundleFile;
   if (flags.dataDir !== undefined) merged.dataDir = flags.dataDir;
   if (flags.socketPath !== undefined) merged.socketPath = flags.socketPath;
@@ -183,6 +191,12 @@ export function resolveAgentConfig(raw: unknown, flags: AgentFlags = {}, baseDir
   const c = parseConfig(agentConfigSchema, merged as RawConfig, 'agent', AGENT_REQUIRED);
   const abs = pathResolver(baseDir);
   const problems: string[] = [];
+  if (c.serverAddress !== undefined && c.serverAddresses !== undefined) {
+    problems.push('serverAddress, serverAddresses: set one of them, not both (serverAddress is the one-element form of serverAddresses)');
+  } else if (c.serverAddress === undefined && c.serverAddresses === undefined) {
+    problems.push("serverAddress: required: set serverAddress (host:port of the server's agent API), serverAddresses (a list, for several servers) or pass --server-address");
+  }
+  const serverAddresses = [...new Set(c.serverAddresses ?? (c.serverAddress === undefined ? [] : [c.serverAddress]))];
   const { joinToken, x509pop, k8sPsat, jwt } = c.nodeAttestor;
   if ([joinToken, x509pop, k8sPsat, jwt].filter((a) => a !== undefined).length !== 1) {
     problems.push('nodeAttestor: configure exactly one of joinToken, x509pop, k8sPsat, jwt');
@@ -203,7 +217,8 @@ export function resolveAgentConfig(raw: unknown, flags: AgentFlags = {}, baseDir
 
   const config: AgentConfig = {
     trustDomain: TrustDomain.parse(c.trustDomain),
-    serverAddress: c.serverAddress,
+    serverAddress: serverAddresses[0] as string,
+    serverAddresses,
     trustBundleFile: abs(c.trustBundleFile),
     dataDir: abs(c.dataDir),
     socketPath: abs(c.socketPath),

@@ -7,10 +7,16 @@
  * or the server's roots change: new calls go to a new channel, while the old one stays open
  * until its last call ends, so a long-lived SyncEntries stream keeps its connection (closing
  * the channel under it let the next keepalive tear the connection down, issue 20).
+ *
+ * Several servers (one PostgreSQL behind them, so each accepts every agent): the client keeps
+ * one connection, to a server picked at random at start (spreading agents' load), and moves to
+ * the next one in the list when a call fails for a reason another server may not have
+ * (UNAVAILABLE, DEADLINE_EXCEEDED). It does not retry by itself: the caller's jittered backoff
+ * paces the attempts, and the next attempt goes to the next server.
  */
 import { credentials, Metadata, type Client, type ClientDuplexStream, type ClientReadableStream, type ServiceError } from '@grpc/grpc-js';
 import type { PeerCertificate } from 'node:tls';
-import { SigilError } from '../common/errors.js';
+import { SigilError, isSigilError } from '../common/errors.js';
 import type { Secret } from '../common/secret.js';
 import { toPem } from '../common/x509.js';
 import type { EntryMessage } from '../grpc/messages.js';
@@ -118,8 +124,12 @@ function uriSans(cert: PeerCertificate): string[] {
 
 /** Options of an AgentServerClient. */
 export interface AgentServerClientOptions {
-  /** `host:port` of the agent API. */
-  readonly address: string;
+  /** `host:port` of every server's agent API (at least one). */
+  readonly addresses: readonly string[];
+  /** Told when the client moves to another server after `error`. */
+  readonly onFailover?: (from: string, to: string, error: SigilError) => void;
+  /** Picks the index of the first server (tests); random by default. */
+  readonly firstIndex?: (count: number) => number;
   readonly trustDomain: TrustDomain;
   /** The CA certificates (DER) that must sign the server's certificate. */
   readonly roots: readonly Buffer[];
@@ -134,7 +144,9 @@ interface ChannelSlot {
 
 /** A client of the server's agent API that follows agent SVID and root changes. */
 export class AgentServerClient {
-  readonly #address: string;
+  readonly #addresses: readonly string[];
+  #current: number;
+  readonly #onFailover: ((from: string, to: string, error: SigilError) => void) | undefined;
   readonly #serverId: string;
   readonly #serverName: string;
   #roots: readonly Buffer[];
@@ -143,10 +155,33 @@ export class AgentServerClient {
   #closed = false;
 
   constructor(options: AgentServerClientOptions) {
-    this.#address = options.address;
+    if (options.addresses.length === 0) throw new SigilError('ERR_CONFIG_INVALID', 'no server address', { reason: 'no-server-address' });
+    this.#addresses = [...options.addresses];
+    const first = (options.firstIndex ?? ((n: number): number => Math.floor(Math.random() * n)))(this.#addresses.length);
+    this.#current = Math.min(Math.max(0, Math.trunc(first)), this.#addresses.length - 1);
+    this.#onFailover = options.onFailover;
     this.#serverId = `spiffe://${options.trustDomain.name}/sigil/server`;
     this.#serverName = options.trustDomain.name;
     this.#roots = options.roots;
+  }
+
+  /** The server new calls go to. */
+  get address(): string {
+    return this.#addresses[this.#current] as string;
+  }
+
+  /**
+   * After a failed call: when the failure is one another server may not share and the call ran
+   * on the current connection (not one already left), new calls go to the next server.
+   */
+  #failed(err: unknown, slot: ChannelSlot | undefined): void {
+    if (this.#addresses.length < 2 || this.#closed) return;
+    if (!isSigilError(err, 'ERR_UNAVAILABLE') && !isSigilError(err, 'ERR_DEADLINE_EXCEEDED')) return;
+    if (slot !== undefined && slot !== this.#mtls) return;
+    const from = this.address;
+    this.#current = (this.#current + 1) % this.#addresses.length;
+    if (slot !== undefined) this.#resetChannel();
+    this.#onFailover?.(from, this.address, err);
   }
 
   /** Trusts `roots` for new connections (the server's bundle changed). */
@@ -199,7 +234,7 @@ export class AgentServerClient {
         },
       },
     );
-    return new Ctor(this.#address, creds, {
+    return new Ctor(this.address, creds, {
       // SNI must be a name, not the IP the address often is; the identity check above is what counts.
       'grpc.ssl_target_name_override': this.#serverName,
       'grpc.initial_reconnect_backoff_ms': 500,
@@ -248,7 +283,11 @@ export class AgentServerClient {
             call.end();
           }
         });
-        call.on('error', (err: ServiceError) => finish(fromServiceError(err)));
+        call.on('error', (err: ServiceError) => {
+          const e = fromServiceError(err);
+          this.#failed(e, undefined);
+          finish(e);
+        });
         call.on('end', () => finish(new SigilError('ERR_UNAVAILABLE', 'attestation stream ended without a result', { reason: 'no-result' })));
         attestor.payload(signal).then(
           (payload) => call.write({ params: { attestor: attestor.name, payload: Buffer.from(payload), csr: csrDer } }),
@@ -273,8 +312,11 @@ export class AgentServerClient {
       const call = fn.call(client, request, new Metadata(), { deadline: new Date(Date.now() + UNARY_DEADLINE_MS) }, (err, res) => {
         end();
         signal?.removeEventListener('abort', onAbort);
-        if (err) reject(fromServiceError(err));
-        else resolve(res as T);
+        if (err) {
+          const e = fromServiceError(err);
+          this.#failed(e, slot);
+          reject(e);
+        } else resolve(res as T);
       }) as unknown as { cancel(): void };
       const onAbort = (): void => call.cancel();
       signal?.addEventListener('abort', onAbort, { once: true });
@@ -324,7 +366,10 @@ export class AgentServerClient {
     // 'status' comes once at the end of every call, whether it ended, failed or was cancelled.
     const end = AgentServerClient.#enter(slot);
     stream.on('status', end);
-    stream.on('error', end);
+    stream.on('error', (err: ServiceError) => {
+      end();
+      this.#failed(fromServiceError(err), slot);
+    });
     return stream;
   }
 

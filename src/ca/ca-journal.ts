@@ -13,6 +13,8 @@ export interface CaJournalStore {
   load(): Promise<Uint8Array | undefined>;
   /** Replaces the journal. */
   save(data: Uint8Array): Promise<void>;
+  /** The journals of the other servers of the trust domain (several servers on one database); none when absent. */
+  others?(): Promise<Uint8Array[]>;
 }
 
 /**
@@ -48,6 +50,12 @@ const base = {
   tainted: z.boolean(),
   /** Upper bound of the expiry of everything this key signed (ms); 0 when nothing yet. */
   signedUntil: z.number().int(),
+  /**
+   * When the authority entered the trust bundle (ms): it signs nothing before this plus the
+   * propagation margin. null while not yet published; absent in journals older than the field
+   * (then notBefore counts).
+   */
+  publishedAt: z.number().int().nullable().optional(),
 };
 
 const x509Record = z.object({

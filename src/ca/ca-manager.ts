@@ -10,34 +10,46 @@
  * tainted authority from the bundle at once, invalidating what it signed. The active
  * authority can be neither tainted nor revoked: activate a successor first.
  */
-import { createHash, createPublicKey, randomBytes, sign as nodeSign, type KeyObject } from 'node:crypto';
+import { createHash, randomBytes, type KeyObject } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import type { Clock, TimerHandle } from '../common/clock.js';
 import { SigilError } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
 import { serializeError } from '../common/logger.js';
-import { jwsAlgForKeyType, type KeyManager, type KeyType, type ManagedKey } from '../plugin/key-manager.js';
+import type { KeyManager, KeyType, ManagedKey } from '../plugin/key-manager.js';
 import { reservedIdKind, reservedIdReason } from '../spiffe/reserved-id.js';
 import type { SpiffeId, TrustDomain } from '../spiffe/spiffe-id.js';
-import { checkSvidPublicKey, schemeForKeyObject, schemeForKeyType, type SignatureScheme } from './algorithms.js';
-import { assembleCertificate, caTbs, readCertInfo } from './ca-cert.js';
+import { checkSvidPublicKey } from './algorithms.js';
 import {
-  decodeCaJournal,
-  encodeCaJournal,
-  type AuthorityPhase,
-  type CaJournal,
-  type CaJournalStore,
-  type JwtAuthorityRecord,
-  type X509AuthorityRecord,
-} from './ca-journal.js';
+  JWT_KEY_PREFIX,
+  NOT_BEFORE_CUSHION_MS,
+  X509_KEY_PREFIX,
+  floorSec,
+  info,
+  invalid,
+  jwtSlotFromRecord,
+  mintJwtSlot,
+  mintX509Slot,
+  precondition,
+  x509SlotFromRecord,
+  type JwtAuthority,
+  type JwtSlot,
+  type MintDeps,
+  type PendingBound,
+  type SlotInfo,
+  type X509Slot,
+} from './authority.js';
+import { decodeCaJournal, encodeCaJournal, type CaJournal, type CaJournalStore, type JwtAuthorityRecord, type X509AuthorityRecord } from './ca-journal.js';
 import { verifyCsr } from './csr.js';
 import { inMemoryPrivateKey } from './key-manager/key-gen.js';
-import { LeafTemplate, checkDnsName, randomSerial, serialHex } from './leaf-template.js';
-import { encodeName } from './name.js';
+import { checkDnsName, randomSerial, serialHex } from './leaf-template.js';
 import { SigningPool } from './signing-pool.js';
 import type { ReservedIssuance, ReservedIssuanceSet } from './reserved-issuance.js';
 import { spkiOf, subjectKeyIdentifier } from './spki.js';
 import type { UpstreamAuthority } from './upstream-authority.js';
+
+export { NOT_BEFORE_CUSHION_MS } from './authority.js';
+export type { JwtAuthority, SlotInfo } from './authority.js';
 
 /** Default X.509 CA lifetime (SPIRE's ca_ttl). */
 export const DEFAULT_CA_TTL_MS = 24 * 3_600_000;
@@ -45,11 +57,7 @@ export const DEFAULT_CA_TTL_MS = 24 * 3_600_000;
 export const DEFAULT_X509_SVID_TTL_MS = 3_600_000;
 /** Default JWT-SVID lifetime. */
 export const DEFAULT_JWT_SVID_TTL_MS = 5 * 60_000;
-/** notBefore is backdated by this much to absorb clock skew between machines (as SPIRE does). */
-export const NOT_BEFORE_CUSHION_MS = 10_000;
 const RETRY_AFTER_FAILURE_MS = 30_000;
-const X509_KEY_PREFIX = 'x509-ca-';
-const JWT_KEY_PREFIX = 'jwt-';
 
 /** Which authority an operation is about. */
 export type AuthorityKind = 'x509' | 'jwt';
@@ -71,6 +79,18 @@ export interface CaManagerOptions {
   x509SvidTtlMs?: number;
   /** Default JWT-SVID lifetime; 5m by default. */
   jwtSvidTtlMs?: number;
+  /**
+   * How long a new authority must have been in the trust bundle before it signs anything, so
+   * agents (of every server) and federated peers have it first; 0 by default. The first
+   * authority of its kind in the trust domain signs at once: nobody can rely on another yet.
+   */
+  propagationMarginMs?: number;
+  /**
+   * Puts the saved journal's authorities into the trust bundle (the server merges every
+   * server's into the shared one) and resolves once they are in it. Without it an authority
+   * counts as published once journaled.
+   */
+  publish?: () => Promise<void>;
   /** An upstream CA (cert chain + key loaded from files); Sigil's CA becomes its intermediate. */
   upstream?: UpstreamAuthority;
   /** Subject of Sigil's CA certificates; C=US, O=Sigil by default. */
@@ -101,92 +121,6 @@ export interface MintedJwtSvid {
   jti: string;
 }
 
-/** What an operator sees of one authority. */
-export interface SlotInfo {
-  /** X.509: the CA's subject key identifier, hex; JWT: the kid. */
-  id: string;
-  phase: AuthorityPhase;
-  keyType: KeyType;
-  notBefore: Date;
-  notAfter: Date;
-  tainted: boolean;
-  /** For X.509 authorities: true when signed by an upstream authority. */
-  upstream: boolean;
-}
-
-/** A JWT signing public key for the bundle. */
-export interface JwtAuthority {
-  kid: string;
-  publicKey: KeyObject;
-  notAfter: Date;
-}
-
-interface PendingBound {
-  value: number;
-  promise: Promise<void>;
-}
-
-interface X509Slot {
-  rec: X509AuthorityRecord;
-  key: ManagedKey | undefined;
-  template: LeafTemplate;
-  /** Certificates after the leaf in SVID chains: [] when self-signed, else [CA, ...upstream intermediates]. */
-  chainTail: Buffer[];
-  anchors: Buffer[];
-  pending?: PendingBound | undefined;
-  /** The key's reference in the signing pool; null when it cannot go there; unset until first use. */
-  poolRef?: number | null;
-}
-
-interface JwtSlot {
-  rec: JwtAuthorityRecord;
-  key: ManagedKey | undefined;
-  publicKey: KeyObject;
-  /** base64url of the JOSE header, fixed per key. */
-  header: string;
-  pending?: PendingBound | undefined;
-}
-
-function invalid(reason: string, message: string): SigilError {
-  return new SigilError('ERR_INVALID_ARGUMENT', message, { reason });
-}
-
-function precondition(reason: string, message: string): SigilError {
-  return new SigilError('ERR_FAILED_PRECONDITION', message, { reason });
-}
-
-function b64(buf: Uint8Array): string {
-  return Buffer.from(buf).toString('base64');
-}
-
-function unb64(s: string): Buffer {
-  return Buffer.from(s, 'base64');
-}
-
-function floorSec(ms: number): number {
-  return Math.floor(ms / 1000) * 1000;
-}
-
-function randomId(): string {
-  return randomBytes(8).toString('hex');
-}
-
-function info(rec: X509AuthorityRecord | JwtAuthorityRecord, upstream: boolean): SlotInfo {
-  return {
-    id: rec.id,
-    phase: rec.phase,
-    keyType: rec.keyType,
-    notBefore: new Date(rec.notBefore),
-    notAfter: new Date(rec.notAfter),
-    tainted: rec.tainted,
-    upstream,
-  };
-}
-
-function jwtHeader(type: KeyType, kid: string): string {
-  return Buffer.from(JSON.stringify({ alg: jwsAlgForKeyType(type), kid, typ: 'JWT' })).toString('base64url');
-}
-
 /** The X.509 CA and JWT signing keys of one trust domain, with their lifecycle. Emits 'bundle-changed', 'activated' and 'tainted'. */
 export class CaManager extends EventEmitter {
   readonly #td: TrustDomain;
@@ -202,6 +136,8 @@ export class CaManager extends EventEmitter {
   readonly #upstream: UpstreamAuthority | undefined;
   readonly #upstreamFp: string | null;
   readonly #subject: { country: string; organization: string; commonName: string | undefined };
+  readonly #margin: number;
+  readonly #publish: (() => Promise<void>) | undefined;
 
   #x509: X509Slot[] = [];
   #jwt: JwtSlot[] = [];
@@ -237,6 +173,11 @@ export class CaManager extends EventEmitter {
     this.#upstream = o.upstream;
     this.#upstreamFp = o.upstream === undefined ? null : createHash('sha256').update(o.upstream.certChain[0] as Buffer).digest('hex');
     this.#subject = { country: o.subject?.country ?? 'US', organization: o.subject?.organization ?? 'Sigil', commonName: o.subject?.commonName };
+    this.#margin = o.propagationMarginMs ?? 0;
+    if (!Number.isFinite(this.#margin) || this.#margin < 0) {
+      throw new SigilError('ERR_CONFIG_INVALID', `propagationMarginMs must not be negative, got ${this.#margin}`, { reason: 'bad-margin' });
+    }
+    this.#publish = o.publish;
     const threads = o.signingThreads ?? 0;
     this.#pool = threads === 0 ? undefined : new SigningPool(threads);
   }
@@ -246,7 +187,87 @@ export class CaManager extends EventEmitter {
     const ca = new CaManager(options);
     await ca.#load();
     await ca.#enqueue(() => ca.#lifecycle());
+    await ca.#waitForActive();
     return ca;
+  }
+
+  /**
+   * A server joining a trust domain whose bundle other servers' authorities already fill
+   * mints its first authorities prepared: they sign only once they have been in the shared
+   * bundle for the propagation margin. Waits (on the injected Clock) until both are active.
+   */
+  async #waitForActive(): Promise<void> {
+    let told = false;
+    while (this.#activeX509 === undefined || this.#activeJwt === undefined) {
+      const at = this.#nextEvent();
+      if (!Number.isFinite(at)) throw new SigilError('ERR_INTERNAL', 'the CA has no authority to activate', { reason: 'no-active-authority' });
+      if (!told) {
+        told = true;
+        this.#log.info({ activateAt: new Date(at).toISOString(), propagationMarginMs: this.#margin }, 'new authorities are published; waiting for the propagation margin before signing with them');
+      }
+      await new Promise<void>((resolve) => this.#clock.setTimer(resolve, Math.max(0, at - this.#clock.nowMs())));
+      await this.#enqueue(() => this.#lifecycle());
+    }
+  }
+
+  #mintDeps(): MintDeps {
+    return {
+      trustDomain: this.#td,
+      keyManager: this.#km,
+      clock: this.#clock,
+      logger: this.#log,
+      x509KeyType: this.#x509KeyType,
+      jwtKeyType: this.#jwtKeyType,
+      caTtlMs: this.#caTtl,
+      upstream: this.#upstream,
+      upstreamFp: this.#upstreamFp,
+      subject: this.#subject,
+    };
+  }
+
+  /** Mints a prepared authority of `kind` and adds it to the slots (not yet journaled or published). */
+  async #mint(kind: AuthorityKind): Promise<X509Slot | JwtSlot> {
+    if (kind === 'x509') {
+      const slot = await mintX509Slot(this.#mintDeps(), 'prepared');
+      this.#x509.push(slot);
+      return slot;
+    }
+    const slot = await mintJwtSlot(this.#mintDeps(), 'prepared');
+    this.#jwt.push(slot);
+    return slot;
+  }
+
+  /**
+   * Journals and publishes the authorities not yet in the bundle, then records when they
+   * got there: the propagation margin counts from that moment.
+   */
+  async #publishPending(): Promise<boolean> {
+    const pending = [...this.#x509, ...this.#jwt].filter((s) => s.rec.publishedAt === null);
+    if (pending.length === 0) return false;
+    this.#afterChange();
+    await this.#save();
+    if (this.#publish !== undefined) await this.#publish();
+    const at = this.#clock.nowMs();
+    for (const s of pending) s.rec.publishedAt = at;
+    await this.#save();
+    return true;
+  }
+
+  /** When the authority may first sign: the propagation margin after it entered the bundle. */
+  #signableAt(rec: { publishedAt?: number | null | undefined; notBefore: number }): number {
+    if (rec.publishedAt === null) return Number.POSITIVE_INFINITY;
+    return (rec.publishedAt ?? rec.notBefore) + this.#margin;
+  }
+
+  /** Whether another server's journal holds a live authority of `kind` (then a first authority here must wait the margin too). */
+  async #othersLive(kind: AuthorityKind): Promise<boolean> {
+    if (this.#journal.others === undefined) return false;
+    const now = this.#clock.nowMs();
+    for (const bytes of await this.#journal.others()) {
+      const j = decodeCaJournal(bytes);
+      if ((kind === 'x509' ? j.x509 : j.jwt).some((r) => r.notAfter > now)) return true;
+    }
+    return false;
   }
 
   /** Starts the timer that prepares, activates and prunes on schedule (with the injected Clock). */
@@ -528,9 +549,8 @@ export class CaManager extends EventEmitter {
       const slots = this.#slots(kind);
       const old = slots.find((s) => s.rec.phase === 'prepared');
       if (old !== undefined) await this.#remove(kind, old, 'replaced');
-      const slot = kind === 'x509' ? await this.#mintX509('prepared') : await this.#mintJwt('prepared');
-      this.#afterChange();
-      await this.#save();
+      const slot = await this.#mint(kind);
+      await this.#publishPending();
       this.emit('bundle-changed');
       this.#schedule();
       return info(slot.rec, 'template' in slot && slot.rec.upstream !== null);
@@ -542,6 +562,13 @@ export class CaManager extends EventEmitter {
     return this.#enqueue(async () => {
       const prepared = this.#slots(kind).find((s) => s.rec.phase === 'prepared');
       if (prepared === undefined) throw precondition('no-prepared-authority', `there is no prepared ${kind} authority to activate`);
+      const at = this.#signableAt(prepared.rec);
+      if (this.#clock.nowMs() < at) {
+        throw precondition(
+          'authority-propagating',
+          `prepared ${kind} authority ${prepared.rec.id} can be activated from ${Number.isFinite(at) ? new Date(at).toISOString() : 'its publication'} on, once it has been in the trust bundle for the propagation margin (${Math.round(this.#margin / 1000)}s)`,
+        );
+      }
       this.#promote(kind, prepared);
       await this.#save();
       this.emit('activated', kind, info(prepared.rec, 'template' in prepared && prepared.rec.upstream !== null));
@@ -631,7 +658,8 @@ export class CaManager extends EventEmitter {
       // from the wrong backup). CA keys in the key manager tell the two apart, since a first
       // start records an empty journal before it creates any key: minting a new CA over them
       // would silently start a new trust domain that no agent trusts.
-      const keys = (await this.#km.listKeys()).filter((k) => k.id.startsWith(X509_KEY_PREFIX) || k.id.startsWith(JWT_KEY_PREFIX));
+      const theirs = await this.#othersKeyIds();
+      const keys = (await this.#km.listKeys()).filter((k) => (k.id.startsWith(X509_KEY_PREFIX) || k.id.startsWith(JWT_KEY_PREFIX)) && !theirs.has(k.id));
       if (keys.length > 0) {
         throw new SigilError(
           'ERR_FAILED_PRECONDITION',
@@ -650,41 +678,23 @@ export class CaManager extends EventEmitter {
     }
     let changed = false;
     for (const rec of j.x509) {
-      const key = await this.#km.getKey(rec.keyId);
-      const cert = unb64(rec.cert);
-      const certInfo = readCertInfo(cert);
-      const keyOk = key !== undefined && spkiOf(key.publicKey).equals(certInfo.spki);
+      const { slot, keyOk } = x509SlotFromRecord(rec, await this.#km.getKey(rec.keyId));
       const modeOk = rec.upstream === this.#upstreamFp;
       if (rec.phase !== 'old' && (!keyOk || !modeOk)) {
         this.#log.warn({ authorityId: rec.id, keyId: rec.keyId, keyFound: keyOk, sameUpstream: modeOk }, 'X.509 authority cannot sign any more; retiring it');
         rec.phase = 'old';
         changed = true;
       }
-      const scheme = schemeForKeyType(rec.keyType);
-      const intermediates = rec.intermediates.map(unb64);
-      this.#x509.push({
-        rec,
-        key: keyOk ? key : undefined,
-        template: new LeafTemplate({ issuerName: certInfo.subjectName, authorityKeyId: subjectKeyIdentifier(certInfo.spki), scheme }),
-        chainTail: rec.upstream === null ? [] : [cert, ...intermediates],
-        anchors: rec.anchors.map(unb64),
-      });
+      this.#x509.push(slot);
     }
     for (const rec of j.jwt) {
-      const key = await this.#km.getKey(rec.keyId);
-      const spki = unb64(rec.publicKey);
-      const keyOk = key !== undefined && spkiOf(key.publicKey).equals(spki);
+      const { slot, keyOk } = jwtSlotFromRecord(rec, await this.#km.getKey(rec.keyId));
       if (rec.phase !== 'old' && !keyOk) {
         this.#log.warn({ kid: rec.id, keyId: rec.keyId }, 'JWT signing key is missing; retiring it');
         rec.phase = 'old';
         changed = true;
       }
-      this.#jwt.push({
-        rec,
-        key: keyOk ? key : undefined,
-        publicKey: createPublicKey({ key: spki, format: 'der', type: 'spki' }),
-        header: jwtHeader(rec.keyType, rec.id),
-      });
+      this.#jwt.push(slot);
     }
     // Two actives (only after manual journal edits) would make signing ambiguous: keep the newest.
     for (const list of [this.#x509, this.#jwt] as Array<Array<X509Slot | JwtSlot>>) {
@@ -699,113 +709,27 @@ export class CaManager extends EventEmitter {
     if (changed) await this.#save();
   }
 
+  /** Key IDs named in other servers' journals. */
+  async #othersKeyIds(): Promise<Set<string>> {
+    const ids = new Set<string>();
+    for (const bytes of (await this.#journal.others?.()) ?? []) {
+      const j = decodeCaJournal(bytes);
+      for (const r of [...j.x509, ...j.jwt]) ids.add(r.keyId);
+    }
+    return ids;
+  }
+
   /** Deletes CA/JWT keys the journal does not know (left by a crash between key creation and the journal write). */
   async #collectOrphanKeys(): Promise<void> {
     const known = new Set([...this.#x509.map((s) => s.rec.keyId), ...this.#jwt.map((s) => s.rec.keyId)]);
+    // a key folder shared with other servers (the old shared-filesystem setup) holds theirs too
+    for (const id of await this.#othersKeyIds()) known.add(id);
     for (const key of await this.#km.listKeys()) {
       if ((key.id.startsWith(X509_KEY_PREFIX) || key.id.startsWith(JWT_KEY_PREFIX)) && !known.has(key.id)) {
         this.#log.info({ keyId: key.id }, 'deleting key unknown to the CA journal');
         await this.#km.deleteKey(key.id);
       }
     }
-  }
-
-  async #mintX509(phase: AuthorityPhase): Promise<X509Slot> {
-    const now = this.#clock.nowMs();
-    const keyId = X509_KEY_PREFIX + randomId();
-    const key = await this.#km.generateKey(keyId, this.#x509KeyType);
-    try {
-      const spki = spkiOf(key.publicKey);
-      const ski = subjectKeyIdentifier(spki);
-      const serial = randomSerial();
-      const subjectName = encodeName({ ...this.#subject, serialNumber: BigInt(`0x${serial.toString('hex')}`).toString(10) });
-      const notBefore = floorSec(now - NOT_BEFORE_CUSHION_MS);
-      let notAfter = floorSec(now + this.#caTtl);
-      let issuerName: Buffer = subjectName;
-      let aki: Buffer = ski;
-      let scheme: SignatureScheme = schemeForKeyType(this.#x509KeyType);
-      let signer: (tbs: Buffer) => Promise<Buffer> = (tbs) => key.sign(tbs);
-      const up = this.#upstream;
-      if (up !== undefined) {
-        const upCert = up.certChain[0] as Buffer;
-        const upInfo = readCertInfo(upCert);
-        if (upInfo.notAfterMs <= now + 60_000) {
-          throw precondition('upstream-expired', `upstream CA certificate expired at ${new Date(upInfo.notAfterMs).toISOString()}`);
-        }
-        notAfter = Math.min(notAfter, upInfo.notAfterMs);
-        issuerName = upInfo.subjectName;
-        aki = upInfo.subjectKeyId ?? subjectKeyIdentifier(upInfo.spki);
-        const upKey = up.privateKey.reveal();
-        scheme = schemeForKeyObject(upKey);
-        const hash = scheme.hash;
-        const keyArg = upKey.asymmetricKeyType === 'ec' ? { key: upKey, dsaEncoding: 'der' as const } : upKey;
-        signer = (tbs) => Promise.resolve(nodeSign(hash, tbs, keyArg));
-      }
-      const tbs = caTbs({
-        serial,
-        notBeforeMs: notBefore,
-        notAfterMs: notAfter,
-        subjectName,
-        issuerName,
-        spki,
-        subjectKeyId: ski,
-        authorityKeyId: aki,
-        trustDomainId: this.#td.idString,
-        algorithmId: scheme.algorithmId,
-      });
-      const cert = assembleCertificate(tbs, scheme.algorithmId, await signer(tbs));
-      const intermediates = up === undefined ? [] : [...up.intermediates];
-      const anchors = up === undefined ? [cert] : [...up.roots];
-      const rec: X509AuthorityRecord = {
-        id: ski.toString('hex'),
-        keyId,
-        keyType: this.#x509KeyType,
-        phase,
-        notBefore,
-        notAfter,
-        tainted: false,
-        signedUntil: 0,
-        cert: b64(cert),
-        intermediates: intermediates.map(b64),
-        anchors: anchors.map(b64),
-        upstream: this.#upstreamFp,
-      };
-      const slot: X509Slot = {
-        rec,
-        key,
-        template: new LeafTemplate({ issuerName: subjectName, authorityKeyId: ski, scheme: schemeForKeyType(this.#x509KeyType) }),
-        chainTail: up === undefined ? [] : [cert, ...intermediates],
-        anchors,
-      };
-      this.#x509.push(slot);
-      this.#log.info({ authorityId: rec.id, phase, notAfter: new Date(notAfter).toISOString(), upstream: up !== undefined }, 'X.509 CA minted');
-      return slot;
-    } catch (err) {
-      await this.#km.deleteKey(keyId).catch(() => undefined);
-      throw err;
-    }
-  }
-
-  async #mintJwt(phase: AuthorityPhase): Promise<JwtSlot> {
-    const now = this.#clock.nowMs();
-    const kid = randomBytes(16).toString('base64url');
-    const keyId = JWT_KEY_PREFIX + randomId();
-    const key = await this.#km.generateKey(keyId, this.#jwtKeyType);
-    const rec: JwtAuthorityRecord = {
-      id: kid,
-      keyId,
-      keyType: this.#jwtKeyType,
-      phase,
-      notBefore: floorSec(now),
-      notAfter: floorSec(now + this.#caTtl),
-      tainted: false,
-      signedUntil: 0,
-      publicKey: b64(spkiOf(key.publicKey)),
-    };
-    const slot: JwtSlot = { rec, key, publicKey: key.publicKey, header: jwtHeader(this.#jwtKeyType, kid) };
-    this.#jwt.push(slot);
-    this.#log.info({ kid, phase, notAfter: new Date(rec.notAfter).toISOString() }, 'JWT signing key minted');
-    return slot;
   }
 
   /** prepared -> active, active -> old (in memory; the caller saves). */
@@ -857,25 +781,34 @@ export class CaManager extends EventEmitter {
         bundleChanged = true;
       }
     }
-    for (let guard = 0; guard < 4; guard++) {
+    let othersLive: boolean | undefined;
+    for (let guard = 0; guard < 6; guard++) {
       const slots = this.#slots(kind);
       const active = slots.find((s) => s.rec.phase === 'active');
       const prepared = slots.find((s) => s.rec.phase === 'prepared');
+      if (prepared !== undefined && prepared.rec.publishedAt === null) {
+        await this.#publishPending();
+        continue;
+      }
       if (active === undefined) {
-        const next = prepared ?? (kind === 'x509' ? await this.#mintX509('prepared') : await this.#mintJwt('prepared'));
-        if (prepared === undefined) bundleChanged = true;
-        this.#promote(kind, next);
-        activated = next;
+        if (prepared === undefined) {
+          await this.#mint(kind);
+          bundleChanged = true;
+          continue;
+        }
+        othersLive ??= await this.#othersLive(kind);
+        if (othersLive && this.#clock.nowMs() < this.#signableAt(prepared.rec)) break;
+        this.#promote(kind, prepared);
+        activated = prepared;
         continue;
       }
       const { prepareAt, activateAt } = this.#milestones(active.rec);
       if (prepared === undefined && now >= prepareAt) {
-        if (kind === 'x509') await this.#mintX509('prepared');
-        else await this.#mintJwt('prepared');
+        await this.#mint(kind);
         bundleChanged = true;
         continue;
       }
-      if (prepared !== undefined && now >= activateAt) {
+      if (prepared !== undefined && now >= activateAt && now >= this.#signableAt(prepared.rec)) {
         this.#promote(kind, prepared);
         activated = prepared;
         continue;
@@ -899,7 +832,9 @@ export class CaManager extends EventEmitter {
       const prepared = slots.find((s) => s.rec.phase === 'prepared');
       if (active !== undefined) {
         const m = this.#milestones(active.rec);
-        next = Math.min(next, prepared === undefined ? m.prepareAt : m.activateAt);
+        next = Math.min(next, prepared === undefined ? m.prepareAt : Math.max(m.activateAt, this.#signableAt(prepared.rec)));
+      } else if (prepared !== undefined) {
+        next = Math.min(next, this.#signableAt(prepared.rec));
       }
       for (const s of slots) {
         next = Math.min(next, s.rec.notAfter);

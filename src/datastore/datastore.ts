@@ -123,6 +123,14 @@ export interface BundleRecord {
   readonly updatedAt: number;
 }
 
+/** One server's CA journal. */
+export interface CaJournalRecord {
+  /** The owning server's ID; '' for a journal written before servers had IDs. */
+  readonly serverId: string;
+  readonly journal: Uint8Array;
+  readonly updatedAt: number;
+}
+
 /** One change to the entries, in the order it happened (for push sync and, later, several servers). */
 export interface EntryEvent {
   /** Monotonic, increasing. */
@@ -197,9 +205,35 @@ export interface Datastore extends AuditTrailStore {
   deleteBundle(trustDomainId: string, audit?: AuditFor<string>): Promise<void>;
   listBundles(): Promise<BundleRecord[]>;
 
-  // CA journal: the CA's own opaque state (key IDs, certificates, phases); never private keys
-  getCaJournal(trustDomainId: string): Promise<Uint8Array | undefined>;
-  setCaJournal(trustDomainId: string, journal: Uint8Array, audit?: AuditFor<string>): Promise<void>;
+  /**
+   * Read-modify-write of a bundle under the write lock (so servers sharing the database never
+   * overwrite each other's changes): `merge` sees the stored bundle and every server's CA journal
+   * of the trust domain, and returns the new document, or undefined to leave the stored one.
+   */
+  mergeBundle(
+    trustDomainId: string,
+    merge: (current: BundleRecord | undefined, journals: readonly CaJournalRecord[]) => string | undefined,
+  ): Promise<{ record: BundleRecord | undefined; changed: boolean }>;
+
+  // CA journals: each server's opaque CA state (key IDs, certificates, phases); never private keys
+  getCaJournal(trustDomainId: string, serverId: string): Promise<Uint8Array | undefined>;
+  setCaJournal(trustDomainId: string, serverId: string, journal: Uint8Array, audit?: AuditFor<string>): Promise<void>;
+  /** ERR_NOT_FOUND (reason `journal-not-found`) when the server has no journal. */
+  deleteCaJournal(trustDomainId: string, serverId: string): Promise<void>;
+  /** Every server's journal of the trust domain, sorted by server ID. */
+  listCaJournals(trustDomainId: string): Promise<CaJournalRecord[]>;
+
+  /**
+   * Calls `listener` soon after any process commits a change of entries (`entries`) or of
+   * bundles and CA journals (`bundles`), where the database can tell other processes
+   * (PostgreSQL LISTEN/NOTIFY). A hint only: one may be lost or late, so readers keep their
+   * cursors (the entry event log) as the source of truth and a lost one costs latency only.
+   * SQLite (one server) never calls it. Resolves to the unsubscribe function.
+   */
+  watchChanges(listener: (change: DatastoreChange) => void): Promise<() => void>;
 
   close(): Promise<void>;
 }
+
+/** What watchChanges tells. */
+export type DatastoreChange = 'entries' | 'bundles';

@@ -68,6 +68,17 @@ export function validateTrustDomainId(value: unknown, reason = 'invalid-trust-do
   return id;
 }
 
+/** A server ID: 1-64 of `[a-z0-9._-]` starting with a letter or digit, or '' (the legacy owner). */
+export const SERVER_ID_PATTERN = /^[a-z0-9][a-z0-9._-]{0,63}$/;
+
+/** Validates a server ID (reason `invalid-server-id`). */
+export function validateServerId(value: unknown): string {
+  if (typeof value !== 'string' || (value !== '' && !SERVER_ID_PATTERN.test(value))) {
+    throw invalid('invalid-server-id', `server id ${typeof value === 'string' ? quote(value) : 'of the wrong type'} must be 1-64 of [a-z0-9._-] starting with a letter or digit`);
+  }
+  return value;
+}
+
 /** Validates and normalises selectors; `requireOne` rejects an empty list with reason `no-selectors`. */
 export function validateSelectors(selectors: unknown, requireOne: boolean): Selector[] {
   if (!Array.isArray(selectors)) throw invalid('invalid-selectors', 'selectors must be a list');

@@ -1,13 +1,19 @@
 /**
- * Keeps the server's own bundle document in the datastore in step with the CA's
- * authorities (bumping `spiffe_sequence` on every change) and serves own and federated
- * bundles to the APIs. Documents are SPIFFE bundles (src/spiffe's Bundle); each stored
- * document is parsed once and the value reused until the document changes.
+ * Keeps the trust domain's bundle document in the datastore in step with the CA authorities
+ * of every server sharing it, and serves own and federated bundles to the APIs. The own
+ * bundle is the merge of every server's CA journal (each server's prepared, active and old
+ * authorities), computed and written in one datastore transaction under the write lock, so
+ * no server overwrites another's authorities; `spiffe_sequence` goes up on every change
+ * whichever server made it. Authorities leave only when their owner's journal drops them
+ * (pruned, revoked) or they expire. Every server polls the stored bundle and journals, so a
+ * change made by another server reaches its agents too. Documents are SPIFFE bundles
+ * (src/spiffe's Bundle); each stored document is parsed once and reused until it changes.
  */
-import type { KeyObject } from 'node:crypto';
-import type { AuditFor, Datastore, BundleRecord } from '../datastore/datastore.js';
+import { createPublicKey, type KeyObject } from 'node:crypto';
+import type { AuditFor, Datastore, BundleRecord, CaJournalRecord } from '../datastore/datastore.js';
 import type { Logger } from '../common/logger.js';
 import { SigilError } from '../common/errors.js';
+import { decodeCaJournal } from '../ca/ca-journal.js';
 import { Bundle } from '../spiffe/bundle.js';
 import { TrustDomain } from '../spiffe/spiffe-id.js';
 import type { ChangeHub } from './change-hub.js';
@@ -28,51 +34,115 @@ export function bundleDocument(bundle: Bundle): string {
   return JSON.stringify(bundle.toJwksObject());
 }
 
+/** What the merge of every server's journal yields. */
+interface MergedAuthorities {
+  readonly x509: Buffer[];
+  readonly jwt: Array<[string, KeyObject]>;
+  readonly taintedX509: string[];
+  readonly taintedJwt: string[];
+}
+
+/**
+ * The live authorities of every journal (servers in ID order, each in journal order; JWT keys
+ * sorted by kid), so equal journals give equal text. Expired ones are left out; an unreadable
+ * journal is skipped (logged) rather than taking every other server's authorities with it.
+ */
+function mergeJournals(journals: readonly CaJournalRecord[], nowMs: number, logger: Logger): MergedAuthorities {
+  const x509: Buffer[] = [];
+  const jwt = new Map<string, KeyObject>();
+  const taintedX509 = new Set<string>();
+  const taintedJwt = new Set<string>();
+  for (const j of journals) {
+    let journal;
+    try {
+      journal = decodeCaJournal(j.journal);
+    } catch (err) {
+      logger.warn({ serverId: j.serverId, err }, 'skipping an unreadable CA journal');
+      continue;
+    }
+    for (const r of journal.x509) {
+      if (r.notAfter <= nowMs) continue;
+      for (const a of r.anchors) {
+        const der = Buffer.from(a, 'base64');
+        if (!x509.some((x) => x.equals(der))) x509.push(der);
+      }
+      if (r.tainted) taintedX509.add(r.id);
+    }
+    for (const r of journal.jwt) {
+      if (r.notAfter <= nowMs) continue;
+      if (!jwt.has(r.id)) jwt.set(r.id, createPublicKey({ key: Buffer.from(r.publicKey, 'base64'), format: 'der', type: 'spki' }));
+      if (r.tainted) taintedJwt.add(r.id);
+    }
+  }
+  return {
+    x509,
+    jwt: [...jwt].sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0)),
+    taintedX509: [...taintedX509].sort(),
+    taintedJwt: [...taintedJwt].sort(),
+  };
+}
+
+/** How often every server reads the shared bundle and journals for changes other servers made. */
+export const BUNDLE_POLL_MS = 1000;
+
 /** Own and federated bundles. */
 export class BundleManager {
   readonly #ds: Datastore;
-  readonly #ca: ServerCa;
   readonly #td: TrustDomain;
   readonly #refreshHintSeconds: number;
   readonly #hub: ChangeHub;
   readonly #logger: Logger;
+  readonly #now: () => number;
   /** Last parsed document per trust domain ID: parsing imports every key, which costs more than a signature. */
   readonly #parsed = new Map<string, { document: string; bundle: Bundle }>();
+  #ca: ServerCa | undefined;
   #syncing: Promise<void> = Promise.resolve();
-  /** Tainted authority IDs last announced: a taint leaves the document alone but must still reach agents. */
-  #tainted = '';
-  readonly #onCaChange = (): void => {
-    this.#syncing = this.#syncing
-      .then(async () => {
-        await this.#syncOwnNow();
-        const tainted = this.#taintedKey();
-        if (tainted === this.#tainted) return;
-        this.#tainted = tainted;
-        this.#logger.info({ taintedX509Authorities: this.#taintedIds('x509'), taintedJwtKeys: this.#taintedIds('jwt') }, 'tainted authorities changed; pushing bundles to agents');
-        this.#hub.notify('bundles');
-      })
-      .catch((err: unknown) => this.#logger.error({ err }, 'bundle update failed'));
-  };
+  /** Tainted authority IDs of every server, as last read: a taint leaves the document alone but must still reach agents. */
+  #tainted = { x509: [] as string[], jwt: [] as string[] };
+  /** The own document last read or written. */
+  #document: string | undefined;
+  #x509Anchors: Buffer[] = [];
+  readonly #listeners = new Set<() => void>();
+  #timer: NodeJS.Timeout | undefined;
+  #stopped = false;
+  #unwatch: (() => void) | undefined;
+  readonly #onCaChange = (): void => void this.syncOwn().catch((err: unknown) => this.#logger.error({ err }, 'bundle update failed'));
 
-  constructor(options: { ds: Datastore; ca: ServerCa; trustDomain: TrustDomain; refreshHintSeconds: number; hub: ChangeHub; logger: Logger }) {
+  constructor(options: { ds: Datastore; trustDomain: TrustDomain; refreshHintSeconds: number; hub: ChangeHub; logger: Logger; now: () => number }) {
     this.#ds = options.ds;
-    this.#ca = options.ca;
     this.#td = options.trustDomain;
     this.#refreshHintSeconds = options.refreshHintSeconds;
     this.#hub = options.hub;
     this.#logger = options.logger;
+    this.#now = options.now;
   }
 
-  /** Stores the current authorities and follows the CA's changes. */
-  async start(): Promise<void> {
+  /** Stores the merged authorities, follows `ca`'s changes, and polls for other servers' changes every `pollMs`. */
+  async start(ca: ServerCa, pollMs = BUNDLE_POLL_MS): Promise<void> {
     await this.syncOwn();
-    this.#tainted = this.#taintedKey();
-    this.#ca.on('bundle-changed', this.#onCaChange);
+    this.#ca = ca;
+    ca.on('bundle-changed', this.#onCaChange);
+    const tick = (): void => {
+      if (this.#stopped) return;
+      void this.syncOwn({ readFirst: true })
+        .catch((err: unknown) => this.#logger.warn({ err }, 'bundle poll failed'))
+        .finally(() => {
+          if (!this.#stopped) this.#timer = setTimeout(tick, pollMs).unref();
+        });
+    };
+    this.#timer = setTimeout(tick, pollMs).unref();
+    // another server's change wakes this one at once (PostgreSQL); the poll catches lost ones
+    this.#unwatch = await this.#ds.watchChanges((change) => {
+      if (change === 'bundles' && !this.#stopped) void this.syncOwn({ readFirst: true }).catch((err: unknown) => this.#logger.warn({ err }, 'bundle refresh failed'));
+    });
   }
 
-  /** Stops following the CA. */
+  /** Stops following the CA and polling. */
   stop(): void {
-    this.#ca.off('bundle-changed', this.#onCaChange);
+    this.#stopped = true;
+    this.#unwatch?.();
+    if (this.#timer !== undefined) clearTimeout(this.#timer);
+    this.#ca?.off('bundle-changed', this.#onCaChange);
   }
 
   /** Waits for pending bundle updates (tests). */
@@ -80,41 +150,80 @@ export class BundleManager {
     await this.#syncing;
   }
 
-  /** The CA's current authorities as a bundle (JWT keys sorted by kid, so equal authorities give equal text). */
-  #caBundle(sequenceNumber: number): Bundle {
-    const jwt = this.#ca
-      .jwtAuthorities()
-      .map((a): [string, KeyObject] => [a.kid, a.publicKey])
-      .sort((x, y) => (x[0] < y[0] ? -1 : x[0] > y[0] ? 1 : 0));
-    return Bundle.create(this.#td, {
-      x509Authorities: this.#ca.x509Authorities(),
-      jwtAuthorities: jwt,
-      sequenceNumber,
-      refreshHintSeconds: this.#refreshHintSeconds,
-    });
+  /** Calls `listener` whenever the own bundle or the tainted set changes (whoever changed it); returns its unsubscribe function. */
+  onChange(listener: () => void): () => void {
+    this.#listeners.add(listener);
+    return () => this.#listeners.delete(listener);
+  }
+
+  /** The X.509 authorities of the own bundle as last read (every server's CAs): what agents' SVIDs may chain to. */
+  x509Anchors(): Buffer[] {
+    return [...this.#x509Anchors];
   }
 
   /**
-   * Writes the own bundle when the CA's authorities (or the refresh hint) differ from the stored
-   * document. Runs after every update already queued (the CA's own change events included), so
-   * one authority change is one write, one sequence number and one push however many callers ask.
+   * Brings the stored own bundle in step with every server's journal: one merge under the
+   * write lock, writing (with the next sequence number) only when the authorities or the
+   * refresh hint differ. Runs after every update already queued, so one change is one write.
+   * `readFirst` (the poll) reads without the write lock and merges only when something differs.
    */
-  syncOwn(): Promise<void> {
-    const run = this.#syncing.then(() => this.#syncOwnNow());
+  syncOwn(options: { readFirst?: boolean } = {}): Promise<void> {
+    const run = this.#syncing.then(() => this.#syncOwnNow(options.readFirst === true));
     this.#syncing = run.catch(() => undefined); // the caller gets the error
     return run;
   }
 
-  async #syncOwnNow(): Promise<void> {
-    const stored = await this.#ds.getBundle(this.#td.idString);
-    const old = stored === undefined ? undefined : this.parse(stored);
+  /** The new document for `current`, or undefined when it already holds `merged`. */
+  #mergedDocument(current: BundleRecord | undefined, merged: MergedAuthorities): string | undefined {
+    const old = current === undefined ? undefined : this.parse(current);
     const storedSeq = old?.sequenceNumber ?? 0;
-    const current = this.#caBundle(storedSeq);
-    if (old !== undefined && old.sameAuthorities(current) && old.refreshHintSeconds === current.refreshHintSeconds) return;
-    const seq = storedSeq + 1;
-    await this.#ds.setBundle(this.#td.idString, bundleDocument(current.with({ sequenceNumber: seq })));
-    this.#logger.info({ trustDomain: this.#td.name, sequence: seq }, 'trust bundle updated');
+    const next = Bundle.create(this.#td, { x509Authorities: merged.x509, jwtAuthorities: merged.jwt, sequenceNumber: storedSeq, refreshHintSeconds: this.#refreshHintSeconds });
+    if (old !== undefined && old.sameAuthorities(next) && old.refreshHintSeconds === next.refreshHintSeconds) return undefined;
+    return bundleDocument(next.with({ sequenceNumber: storedSeq + 1 }));
+  }
+
+  async #syncOwnNow(readFirst: boolean): Promise<void> {
+    let merged: MergedAuthorities | undefined;
+    let record: BundleRecord | undefined;
+    let needsWrite = true;
+    if (readFirst) {
+      const [current, journals] = await Promise.all([this.#ds.getBundle(this.#td.idString), this.#ds.listCaJournals(this.#td.idString)]);
+      merged = mergeJournals(journals, this.#now(), this.#logger);
+      record = current;
+      needsWrite = this.#mergedDocument(current, merged) !== undefined;
+    }
+    if (needsWrite) {
+      const r = await this.#ds.mergeBundle(this.#td.idString, (current, journals) => {
+        merged = mergeJournals(journals, this.#now(), this.#logger);
+        return this.#mergedDocument(current, merged);
+      });
+      record = r.record;
+      if (r.changed && record !== undefined) {
+        this.#logger.info({ trustDomain: this.#td.name, sequence: this.parse(record).sequenceNumber }, 'trust bundle updated');
+      }
+    }
+    this.#observe(record, merged);
+  }
+
+  /** Tells agents (through the hub) and listeners when the stored document or the tainted set changed. */
+  #observe(record: BundleRecord | undefined, merged: MergedAuthorities | undefined): void {
+    let changed = false;
+    if (record !== undefined && record.document !== this.#document) {
+      this.#document = record.document;
+      this.#x509Anchors = this.parse(record).x509Authorities.map((c) => Buffer.from(c.der));
+      changed = true;
+    }
+    if (merged !== undefined) {
+      const tainted = { x509: merged.taintedX509, jwt: merged.taintedJwt };
+      if (tainted.x509.join(',') !== this.#tainted.x509.join(',') || tainted.jwt.join(',') !== this.#tainted.jwt.join(',')) {
+        this.#tainted = tainted;
+        this.#logger.info({ taintedX509Authorities: tainted.x509, taintedJwtKeys: tainted.jwt }, 'tainted authorities changed; pushing bundles to agents');
+        changed = true;
+      }
+    }
+    if (!changed) return;
     this.#hub.notify('bundles');
+    for (const l of [...this.#listeners]) l();
   }
 
   /** Parses a stored bundle record (cached per document); throws ERR_INVALID_BUNDLE on a malformed one. */
@@ -144,17 +253,9 @@ export class BundleManager {
     };
   }
 
-  /** Sorted IDs (X.509: hex SKIs; JWT: kids) of the tainted authorities the CA still holds. */
+  /** Sorted IDs (X.509: hex SKIs; JWT: kids) of every server's tainted live authorities, as last read. */
   #taintedIds(kind: 'x509' | 'jwt'): string[] {
-    const all = this.#ca.status()[kind];
-    return all
-      .filter((a) => a.tainted)
-      .map((a) => a.id)
-      .sort();
-  }
-
-  #taintedKey(): string {
-    return `${this.#taintedIds('x509').join(',')}/${this.#taintedIds('jwt').join(',')}`;
+    return [...this.#tainted[kind]];
   }
 
   /** Every federated bundle, sorted by trust domain ID. */

@@ -52,6 +52,7 @@ export class ChangeHub {
   #running: Promise<void> | undefined;
   #again = false;
   #lastPruneMs = 0;
+  #unwatch: (() => void) | undefined;
 
   /** Registers a listener for every kind, or only for `kinds`; returns its unsubscribe function. */
   subscribe(listener: ChangeListener, kinds?: readonly ChangeKind[]): () => void {
@@ -129,6 +130,10 @@ export class ChangeHub {
   async startPolling(ds: Datastore, logger: Logger, intervalMs = 1000, clock?: Clock): Promise<void> {
     this.#lastEventId = await ds.latestEntryEventId();
     this.#polling = { ds, logger, clock };
+    // other servers' writes wake the poll at once (PostgreSQL); the poll stays the source of truth
+    this.#unwatch = await ds.watchChanges((change) => {
+      if (change === 'entries') void this.pollNow();
+    });
     const tick = (): void => {
       if (this.#stopped) return;
       this.pollNow()
@@ -156,6 +161,7 @@ export class ChangeHub {
   /** Stops polling and drops every subscriber. */
   stop(): void {
     this.#stopped = true;
+    this.#unwatch?.();
     if (this.#timer !== undefined) clearTimeout(this.#timer);
     this.#listeners.clear();
   }

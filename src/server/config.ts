@@ -20,6 +20,7 @@ import {
   type LogLevel,
 } from '../common/config.js';
 import { parseDuration } from '../common/duration.js';
+import { SERVER_ID_PATTERN } from '../datastore/validation.js';
 import { TrustDomain } from '../spiffe/spiffe-id.js';
 import { k8sPsatConfigSchema, resolveK8sPsat, type K8sPsatConfig } from './k8s-psat-config.js';
 import { jwtNodeConfigSchema, resolveJwtNode, type JwtNodeConfig } from './jwt-node-config.js';
@@ -27,6 +28,18 @@ import { jwtNodeConfigSchema, resolveJwtNode, type JwtNodeConfig } from './jwt-n
 const KEY_TYPES = ['ec-p256', 'ec-p384', 'rsa-2048'] as const;
 
 const duration = durationSchema();
+
+/** A duration that may be zero (`0s`: no wait, for one server without federation). */
+const marginDuration = z.string().refine(
+  (s) => {
+    try {
+      return parseDuration(s) >= 0;
+    } catch {
+      return false;
+    }
+  },
+  { message: 'must be a duration such as 0s, 30s, 5m' },
+);
 
 const hostPort = hostPortSchema('0.0.0.0:8081');
 
@@ -43,6 +56,7 @@ function durationMs(d: string): number {
 export const serverConfigSchema = z.strictObject({
   trustDomain,
   dataDir: z.string().min(1),
+  serverId: z.string().regex(SERVER_ID_PATTERN, 'must be 1-64 of [a-z0-9._-] starting with a letter or digit').optional(),
   logLevel: logLevelSchema.default('info'),
   agentApi: z.strictObject({ address: hostPort.default('0.0.0.0:8081') }).default({ address: '0.0.0.0:8081' }),
   adminApi: z.strictObject({ socketPath: z.string().min(1).optional() }).default({}),
@@ -78,9 +92,10 @@ export const serverConfigSchema = z.strictObject({
       ttl: duration.default('24h'),
       // bounded: each thread holds a copy of the CA key and a V8 isolate
       signingThreads: z.number().int().min(0).max(256).optional(),
+      propagationMargin: marginDuration.default('30s'),
       upstream: z.strictObject({ certFile: z.string().min(1), keyFile: z.string().min(1), bundleFile: z.string().min(1).optional() }).optional(),
     })
-    .default({ keyType: 'ec-p256', jwtKeyType: 'ec-p256', ttl: '24h' }),
+    .default({ keyType: 'ec-p256', jwtKeyType: 'ec-p256', ttl: '24h', propagationMargin: '30s' }),
   svid: z
     .strictObject({
       defaultX509Ttl: duration.default('1h'),
@@ -121,6 +136,8 @@ const SERVER_REQUIRED = {
 export interface ServerConfig {
   readonly trustDomain: TrustDomain;
   readonly dataDir: string;
+  /** The configured server ID; absent: generated once and kept in the data dir (src/server/server-id.ts). */
+  readonly serverId?: string;
   readonly logLevel: LogLevel;
   readonly agentApi: { readonly host: string; readonly port: number };
   readonly adminApi: { readonly socketPath: string };
@@ -142,6 +159,8 @@ export interface ServerConfig {
     readonly keyType: (typeof KEY_TYPES)[number];
     readonly jwtKeyType: (typeof KEY_TYPES)[number];
     readonly ttlMs: number;
+    /** How long a new authority is in the trust bundle before it signs (agents and peers get it first). */
+    readonly propagationMarginMs: number;
     /** Worker threads that sign X.509-SVIDs; absent = one per core, 0 = the main thread. */
     readonly signingThreads?: number;
     readonly upstream?: { readonly certFile: string; readonly keyFile: string; readonly bundleFile?: string };
@@ -242,6 +261,7 @@ export function resolveServerConfig(raw: unknown, flags: ServerFlags = {}, baseD
   const config: ServerConfig = {
     trustDomain: TrustDomain.parse(c.trustDomain),
     dataDir,
+    ...(c.serverId === undefined ? {} : { serverId: c.serverId }),
     logLevel: c.logLevel,
     agentApi: splitHostPort(c.agentApi.address),
     adminApi: { socketPath: abs(c.adminApi.socketPath ?? join(dataDir, 'admin.sock')) },
@@ -281,6 +301,7 @@ export function resolveServerConfig(raw: unknown, flags: ServerFlags = {}, baseD
       keyType: c.ca.keyType,
       jwtKeyType: c.ca.jwtKeyType,
       ttlMs: parseDuration(c.ca.ttl),
+      propagationMarginMs: parseDuration(c.ca.propagationMargin),
       ...(c.ca.signingThreads === undefined ? {} : { signingThreads: c.ca.signingThreads }),
       ...(c.ca.upstream === undefined
         ? {}

@@ -34,6 +34,7 @@ export class ServerSvidProvider {
   readonly #idListeners = new Set<IdentityCertificateUpdateListener>();
   #identity: { certificate: Buffer; privateKey: Buffer } | null = null;
   #roots: { caCertificate: Buffer } | null = null;
+  readonly #rootsOf: () => Buffer[];
   #timer: TimerHandle | undefined;
   #current: SignedX509Svid | undefined;
   #stopped = false;
@@ -49,8 +50,10 @@ export class ServerSvidProvider {
   };
 
   /** `issuance` is the CA's server capability: the only way to have the server's ID (with its marker) signed. */
-  constructor(options: { ca: ServerCa; issuance: ReservedIssuance; spiffeId: string; ttlMs: number; clock: Clock; logger: Logger }) {
+  /** `roots` gives the X.509 authorities agents' SVIDs may chain to (the shared bundle's); the CA's own by default. */
+  constructor(options: { ca: ServerCa; issuance: ReservedIssuance; spiffeId: string; ttlMs: number; clock: Clock; logger: Logger; roots?: () => Buffer[] }) {
     this.#ca = options.ca;
+    this.#rootsOf = options.roots ?? ((): Buffer[] => this.#ca.x509Authorities());
     this.#issuance = options.issuance;
     this.#spiffeId = options.spiffeId;
     this.#ttlMs = options.ttlMs;
@@ -99,9 +102,9 @@ export class ServerSvidProvider {
     }, Math.max(1000, life / 2));
   }
 
-  /** Re-reads the CA's X.509 authorities (the roots agents' SVIDs chain to). */
+  /** Re-reads the X.509 authorities (the roots agents' SVIDs chain to). */
   refreshRoots(): void {
-    const pem = this.#ca.x509Authorities().map((c) => toPem(c, 'CERTIFICATE')).join('');
+    const pem = this.#rootsOf().map((c) => toPem(c, 'CERTIFICATE')).join('');
     this.#roots = { caCertificate: Buffer.from(pem) };
     for (const l of this.#caListeners) l(this.#roots);
   }

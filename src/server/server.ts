@@ -16,11 +16,12 @@ import { pemBlocks } from '../common/x509.js';
 import type { Datastore } from '../datastore/datastore.js';
 import { openSqliteDatastore } from '../datastore/sqlite/sqlite-datastore.js';
 import { openPostgresDatastore } from '../datastore/postgres/postgres-datastore.js';
+import { lockSqliteForServer } from '../datastore/sqlite/server-lock.js';
 import { serviceDefinition } from '../grpc/proto.js';
 import type { KeyManager } from '../plugin/key-manager.js';
 import type { NodeAttestorServer } from '../plugin/node-attestor.js';
 import { CaManager } from '../ca/ca-manager.js';
-import { datastoreCaJournal } from './ca-journal-store.js';
+import { adoptLegacyCaJournal, datastoreCaJournal } from './ca-journal-store.js';
 import { readOperatorFileSync } from '../ca/operator-file.js';
 import { openKeyManager } from '../ca/key-manager/open-key-manager.js';
 import { loadUpstreamAuthority } from '../ca/upstream-authority.js';
@@ -43,6 +44,7 @@ import { startHealthServer, type HealthServer } from './health.js';
 import { ServerMetrics } from './metrics.js';
 import type { ServerCa } from './server-ca.js';
 import { ServerSvidProvider } from './server-svid.js';
+import { resolveServerId } from './server-id.js';
 import { reportReservedEntries } from './reserved-entries.js';
 import { SIGIL_VERSION } from '../common/version.js';
 
@@ -132,6 +134,12 @@ function refuseLostSqlite(config: ServerConfig): void {
   throw lostDatastore(config, size === undefined ? `the datastore file ${path} does not exist` : `the datastore file ${path} is empty (0 bytes)`);
 }
 
+/**
+ * The CA journal of this server in the datastore. A journal written before servers had IDs
+ * (owner '') becomes this server's when this server's key manager holds one of its keys: the
+ * upgrade of a single server. Another server joining finds none of its keys there and starts
+ * its own journal, leaving the old one to its owner.
+ */
 /** Reads the x509pop trust bundle (PEM certificates) named in the config. */
 function readX509PopCas(path: string): Buffer[] {
   let pem: string;
@@ -179,6 +187,8 @@ export interface RunningServer {
   /** Health endpoint address, when enabled. */
   readonly healthAddress: { readonly host: string; readonly port: number } | undefined;
   readonly datastore: Datastore;
+  /** This server's ID among the servers sharing the datastore. */
+  readonly serverId: string;
   readonly ca: CaManager;
   readonly bundles: BundleManager;
   readonly metrics: ServerMetrics;
@@ -219,6 +229,11 @@ export async function startServer(config: ServerConfig, options: StartServerOpti
   };
   try {
     prepareDataDir(config.dataDir);
+    if (config.datastore.type === 'sqlite') {
+      // before anything reads the file: a second server on it is refused, not let race the first
+      const lock = lockSqliteForServer(config.datastore.sqlitePath);
+      cleanups.push(() => lock.release());
+    }
     refuseLostSqlite(config);
     const audit = new AuditLog(options.auditSink ?? (config.auditLog.path === '-' ? stdoutAuditSink() : fileAuditSink(config.auditLog.path)), clock);
     cleanups.push(() => audit.close());
@@ -264,10 +279,18 @@ export async function startServer(config: ServerConfig, options: StartServerOpti
             ...(config.ca.upstream.bundleFile === undefined ? {} : { bundlePath: config.ca.upstream.bundleFile }),
           });
     const td = config.trustDomain;
+    const serverId = resolveServerId(config.dataDir, config.serverId, logger);
+    const hub = new ChangeHub();
+    cleanups.push(() => hub.stop());
+    const bundles = new BundleManager({ ds, trustDomain: td, refreshHintSeconds: Math.round(config.bundleRefreshHintMs / 1000), hub, logger, now: () => clock.nowMs() });
+    await adoptLegacyCaJournal(ds, td, serverId, keyManager, logger);
     const ca = await CaManager.create({
       trustDomain: td,
       keyManager,
-      journal: datastoreCaJournal(ds, td, () => journalAudit.take()),
+      journal: datastoreCaJournal(ds, td, serverId, () => journalAudit.take()),
+      // the journal is saved first; the shared bundle is then merged from every server's journal
+      publish: () => bundles.syncOwn(),
+      propagationMarginMs: config.ca.propagationMarginMs,
       clock,
       logger,
       x509CaKeyType: config.ca.keyType,
@@ -294,10 +317,7 @@ export async function startServer(config: ServerConfig, options: StartServerOpti
     const issuance = ca.takeReservedIssuance();
 
     const metrics = new ServerMetrics();
-    const hub = new ChangeHub();
-    cleanups.push(() => hub.stop());
-    const bundles = new BundleManager({ ds, ca: serverCa, trustDomain: td, refreshHintSeconds: Math.round(config.bundleRefreshHintMs / 1000), hub, logger });
-    await bundles.start();
+    await bundles.start(serverCa);
     cleanups.push(() => bundles.stop());
     await hub.startPolling(ds, logger, 1000, clock);
     await reportReservedEntries(ds, td, logger);
@@ -311,9 +331,14 @@ export async function startServer(config: ServerConfig, options: StartServerOpti
     if (config.nodeAttestors.k8sPsat !== undefined) attestors.set('k8s_psat', new K8sPsatServerAttestor({ clusters: config.nodeAttestors.k8sPsat, clock }));
     if (config.nodeAttestors.jwt !== undefined) attestors.set('jwt', new JwtServerAttestor({ issuers: config.nodeAttestors.jwt, clock }));
 
-    const svid = new ServerSvidProvider({ ca: serverCa, issuance: issuance.server, spiffeId: serverSpiffeId(td).toString(), ttlMs: config.svid.agentTtlMs, clock, logger });
+    // agents' SVIDs may chain to any server's CA: the TLS roots are the shared bundle's
+    const svid = new ServerSvidProvider({ ca: serverCa, issuance: issuance.server, spiffeId: serverSpiffeId(td).toString(), ttlMs: config.svid.agentTtlMs, clock, logger, roots: () => bundles.x509Anchors() });
     await svid.start();
-    cleanups.push(() => svid.stop());
+    const unfollow = bundles.onChange(() => svid.refreshRoots());
+    cleanups.push(() => {
+      unfollow();
+      svid.stop();
+    });
 
     // accepted here and injected into grpc-js, so each connection's agent can be remembered (agent-connections.ts)
     const connections = new AgentConnections({ clock });
@@ -359,6 +384,7 @@ export async function startServer(config: ServerConfig, options: StartServerOpti
       ca: serverCa,
       localAuthority: ca,
       journalAudit,
+      serverId,
       bundles,
       hub,
       trustDomain: td,
@@ -408,7 +434,7 @@ export async function startServer(config: ServerConfig, options: StartServerOpti
       cleanups.push(() => h.close());
     }
     ready = true;
-    logger.info({ trustDomain: td.name, agentApi: `${host}:${agentPort}`, adminSocket: socketPath, health: health === undefined ? null : `${health.host}:${health.port}` }, 'server started');
+    logger.info({ trustDomain: td.name, serverId, agentApi: `${host}:${agentPort}`, adminSocket: socketPath, health: health === undefined ? null : `${health.host}:${health.port}` }, 'server started');
 
     let stopping: Promise<void> | undefined;
     return {
@@ -417,11 +443,12 @@ export async function startServer(config: ServerConfig, options: StartServerOpti
       adminSocketPath: socketPath,
       healthAddress: health === undefined ? undefined : { host: health.host, port: health.port },
       datastore: ds,
+      serverId,
       ca,
       bundles,
       metrics,
       serverSvid: svid,
-      x509Authorities: () => serverCa.x509Authorities(),
+      x509Authorities: () => bundles.x509Anchors(),
       stop: () => {
         stopping ??= (async () => {
           ready = false;

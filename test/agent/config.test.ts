@@ -96,3 +96,23 @@ test('workloadAttestors.k8s: off when absent; SPIRE defaults when present; one k
   const bad = configError(t, () => resolveAgentConfig({ ...base, workloadAttestors: { k8s: { pollRetryInterval: 'soon', kubeletPort: 1 } } }));
   t.true(bad.message.includes('pollRetryInterval') && bad.message.includes('kubeletPort'), bad.message);
 });
+
+test('serverAddresses lists several servers; serverAddress is its one-element form; both or neither is an error naming the keys', (t) => {
+  const one = resolveAgentConfig(base);
+  t.deepEqual(one.serverAddresses, ['sigil-server:8081']);
+  t.is(one.serverAddress, 'sigil-server:8081');
+  const { serverAddress: _drop, ...rest } = base;
+  const many = resolveAgentConfig({ ...rest, serverAddresses: ['a.example:8081', 'b.example:8081', 'a.example:8081'] });
+  t.deepEqual(many.serverAddresses, ['a.example:8081', 'b.example:8081'], 'duplicates dropped, order kept');
+  t.is(many.serverAddress, 'a.example:8081');
+  const both = configError(t, () => resolveAgentConfig({ ...base, serverAddresses: ['b.example:8081'] }));
+  t.true(both.message.includes('serverAddress, serverAddresses: set one of them, not both'), both.message);
+  const neither = configError(t, () => resolveAgentConfig(rest));
+  t.true(neither.message.includes('serverAddress') && neither.message.includes('serverAddresses'), neither.message);
+  const empty = configError(t, () => resolveAgentConfig({ ...rest, serverAddresses: [] }));
+  t.true(empty.message.includes('serverAddresses'), empty.message);
+  const bad = configError(t, () => resolveAgentConfig({ ...rest, serverAddresses: ['no-port'] }));
+  t.true(bad.message.includes('serverAddresses'), bad.message);
+  // the flag names the one server to use, whatever the file lists
+  t.deepEqual(resolveAgentConfig({ ...rest, serverAddresses: ['b.example:8081'] }, { serverAddress: 'c.example:8081' }).serverAddresses, ['c.example:8081']);
+});

@@ -258,7 +258,12 @@ test('restarting over the same journal and key directory keeps the same CA and J
   const dsPath = join(dir, 'datastore.sqlite3');
   let ds = await openSqliteDatastore({ path: dsPath, logger: silentLogger() });
   t.teardown(() => ds.close());
-  const journal = datastoreCaJournal({ getCaJournal: (id) => ds.getCaJournal(id), setCaJournal: (id, data) => ds.setCaJournal(id, data) }, TD);
+  // through `ds` as it is when called: the file is reopened between the two CAs
+  const journal = datastoreCaJournal(
+    { getCaJournal: (td, id) => ds.getCaJournal(td, id), setCaJournal: (td, id, data) => ds.setCaJournal(td, id, data), listCaJournals: (td) => ds.listCaJournals(td) },
+    TD,
+    'test-server',
+  );
   const clock = new ManualClock(T0);
   const open = async (): Promise<CaManager> =>
     CaManager.create({
@@ -300,7 +305,7 @@ test('restarting over the same journal and key directory keeps the same CA and J
   const parsed = JSON.parse(text) as { x509: Array<Record<string, unknown>>; jwt: Array<Record<string, unknown>> };
   for (const r of [...parsed.x509, ...parsed.jwt]) {
     for (const k of Object.keys(r)) {
-      t.true(['id', 'keyId', 'keyType', 'phase', 'notBefore', 'notAfter', 'tainted', 'signedUntil', 'cert', 'intermediates', 'anchors', 'upstream', 'publicKey'].includes(k), k);
+      t.true(['id', 'keyId', 'keyType', 'phase', 'notBefore', 'notAfter', 'tainted', 'signedUntil', 'publishedAt', 'cert', 'intermediates', 'anchors', 'upstream', 'publicKey'].includes(k), k);
     }
   }
 });

@@ -113,7 +113,7 @@ export async function sqliteJournal(): Promise<CaJournalStore> {
       await cleanup();
     },
   });
-  return datastoreCaJournal(ds, TD);
+  return datastoreCaJournal(ds, TD, 'test-server');
 }
 
 /** A CaManager over a memory key manager, a SQLite-backed journal and a ManualClock; extra options override. */

@@ -76,7 +76,7 @@ test('a datastore that lost its CA journal (a wiped database) is refused too; mo
   const data = join(dir, 'data');
   await serveOnce(config);
   const db = new Database(join(data, 'datastore.sqlite3'));
-  const removed = db.prepare('DELETE FROM ca_journals').run().changes;
+  const removed = db.prepare('DELETE FROM server_ca_journals').run().changes;
   db.close();
   t.is(removed, 1);
 

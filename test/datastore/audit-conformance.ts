@@ -69,10 +69,10 @@ export function auditTrailConformance(it: It): void {
     await ds.createJoinToken({ tokenId: 't1', tokenHash: 'a'.repeat(64), expiresAt: 5 }, (j) => rec('jointoken.create', { detail: { tokenId: j.tokenId } }));
     await ds.setBundle('spiffe://other.org', '{"keys":[]}', (b) => rec('bundle.set', { spiffeId: b.trustDomainId }));
     await ds.deleteBundle('spiffe://other.org', (td) => rec('bundle.delete', { spiffeId: td }));
-    await ds.setCaJournal(TD, new Uint8Array([1]), (td) => rec('localauthority.x509.prepare', { spiffeId: td }));
+    await ds.setCaJournal(TD, 'server-1', new Uint8Array([1]), (td) => rec('localauthority.x509.prepare', { spiffeId: td }));
     // and unaudited writes store nothing
     await ds.createEntry(newEntry(2));
-    await ds.setCaJournal(TD, new Uint8Array([2]));
+    await ds.setCaJournal(TD, 'server-1', new Uint8Array([2]));
 
     const all = await ds.listAuditRecords(0);
     t.deepEqual(

@@ -647,19 +647,65 @@ export function datastoreConformance(name: string, open: (options: ConformanceOp
     await rejects(t, ds.getBundle('spiffe://A.org'), 'ERR_INVALID_ARGUMENT', 'invalid-trust-domain-id');
   });
 
-  it('the CA journal stores opaque bytes per trust domain', async (t, ds) => {
-    t.is(await ds.getCaJournal(TD), undefined);
+  it('CA journals store opaque bytes per trust domain and server', async (t, ds, clock) => {
+    t.is(await ds.getCaJournal(TD, 'srv-a'), undefined);
     const bytes = new Uint8Array([0, 1, 2, 255, 0, 7]);
-    await ds.setCaJournal(TD, bytes);
-    t.deepEqual(await ds.getCaJournal(TD), bytes);
+    await ds.setCaJournal(TD, 'srv-a', bytes);
+    t.deepEqual(await ds.getCaJournal(TD, 'srv-a'), bytes);
     const bigger = new Uint8Array(100_000).map((_, i) => i % 251);
-    await ds.setCaJournal(TD, bigger);
-    t.deepEqual(await ds.getCaJournal(TD), bigger);
-    await ds.setCaJournal('spiffe://a.org', new Uint8Array());
-    t.deepEqual(await ds.getCaJournal('spiffe://a.org'), new Uint8Array());
-    t.deepEqual(await ds.getCaJournal(TD), bigger);
-    await rejects(t, ds.setCaJournal(TD, 'text' as unknown as Uint8Array), 'ERR_INVALID_ARGUMENT', 'invalid-journal');
-    await rejects(t, ds.setCaJournal(`${TD}/x`, bytes), 'ERR_INVALID_ARGUMENT', 'invalid-trust-domain-id');
+    await ds.setCaJournal(TD, 'srv-a', bigger);
+    t.deepEqual(await ds.getCaJournal(TD, 'srv-a'), bigger);
+    clock.advance(3);
+    await ds.setCaJournal(TD, 'srv-b', bytes);
+    t.deepEqual(await ds.getCaJournal(TD, 'srv-a'), bigger, 'another server\'s journal is its own row');
+    await ds.setCaJournal('spiffe://a.org', 'srv-a', new Uint8Array());
+    t.deepEqual(await ds.getCaJournal('spiffe://a.org', 'srv-a'), new Uint8Array());
+    t.deepEqual(
+      (await ds.listCaJournals(TD)).map((j) => ({ ...j, journal: Buffer.from(j.journal).length })),
+      [
+        { serverId: 'srv-a', journal: bigger.length, updatedAt: T0 },
+        { serverId: 'srv-b', journal: bytes.length, updatedAt: T0 + 3 },
+      ],
+    );
+    await ds.deleteCaJournal(TD, 'srv-b');
+    t.deepEqual((await ds.listCaJournals(TD)).map((j) => j.serverId), ['srv-a']);
+    await rejects(t, ds.deleteCaJournal(TD, 'srv-b'), 'ERR_NOT_FOUND', 'journal-not-found');
+    await rejects(t, ds.setCaJournal(TD, 'srv-a', 'text' as unknown as Uint8Array), 'ERR_INVALID_ARGUMENT', 'invalid-journal');
+    await rejects(t, ds.setCaJournal(`${TD}/x`, 'srv-a', bytes), 'ERR_INVALID_ARGUMENT', 'invalid-trust-domain-id');
+    await rejects(t, ds.setCaJournal(TD, 'Srv A', bytes), 'ERR_INVALID_ARGUMENT', 'invalid-server-id');
+    await rejects(t, ds.getCaJournal(TD, '-x'), 'ERR_INVALID_ARGUMENT', 'invalid-server-id');
+  });
+
+  it('mergeBundle reads the stored bundle and every journal, and writes only a changed document', async (t, ds) => {
+    await ds.setCaJournal(TD, 'srv-a', Buffer.from('A'));
+    await ds.setCaJournal(TD, 'srv-b', Buffer.from('B'));
+    await ds.setCaJournal('spiffe://a.org', 'srv-c', Buffer.from('C'));
+    const seen: string[] = [];
+    const merge = (current: { document: string } | undefined, journals: readonly { serverId: string; journal: Uint8Array }[]): string => {
+      seen.push(`${current?.document ?? '-'}|${journals.map((j) => `${j.serverId}=${Buffer.from(j.journal).toString()}`).join(',')}`);
+      return JSON.stringify({ keys: [], owners: journals.map((j) => j.serverId) });
+    };
+    const first = await ds.mergeBundle(TD, merge);
+    t.true(first.changed);
+    t.is(first.record?.document, JSON.stringify({ keys: [], owners: ['srv-a', 'srv-b'] }));
+    const again = await ds.mergeBundle(TD, merge);
+    t.false(again.changed, 'the same document is not written again');
+    t.deepEqual(again.record, first.record);
+    t.deepEqual(seen, ['-|srv-a=A,srv-b=B', `${JSON.stringify({ keys: [], owners: ['srv-a', 'srv-b'] })}|srv-a=A,srv-b=B`]);
+    t.false((await ds.mergeBundle(TD, () => undefined)).changed);
+    await rejects(t, ds.mergeBundle(TD, () => 'not json'), 'ERR_INVALID_ARGUMENT', 'invalid-bundle-document');
+    t.deepEqual(await ds.getBundle(TD), first.record, 'a refused merge leaves the stored bundle');
+    // concurrent merges each see the other's result: none is lost
+    await Promise.all(
+      Array.from({ length: 20 }, (_, i) =>
+        ds.mergeBundle(TD, (cur) => {
+          const doc = JSON.parse(cur?.document ?? '{"keys":[]}') as { keys: unknown[]; n?: number[] };
+          return JSON.stringify({ keys: [], n: [...(doc.n ?? []), i] });
+        }),
+      ),
+    );
+    const final = JSON.parse((await ds.getBundle(TD))?.document ?? '{}') as { n: number[] };
+    t.deepEqual([...final.n].sort((a, b) => a - b), Array.from({ length: 20 }, (_, i) => i));
   });
 
   // ------------------------------------------------------------------ audit trail
@@ -667,6 +713,16 @@ export function datastoreConformance(name: string, open: (options: ConformanceOp
   auditTrailConformance(it);
 
   // ------------------------------------------------------------------ concurrency and lifecycle
+
+  it('watchChanges subscribes and unsubscribes; writes go on while a listener is registered', async (t, ds) => {
+    const stop = await ds.watchChanges(() => undefined);
+    t.is(typeof stop, 'function');
+    await ds.createEntry(newEntry({ sel: ['unix:uid:7'] }));
+    await ds.setCaJournal(TD, 'srv-a', new Uint8Array([1]));
+    stop();
+    stop();
+    t.is(await ds.countEntries(), 1);
+  });
 
   it('concurrent writes all land, each with its event', async (t, ds) => {
     const made = await Promise.all(Array.from({ length: 50 }, (_, i) => ds.createEntry(newEntry({ sel: [`unix:uid:${i}`] }))));

@@ -175,7 +175,6 @@ test('opening creates the schema, migrates it, and reopening migrates nothing', 
       'audit_cursors',
       'audit_records',
       'bundles',
-      'ca_journals',
       'entry_events',
       'entry_federates_with',
       'entry_selectors',
@@ -183,6 +182,7 @@ test('opening creates the schema, migrates it, and reopening migrates nothing', 
       'node_selectors',
       'registered_entries',
       'schema_version',
+      'server_ca_journals',
     ]);
     const versions = (await c.query<{ version: number }>(`SELECT version FROM ${schema}.schema_version ORDER BY version`)).rows.map((r) => r.version);
     t.deepEqual(versions, POSTGRES_MIGRATIONS.map((m) => m.version));
@@ -497,4 +497,42 @@ test('opening waits for another server migrating, up to migrationLockTimeoutMs, 
   const ds = await waiting;
   t.is(ds.schemaVersion, POSTGRES_MIGRATIONS.length);
   await ds.close();
+});
+
+test('watchChanges: a write through another server wakes the listener with its kind (LISTEN/NOTIFY), once per transaction', async (t) => {
+  const schema = newSchema();
+  t.teardown(() => dropSchema(schema));
+  const one = await openPostgresDatastore({ connectionString: URL, schema, logger: silentLogger() });
+  const two = await openPostgresDatastore({ connectionString: URL, schema, logger: silentLogger() });
+  t.teardown(async () => {
+    await one.close();
+    await two.close();
+  });
+  const heard: string[] = [];
+  const stop = await one.watchChanges((c) => heard.push(c));
+  const until = async (what: string, cond: () => boolean): Promise<void> => {
+    const end = Date.now() + 15_000;
+    while (!cond()) {
+      if (Date.now() > end) throw new Error(`timed out waiting for ${what}: ${heard.join(',')}`);
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  };
+  await two.createEntries([0, 1, 2].map((i) => entry(i)));
+  await until('entries', () => heard.includes('entries'));
+  t.is(heard.filter((c) => c === 'entries').length, 1, 'one notification for the one transaction of three entries');
+  await two.setCaJournal('spiffe://example.org', 'srv-b', new Uint8Array([1]));
+  await until('bundles', () => heard.includes('bundles'));
+  stop();
+  const count = heard.length;
+  await two.setCaJournal('spiffe://example.org', 'srv-b', new Uint8Array([2]));
+  await two.createEntry(entry(10));
+  // a marker through a fresh listener shows the notifications were sent; the stopped one heard none
+  const marker: string[] = [];
+  const stop2 = await one.watchChanges((c) => marker.push(c));
+  await two.createEntry(entry(11));
+  const end = Date.now() + 15_000;
+  while (!marker.includes('entries') && Date.now() < end) await new Promise((r) => setTimeout(r, 20));
+  stop2();
+  t.true(marker.includes('entries'));
+  t.is(heard.length, count);
 });

@@ -61,7 +61,7 @@ test('an empty file is migrated to the latest schema', async (t) => {
   const tables = (db.prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name").pluck().all() as string[]).filter(
     (n) => !n.startsWith('sqlite_'),
   );
-  for (const name of ['attested_nodes', 'bundles', 'ca_journals', 'entry_events', 'entry_federates_with', 'entry_selectors', 'join_tokens', 'node_selectors', 'registered_entries', 'schema_version']) {
+  for (const name of ['attested_nodes', 'bundles', 'entry_events', 'entry_federates_with', 'entry_selectors', 'join_tokens', 'node_selectors', 'registered_entries', 'schema_version', 'server_ca_journals']) {
     t.true(tables.includes(name), name);
   }
   t.deepEqual(db.prepare('SELECT version FROM schema_version ORDER BY version').pluck().all(), SQLITE_MIGRATIONS.map((m) => m.version));
@@ -88,7 +88,7 @@ test('reopening keeps every kind of record, and event ids keep increasing', asyn
   });
   await ds.createJoinToken({ tokenId: 'x', tokenHash: 'f'.repeat(64), expiresAt: 10 });
   await ds.setBundle('spiffe://example.org', '{"keys":[]}');
-  await ds.setCaJournal('spiffe://example.org', new Uint8Array([1, 2, 3]));
+  await ds.setCaJournal('spiffe://example.org', 'srv-a', new Uint8Array([1, 2, 3]));
   const lastEvent = await ds.latestEntryEventId();
   await ds.deleteEntry(e.id);
   await ds.createEntry(entry(2, 'spiffe://example.org/agent'));
@@ -100,9 +100,24 @@ test('reopening keeps every kind of record, and event ids keep increasing', asyn
   t.is((await again.getAttestedNode('spiffe://example.org/agent'))?.canReattest, true);
   t.is((await again.listJoinTokens()).length, 1);
   t.is((await again.getBundle('spiffe://example.org'))?.document, '{"keys":[]}');
-  t.deepEqual(await again.getCaJournal('spiffe://example.org'), new Uint8Array([1, 2, 3]));
+  t.deepEqual(await again.getCaJournal('spiffe://example.org', 'srv-a'), new Uint8Array([1, 2, 3]));
   t.is((await again.listEntryEvents(0)).length, 3);
   t.true((await again.latestEntryEventId()) > lastEvent);
+});
+
+test('migration 2 keeps a journal written before servers had IDs as the legacy owner ""', async (t) => {
+  const { dir, remove } = tempDir();
+  t.teardown(remove);
+  const path = join(dir, 'old.sqlite3');
+  const old = new Database(path);
+  old.exec('CREATE TABLE schema_version (version INTEGER PRIMARY KEY, applied_at BIGINT NOT NULL)');
+  for (const statement of (SQLITE_MIGRATIONS[0] as { statements: readonly string[] }).statements) old.exec(statement);
+  old.prepare('INSERT INTO schema_version (version, applied_at) VALUES (1, 0)').run();
+  old.prepare('INSERT INTO ca_journals (trust_domain_id, journal, updated_at) VALUES (?, ?, ?)').run('spiffe://example.org', Buffer.from([9, 8]), 42);
+  old.close();
+  const ds = await openSqliteDatastore({ path });
+  t.teardown(() => ds.close());
+  t.deepEqual(await ds.listCaJournals('spiffe://example.org'), [{ serverId: '', journal: new Uint8Array([9, 8]), updatedAt: 42 }]);
 });
 
 test('the directory is created 0700 and the files 0600', async (t) => {

@@ -27,7 +27,7 @@ export interface AgentIdentity {
 }
 
 function clientFor(target: string, roots: readonly Buffer[], trustDomain: string): AgentServerClient {
-  return new AgentServerClient({ address: target, trustDomain: TrustDomain.parse(trustDomain), roots });
+  return new AgentServerClient({ addresses: [target], trustDomain: TrustDomain.parse(trustDomain), roots });
 }
 
 /** Runs AttestAgent through the agent's client; resolves to the agent identity or rejects with its SigilError. */

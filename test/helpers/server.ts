@@ -154,6 +154,8 @@ export async function startTestServer(options: TestServerOptions = {}): Promise<
     agentApi: { address: '127.0.0.1:0' },
     adminApi: { socketPath: join(dir, 'admin.sock') },
     keyManager: { type: 'disk', kekFile: join(dir, 'kek') },
+    // one server in one process: tests activate right after prepare
+    ca: { propagationMargin: '0s' },
     ...(options.config ?? {}),
   };
   const config = resolveServerConfig(raw, {}, dir);

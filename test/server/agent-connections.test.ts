@@ -17,7 +17,7 @@ import { startTestServer, type TestServer } from '../helpers/server.js';
 import type { Clock } from '../../src/common/clock.js';
 
 async function attestedClient(t: { teardown(fn: () => void): void }, s: TestServer<Clock>) {
-  const client = new AgentServerClient({ address: s.agentTarget, trustDomain: TrustDomain.parse('example.org'), roots: s.server.x509Authorities() });
+  const client = new AgentServerClient({ addresses: [s.agentTarget], trustDomain: TrustDomain.parse('example.org'), roots: s.server.x509Authorities() });
   t.teardown(() => client.close());
   const key = await generateKeyAndCsr();
   const token = await s.createJoinToken();
@@ -63,7 +63,7 @@ test('after a renewal, the superseded SVID is refused on the connection that sti
   const renewed = await old.client.renew(next.csrDer);
   // the old SVID is still current until the new one is used
   await old.client.getBundle();
-  const fresh = new AgentServerClient({ address: s.agentTarget, trustDomain: TrustDomain.parse('example.org'), roots: s.server.x509Authorities() });
+  const fresh = new AgentServerClient({ addresses: [s.agentTarget], trustDomain: TrustDomain.parse('example.org'), roots: s.server.x509Authorities() });
   t.teardown(() => fresh.close());
   fresh.setIdentity({ chainDer: renewed.cert_chain, keyPkcs8Der: next.keyPkcs8Der });
   await fresh.getBundle();

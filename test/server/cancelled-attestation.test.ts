@@ -61,7 +61,7 @@ test('an attestation cancelled inside its admission spends nothing; the real age
   const s = await startTestServer({ config: { datastore: { type: 'postgres', connectionString: URL, schema, maxConnections: 4 } } });
   t.teardown(() => s.destroy());
   const token = await s.createJoinToken(600);
-  const client = new AgentServerClient({ address: s.agentTarget, trustDomain: TrustDomain.parse('example.org'), roots: s.server.x509Authorities() });
+  const client = new AgentServerClient({ addresses: [s.agentTarget], trustDomain: TrustDomain.parse('example.org'), roots: s.server.x509Authorities() });
   t.teardown(() => client.close());
 
   const locker = new pg.Client({ connectionString: URL });
@@ -123,7 +123,7 @@ test('an attestation admitted after its caller left is audited as not delivered,
   const s = await startTestServer({ config: { datastore: { type: 'postgres', connectionString: URL, schema, maxConnections: 4 } } });
   t.teardown(() => s.destroy());
   const token = await s.createJoinToken(600);
-  const client = new AgentServerClient({ address: s.agentTarget, trustDomain: TrustDomain.parse('example.org'), roots: s.server.x509Authorities() });
+  const client = new AgentServerClient({ addresses: [s.agentTarget], trustDomain: TrustDomain.parse('example.org'), roots: s.server.x509Authorities() });
   t.teardown(() => client.close());
   const locker = new pg.Client({ connectionString: URL });
   await locker.connect();
@@ -239,7 +239,7 @@ test('an attestation whose answer was lost after the commit: only the same key f
   const s = await startTestServer();
   t.teardown(() => s.destroy());
   const token = await s.createJoinToken(600);
-  const client = new AgentServerClient({ address: s.agentTarget, trustDomain: TrustDomain.parse('example.org'), roots: s.server.x509Authorities() });
+  const client = new AgentServerClient({ addresses: [s.agentTarget], trustDomain: TrustDomain.parse('example.org'), roots: s.server.x509Authorities() });
   t.teardown(() => client.close());
   const key = await generateKeyAndCsr();
   const attestor = new JoinTokenAgentAttestor(token.token);

@@ -37,7 +37,7 @@ test('cancelled batches: queued CSRs are never signed, and nothing undelivered i
   const s = await startTestServer();
   t.teardown(() => s.destroy());
   t.true(s.server.ca.signingThreads >= 1);
-  const client = new AgentServerClient({ address: s.agentTarget, trustDomain: TrustDomain.parse('example.org'), roots: s.server.x509Authorities() });
+  const client = new AgentServerClient({ addresses: [s.agentTarget], trustDomain: TrustDomain.parse('example.org'), roots: s.server.x509Authorities() });
   t.teardown(() => client.close());
   const agentKey = await generateKeyAndCsr();
   const attested = await client.attest(new JoinTokenAgentAttestor((await s.createJoinToken()).token), agentKey.csrDer);

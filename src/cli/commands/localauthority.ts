@@ -11,6 +11,7 @@ interface AuthorityMsg {
   tainted: boolean;
   not_after: string;
   key_type: string;
+  server_id?: string;
 }
 
 /**
@@ -41,10 +42,10 @@ export async function run(sub: string, args: ParsedArgs, io: CommandIo): Promise
     const shown = status.authorities.filter((a) => kind === undefined || sub !== 'show' || a.kind === kind);
     if (outputFormat(args) === 'json') {
       printJson(io, {
-        authorities: shown.map((a) => ({ kind: a.kind, id: a.authority_id, phase: a.phase, tainted: a.tainted, notAfter: jsonTime(a.not_after), keyType: a.key_type })),
+        authorities: shown.map((a) => ({ kind: a.kind, id: a.authority_id, phase: a.phase, tainted: a.tainted, notAfter: jsonTime(a.not_after), keyType: a.key_type, serverId: a.server_id ?? '' })),
       });
     } else {
-      printTable(io, ['KIND', 'ID', 'PHASE', 'TAINTED', 'NOT AFTER', 'KEY'], shown.map((a) => [a.kind, a.authority_id, a.phase, String(a.tainted), isoSeconds(a.not_after), a.key_type]));
+      printTable(io, ['KIND', 'ID', 'PHASE', 'TAINTED', 'NOT AFTER', 'KEY', 'SERVER'], shown.map((a) => [a.kind, a.authority_id, a.phase, String(a.tainted), isoSeconds(a.not_after), a.key_type, a.server_id ?? '']));
     }
     return 0;
   });

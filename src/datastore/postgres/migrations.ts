@@ -122,4 +122,19 @@ export const POSTGRES_MIGRATIONS: readonly Migration[] = [
     description: 'join tokens remember the agent key that spent them',
     statements: [`ALTER TABLE join_tokens ADD COLUMN spent_by TEXT COLLATE "C" NOT NULL DEFAULT ''`],
   },
+  {
+    version: 4,
+    description: 'one CA journal per server (several servers share one trust domain); the old journal becomes the legacy owner ""',
+    statements: [
+      `CREATE TABLE server_ca_journals (
+        trust_domain_id TEXT COLLATE "C" NOT NULL,
+        server_id TEXT COLLATE "C" NOT NULL,
+        journal BYTEA NOT NULL,
+        updated_at BIGINT NOT NULL,
+        PRIMARY KEY (trust_domain_id, server_id)
+      )`,
+      `INSERT INTO server_ca_journals (trust_domain_id, server_id, journal, updated_at) SELECT trust_domain_id, '', journal, updated_at FROM ca_journals`,
+      'DROP TABLE ca_journals',
+    ],
+  },
 ];

@@ -35,7 +35,12 @@ export const POSTGRES_DIALECT: SqlDialect = {
   pairListSubquery: 'SELECT p.pair->>0 AS type, p.pair->>1 AS value FROM json_array_elements(?::json) AS p(pair)',
   pairListParam: (pairs) => JSON.stringify(pairs),
   isUniqueViolation: (err) => pgCode(err) === '23505',
+  // delivered at commit, once per (channel, payload) per transaction
+  notifySql: 'SELECT pg_notify(?, ?) AS sent',
 };
+
+/** How long the listening connection waits before it connects again after losing the server. */
+const LISTEN_RETRY_MS = 1000;
 
 /** What the driver needs: a ready pg pool configuration (no connection string: see postgres-datastore.ts). */
 export interface PostgresDriverOptions {
@@ -164,8 +169,17 @@ export class PostgresDriver implements SqlDriver {
   readonly #beginRetries: number;
   #closed = false;
   #closing: Promise<void> | undefined;
+  /** The NOTIFY channel of this schema: other servers on it hear this one's changes. */
+  readonly changeChannel: string;
+  readonly #poolConfig: pg.PoolConfig;
+  readonly #listeners = new Set<(kind: string) => void>();
+  #listenClient: pg.Client | undefined;
+  #listenRetry: NodeJS.Timeout | undefined;
+  #listenConnecting: Promise<void> | undefined;
 
   constructor(options: PostgresDriverOptions) {
+    this.#poolConfig = options.pool;
+    this.changeChannel = `sigil_changes_${(schemaLockKey(options.schema) >>> 0).toString(16)}`;
     this.#log = options.logger;
     this.#schemaKey = schemaLockKey(options.schema);
     const lockTimeout = Math.max(1, Math.trunc(options.lockTimeoutMs));
@@ -345,10 +359,82 @@ export class PostgresDriver implements SqlDriver {
     }
   }
 
+  /**
+   * Listens on the schema's change channel over one connection of its own (outside the pool)
+   * and calls `listener` with each payload. The connection is made again after it is lost; what
+   * was signalled meanwhile is lost, which the callers' polling absorbs.
+   */
+  async subscribe(listener: (kind: string) => void): Promise<() => void> {
+    this.#listeners.add(listener);
+    if (this.#listenClient === undefined && this.#listenRetry === undefined) {
+      this.#listenConnecting ??= this.#connectListener().finally(() => {
+        this.#listenConnecting = undefined;
+      });
+      await this.#listenConnecting;
+    }
+    return () => {
+      this.#listeners.delete(listener);
+      if (this.#listeners.size === 0) this.#stopListening();
+    };
+  }
+
+  async #connectListener(): Promise<void> {
+    if (this.#closed || this.#listeners.size === 0) return;
+    const { max: _max, idleTimeoutMillis: _idle, ...clientConfig } = this.#poolConfig;
+    const client = new pg.Client({ ...clientConfig, types: TYPES });
+    client.on('error', (err) => {
+      this.#log.warn({ err }, 'datastore change listener lost its connection');
+      this.#dropListener(client);
+    });
+    client.on('end', () => this.#dropListener(client));
+    client.on('notification', (n) => {
+      if (n.channel !== this.changeChannel) return;
+      for (const l of [...this.#listeners]) l(n.payload ?? '');
+    });
+    try {
+      await client.connect();
+      await client.query(`LISTEN ${this.changeChannel}`);
+      if (this.#closed || this.#listeners.size === 0) {
+        await client.end().catch(() => undefined);
+        return;
+      }
+      this.#listenClient = client;
+    } catch (err) {
+      this.#log.warn({ err }, 'datastore change listener cannot connect; retrying');
+      await client.end().catch(() => undefined);
+      this.#scheduleListener();
+    }
+  }
+
+  #dropListener(client: pg.Client): void {
+    if (this.#listenClient !== client) return;
+    this.#listenClient = undefined;
+    this.#scheduleListener();
+  }
+
+  #scheduleListener(): void {
+    if (this.#closed || this.#listeners.size === 0 || this.#listenRetry !== undefined) return;
+    this.#listenRetry = setTimeout(() => {
+      this.#listenRetry = undefined;
+      void this.#connectListener();
+    }, LISTEN_RETRY_MS).unref();
+  }
+
+  #stopListening(): void {
+    if (this.#listenRetry !== undefined) clearTimeout(this.#listenRetry);
+    this.#listenRetry = undefined;
+    const c = this.#listenClient;
+    this.#listenClient = undefined;
+    void c?.end().catch(() => undefined);
+  }
+
   close(): Promise<void> {
     if (this.#closing !== undefined) return this.#closing;
     this.#closed = true;
     this.#closing = (async () => {
+      this.#listeners.clear();
+      this.#stopListening();
+      await this.#listenConnecting;
       await Promise.allSettled([...this.#inflight]);
       await this.#pool.end();
     })();

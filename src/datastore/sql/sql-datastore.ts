@@ -19,7 +19,9 @@ import type {
   AuditFor,
   StoredAuditRecord,
   BundleRecord,
+  CaJournalRecord,
   Datastore,
+  DatastoreChange,
   EntryEvent,
   EntryFilter,
   JoinTokenRecord,
@@ -38,6 +40,7 @@ import {
   validateJoinToken,
   validateNode,
   validateSelectors,
+  validateServerId,
   validateTime,
   validateTrustDomainId,
   type ValidEntryFields,
@@ -54,6 +57,7 @@ import {
   entryFromFields,
   flag,
   invalidFilter,
+  journalFromRow,
   nodeFromRow,
   notFound,
   optionalBoolean,
@@ -108,6 +112,8 @@ export class SqlDatastore implements Datastore {
   readonly #clock: Clock;
   readonly #log: Logger;
   readonly #audit: SqlAuditStore;
+  /** The change kinds each open transaction has signalled already. */
+  readonly #signalled = new WeakMap<SqlExecutor, Set<DatastoreChange>>();
 
   constructor(driver: SqlDriver, options: SqlDatastoreOptions) {
     this.#driver = driver;
@@ -133,6 +139,26 @@ export class SqlDatastore implements Datastore {
       this.#log.error({ err }, 'datastore operation failed');
       throw new SigilError('ERR_INTERNAL', 'datastore operation failed', { reason: 'datastore-error', cause: err });
     }
+  }
+
+  /** Tells other processes of the change when this transaction commits (PostgreSQL NOTIFY; nothing on SQLite). */
+  async #signal(tx: SqlExecutor, kind: DatastoreChange): Promise<void> {
+    const sql = this.#driver.dialect.notifySql;
+    const channel = this.#driver.changeChannel;
+    if (sql === undefined || channel === undefined) return;
+    // once per transaction and kind: a bulk insert of many entries signals once
+    let kinds = this.#signalled.get(tx);
+    if (kinds === undefined) this.#signalled.set(tx, (kinds = new Set()));
+    if (kinds.has(kind)) return;
+    kinds.add(kind);
+    await tx.all(sql, [channel, kind]);
+  }
+
+  async watchChanges(listener: (change: DatastoreChange) => void): Promise<() => void> {
+    if (this.#driver.subscribe === undefined) return () => undefined;
+    return this.#driver.subscribe((kind) => {
+      if (kind === 'entries' || kind === 'bundles') listener(kind);
+    });
   }
 
   async #entryById(tx: SqlExecutor, id: string): Promise<RegistrationEntry | undefined> {
@@ -164,6 +190,7 @@ export class SqlDatastore implements Datastore {
     await tx.run(SQL.insertEntry, [id, ...entryColumns(f), 0, now]);
     await this.#writeEntryChildren(tx, id, f);
     await tx.run(SQL.insertEvent, [id, 'created', now]);
+    await this.#signal(tx, 'entries');
     return entryFromFields(id, f, 0, now);
   }
 
@@ -229,6 +256,7 @@ export class SqlDatastore implements Datastore {
       await tx.run(SQL.insertEvent, [id, 'updated', now]);
       const updated = entryFromFields(id, f, revision, meta['created_at'] as number);
       await appendAudit(tx, audit, updated, now);
+      await this.#signal(tx, 'entries');
       return updated;
     });
     this.#log.debug({ entryId: id, revision: updated.revision }, 'entry updated');
@@ -244,6 +272,7 @@ export class SqlDatastore implements Datastore {
       const now = this.#clock.nowMs();
       await tx.run(SQL.insertEvent, [id, 'deleted', now]);
       await appendAudit(tx, audit, existing, now);
+      await this.#signal(tx, 'entries');
       return existing;
     });
     this.#log.debug({ entryId: id }, 'entry deleted');
@@ -600,6 +629,7 @@ export class SqlDatastore implements Datastore {
       await tx.run(SQL.setBundle, [td, doc, now]);
       const record = { trustDomainId: td, document: doc, updatedAt: now };
       await appendAudit(tx, audit, record, now);
+      await this.#signal(tx, 'bundles');
       return record;
     });
   }
@@ -617,27 +647,63 @@ export class SqlDatastore implements Datastore {
     return this.#tx('single', async (tx) => (await tx.all(SQL.listBundles)).map(bundleFromRow));
   }
 
+  async mergeBundle(
+    trustDomainId: string,
+    merge: (current: BundleRecord | undefined, journals: readonly CaJournalRecord[]) => string | undefined,
+  ): Promise<{ record: BundleRecord | undefined; changed: boolean }> {
+    const td = validateTrustDomainId(trustDomainId);
+    return this.#tx('write', async (tx) => {
+      const row = (await tx.all(SQL.getBundle, [td]))[0];
+      const current = row === undefined ? undefined : bundleFromRow(row);
+      const journals = (await tx.all(SQL.listJournals, [td])).map(journalFromRow);
+      const next = merge(current, journals);
+      if (next === undefined || next === current?.document) return { record: current, changed: false };
+      const doc = validateBundleDocument(next);
+      const now = this.#clock.nowMs();
+      await tx.run(SQL.setBundle, [td, doc, now]);
+      await this.#signal(tx, 'bundles');
+      return { record: { trustDomainId: td, document: doc, updatedAt: now }, changed: true };
+    });
+  }
+
   // ---------------------------------------------------------------- CA journal
 
-  async getCaJournal(trustDomainId: string): Promise<Uint8Array | undefined> {
+  async getCaJournal(trustDomainId: string, serverId: string): Promise<Uint8Array | undefined> {
     const td = validateTrustDomainId(trustDomainId);
+    const sid = validateServerId(serverId);
     return this.#tx('single', async (tx) => {
-      const row = (await tx.all(SQL.getJournal, [td]))[0];
+      const row = (await tx.all(SQL.getJournal, [td, sid]))[0];
       // A plain copy: callers must not see (or keep alive) a driver's pooled buffer.
       return row === undefined ? undefined : new Uint8Array(row['journal'] as Uint8Array);
     });
   }
 
-  async setCaJournal(trustDomainId: string, journal: Uint8Array, audit?: AuditFor<string>): Promise<void> {
+  async setCaJournal(trustDomainId: string, serverId: string, journal: Uint8Array, audit?: AuditFor<string>): Promise<void> {
     const td = validateTrustDomainId(trustDomainId);
+    const sid = validateServerId(serverId);
     if (!(journal instanceof Uint8Array)) {
       throw new SigilError('ERR_INVALID_ARGUMENT', 'ca journal must be bytes', { reason: 'invalid-journal' });
     }
     await this.#tx('write', async (tx) => {
       const now = this.#clock.nowMs();
-      await tx.run(SQL.setJournal, [td, Buffer.from(journal), now]);
+      await tx.run(SQL.setJournal, [td, sid, Buffer.from(journal), now]);
       await appendAudit(tx, audit, td, now);
+      await this.#signal(tx, 'bundles');
     });
+  }
+
+  async deleteCaJournal(trustDomainId: string, serverId: string): Promise<void> {
+    const td = validateTrustDomainId(trustDomainId);
+    const sid = validateServerId(serverId);
+    await this.#tx('write', async (tx) => {
+      if ((await tx.run(SQL.deleteJournal, [td, sid])) === 0) throw notFound('journal-not-found', `no CA journal of server ${JSON.stringify(sid)} for ${td}`);
+      await this.#signal(tx, 'bundles');
+    });
+  }
+
+  async listCaJournals(trustDomainId: string): Promise<CaJournalRecord[]> {
+    const td = validateTrustDomainId(trustDomainId);
+    return this.#tx('read', async (tx) => (await tx.all(SQL.listJournals, [td])).map(journalFromRow));
   }
 
   // ---------------------------------------------------------------- audit trail (sql-audit-store.ts)

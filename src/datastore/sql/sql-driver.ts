@@ -39,6 +39,8 @@ export interface SqlDialect {
   pairListParam(pairs: readonly (readonly [string, string])[]): SqlValue;
   /** True when `err` is a unique or primary key violation raised by this driver. */
   isUniqueViolation(err: unknown): boolean;
+  /** A statement `(channel, kind)` that tells other connections of a change at commit; absent when the database cannot. */
+  readonly notifySql?: string;
 }
 
 /** A connection (or pool) that runs work in serialised-or-isolated transactions. */
@@ -56,6 +58,14 @@ export interface SqlDriver {
    * only cost two more statements (on PostgreSQL, two more round trips). Same errors as `transaction`.
    */
   single<T>(fn: (tx: SqlExecutor) => Promise<T>): Promise<T>;
+  /** The channel `notifySql` signals on; absent when the database cannot tell other connections. */
+  readonly changeChannel?: string;
+  /**
+   * Calls `listener` with the kind of each change another connection signalled (a hint:
+   * notifications may be lost while the listening connection is down). Resolves to the
+   * unsubscribe function.
+   */
+  subscribe?(listener: (kind: string) => void): Promise<() => void>;
   /** Waits for running work, then closes; later transactions fail with `datastore-closed`. */
   close(): Promise<void>;
 }

@@ -4,7 +4,7 @@
  */
 import type { Selector } from '../../spiffe/selector.js';
 import { SigilError } from '../../common/errors.js';
-import type { AttestedNode, BundleRecord, JoinTokenRecord, RegistrationEntry } from '../datastore.js';
+import type { AttestedNode, BundleRecord, CaJournalRecord, JoinTokenRecord, RegistrationEntry } from '../datastore.js';
 import type { ValidEntryFields } from '../validation.js';
 import type { SqlRow, SqlValue } from './sql-driver.js';
 
@@ -65,9 +65,11 @@ export const SQL = {
     'INSERT INTO bundles (trust_domain_id, document, updated_at) VALUES (?, ?, ?) ON CONFLICT (trust_domain_id) DO UPDATE SET document = excluded.document, updated_at = excluded.updated_at',
   deleteBundle: 'DELETE FROM bundles WHERE trust_domain_id = ?',
   listBundles: 'SELECT trust_domain_id, document, updated_at FROM bundles ORDER BY trust_domain_id',
-  getJournal: 'SELECT journal FROM ca_journals WHERE trust_domain_id = ?',
+  getJournal: 'SELECT journal FROM server_ca_journals WHERE trust_domain_id = ? AND server_id = ?',
+  listJournals: 'SELECT server_id, journal, updated_at FROM server_ca_journals WHERE trust_domain_id = ? ORDER BY server_id',
+  deleteJournal: 'DELETE FROM server_ca_journals WHERE trust_domain_id = ? AND server_id = ?',
   setJournal:
-    'INSERT INTO ca_journals (trust_domain_id, journal, updated_at) VALUES (?, ?, ?) ON CONFLICT (trust_domain_id) DO UPDATE SET journal = excluded.journal, updated_at = excluded.updated_at',
+    'INSERT INTO server_ca_journals (trust_domain_id, server_id, journal, updated_at) VALUES (?, ?, ?, ?) ON CONFLICT (trust_domain_id, server_id) DO UPDATE SET journal = excluded.journal, updated_at = excluded.updated_at',
 } as const;
 
 /** A WHERE clause under construction; `none` means the filter can match nothing. */
@@ -189,6 +191,11 @@ export function tokenFromRow(r: SqlRow): JoinTokenRecord {
     createdAt: r['created_at'] as number,
     spentBy: r['spent_by'] as string,
   };
+}
+
+/** A server's CA journal from its row; a plain copy: callers must not see (or keep alive) a driver's pooled buffer. */
+export function journalFromRow(r: SqlRow): CaJournalRecord {
+  return { serverId: r['server_id'] as string, journal: new Uint8Array(r['journal'] as Uint8Array), updatedAt: Number(r['updated_at']) };
 }
 
 /** A bundle record from its row. */

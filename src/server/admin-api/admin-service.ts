@@ -25,6 +25,7 @@ import { bundleToMsg, checkAudience, checkCsr, entryToMsg, type EntryMsg } from 
 import { Bundle } from '../../spiffe/bundle.js';
 import { reservedIdReason } from '../../spiffe/reserved-id.js';
 import { checkDnsName } from '../../ca/leaf-template.js';
+import { decodeCaJournal } from '../../ca/ca-journal.js';
 import { entryRefusalReason } from '../reserved-entries.js';
 
 /** The CA operations of `sigil localauthority` (src/ca's CaManager provides them). */
@@ -43,6 +44,8 @@ export interface AdminServiceDeps {
   readonly localAuthority?: LocalAuthorityOps;
   /** Carries a local authority operation's audit record into the CA journal save it makes. */
   readonly journalAudit?: JournalAudit;
+  /** This server's ID: the owner of the local authority's authorities. */
+  readonly serverId?: string;
   readonly bundles: BundleManager;
   readonly hub: ChangeHub;
   readonly trustDomain: TrustDomain;
@@ -477,7 +480,22 @@ export function createAdminServices(deps: AdminServiceDeps): Record<string, Unty
     if (deps.localAuthority === undefined) throw new SigilError('ERR_UNAVAILABLE', 'local authority operations are not available', { reason: 'no-local-authority' });
     return deps.localAuthority;
   };
-  const laStatus = async (): Promise<unknown> => ({ authorities: authoritiesOf(la().status()) });
+  /** This server's authorities (live state), then every other server's as journaled, each with its owner. */
+  const laStatus = async (): Promise<unknown> => {
+    const own = deps.serverId ?? '';
+    const authorities = authoritiesOf(la().status()).map((a) => ({ ...a, server_id: own }));
+    for (const j of await deps.ds.listCaJournals(trustDomain.idString)) {
+      if (j.serverId === own) continue;
+      let journal;
+      try {
+        journal = decodeCaJournal(j.journal);
+      } catch {
+        continue; // the bundle manager logs unreadable journals
+      }
+      authorities.push(...authoritiesOf({ x509: journal.x509, jwt: journal.jwt }).map((a) => ({ ...a, server_id: j.serverId })));
+    }
+    return { authorities };
+  };
   /** One authority operation: audited, then the own bundle is brought in step before the new status is returned. */
   const laStep = (op: 'prepare' | 'activate' | 'taint' | 'revoke') =>
     unary(`localauthority ${op}`, async (req: { kind: string; authority_id?: string }, actor: Actor) => {
@@ -510,7 +528,7 @@ export function createAdminServices(deps: AdminServiceDeps): Record<string, Unty
       const s = await deps.ca.signX509SvidFromCsr({ csr: req.csr, spiffeId: SpiffeId.parse(spiffeId), ttlMs, ...(req.dns_names.length > 0 ? { dnsNames: [...req.dns_names] } : {}) });
       const serial = normalizeSerial(s.serial);
       audit.record({ ...actor, action: 'x509svid.mint', result: 'ok', spiffeId, serial, expiresAt: s.notAfter.toISOString() });
-      return { spiffe_id: spiffeId, cert_chain: [...s.chain], serial, expires_at: sec(s.notAfter.getTime()), x509_authorities: deps.ca.x509Authorities() };
+      return { spiffe_id: spiffeId, cert_chain: [...s.chain], serial, expires_at: sec(s.notAfter.getTime()), x509_authorities: deps.bundles.x509Anchors() };
     }),
     MintJwtSvid: unary('jwt mint', async (req: { spiffe_id: string; audience: string[]; ttl_seconds: number }, actor: Actor) => {
       const spiffeId = workloadId(req.spiffe_id, 'spiffe id');
