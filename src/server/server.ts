@@ -44,6 +44,7 @@ import type { ServerCa } from './server-ca.js';
 import { ServerSvidProvider } from './server-svid.js';
 import { reportReservedEntries } from './reserved-entries.js';
 import { SIGIL_VERSION } from '../common/version.js';
+import { startBundleEndpoint, type BundleEndpoint } from './federation/bundle-endpoint.js';
 
 /** The proto file of the agent API, relative to proto/. */
 export const AGENT_PROTO = 'sigil/agent/v1/agent.proto';
@@ -169,6 +170,8 @@ export interface RunningServer {
   /** The agent API's bound address (port resolved when configured as 0). */
   readonly agentAddress: { readonly host: string; readonly port: number };
   readonly adminSocketPath: string;
+  /** The federation bundle endpoint, when enabled. */
+  readonly bundleEndpoint: BundleEndpoint | undefined;
   /** Health endpoint address, when enabled. */
   readonly healthAddress: { readonly host: string; readonly port: number } | undefined;
   readonly datastore: Datastore;
@@ -313,6 +316,23 @@ export async function startServer(config: ServerConfig, options: StartServerOpti
     await svid.start();
     cleanups.push(() => svid.stop());
 
+    let bundleEndpoint: BundleEndpoint | undefined;
+    const be = config.federation.bundleEndpoint;
+    if (be !== undefined) {
+      bundleEndpoint = await startBundleEndpoint({
+        host: be.host,
+        port: be.port,
+        identity:
+          be.profile === 'https_web' && be.tls !== undefined
+            ? { profile: 'https_web', certFile: be.tls.certFile, keyFile: be.tls.keyFile }
+            : { profile: 'https_spiffe', current: () => svid.tlsIdentity(), onChange: (l) => svid.onRotated(l) },
+        document: async () => (await bundles.own()).document,
+        logger,
+      });
+      const ep = bundleEndpoint;
+      cleanups.push(() => ep.close());
+    }
+
     const agentService = createAgentService({
       ds,
       ca: serverCa,
@@ -406,6 +426,7 @@ export async function startServer(config: ServerConfig, options: StartServerOpti
       agentAddress: { host, port: agentPort },
       adminSocketPath: socketPath,
       healthAddress: health === undefined ? undefined : { host: health.host, port: health.port },
+      bundleEndpoint,
       datastore: ds,
       ca,
       bundles,
