@@ -18,6 +18,9 @@ import type {
   AuditFor,
   StoredAuditRecord,
   BundleRecord,
+  FederationRefreshOutcome,
+  FederationRelationship,
+  FederationRelationshipFields,
   Datastore,
   EntryEvent,
   EntryFilter,
@@ -44,6 +47,7 @@ import {
 } from '../validation.js';
 import type { SqlDriver, SqlExecutor } from './sql-driver.js';
 import { appendAudit, SqlAuditStore } from './sql-audit-store.js';
+import { SqlFederationStore } from './sql-federation-store.js';
 import {
   bundleFromRow,
   decodeEntry,
@@ -85,6 +89,7 @@ export class SqlDatastore implements Datastore {
   readonly #clock: Clock;
   readonly #log: Logger;
   readonly #audit: SqlAuditStore;
+  readonly #federation: SqlFederationStore;
 
   constructor(driver: SqlDriver, options: SqlDatastoreOptions) {
     this.#driver = driver;
@@ -92,6 +97,7 @@ export class SqlDatastore implements Datastore {
     this.#log = options.logger;
     this.schemaVersion = options.schemaVersion;
     this.#audit = new SqlAuditStore((mode, fn) => this.#tx(mode, fn), () => this.#clock.nowMs());
+    this.#federation = new SqlFederationStore((mode, fn) => this.#tx(mode, fn), () => this.#clock.nowMs());
   }
 
   // ---------------------------------------------------------------- plumbing
@@ -557,6 +563,36 @@ export class SqlDatastore implements Datastore {
 
   async listBundles(): Promise<BundleRecord[]> {
     return this.#tx('read', async (tx) => (await tx.all(SQL.listBundles)).map(bundleFromRow));
+  }
+
+  // ---------------------------------------------------------------- federation (sql-federation-store.ts)
+
+  createFederationRelationship(rel: FederationRelationshipFields, audit?: AuditFor<FederationRelationship>): Promise<FederationRelationship> {
+    return this.#federation.create(rel, audit);
+  }
+
+  getFederationRelationship(trustDomainId: string): Promise<FederationRelationship | undefined> {
+    return this.#federation.get(trustDomainId);
+  }
+
+  listFederationRelationships(): Promise<FederationRelationship[]> {
+    return this.#federation.list();
+  }
+
+  updateFederationRelationship(rel: FederationRelationshipFields, audit?: AuditFor<FederationRelationship>): Promise<FederationRelationship> {
+    return this.#federation.update(rel, audit);
+  }
+
+  deleteFederationRelationship(trustDomainId: string, audit?: AuditFor<FederationRelationship>): Promise<FederationRelationship> {
+    return this.#federation.delete(trustDomainId, audit);
+  }
+
+  claimFederationRefresh(trustDomainId: string, holder: string, now: number, leaseUntil: number, force?: boolean): Promise<boolean> {
+    return this.#federation.claim(trustDomainId, holder, now, leaseUntil, force);
+  }
+
+  recordFederationRefresh(trustDomainId: string, holder: string, outcome: FederationRefreshOutcome): Promise<boolean> {
+    return this.#federation.record(trustDomainId, holder, outcome);
   }
 
   // ---------------------------------------------------------------- CA journal
