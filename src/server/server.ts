@@ -45,13 +45,14 @@ import { ServerSvidProvider } from './server-svid.js';
 import { reportReservedEntries } from './reserved-entries.js';
 import { SIGIL_VERSION } from '../common/version.js';
 import { startBundleEndpoint, type BundleEndpoint } from './federation/bundle-endpoint.js';
+import { FederationRefresher } from './federation/federation-refresher.js';
 
 /** The proto file of the agent API, relative to proto/. */
 export const AGENT_PROTO = 'sigil/agent/v1/agent.proto';
 /** The proto file of the admin API, relative to proto/. */
 export const ADMIN_PROTO = 'sigil/admin/v1/admin.proto';
 /** Names of the admin services in ADMIN_PROTO (package sigil.admin.v1). */
-export const ADMIN_SERVICES = ['Entries', 'Agents', 'JoinTokens', 'Bundles', 'LocalAuthority', 'Mint', 'Server'] as const;
+export const ADMIN_SERVICES = ['Entries', 'Agents', 'JoinTokens', 'Bundles', 'Federation', 'LocalAuthority', 'Mint', 'Server'] as const;
 /**
  * gRPC message size limits of both APIs, each way. 4 MiB is grpc-js's default receive
  * limit, so Sigil's own clients (agent, CLI) accept anything the server may send; the
@@ -162,6 +163,8 @@ export interface StartServerOptions {
   readonly keyManager?: KeyManager;
   /** Threads that verify CSRs and sign X.509-SVIDs, over config.ca.signingThreads; default one per core (os.availableParallelism()), 0 signs on the main thread. */
   readonly signingThreads?: number;
+  /** Shortest wait between two fetches of a peer's bundle (default 5s; tests go lower, never below 1s). */
+  readonly federationMinRefreshMs?: number;
 }
 
 /** A running server. */
@@ -179,6 +182,7 @@ export interface RunningServer {
   readonly bundles: BundleManager;
   readonly metrics: ServerMetrics;
   readonly serverSvid: ServerSvidProvider;
+  readonly federation: FederationRefresher;
   /** The X.509 authorities (DER) agents must trust to reach the agent API. */
   x509Authorities(): Buffer[];
   /** Stops everything; idempotent. */
@@ -301,6 +305,20 @@ export async function startServer(config: ServerConfig, options: StartServerOpti
     await bundles.start();
     cleanups.push(() => bundles.stop());
     await hub.startPolling(ds, logger, 1000, clock);
+    const webCa = config.federation.httpsWebCaFile;
+    const federation = new FederationRefresher({
+      ds,
+      bundles,
+      hub,
+      trustDomain: td,
+      clock,
+      logger,
+      ...(webCa === undefined ? {} : { httpsWebCaPem: readOperatorFileSync(webCa, 'federation.httpsWebCaFile').toString('utf8') }),
+      ...(options.federationMinRefreshMs === undefined ? {} : { minRefreshMs: options.federationMinRefreshMs }),
+    });
+    await federation.applyConfigured(config.federation.relationships, (action, id) => () => ({ who: 'config', action, result: 'ok', spiffeId: id }));
+    federation.start();
+    cleanups.push(() => federation.stop());
     await reportReservedEntries(ds, td, logger);
 
     const attestors = new Map<string, NodeAttestorServer>();
@@ -381,6 +399,7 @@ export async function startServer(config: ServerConfig, options: StartServerOpti
       defaultJwtSvidTtlMs: config.svid.defaultJwtTtlMs,
       info: () => ({ agentApiAddress: `${host}:${agentPort}`, startedAt: started, ready, version: SIGIL_VERSION }),
       callerOf: (peer) => admin.socket?.callerOf(peer),
+      federation,
     });
     for (const name of ADMIN_SERVICES) {
       adminServer.addService(serviceDefinition(ADMIN_PROTO, `sigil.admin.v1.${name}`), adminImpls[name] ?? {});
@@ -432,6 +451,7 @@ export async function startServer(config: ServerConfig, options: StartServerOpti
       bundles,
       metrics,
       serverSvid: svid,
+      federation,
       x509Authorities: () => serverCa.x509Authorities(),
       stop: () => {
         stopping ??= (async () => {
