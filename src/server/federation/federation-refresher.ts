@@ -68,6 +68,8 @@ export class FederationRefresher {
   #timer: TimerHandle | undefined;
   #stopped = true;
   #running: Promise<void> = Promise.resolve();
+  /** Fetches this server is running, by trust domain ID: `refresh` waits for one rather than failing busy. */
+  readonly #inFlight = new Map<string, Promise<boolean>>();
 
   constructor(options: FederationRefresherOptions) {
     this.#o = options;
@@ -137,6 +139,7 @@ export class FederationRefresher {
     if ((await this.#o.ds.getFederationRelationship(trustDomainId)) === undefined) {
       throw new SigilError('ERR_NOT_FOUND', `no federation relationship with ${trustDomainId}`, { reason: 'federation-not-found' });
     }
+    await this.#inFlight.get(trustDomainId)?.catch(() => false);
     if (!(await this.#refresh(trustDomainId, true))) {
       throw new SigilError('ERR_UNAVAILABLE', `a fetch of ${trustDomainId} is already running`, { reason: 'federation-busy' });
     }
@@ -146,7 +149,15 @@ export class FederationRefresher {
   }
 
   /** One claimed fetch; false when the lease was not ours to take. */
-  async #refresh(trustDomainId: string, force: boolean): Promise<boolean> {
+  #refresh(trustDomainId: string, force: boolean): Promise<boolean> {
+    const run = this.#refreshOnce(trustDomainId, force).finally(() => {
+      if (this.#inFlight.get(trustDomainId) === run) this.#inFlight.delete(trustDomainId);
+    });
+    this.#inFlight.set(trustDomainId, run);
+    return run;
+  }
+
+  async #refreshOnce(trustDomainId: string, force: boolean): Promise<boolean> {
     const { ds, clock, logger } = this.#o;
     const now = clock.nowMs();
     if (!(await ds.claimFederationRefresh(trustDomainId, this.#holder, now, now + LEASE_MS, force))) return false;
