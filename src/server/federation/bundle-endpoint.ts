@@ -1,8 +1,9 @@
 /**
  * The SPIFFE bundle endpoint (SPIFFE Trust Domain and Bundle, section 5): an HTTPS server that
- * answers `GET /` with the trust domain's current bundle document (a JWK Set carrying
+ * answers `GET` with the trust domain's current bundle document (a JWK Set carrying
  * `spiffe_sequence` and `spiffe_refresh_hint`) to anyone, without client authentication, and
- * serves nothing else. https_spiffe presents the server's own SVID (the one agents see), so a
+ * serves nothing else. The URL is the peer operator's to write (the standard's examples use
+ * `/spiffe-bundle`, SPIRE's `/`), so every path answers the same bundle. https_spiffe presents the server's own SVID (the one agents see), so a
  * peer authenticates it against our bundle; https_web presents an operator's WebPKI
  * certificate, re-read when its files change.
  */
@@ -63,11 +64,6 @@ export async function startBundleEndpoint(o: BundleEndpointOptions): Promise<Bun
     server = createServer({ ...initial, requestCert: false, minVersion: 'TLSv1.2' }, (req, res) => {
       // the answer is small and public, the request has no body worth reading
       req.resume();
-      const path = (req.url ?? '/').split('?')[0];
-      if (path !== '/') {
-        res.writeHead(404, { 'content-type': 'text/plain' }).end('not found\n');
-        return;
-      }
       if (req.method !== 'GET' && req.method !== 'HEAD') {
         res.writeHead(405, { allow: 'GET, HEAD', 'content-type': 'text/plain' }).end('method not allowed\n');
         return;

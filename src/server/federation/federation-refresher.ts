@@ -70,6 +70,8 @@ export class FederationRefresher {
   #running: Promise<void> = Promise.resolve();
   /** Fetches this server is running, by trust domain ID: `refresh` waits for one rather than failing busy. */
   readonly #inFlight = new Map<string, Promise<boolean>>();
+  /** The federated bundles' versions last seen (undefined before the first tick). */
+  #seen: string | undefined;
 
   constructor(options: FederationRefresherOptions) {
     this.#o = options;
@@ -121,6 +123,7 @@ export class FederationRefresher {
   }
 
   async #tick(): Promise<void> {
+    await this.#noticeForeignWrites();
     const now = this.#o.clock.nowMs();
     const all = await this.#o.ds.listFederationRelationships();
     for (const r of all) {
@@ -128,6 +131,22 @@ export class FederationRefresher {
       if (r.nextRefreshAt > now) continue;
       await this.#refresh(r.trustDomainId, false);
     }
+  }
+
+  /**
+   * Federated bundles written by another server on the same datastore (its refresher, or a
+   * `bundle set` there) reach this server's agents too: the stored versions are compared
+   * every tick and a difference is pushed.
+   */
+  async #noticeForeignWrites(): Promise<void> {
+    const own = this.#o.trustDomain.idString;
+    const all = await this.#o.ds.listBundles();
+    const key = all
+      .filter((b) => b.trustDomainId !== own)
+      .map((b) => `${b.trustDomainId}@${b.updatedAt}:${b.document.length}`)
+      .join(',');
+    if (this.#seen !== undefined && key !== this.#seen) this.#o.hub.notify('bundles');
+    this.#seen = key;
   }
 
   /**

@@ -68,7 +68,7 @@ test('config: the bundle endpoint block is checked and every problem names its k
   t.deepEqual(resolveServerConfig(BASE).federation, { relationships: [] });
 });
 
-test('https_spiffe: the endpoint presents the server SVID, serves the current bundle at / only, and follows changes', async (t) => {
+test('https_spiffe: the endpoint presents the server SVID, serves the current bundle and nothing else, and follows changes', async (t) => {
   const s = await startTestServer({ config: { bundleRefreshHint: '2m', federation: { bundleEndpoint: { address: '127.0.0.1:0', profile: 'https_spiffe' } } } });
   t.teardown(() => s.destroy());
   const ep = s.server.bundleEndpoint;
@@ -89,8 +89,10 @@ test('https_spiffe: the endpoint presents the server SVID, serves the current bu
   t.false(doc.keys.some((k) => 'd' in k));
   t.is(r.body, (await s.server.bundles.own()).document);
 
-  // nothing else is served
-  t.is((await rawGet(port, '/other', { ca, checkId: SERVER_ID.toString() })).status, 404);
+  // nothing else is served: any path (the peer writes the URL) answers the same bundle, other methods are refused
+  const other = await rawGet(port, '/spiffe-bundle?x=1', { ca, checkId: SERVER_ID.toString() });
+  t.is(other.status, 200);
+  t.is(other.body, r.body);
   t.is((await rawGet(port, '/', { ca, checkId: SERVER_ID.toString(), method: 'POST' })).status, 405);
   const head = await rawGet(port, '/', { ca, checkId: SERVER_ID.toString(), method: 'HEAD' });
   t.is(head.status, 200);
