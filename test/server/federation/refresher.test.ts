@@ -196,3 +196,26 @@ test('config: federatesWith entries are checked and name their keys', async (t) 
     'federation.federatesWith.e.org.endpointSpiffeId',
   ]) t.true(err?.message.includes(key), key);
 });
+
+test('https_web between two Sigil servers: B publishes with a test CA certificate, A trusts that CA through httpsWebCaFile', async (t) => {
+  const bdir = await makeServerDir();
+  const web = createWebPki(bdir);
+  const b = await startTestServer({ dir: bdir, trustDomain: 'other.org', config: { federation: { bundleEndpoint: { address: '127.0.0.1:0', profile: 'https_web', tls: { certFile: web.certFile, keyFile: web.keyFile } } } } });
+  t.teardown(() => b.destroy());
+  const url = `https://localhost:${b.server.bundleEndpoint!.port}/`;
+  const adir = await makeServerDir();
+  writeFileSync(join(adir, 'web-ca.pem'), web.caPem);
+  const a = await startTestServer({ dir: adir, config: { federation: { httpsWebCaFile: join(adir, 'web-ca.pem'), federatesWith: { 'other.org': { bundleEndpointUrl: url, bundleEndpointProfile: 'https_web' } } } } });
+  t.teardown(() => a.destroy());
+  // no bootstrap bundle: WebPKI authenticates the endpoint, the first fetch brings the bundle
+  const r = await a.admin.call<RelMsg>('Federation', 'RefreshFederationRelationship', { trust_domain: 'other.org' });
+  t.is(r.last_error, '', r.last_error);
+  t.true(r.has_bundle);
+  t.true((await peerBundle(a)).sameAuthorities(Bundle.parseJwks(OTHER, (await b.server.bundles.own()).document)));
+  // a server without the test CA (system CAs) refuses the same endpoint
+  const c = await startTestServer({ config: { federation: { federatesWith: { 'other.org': { bundleEndpointUrl: url, bundleEndpointProfile: 'https_web' } } } } });
+  t.teardown(() => c.destroy());
+  const refused = await c.admin.call<RelMsg>('Federation', 'RefreshFederationRelationship', { trust_domain: 'other.org' });
+  t.regex(refused.last_error, /cannot reach/);
+  t.false(refused.has_bundle);
+});
