@@ -13,6 +13,8 @@ command -v setpriv >/dev/null 2>&1 || need_pkgs+=(util-linux)
 [ -x /usr/sbin/nginx ] || command -v nginx >/dev/null 2>&1 || need_pkgs+=(nginx)
 # systemd-analyze verifies the units in deploy/systemd (test/deploy/systemd.test.ts).
 command -v systemd-analyze >/dev/null 2>&1 || need_pkgs+=(systemd)
+# pebble, a test ACME CA, issues the https_web bundle endpoint's certificate (test/server/federation/acme.test.ts).
+command -v pebble >/dev/null 2>&1 || need_pkgs+=(pebble)
 if [ "${#need_pkgs[@]}" -gt 0 ]; then
   echo "ci-prepare: installing ${need_pkgs[*]}"
   apt-get update -qq

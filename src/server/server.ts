@@ -46,6 +46,7 @@ import { reportReservedEntries } from './reserved-entries.js';
 import { SIGIL_VERSION } from '../common/version.js';
 import { startBundleEndpoint, type BundleEndpoint } from './federation/bundle-endpoint.js';
 import { FederationRefresher } from './federation/federation-refresher.js';
+import { AcmeIdentity } from './federation/acme-identity.js';
 
 /** The proto file of the agent API, relative to proto/. */
 export const AGENT_PROTO = 'sigil/agent/v1/agent.proto';
@@ -337,13 +338,22 @@ export async function startServer(config: ServerConfig, options: StartServerOpti
     let bundleEndpoint: BundleEndpoint | undefined;
     const be = config.federation.bundleEndpoint;
     if (be !== undefined) {
+      let acme: AcmeIdentity | undefined;
+      if (be.acme !== undefined) {
+        const a = new AcmeIdentity(be.acme, logger);
+        await a.start();
+        cleanups.push(() => a.stop());
+        acme = a;
+      }
       bundleEndpoint = await startBundleEndpoint({
         host: be.host,
         port: be.port,
         identity:
-          be.profile === 'https_web' && be.tls !== undefined
-            ? { profile: 'https_web', certFile: be.tls.certFile, keyFile: be.tls.keyFile }
-            : { profile: 'https_spiffe', current: () => svid.tlsIdentity(), onChange: (l) => svid.onRotated(l) },
+          acme !== undefined
+            ? { profile: 'https_web', current: () => acme.current(), onChange: (l) => acme.onChange(l) }
+            : be.profile === 'https_web' && be.tls !== undefined
+              ? { profile: 'https_web', certFile: be.tls.certFile, keyFile: be.tls.keyFile }
+              : { profile: 'https_spiffe', current: () => svid.tlsIdentity(), onChange: (l) => svid.onRotated(l) },
         document: async () => (await bundles.own()).document,
         logger,
       });

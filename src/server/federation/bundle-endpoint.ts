@@ -16,7 +16,7 @@ import type { BundleEndpointProfile } from './federation-config.js';
 
 /** Where the endpoint's certificate comes from. */
 export type EndpointIdentity =
-  | { readonly profile: 'https_spiffe'; readonly current: () => SecureContextOptions | null; readonly onChange: (listener: () => void) => () => void }
+  | { readonly profile: BundleEndpointProfile; readonly current: () => SecureContextOptions | null; readonly onChange: (listener: () => void) => () => void }
   | { readonly profile: 'https_web'; readonly certFile: string; readonly keyFile: string; readonly reloadIntervalMs?: number };
 
 /** Options of startBundleEndpoint. */
@@ -52,11 +52,11 @@ async function readWebIdentity(certFile: string, keyFile: string): Promise<Secur
 export async function startBundleEndpoint(o: BundleEndpointOptions): Promise<BundleEndpoint> {
   const id = o.identity;
   let initial: SecureContextOptions;
-  if (id.profile === 'https_web') {
+  if (!('current' in id)) {
     initial = await readWebIdentity(id.certFile, id.keyFile);
   } else {
     const c = id.current();
-    if (c === null) throw new SigilError('ERR_UNAVAILABLE', 'the server SVID is not ready for the bundle endpoint', { reason: 'bundle-endpoint-svid' });
+    if (c === null) throw new SigilError('ERR_UNAVAILABLE', 'the bundle endpoint has no certificate yet', { reason: 'bundle-endpoint-identity' });
     initial = c;
   }
   let server: Server;
@@ -91,7 +91,7 @@ export async function startBundleEndpoint(o: BundleEndpointOptions): Promise<Bun
   server.on('tlsClientError', (err) => o.logger.debug({ err }, 'bundle endpoint TLS handshake failed'));
 
   const stops: (() => void)[] = [];
-  if (id.profile === 'https_spiffe') {
+  if ('current' in id) {
     stops.push(
       id.onChange(() => {
         const c = id.current();

@@ -26,6 +26,16 @@ export const federationConfigSchema = z.strictObject({
       address: hostPortSchema('0.0.0.0:8443'),
       profile: z.enum(BUNDLE_ENDPOINT_PROFILES),
       tls: z.strictObject({ certFile: z.string().min(1), keyFile: z.string().min(1) }).optional(),
+      acme: z
+        .strictObject({
+          directoryUrl: z.string().url(),
+          domainName: z.string().regex(/^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$/, 'must be a lowercase DNS name'),
+          email: z.string().email().optional(),
+          caFile: z.string().min(1).optional(),
+          challengeAddress: hostPortSchema('0.0.0.0:80').default('0.0.0.0:80'),
+          tosAccepted: z.literal(true, { error: "must be true: you accept the ACME CA's terms of service" }),
+        })
+        .optional(),
     })
     .optional(),
   /** PEM CAs that verify https_web endpoints instead of the system CAs. */
@@ -51,6 +61,15 @@ export interface FederationConfig {
     readonly profile: BundleEndpointProfile;
     /** https_web: the WebPKI certificate chain and key files (re-read when they change). */
     readonly tls?: { readonly certFile: string; readonly keyFile: string };
+    /** https_web: obtain (and renew) the certificate from an ACME CA, answering http-01. */
+    readonly acme?: {
+      readonly directoryUrl: string;
+      readonly domainName: string;
+      readonly email?: string;
+      readonly caFile?: string;
+      readonly challengeHost: string;
+      readonly challengePort: number;
+    };
   };
   readonly httpsWebCaFile?: string;
   readonly relationships: readonly ConfiguredRelationship[];
@@ -96,12 +115,28 @@ export function resolveFederation(raw: z.output<typeof federationConfigSchema> |
   let bundleEndpoint: FederationConfig['bundleEndpoint'];
   const be = raw.bundleEndpoint;
   if (be !== undefined) {
-    if (be.profile === 'https_web' && be.tls === undefined) problems.push('federation.bundleEndpoint.tls: required with profile https_web (certFile and keyFile of a WebPKI certificate)');
+    if (be.profile === 'https_web' && be.tls === undefined && be.acme === undefined) {
+      problems.push('federation.bundleEndpoint.tls: required with profile https_web (certFile and keyFile of a WebPKI certificate), unless acme is set');
+    }
+    if (be.profile === 'https_web' && be.tls !== undefined && be.acme !== undefined) problems.push('federation.bundleEndpoint.acme: set tls or acme, not both');
     if (be.profile === 'https_spiffe' && be.tls !== undefined) problems.push("federation.bundleEndpoint.tls: only used with profile https_web (https_spiffe presents the server's own SVID)");
+    if (be.profile === 'https_spiffe' && be.acme !== undefined) problems.push("federation.bundleEndpoint.acme: only used with profile https_web (https_spiffe presents the server's own SVID)");
+    const a = be.acme;
     bundleEndpoint = {
       ...splitHostPort(be.address),
       profile: be.profile,
       ...(be.profile === 'https_web' && be.tls !== undefined ? { tls: { certFile: abs(be.tls.certFile), keyFile: abs(be.tls.keyFile) } } : {}),
+      ...(be.profile === 'https_web' && a !== undefined
+        ? {
+            acme: {
+              directoryUrl: a.directoryUrl,
+              domainName: a.domainName,
+              ...(a.email === undefined ? {} : { email: a.email }),
+              ...(a.caFile === undefined ? {} : { caFile: abs(a.caFile) }),
+              ...((({ host, port }) => ({ challengeHost: host, challengePort: port }))(splitHostPort(a.challengeAddress))),
+            },
+          }
+        : {}),
     };
   }
   const relationships: ConfiguredRelationship[] = [];
