@@ -154,6 +154,7 @@ test('https_web from the config: garbage, an older sequence and an empty bundle 
     [good(4), /older than the stored 5/],
     [JSON.stringify({ keys: [], spiffe_sequence: 9 }), /without keys/],
     [JSON.stringify({ keys: [{ kty: 'EC', use: 'x509-svid', x5c: ['AAAA'] }], spiffe_sequence: 9 }), /no valid SPIFFE bundle/],
+    [JSON.stringify({ keys: [], spiffe_sequence: 9, pad: 'x'.repeat(1024 * 1024) }), /larger than 1048576 bytes/],
   ] as const) {
     answer = bad;
     const r = await a.admin.call<RelMsg>('Federation', 'RefreshFederationRelationship', { trust_domain: 'third.org' });
