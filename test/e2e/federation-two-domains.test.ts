@@ -6,7 +6,8 @@
  * in its config file. A workload of A and a workload of B (examples/client, our client
  * library) complete mTLS, each authorizing the other's exact SPIFFE ID; a JWT-SVID of B
  * validates in A. B's CA rotates (prepare, then activate): the new root reaches A's workload
- * through the refresher before B signs with it, and mTLS keeps working after.
+ * through the refresher before B signs with it, and mTLS keeps working after. When B's server
+ * goes away, A reports the failed fetch and its workload keeps B's last good bundle.
  */
 import test from 'ava';
 import { spawn } from 'node:child_process';
@@ -216,6 +217,17 @@ test.serial('two trust domains federated both ways over https_spiffe: mTLS, a JW
     return r.code === 0 && server.lines.length > 0 ? r : undefined;
   });
   t.true(after.out.includes(`hello ${A_ID} from ${B_ID}`), after.out);
+
+  // B's server goes away: A reports it and its workload keeps B's last good bundle
+  const lastGood = contexts.at(-1)!.bundles.getBundleForTrustDomain(OTHER)!.x509AuthoritiesDer().length;
+  await b.server.stop();
+  const refresh = await a.admin(['federation', 'refresh', '--trust-domain', 'other.org', '--output', 'json']);
+  t.is(refresh.code, 1, 'a failed fetch is a runtime failure');
+  const rel = (JSON.parse(refresh.stdout) as { relationship: { lastError: string | null; lastSuccess: string | null } }).relationship;
+  t.regex(rel.lastError ?? '', /cannot reach/);
+  t.truthy(rel.lastSuccess);
+  t.is(contexts.at(-1)!.bundles.getBundleForTrustDomain(OTHER)!.x509AuthoritiesDer().length, lastGood);
+  t.is((await api.fetchX509Context()).bundles.getBundleForTrustDomain(OTHER)?.x509AuthoritiesDer().length, lastGood);
 
   for (const d of [a, b]) {
     t.deepEqual(secretLeaks(d.server.output + (d.agent?.output ?? ''), []), [], `${d.name}: no secret in the logs`);
