@@ -124,11 +124,22 @@ const ENTRY_FILTERS: readonly OptionDef[] = [
   HINT('entries with this hint'),
 ];
 
+const FED_TD: OptionDef = { name: 'trust-domain', value: 'TD', kind: 'trust-domain', about: 'the peer trust domain', spire: [{ name: 'trustDomain' }, { name: 'id' }] };
+const FED_FIELDS: readonly OptionDef[] = [
+  FED_TD,
+  { name: 'bundle-endpoint-url', value: 'URL', about: "https URL of the peer's bundle endpoint", spire: [{ name: 'bundleEndpointURL' }] },
+  { name: 'bundle-endpoint-profile', value: 'PROFILE', choices: ['https_spiffe', 'https_web'], about: 'how the endpoint is authenticated: https_spiffe (default) or https_web', spire: [{ name: 'bundleEndpointProfile' }] },
+  { name: 'endpoint-spiffe-id', value: 'ID', kind: 'spiffe-id', about: 'https_spiffe: the SPIFFE ID the endpoint presents', spire: [{ name: 'endpointSpiffeID' }] },
+  { name: 'trust-domain-bundle-path', value: 'FILE', about: "the peer's bootstrap bundle (authenticates an https_spiffe endpoint the first time)", spire: [{ name: 'trustDomainBundlePath' }] },
+  { name: 'trust-domain-bundle-format', value: 'FORMAT', choices: ['pem', 'spiffe'], about: 'the bootstrap bundle file format: pem (default) or spiffe', spire: [{ name: 'trustDomainBundleFormat' }] },
+];
+
 const load = {
   server: () => import('./commands/server.js'),
   entry: () => import('./commands/entry.js'),
   token: () => import('./commands/token.js'),
   bundle: () => import('./commands/bundle.js'),
+  federation: () => import('./commands/federation.js'),
   agentAdmin: () => import('./commands/agent-admin.js'),
   agentRun: () => import('./commands/agent-run.js'),
   localauthority: () => import('./commands/localauthority.js'),
@@ -310,6 +321,18 @@ export const COMMANDS: readonly CommandDef[] = [
         run: { load: load.bundle, as: 'delete' },
         spire: ['spire-server bundle delete'],
       },
+    ],
+  },
+  {
+    name: 'federation',
+    about: 'federation relationships: create, list, show, update, delete, refresh',
+    commands: [
+      { name: 'create', about: 'create a federation relationship with a peer trust domain', options: [...FED_FIELDS, ...ADMIN], run: { load: load.federation, as: 'create' }, spire: ['spire-server federation create'] },
+      { name: 'list', about: 'list the federation relationships', options: [...ADMIN], run: { load: load.federation, as: 'list' }, spire: ['spire-server federation list'] },
+      { name: 'show', about: 'show a relationship and its last refresh (success, error, sequence)', options: [FED_TD, ...ADMIN], run: { load: load.federation, as: 'show' }, spire: ['spire-server federation show'] },
+      { name: 'update', about: "replace a relationship's endpoint fields (and, with a bundle path, the bundle)", options: [...FED_FIELDS, ...ADMIN], run: { load: load.federation, as: 'update' }, spire: ['spire-server federation update'] },
+      { name: 'delete', about: "delete a relationship (the peer's last bundle stays until bundle delete)", options: [FED_TD, ...ADMIN], run: { load: load.federation, as: 'delete' }, spire: ['spire-server federation delete'] },
+      { name: 'refresh', about: "fetch the peer's bundle now", options: [FED_TD, ...ADMIN], run: { load: load.federation, as: 'refresh' }, spire: ['spire-server federation refresh'] },
     ],
   },
   {

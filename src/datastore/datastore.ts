@@ -131,6 +131,48 @@ export interface CaJournalRecord {
   readonly updatedAt: number;
 }
 
+/** How a peer's bundle endpoint is authenticated (SPIFFE Trust Domain and Bundle, section 5). */
+export type FederationProfile = 'https_web' | 'https_spiffe';
+
+/** The operator's side of a federation relationship: where the peer publishes its bundle. */
+export interface FederationRelationshipFields {
+  /** The peer's trust domain ID, `spiffe://other.org`. */
+  readonly trustDomainId: string;
+  /** https URL of the peer's bundle endpoint. */
+  readonly bundleEndpointUrl: string;
+  readonly profile: FederationProfile;
+  /** https_spiffe: the SPIFFE ID the endpoint must present; '' for https_web. */
+  readonly endpointSpiffeId: string;
+}
+
+/** A federation relationship as stored, with the refresher's state. */
+export interface FederationRelationship extends FederationRelationshipFields {
+  readonly createdAt: number;
+  readonly updatedAt: number;
+  /** Epoch ms of the last fetch attempt (0 = never). */
+  readonly lastAttemptAt: number;
+  /** Epoch ms of the last fetch whose bundle was accepted (0 = never). */
+  readonly lastSuccessAt: number;
+  /** Why the last attempt failed; '' after a success. Never a secret (endpoint answers are public). */
+  readonly lastError: string;
+  /** `spiffe_sequence` of the last accepted bundle (0 = none or absent). */
+  readonly lastSequence: number;
+  /** Failed attempts since the last success (drives the backoff). */
+  readonly consecutiveFailures: number;
+  /** Epoch ms when the next fetch is due. */
+  readonly nextRefreshAt: number;
+}
+
+/** The outcome of one fetch, recorded by the refresher that holds the relationship's lease. */
+export interface FederationRefreshOutcome {
+  readonly at: number;
+  readonly nextRefreshAt: number;
+  /** Present on success: the accepted bundle, stored as the peer's bundle in the same transaction. */
+  readonly accepted?: { readonly document: string; readonly sequence: number };
+  /** Present on failure. */
+  readonly error?: string;
+}
+
 /** One change to the entries, in the order it happened (for push sync and, later, several servers). */
 export interface EntryEvent {
   /** Monotonic, increasing. */
@@ -231,6 +273,28 @@ export interface Datastore extends AuditTrailStore {
    * SQLite (one server) never calls it. Resolves to the unsubscribe function.
    */
   watchChanges(listener: (change: DatastoreChange) => void): Promise<() => void>;
+
+  // federation relationships (the peer's bundle itself lives with the bundles)
+  /** ERR_ALREADY_EXISTS (reason `federation-exists`) when the trust domain has one. */
+  createFederationRelationship(rel: FederationRelationshipFields, audit?: AuditFor<FederationRelationship>): Promise<FederationRelationship>;
+  getFederationRelationship(trustDomainId: string): Promise<FederationRelationship | undefined>;
+  /** Every relationship, sorted by trust domain ID. */
+  listFederationRelationships(): Promise<FederationRelationship[]>;
+  /** Replaces the operator's fields and makes a fetch due now; ERR_NOT_FOUND (reason `federation-not-found`) when absent. */
+  updateFederationRelationship(rel: FederationRelationshipFields, audit?: AuditFor<FederationRelationship>): Promise<FederationRelationship>;
+  /** Deletes and returns the relationship (the peer's bundle stays); ERR_NOT_FOUND when absent. */
+  deleteFederationRelationship(trustDomainId: string, audit?: AuditFor<FederationRelationship>): Promise<FederationRelationship>;
+  /**
+   * Takes the relationship's fetch lease for `holder` until `leaseUntil` when its fetch is due
+   * (or `force`) and no other holder's lease is live; true when taken. Several servers on one
+   * datastore so fetch each peer one at a time.
+   */
+  claimFederationRefresh(trustDomainId: string, holder: string, now: number, leaseUntil: number, force?: boolean): Promise<boolean>;
+  /**
+   * Records a fetch and releases the lease, storing an accepted bundle in the same transaction;
+   * false (nothing written) when `holder` no longer holds the lease or the relationship is gone.
+   */
+  recordFederationRefresh(trustDomainId: string, holder: string, outcome: FederationRefreshOutcome): Promise<boolean>;
 
   close(): Promise<void>;
 }

@@ -7,7 +7,7 @@ import { createHash } from 'node:crypto';
 import { SigilError } from '../common/errors.js';
 import { SpiffeId, spiffeIdReason } from '../spiffe/spiffe-id.js';
 import { makeSelector, normalizeSelectors, type Selector } from '../spiffe/selector.js';
-import type { AttestedNode, JoinTokenRecord, NewRegistrationEntry, RegistrationEntry } from './datastore.js';
+import type { AttestedNode, FederationRelationshipFields, JoinTokenRecord, NewRegistrationEntry, RegistrationEntry } from './datastore.js';
 
 /** Custom entry IDs: safe in URLs, file names and logs. */
 const ENTRY_ID_RE = /^[A-Za-z0-9._~-]{1,255}$/;
@@ -220,4 +220,35 @@ export function validateBundleDocument(document: unknown): string {
 export function validateTime(value: unknown, field: string): number {
   if (typeof value !== 'number' || !Number.isFinite(value)) throw invalid('invalid-time', `${field} must be a finite number`);
   return value;
+}
+
+/** Longest bundle endpoint URL stored. */
+const MAX_URL_BYTES = 2048;
+/** Longest refresh error kept. */
+export const MAX_FEDERATION_ERROR = 512;
+
+/** Validates a federation relationship's operator fields; reasons `invalid-trust-domain-id`, `invalid-bundle-endpoint-url`, `invalid-federation-profile`, `invalid-endpoint-spiffe-id`. */
+export function validateFederationFields(rel: FederationRelationshipFields): FederationRelationshipFields {
+  const trustDomainId = validateTrustDomainId(rel.trustDomainId);
+  const url = rel.bundleEndpointUrl;
+  let parsed: URL | undefined;
+  try {
+    parsed = typeof url === 'string' && Buffer.byteLength(url) <= MAX_URL_BYTES ? new URL(url) : undefined;
+  } catch {
+    parsed = undefined;
+  }
+  if (parsed === undefined || parsed.protocol !== 'https:' || parsed.hostname === '' || parsed.username !== '' || parsed.password !== '' || parsed.hash !== '') {
+    throw invalid('invalid-bundle-endpoint-url', `invalid bundle endpoint url ${quote(url)}: use an https URL with a host, no user info or fragment`);
+  }
+  if (rel.profile !== 'https_web' && rel.profile !== 'https_spiffe') throw invalid('invalid-federation-profile', `invalid bundle endpoint profile ${quote(rel.profile)}: use https_web or https_spiffe`);
+  let endpointSpiffeId = '';
+  if (rel.profile === 'https_spiffe') {
+    endpointSpiffeId = validateSpiffeIdField(rel.endpointSpiffeId, 'invalid-endpoint-spiffe-id', 'endpoint spiffe id');
+    if (SpiffeId.parse(endpointSpiffeId).trustDomain.idString !== trustDomainId) {
+      throw invalid('invalid-endpoint-spiffe-id', `endpoint spiffe id ${quote(endpointSpiffeId)} must be in ${trustDomainId}`);
+    }
+  } else if (rel.endpointSpiffeId !== '' && rel.endpointSpiffeId !== undefined) {
+    throw invalid('invalid-endpoint-spiffe-id', 'an endpoint spiffe id is only used with profile https_spiffe');
+  }
+  return { trustDomainId, bundleEndpointUrl: url, profile: rel.profile, endpointSpiffeId };
 }

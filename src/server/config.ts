@@ -24,6 +24,7 @@ import { SERVER_ID_PATTERN } from '../datastore/validation.js';
 import { TrustDomain } from '../spiffe/spiffe-id.js';
 import { k8sPsatConfigSchema, resolveK8sPsat, type K8sPsatConfig } from './k8s-psat-config.js';
 import { jwtNodeConfigSchema, resolveJwtNode, type JwtNodeConfig } from './jwt-node-config.js';
+import { federationConfigSchema, resolveFederation, type FederationConfig } from './federation/federation-config.js';
 
 const KEY_TYPES = ['ec-p256', 'ec-p384', 'rsa-2048'] as const;
 
@@ -113,6 +114,7 @@ export const serverConfigSchema = z.strictObject({
     })
     .default({ joinToken: { defaultTtl: '10m' } }),
   health: z.strictObject({ address: hostPort }).optional(),
+  federation: federationConfigSchema.optional(),
   auditLog: z
     .strictObject({
       path: z.string().min(1).optional(),
@@ -176,6 +178,8 @@ export interface ServerConfig {
     readonly jwt?: JwtNodeConfig;
   };
   readonly health?: { readonly host: string; readonly port: number };
+  /** The bundle endpoint this server publishes and the relationships declared in the file. */
+  readonly federation: FederationConfig;
   readonly auditLog: {
     readonly path: string;
     /** How long shipped audit records stay in the datastore. */
@@ -256,6 +260,7 @@ export function resolveServerConfig(raw: unknown, flags: ServerFlags = {}, baseD
   }
   const psat = c.nodeAttestors.k8sPsat === undefined ? undefined : resolveK8sPsat(c.nodeAttestors.k8sPsat, abs, problems);
   const jwtNode = c.nodeAttestors.jwt === undefined ? undefined : resolveJwtNode(c.nodeAttestors.jwt, abs, problems);
+  const federation = resolveFederation(c.federation, TrustDomain.parse(c.trustDomain), abs, problems);
   if (problems.length > 0) throw configError('server', problems);
 
   const config: ServerConfig = {
@@ -328,6 +333,7 @@ export function resolveServerConfig(raw: unknown, flags: ServerFlags = {}, baseD
       ...(jwtNode === undefined ? {} : { jwt: jwtNode }),
     },
     ...(c.health === undefined ? {} : { health: splitHostPort(c.health.address) }),
+    federation,
     auditLog: {
       path: c.auditLog.path === '-' ? '-' : abs(c.auditLog.path ?? join(dataDir, 'audit.log')),
       retentionMs: parseDuration(c.auditLog.retention),

@@ -83,6 +83,18 @@ export class ServerSvidProvider {
     return this.#current;
   }
 
+  /** The current SVID chain and key as PEM (for the bundle endpoint's TLS); null before the first. */
+  tlsIdentity(): { cert: Buffer; key: Buffer } | null {
+    return this.#identity === null ? null : { cert: this.#identity.certificate, key: this.#identity.privateKey };
+  }
+
+  /** Calls `listener` after every new SVID; returns the unsubscribe. */
+  onRotated(listener: () => void): () => void {
+    const l: IdentityCertificateUpdateListener = () => listener();
+    this.#idListeners.add(l);
+    return () => this.#idListeners.delete(l);
+  }
+
   /** Mints a new SVID now. */
   async rotate(): Promise<void> {
     const { csr, pkcs8 } = await generateKeyAndCsr();

@@ -47,13 +47,16 @@ import { ServerSvidProvider } from './server-svid.js';
 import { resolveServerId } from './server-id.js';
 import { reportReservedEntries } from './reserved-entries.js';
 import { SIGIL_VERSION } from '../common/version.js';
+import { startBundleEndpoint, type BundleEndpoint } from './federation/bundle-endpoint.js';
+import { FederationRefresher } from './federation/federation-refresher.js';
+import { AcmeIdentity } from './federation/acme-identity.js';
 
 /** The proto file of the agent API, relative to proto/. */
 export const AGENT_PROTO = 'sigil/agent/v1/agent.proto';
 /** The proto file of the admin API, relative to proto/. */
 export const ADMIN_PROTO = 'sigil/admin/v1/admin.proto';
 /** Names of the admin services in ADMIN_PROTO (package sigil.admin.v1). */
-export const ADMIN_SERVICES = ['Entries', 'Agents', 'JoinTokens', 'Bundles', 'LocalAuthority', 'Mint', 'Server'] as const;
+export const ADMIN_SERVICES = ['Entries', 'Agents', 'JoinTokens', 'Bundles', 'Federation', 'LocalAuthority', 'Mint', 'Server'] as const;
 /**
  * gRPC message size limits of both APIs, each way. 4 MiB is grpc-js's default receive
  * limit, so Sigil's own clients (agent, CLI) accept anything the server may send; the
@@ -176,6 +179,8 @@ export interface StartServerOptions {
   readonly keyManager?: KeyManager;
   /** Threads that verify CSRs and sign X.509-SVIDs, over config.ca.signingThreads; default one per core (os.availableParallelism()), 0 signs on the main thread. */
   readonly signingThreads?: number;
+  /** Shortest wait between two fetches of a peer's bundle (default 5s; tests go lower, never below 1s). */
+  readonly federationMinRefreshMs?: number;
 }
 
 /** A running server. */
@@ -184,6 +189,8 @@ export interface RunningServer {
   /** The agent API's bound address (port resolved when configured as 0). */
   readonly agentAddress: { readonly host: string; readonly port: number };
   readonly adminSocketPath: string;
+  /** The federation bundle endpoint, when enabled. */
+  readonly bundleEndpoint: BundleEndpoint | undefined;
   /** Health endpoint address, when enabled. */
   readonly healthAddress: { readonly host: string; readonly port: number } | undefined;
   readonly datastore: Datastore;
@@ -193,6 +200,7 @@ export interface RunningServer {
   readonly bundles: BundleManager;
   readonly metrics: ServerMetrics;
   readonly serverSvid: ServerSvidProvider;
+  readonly federation: FederationRefresher;
   /** The X.509 authorities (DER) agents must trust to reach the agent API. */
   x509Authorities(): Buffer[];
   /** Stops everything; idempotent. */
@@ -320,6 +328,20 @@ export async function startServer(config: ServerConfig, options: StartServerOpti
     await bundles.start(serverCa);
     cleanups.push(() => bundles.stop());
     await hub.startPolling(ds, logger, 1000, clock);
+    const webCa = config.federation.httpsWebCaFile;
+    const federation = new FederationRefresher({
+      ds,
+      bundles,
+      hub,
+      trustDomain: td,
+      clock,
+      logger,
+      ...(webCa === undefined ? {} : { httpsWebCaPem: readOperatorFileSync(webCa, 'federation.httpsWebCaFile').toString('utf8') }),
+      ...(options.federationMinRefreshMs === undefined ? {} : { minRefreshMs: options.federationMinRefreshMs }),
+    });
+    await federation.applyConfigured(config.federation.relationships, (action, id) => () => ({ who: 'config', action, result: 'ok', spiffeId: id }));
+    federation.start();
+    cleanups.push(() => federation.stop());
     await reportReservedEntries(ds, td, logger);
 
     const attestors = new Map<string, NodeAttestorServer>();
@@ -342,6 +364,32 @@ export async function startServer(config: ServerConfig, options: StartServerOpti
 
     // accepted here and injected into grpc-js, so each connection's agent can be remembered (agent-connections.ts)
     const connections = new AgentConnections({ clock });
+    let bundleEndpoint: BundleEndpoint | undefined;
+    const be = config.federation.bundleEndpoint;
+    if (be !== undefined) {
+      let acme: AcmeIdentity | undefined;
+      if (be.acme !== undefined) {
+        const a = new AcmeIdentity(be.acme, logger);
+        await a.start();
+        cleanups.push(() => a.stop());
+        acme = a;
+      }
+      bundleEndpoint = await startBundleEndpoint({
+        host: be.host,
+        port: be.port,
+        identity:
+          acme !== undefined
+            ? { profile: 'https_web', current: () => acme.current(), onChange: (l) => acme.onChange(l) }
+            : be.profile === 'https_web' && be.tls !== undefined
+              ? { profile: 'https_web', certFile: be.tls.certFile, keyFile: be.tls.keyFile }
+              : { profile: 'https_spiffe', current: () => svid.tlsIdentity(), onChange: (l) => svid.onRotated(l) },
+        document: async () => (await bundles.own()).document,
+        logger,
+      });
+      const ep = bundleEndpoint;
+      cleanups.push(() => ep.close());
+    }
+
     const agentService = createAgentService({
       connections,
       ds,
@@ -396,6 +444,7 @@ export async function startServer(config: ServerConfig, options: StartServerOpti
       defaultJwtSvidTtlMs: config.svid.defaultJwtTtlMs,
       info: () => ({ agentApiAddress: `${host}:${agentPort}`, startedAt: started, ready, version: SIGIL_VERSION }),
       callerOf: (peer) => admin.socket?.callerOf(peer),
+      federation,
     });
     for (const name of ADMIN_SERVICES) {
       adminServer.addService(serviceDefinition(ADMIN_PROTO, `sigil.admin.v1.${name}`), adminImpls[name] ?? {});
@@ -442,12 +491,14 @@ export async function startServer(config: ServerConfig, options: StartServerOpti
       agentAddress: { host, port: agentPort },
       adminSocketPath: socketPath,
       healthAddress: health === undefined ? undefined : { host: health.host, port: health.port },
+      bundleEndpoint,
       datastore: ds,
       serverId,
       ca,
       bundles,
       metrics,
       serverSvid: svid,
+      federation,
       x509Authorities: () => bundles.x509Anchors(),
       stop: () => {
         stopping ??= (async () => {

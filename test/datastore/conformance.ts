@@ -647,6 +647,64 @@ export function datastoreConformance(name: string, open: (options: ConformanceOp
     await rejects(t, ds.getBundle('spiffe://A.org'), 'ERR_INVALID_ARGUMENT', 'invalid-trust-domain-id');
   });
 
+  // ------------------------------------------------------------------ federation relationships
+
+  it('federation relationships are created, listed, updated and deleted; deleting keeps the bundle', async (t, ds, clock) => {
+    const web = { trustDomainId: 'spiffe://b.org', bundleEndpointUrl: 'https://b.org/bundle', profile: 'https_web' as const, endpointSpiffeId: '' };
+    const spf = { trustDomainId: 'spiffe://a.org', bundleEndpointUrl: 'https://10.0.0.1:8443/', profile: 'https_spiffe' as const, endpointSpiffeId: 'spiffe://a.org/spire/server' };
+    t.deepEqual(await ds.listFederationRelationships(), []);
+    const w = await ds.createFederationRelationship(web);
+    t.like(w, { ...web, createdAt: T0, updatedAt: T0, lastAttemptAt: 0, lastSuccessAt: 0, lastError: '', lastSequence: 0, consecutiveFailures: 0, nextRefreshAt: 0 });
+    clock.advance(10);
+    const a = await ds.createFederationRelationship(spf);
+    t.deepEqual(await ds.listFederationRelationships(), [a, w], 'sorted by trust domain id');
+    await rejects(t, ds.createFederationRelationship(web), 'ERR_ALREADY_EXISTS', 'federation-exists');
+    clock.advance(10);
+    const u = await ds.updateFederationRelationship({ ...web, bundleEndpointUrl: 'https://b.org/v2' });
+    t.is(u.bundleEndpointUrl, 'https://b.org/v2');
+    t.is(u.updatedAt, T0 + 20);
+    t.is(u.createdAt, T0);
+    t.deepEqual(await ds.getFederationRelationship(web.trustDomainId), u);
+    await rejects(t, ds.updateFederationRelationship({ ...web, trustDomainId: 'spiffe://c.org' }), 'ERR_NOT_FOUND', 'federation-not-found');
+    await ds.setBundle('spiffe://b.org', JSON.stringify({ keys: [] }));
+    t.deepEqual(await ds.deleteFederationRelationship('spiffe://b.org'), u);
+    t.is(await ds.getFederationRelationship('spiffe://b.org'), undefined);
+    t.truthy(await ds.getBundle('spiffe://b.org'), 'the last bundle stays until the operator deletes it');
+    await rejects(t, ds.deleteFederationRelationship('spiffe://b.org'), 'ERR_NOT_FOUND', 'federation-not-found');
+    // bad input, each by reason
+    await rejects(t, ds.createFederationRelationship({ ...web, trustDomainId: 'b.org' }), 'ERR_INVALID_ARGUMENT', 'invalid-trust-domain-id');
+    await rejects(t, ds.createFederationRelationship({ ...web, bundleEndpointUrl: 'http://b.org/' }), 'ERR_INVALID_ARGUMENT', 'invalid-bundle-endpoint-url');
+    await rejects(t, ds.createFederationRelationship({ ...web, bundleEndpointUrl: 'https://u:p@b.org/' }), 'ERR_INVALID_ARGUMENT', 'invalid-bundle-endpoint-url');
+    await rejects(t, ds.createFederationRelationship({ ...web, profile: 'https' as never }), 'ERR_INVALID_ARGUMENT', 'invalid-federation-profile');
+    await rejects(t, ds.createFederationRelationship({ ...web, endpointSpiffeId: 'spiffe://b.org/x' }), 'ERR_INVALID_ARGUMENT', 'invalid-endpoint-spiffe-id');
+    await rejects(t, ds.createFederationRelationship({ ...spf, trustDomainId: 'spiffe://d.org' }), 'ERR_INVALID_ARGUMENT', 'invalid-endpoint-spiffe-id');
+    await rejects(t, ds.createFederationRelationship({ ...spf, trustDomainId: 'spiffe://e.org', endpointSpiffeId: '' }), 'ERR_INVALID_ARGUMENT', 'invalid-endpoint-spiffe-id');
+  });
+
+  it('the federation fetch lease: one holder at a time, due only, released by the outcome, which stores the bundle', async (t, ds) => {
+    const td = 'spiffe://a.org';
+    await ds.createFederationRelationship({ trustDomainId: td, bundleEndpointUrl: 'https://a.org/', profile: 'https_web', endpointSpiffeId: '' });
+    t.true(await ds.claimFederationRefresh(td, 'server-1', T0, T0 + 1000), 'a new relationship is due');
+    t.false(await ds.claimFederationRefresh(td, 'server-2', T0 + 10, T0 + 1010), 'the lease is held');
+    t.false(await ds.claimFederationRefresh(td, 'server-2', T0 + 10, T0 + 1010, true), 'even forced, a live lease is respected');
+    t.false(await ds.recordFederationRefresh(td, 'server-2', { at: T0, nextRefreshAt: T0 + 5000, error: 'x' }), 'only the holder records');
+    const doc = JSON.stringify({ keys: [], spiffe_sequence: 7 });
+    t.true(await ds.recordFederationRefresh(td, 'server-1', { at: T0 + 20, nextRefreshAt: T0 + 5000, accepted: { document: doc, sequence: 7 } }));
+    t.is((await ds.getBundle(td))?.document, doc);
+    t.like(await ds.getFederationRelationship(td), { lastAttemptAt: T0 + 20, lastSuccessAt: T0 + 20, lastError: '', lastSequence: 7, consecutiveFailures: 0, nextRefreshAt: T0 + 5000 });
+    t.false(await ds.claimFederationRefresh(td, 'server-2', T0 + 30, T0 + 1030), 'not due yet');
+    t.true(await ds.claimFederationRefresh(td, 'server-2', T0 + 30, T0 + 1030, true), 'forced (federation refresh)');
+    t.true(await ds.recordFederationRefresh(td, 'server-2', { at: T0 + 40, nextRefreshAt: T0 + 100, error: 'e'.repeat(2000) }));
+    const failed = await ds.getFederationRelationship(td);
+    t.like(failed, { lastSuccessAt: T0 + 20, lastSequence: 7, consecutiveFailures: 1, nextRefreshAt: T0 + 100 });
+    t.true((failed?.lastError.length ?? 0) > 0 && (failed?.lastError.length ?? 0) <= 512, 'the error is bounded');
+    t.is((await ds.getBundle(td))?.document, doc, 'a failure keeps the last good bundle');
+    t.true(await ds.claimFederationRefresh(td, 'server-1', T0 + 100, T0 + 200));
+    t.true(await ds.claimFederationRefresh(td, 'server-2', T0 + 200, T0 + 300), 'an expired lease is taken over');
+    t.false(await ds.recordFederationRefresh('spiffe://gone.org', 'server-2', { at: T0, nextRefreshAt: T0, error: 'x' }));
+    await rejects(t, ds.claimFederationRefresh(td, 'bad holder', T0, T0), 'ERR_INVALID_ARGUMENT', 'invalid-lease-holder');
+  });
+
   it('CA journals store opaque bytes per trust domain and server', async (t, ds, clock) => {
     t.is(await ds.getCaJournal(TD, 'srv-a'), undefined);
     const bytes = new Uint8Array([0, 1, 2, 255, 0, 7]);

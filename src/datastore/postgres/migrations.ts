@@ -137,4 +137,26 @@ export const POSTGRES_MIGRATIONS: readonly Migration[] = [
       'DROP TABLE ca_journals',
     ],
   },
+  {
+    version: 5,
+    description: 'federation relationships: the peer bundle endpoints, the refresher state and its fetch lease',
+    statements: [
+      `CREATE TABLE federation_relationships (
+        trust_domain_id TEXT COLLATE "C" PRIMARY KEY,
+        bundle_endpoint_url TEXT NOT NULL,
+        profile TEXT NOT NULL,
+        endpoint_spiffe_id TEXT NOT NULL,
+        created_at BIGINT NOT NULL,
+        updated_at BIGINT NOT NULL,
+        last_attempt_at BIGINT NOT NULL,
+        last_success_at BIGINT NOT NULL,
+        last_error TEXT NOT NULL,
+        last_sequence BIGINT NOT NULL,
+        consecutive_failures BIGINT NOT NULL,
+        next_refresh_at BIGINT NOT NULL,
+        lease_holder TEXT NOT NULL,
+        lease_until BIGINT NOT NULL
+      )`,
+    ],
+  },
 ];

@@ -20,6 +20,9 @@ import type {
   StoredAuditRecord,
   BundleRecord,
   CaJournalRecord,
+  FederationRefreshOutcome,
+  FederationRelationship,
+  FederationRelationshipFields,
   Datastore,
   DatastoreChange,
   EntryEvent,
@@ -48,6 +51,7 @@ import {
 } from '../validation.js';
 import type { SqlDriver, SqlExecutor } from './sql-driver.js';
 import { appendAudit, SqlAuditStore } from './sql-audit-store.js';
+import { SqlFederationStore } from './sql-federation-store.js';
 import {
   bundleFromRow,
   decodeEntry,
@@ -114,6 +118,7 @@ export class SqlDatastore implements Datastore {
   readonly #audit: SqlAuditStore;
   /** The change kinds each open transaction has signalled already. */
   readonly #signalled = new WeakMap<SqlExecutor, Set<DatastoreChange>>();
+  readonly #federation: SqlFederationStore;
 
   constructor(driver: SqlDriver, options: SqlDatastoreOptions) {
     this.#driver = driver;
@@ -121,6 +126,7 @@ export class SqlDatastore implements Datastore {
     this.#log = options.logger;
     this.schemaVersion = options.schemaVersion;
     this.#audit = new SqlAuditStore((mode, fn) => this.#tx(mode, fn), () => this.#clock.nowMs());
+    this.#federation = new SqlFederationStore((mode, fn) => this.#tx(mode, fn), () => this.#clock.nowMs());
   }
 
   // ---------------------------------------------------------------- plumbing
@@ -664,6 +670,36 @@ export class SqlDatastore implements Datastore {
       await this.#signal(tx, 'bundles');
       return { record: { trustDomainId: td, document: doc, updatedAt: now }, changed: true };
     });
+  }
+
+  // ---------------------------------------------------------------- federation (sql-federation-store.ts)
+
+  createFederationRelationship(rel: FederationRelationshipFields, audit?: AuditFor<FederationRelationship>): Promise<FederationRelationship> {
+    return this.#federation.create(rel, audit);
+  }
+
+  getFederationRelationship(trustDomainId: string): Promise<FederationRelationship | undefined> {
+    return this.#federation.get(trustDomainId);
+  }
+
+  listFederationRelationships(): Promise<FederationRelationship[]> {
+    return this.#federation.list();
+  }
+
+  updateFederationRelationship(rel: FederationRelationshipFields, audit?: AuditFor<FederationRelationship>): Promise<FederationRelationship> {
+    return this.#federation.update(rel, audit);
+  }
+
+  deleteFederationRelationship(trustDomainId: string, audit?: AuditFor<FederationRelationship>): Promise<FederationRelationship> {
+    return this.#federation.delete(trustDomainId, audit);
+  }
+
+  claimFederationRefresh(trustDomainId: string, holder: string, now: number, leaseUntil: number, force?: boolean): Promise<boolean> {
+    return this.#federation.claim(trustDomainId, holder, now, leaseUntil, force);
+  }
+
+  recordFederationRefresh(trustDomainId: string, holder: string, outcome: FederationRefreshOutcome): Promise<boolean> {
+    return this.#federation.record(trustDomainId, holder, outcome);
   }
 
   // ---------------------------------------------------------------- CA journal

@@ -137,4 +137,26 @@ export const SQLITE_MIGRATIONS: readonly Migration[] = [
       'DROP TABLE ca_journals',
     ],
   },
+  {
+    version: 5,
+    description: 'federation relationships: the peer bundle endpoints, the refresher state and its fetch lease',
+    statements: [
+      `CREATE TABLE federation_relationships (
+        trust_domain_id TEXT PRIMARY KEY NOT NULL,
+        bundle_endpoint_url TEXT NOT NULL,
+        profile TEXT NOT NULL,
+        endpoint_spiffe_id TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL,
+        last_attempt_at INTEGER NOT NULL,
+        last_success_at INTEGER NOT NULL,
+        last_error TEXT NOT NULL,
+        last_sequence INTEGER NOT NULL,
+        consecutive_failures INTEGER NOT NULL,
+        next_refresh_at INTEGER NOT NULL,
+        lease_holder TEXT NOT NULL,
+        lease_until INTEGER NOT NULL
+      ) WITHOUT ROWID, STRICT`,
+    ],
+  },
 ];

@@ -27,6 +27,8 @@ import { reservedIdReason } from '../../spiffe/reserved-id.js';
 import { checkDnsName } from '../../ca/leaf-template.js';
 import { decodeCaJournal } from '../../ca/ca-journal.js';
 import { entryRefusalReason } from '../reserved-entries.js';
+import type { FederationRefresher } from '../federation/federation-refresher.js';
+import { createFederationService } from './federation-service.js';
 
 /** The CA operations of `sigil localauthority` (src/ca's CaManager provides them). */
 export interface LocalAuthorityOps {
@@ -58,6 +60,8 @@ export interface AdminServiceDeps {
   readonly info: () => { agentApiAddress: string; startedAt: number; ready: boolean; version: string };
   /** The kernel's credentials of the connection behind `call.getPeer()`; without it callers are audited as plain `admin`. */
   readonly callerOf?: (peer: string) => AdminCaller | undefined;
+  /** Fetches federation relationships now (`federation refresh`); absent in servers without one. */
+  readonly federation?: FederationRefresher;
 }
 
 /** Who an audited admin change is by. */
@@ -547,7 +551,9 @@ export function createAdminServices(deps: AdminServiceDeps): Record<string, Unty
     }),
   };
 
-  return { Entries, Agents, JoinTokens, Bundles, LocalAuthority, Mint, Server };
+  const Federation = createFederationService({ ds, bundles: deps.bundles, audit, ...(deps.federation === undefined ? {} : { refresher: deps.federation }) }, unary);
+
+  return { Entries, Agents, JoinTokens, Bundles, Federation, LocalAuthority, Mint, Server };
 }
 
 /** Maps whatever the CA's status() returns to Authority messages, tolerating field-name variants. */
