@@ -13,6 +13,8 @@ command -v setpriv >/dev/null 2>&1 || need_pkgs+=(util-linux)
 [ -x /usr/sbin/nginx ] || command -v nginx >/dev/null 2>&1 || need_pkgs+=(nginx)
 # systemd-analyze verifies the units in deploy/systemd (test/deploy/systemd.test.ts).
 command -v systemd-analyze >/dev/null 2>&1 || need_pkgs+=(systemd)
+# PyJWT is one of the independent relying parties of the OIDC tests (test/oidc/relying-parties.test.ts).
+/usr/bin/python3 -c 'import jwt, cryptography' >/dev/null 2>&1 || need_pkgs+=(python3-jwt python3-cryptography)  # Debian's python3, not a pyenv one
 if [ "${#need_pkgs[@]}" -gt 0 ]; then
   echo "ci-prepare: installing ${need_pkgs[*]}"
   apt-get update -qq
