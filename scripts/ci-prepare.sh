@@ -15,6 +15,8 @@ command -v setpriv >/dev/null 2>&1 || need_pkgs+=(util-linux)
 command -v systemd-analyze >/dev/null 2>&1 || need_pkgs+=(systemd)
 # PyJWT is one of the independent relying parties of the OIDC tests (test/oidc/relying-parties.test.ts).
 /usr/bin/python3 -c 'import jwt, cryptography' >/dev/null 2>&1 || need_pkgs+=(python3-jwt python3-cryptography)  # Debian's python3, not a pyenv one
+# pebble (with pebble-challtestsrv) is the ACME test server of test/oidc/acme.test.ts.
+command -v pebble >/dev/null 2>&1 || need_pkgs+=(pebble)
 if [ "${#need_pkgs[@]}" -gt 0 ]; then
   echo "ci-prepare: installing ${need_pkgs[*]}"
   apt-get update -qq

@@ -32,6 +32,16 @@ export const oidcConfigSchema = z.strictObject({
   trustDomain: trustDomainSchema,
   listen: hostPortSchema('0.0.0.0:443').optional(),
   tls: z.strictObject({ certFile: z.string().min(1), keyFile: z.string().min(1) }).optional(),
+  acme: z
+    .strictObject({
+      directoryUrl: z.url(),
+      email: z.email(),
+      domain: z.string().regex(/^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$/, 'must be a lowercase DNS name'),
+      cacheDir: z.string().min(1),
+      caFile: z.string().min(1).optional(),
+      httpListen: hostPortSchema('0.0.0.0:80').default('0.0.0.0:80'),
+    })
+    .optional(),
   insecureListen: hostPortSchema('127.0.0.1:8080').optional(),
   agentAddress: z.string().min(1).optional(),
   adminSocket: z.string().min(1).optional(),
@@ -50,7 +60,13 @@ export interface OidcConfig {
   readonly issuer: string;
   readonly trustDomain: TrustDomain;
   /** Where to serve: HTTPS with the files in `tls`, or plain HTTP behind a TLS-terminating proxy. */
-  readonly listen?: { readonly host: string; readonly port: number; readonly tls?: { readonly certFile: string; readonly keyFile: string } };
+  readonly listen?: {
+    readonly host: string;
+    readonly port: number;
+    readonly tls?: { readonly certFile: string; readonly keyFile: string };
+    /** A certificate from an ACME server instead of `tls` files; http-01 answered on `httpListen`. */
+    readonly acme?: AcmeSettings;
+  };
   /** Where the keys come from: the agent's Workload API (`unix:///…` or `tcp://…`; absent: SPIFFE_ENDPOINT_SOCKET) or the server's admin socket. */
   readonly source: { readonly kind: 'agent'; readonly address?: string } | { readonly kind: 'admin'; readonly socketPath: string; readonly pollIntervalMs: number };
   /** The request path of the discovery document. */
@@ -63,6 +79,16 @@ export interface OidcConfig {
   readonly setKeyUse: boolean;
   readonly cacheMaxAgeSeconds: number;
   readonly logLevel: LogLevel;
+}
+
+/** The resolved `acme` block. */
+export interface AcmeSettings {
+  readonly directoryUrl: string;
+  readonly email: string;
+  readonly domain: string;
+  readonly cacheDir: string;
+  readonly caFile?: string;
+  readonly httpListen: { readonly host: string; readonly port: number };
 }
 
 const REQUIRED = { issuer: 'set issuer (the svid.jwtIssuer of the server)', trustDomain: 'set trustDomain (e.g. example.org)' };
@@ -81,8 +107,10 @@ export function resolveOidcConfig(raw: unknown, options: { readonly serve: boole
   const issuerProblem = issuerUrlProblem(c.issuer, c.allowInsecureIssuer);
   if (issuerProblem !== undefined) problems.push(`issuer: ${issuerProblem}`);
   if (c.listen !== undefined && c.insecureListen !== undefined) problems.push('insecureListen: set either listen (with tls) or insecureListen, not both');
-  if (c.listen !== undefined && c.tls === undefined) problems.push('tls: required with listen (or use insecureListen behind a TLS-terminating proxy)');
+  if (c.listen !== undefined && c.tls === undefined && c.acme === undefined) problems.push('tls: required with listen, or set acme (or use insecureListen behind a TLS-terminating proxy)');
+  if (c.tls !== undefined && c.acme !== undefined) problems.push('acme: set either tls or acme, not both');
   if (c.tls !== undefined && c.listen === undefined) problems.push('tls: only used with listen');
+  if (c.acme !== undefined && c.listen === undefined) problems.push('acme: only used with listen');
   if (options.serve && c.listen === undefined && c.insecureListen === undefined) problems.push('listen: required (with tls), or set insecureListen');
   if (c.agentAddress !== undefined && c.adminSocket !== undefined) problems.push('adminSocket: set either agentAddress or adminSocket, not both');
   if (c.agentAddress !== undefined && !/^(unix:\/\/\/|tcp:\/\/)/.test(c.agentAddress) && !c.agentAddress.startsWith('/')) {
@@ -109,7 +137,24 @@ export function resolveOidcConfig(raw: unknown, options: { readonly serve: boole
     trustDomain: TrustDomain.parse(c.trustDomain),
     ...(listenAt === undefined
       ? {}
-      : { listen: { ...splitHostPort(listenAt), ...(c.tls === undefined ? {} : { tls: { certFile: abs(c.tls.certFile), keyFile: abs(c.tls.keyFile) } }) } }),
+      : {
+          listen: {
+            ...splitHostPort(listenAt),
+            ...(c.tls === undefined ? {} : { tls: { certFile: abs(c.tls.certFile), keyFile: abs(c.tls.keyFile) } }),
+            ...(c.acme === undefined
+              ? {}
+              : {
+                  acme: {
+                    directoryUrl: c.acme.directoryUrl,
+                    email: c.acme.email,
+                    domain: c.acme.domain,
+                    cacheDir: abs(c.acme.cacheDir),
+                    ...(c.acme.caFile === undefined ? {} : { caFile: abs(c.acme.caFile) }),
+                    httpListen: splitHostPort(c.acme.httpListen),
+                  },
+                }),
+          },
+        }),
     source:
       c.adminSocket !== undefined
         ? { kind: 'admin', socketPath: abs(c.adminSocket), pollIntervalMs: parseDuration(c.adminPollInterval) }

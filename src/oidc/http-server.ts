@@ -14,7 +14,8 @@ import type { AddressInfo } from 'node:net';
 import { SigilError } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
 import { checkSecretFileMode } from '../common/secret-file.js';
-import type { OidcConfig } from './config.js';
+import { AcmeClient, type ChallengeResponses } from './acme.js';
+import type { AcmeSettings, OidcConfig } from './config.js';
 import { discoveryDocumentOf, jwksOf } from './documents.js';
 import type { KeyFeed } from './key-feed.js';
 
@@ -157,7 +158,12 @@ export async function startOidcServer(docs: OidcDocuments, feed: KeyFeed, logger
   const limits = { maxHeaderSize: MAX_HEADER_BYTES, requestTimeout: 10_000, headersTimeout: 5_000, keepAliveTimeout: 5_000 };
   let server: Server;
   const watched: string[] = [];
-  if (listen.tls !== undefined) {
+  const extra: Array<() => Promise<void>> = [];
+  if (listen.acme !== undefined) {
+    const acme = await startAcme(listen.acme, logger, () => handler, limits);
+    server = acme.server;
+    extra.push(acme.close);
+  } else if (listen.tls !== undefined) {
     const tls = listen.tls;
     const https = createHttpsServer({ ...limits, ...readTlsFiles(tls), minVersion: 'TLSv1.2' }, handler);
     const reload = (cur: Stats, prev: Stats): void => {
@@ -196,6 +202,77 @@ export async function startOidcServer(docs: OidcDocuments, feed: KeyFeed, logger
         for (const f of watched) unwatchFile(f);
         server.close(() => resolve());
         server.closeAllConnections();
+      }).then(async () => {
+        for (const c of extra) await c();
+      }),
+  };
+}
+
+/** Answers http-01 challenges on plain HTTP (and nothing else). */
+function challengeHandler(responses: ChallengeResponses): (req: IncomingMessage, res: ServerResponse) => void {
+  return (req, res) => {
+    const m = /^\/\.well-known\/acme-challenge\/([A-Za-z0-9_-]{1,256})$/.exec(req.url ?? '');
+    const answer = m === null ? undefined : responses.get(m[1] as string);
+    if (answer === undefined || (req.method !== 'GET' && req.method !== 'HEAD')) return plain(res, 404, 'not found', req.method === 'HEAD');
+    send(res, 200, { 'Content-Type': 'application/octet-stream', 'Cache-Control': 'no-store' }, Buffer.from(answer), req.method === 'HEAD');
+  };
+}
+
+/**
+ * The HTTPS server with an ACME certificate: the http-01 responder listens first, the cached
+ * certificate is used when it is not yet due for renewal, else one is obtained before serving;
+ * renewal runs at two thirds of the certificate's life (a failure keeps the old one and retries
+ * in a minute).
+ */
+async function startAcme(
+  settings: AcmeSettings,
+  logger: Logger,
+  makeHandler: (https: boolean) => (req: IncomingMessage, res: ServerResponse) => void,
+  limits: Record<string, number>,
+): Promise<{ server: Server; close: () => Promise<void> }> {
+  const responses: ChallengeResponses = new Map();
+  const responder = createHttpServer(limits, challengeHandler(responses));
+  await new Promise<void>((resolve, reject) => {
+    responder.once('error', (err) => reject(new SigilError('ERR_UNAVAILABLE', `cannot listen on ${settings.httpListen.host}:${settings.httpListen.port} for http-01`, { reason: 'listen-failed', cause: err })));
+    responder.listen(settings.httpListen.port, settings.httpListen.host, () => resolve());
+  });
+  const client = new AcmeClient(settings, responses, logger);
+  const ctl = new AbortController();
+  let pair = client.cached();
+  if (pair === undefined) {
+    try {
+      pair = await client.obtain(ctl.signal);
+    } catch (err) {
+      responder.closeAllConnections();
+      await new Promise<void>((resolve) => responder.close(() => resolve()));
+      throw err;
+    }
+  }
+  const https = createHttpsServer({ ...limits, cert: pair.cert, key: pair.key, minVersion: 'TLSv1.2' }, makeHandler(true));
+  let timer: NodeJS.Timeout | undefined;
+  const schedule = (at: number): void => {
+    timer = setTimeout(() => {
+      client.obtain(ctl.signal).then(
+        (p) => {
+          https.setSecureContext({ cert: p.cert, key: p.key, minVersion: 'TLSv1.2' });
+          schedule(client.renewAt(p.cert));
+        },
+        (err: unknown) => {
+          logger.warn({ reason: err instanceof SigilError ? err.reason : undefined, err: err instanceof Error ? err.message : String(err) }, 'ACME renewal failed; retrying');
+          if (!ctl.signal.aborted) schedule(Date.now() + 60_000);
+        },
+      );
+    }, Math.max(1000, Math.min(at - Date.now(), 2 ** 31 - 1)));
+  };
+  schedule(client.renewAt(pair.cert));
+  return {
+    server: https,
+    close: () =>
+      new Promise<void>((resolve) => {
+        ctl.abort();
+        clearTimeout(timer);
+        responder.close(() => resolve());
+        responder.closeAllConnections();
       }),
   };
 }

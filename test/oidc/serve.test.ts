@@ -178,6 +178,8 @@ test.serial('serve: 503 rather than an empty key set; TLS files re-read on chang
     [`issuer: https://localhost:1\ntrustDomain: example.org\ninsecureListen: 127.0.0.1:0\ntls:\n  certFile: a\n  keyFile: b\n  extra: c\n`, 'tls.extra'],
     [`issuer: https://localhost:1\ntrustDomain: example.org\ninsecureListen: 127.0.0.1:0\nagentAddress: unix:///a\nadminSocket: /b\n`, 'adminSocket'],
     [`issuer: https://localhost:1\ntrustDomain: example.org\ninsecureListen: 127.0.0.1:0\njwksPath: /.well-known/openid-configuration\n`, 'jwksPath'],
+    [`issuer: https://localhost:1\ntrustDomain: example.org\nlisten: 127.0.0.1:0\ntls:\n  certFile: a\n  keyFile: b\nacme:\n  directoryUrl: https://acme.example/dir\n  email: a@example.org\n  domain: oidc.example.org\n  cacheDir: c\n`, 'acme'],
+    [`issuer: https://localhost:1\ntrustDomain: example.org\nlisten: 127.0.0.1:0\nacme:\n  directoryUrl: https://acme.example/dir\n  email: not-an-email\n  domain: Oidc.Example\n  cacheDir: c\n`, 'acme.domain'],
   ];
   for (const [yaml, key] of bad) {
     const r = await sigil(['oidc', 'serve', '--config', stack.writeConfig('bad.yaml', '', yaml)]);

@@ -46,7 +46,7 @@ async function serve(args: ParsedArgs, io: CommandIo): Promise<number> {
     const feeding = startFeed(config, feed, logger, stop);
     const server = await startOidcServer(docs, feed, logger);
     const listen = config.listen as NonNullable<OidcConfig['listen']>;
-    io.err(`sigil oidc serve: serving ${config.issuer} on ${listen.tls === undefined ? 'http' : 'https'}://${listen.host}:${server.port} (keys from the ${config.source.kind === 'agent' ? 'agent' : 'server admin socket'})\n`);
+    io.err(`sigil oidc serve: serving ${config.issuer} on ${listen.tls === undefined && listen.acme === undefined ? 'http' : 'https'}://${listen.host}:${server.port} (keys from the ${config.source.kind === 'agent' ? 'agent' : 'server admin socket'})\n`);
     await untilAborted(stop);
     await server.close();
     await feeding;
