@@ -15,7 +15,9 @@ command -v setpriv >/dev/null 2>&1 || need_pkgs+=(util-linux)
 command -v systemd-analyze >/dev/null 2>&1 || need_pkgs+=(systemd)
 # SoftHSM2 is the real PKCS#11 token the pkcs11 key manager tests use (test/ca/key-manager/pkcs11-*.test.ts).
 { command -v softhsm2-util >/dev/null 2>&1 && [ -e /usr/lib/softhsm/libsofthsm2.so ]; } || need_pkgs+=(softhsm2)
-# pebble, a test ACME CA, issues the https_web bundle endpoint's certificate (test/server/federation/acme.test.ts).
+# PyJWT is one of the independent relying parties of the OIDC tests (test/oidc/relying-parties.test.ts).
+/usr/bin/python3 -c 'import jwt, cryptography' >/dev/null 2>&1 || need_pkgs+=(python3-jwt python3-cryptography)  # Debian's python3, not a pyenv one
+# pebble (with pebble-challtestsrv) is the ACME test server of test/server/federation/acme.test.ts and test/oidc/acme.test.ts.
 command -v pebble >/dev/null 2>&1 || need_pkgs+=(pebble)
 if [ "${#need_pkgs[@]}" -gt 0 ]; then
   echo "ci-prepare: installing ${need_pkgs[*]}"

@@ -9,7 +9,7 @@ import { fileURLToPath } from 'node:url';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 
-type Layer = 'spiffe' | 'common' | 'plugin' | 'grpc' | 'datastore' | 'ca' | 'server' | 'agent' | 'client' | 'cli' | 'attestors';
+type Layer = 'spiffe' | 'common' | 'plugin' | 'grpc' | 'datastore' | 'ca' | 'server' | 'agent' | 'client' | 'oidc' | 'cli' | 'attestors';
 
 /** Which layers each layer may import (itself included). */
 const ALLOWED: Record<Layer, readonly Layer[]> = {
@@ -23,7 +23,8 @@ const ALLOWED: Record<Layer, readonly Layer[]> = {
   server: ['server', 'ca', 'datastore', 'grpc', 'attestors', 'plugin', 'common', 'spiffe'],
   agent: ['agent', 'grpc', 'attestors', 'plugin', 'common', 'spiffe'],
   client: ['client', 'grpc', 'common', 'spiffe'],
-  cli: ['cli', 'server', 'agent', 'client', 'ca', 'datastore', 'grpc', 'attestors', 'plugin', 'common', 'spiffe'],
+  oidc: ['oidc', 'client', 'common', 'spiffe'],
+  cli: ['cli', 'server', 'agent', 'client', 'oidc', 'ca', 'datastore', 'grpc', 'attestors', 'plugin', 'common', 'spiffe'],
 };
 
 function layerOf(file: string): Layer | undefined {

@@ -91,6 +91,8 @@ export interface CaManagerOptions {
    * counts as published once journaled.
    */
   publish?: () => Promise<void>;
+  /** The `iss` claim of every JWT-SVID (an issuer URL checked by the config); none by default. */
+  jwtIssuer?: string;
   /** An upstream CA (cert chain + key loaded from files); Sigil's CA becomes its intermediate. */
   upstream?: UpstreamAuthority;
   /** Subject of Sigil's CA certificates; C=US, O=Sigil by default. */
@@ -133,6 +135,7 @@ export class CaManager extends EventEmitter {
   readonly #caTtl: number;
   readonly #x509SvidTtl: number;
   readonly #jwtSvidTtl: number;
+  readonly #jwtIssuer: string | undefined;
   readonly #upstream: UpstreamAuthority | undefined;
   readonly #upstreamFp: string | null;
   readonly #subject: { country: string; organization: string; commonName: string | undefined };
@@ -165,6 +168,7 @@ export class CaManager extends EventEmitter {
     this.#caTtl = o.caTtlMs ?? DEFAULT_CA_TTL_MS;
     this.#x509SvidTtl = o.x509SvidTtlMs ?? DEFAULT_X509_SVID_TTL_MS;
     this.#jwtSvidTtl = o.jwtSvidTtlMs ?? DEFAULT_JWT_SVID_TTL_MS;
+    this.#jwtIssuer = o.jwtIssuer;
     for (const [name, v] of [['caTtlMs', this.#caTtl], ['x509SvidTtlMs', this.#x509SvidTtl], ['jwtSvidTtlMs', this.#jwtSvidTtl]] as const) {
       if (!Number.isFinite(v) || v < 60_000) {
         throw new SigilError('ERR_CONFIG_INVALID', `${name} must be at least one minute, got ${v}`, { reason: 'bad-ttl' });
@@ -373,7 +377,7 @@ export class CaManager extends EventEmitter {
     }
   }
 
-  /** Mints a JWT-SVID (header alg/kid/typ only; claims sub, aud, exp, iat, jti) with the active JWT key. */
+  /** Mints a JWT-SVID (header alg/kid/typ only; claims iss when configured, sub, aud, exp, iat, jti) with the active JWT key. */
   async mintJwtSvid(req: { spiffeId: SpiffeId; audience: string[]; ttlMs?: number }): Promise<MintedJwtSvid> {
     // no capability opens a reserved ID here: neither the server nor an agent needs a JWT-SVID
     this.#checkSpiffeId(req.spiffeId, undefined);
@@ -391,7 +395,7 @@ export class CaManager extends EventEmitter {
     if (exp <= iat) throw new SigilError('ERR_UNAVAILABLE', 'JWT signing key is about to expire', { reason: 'no-active-authority' });
     await this.#raiseSignedUntil(slot, exp * 1000);
     const jti = randomBytes(16).toString('base64url');
-    const claims = { sub: req.spiffeId.toString(), aud: req.audience.length === 1 ? req.audience[0] : req.audience, exp, iat, jti };
+    const claims = { ...(this.#jwtIssuer === undefined ? {} : { iss: this.#jwtIssuer }), sub: req.spiffeId.toString(), aud: req.audience.length === 1 ? req.audience[0] : req.audience, exp, iat, jti };
     const signingInput = `${slot.header}.${Buffer.from(JSON.stringify(claims)).toString('base64url')}`;
     const sig = await slot.key.sign(Buffer.from(signingInput, 'latin1'), { dsaEncoding: 'ieee-p1363' });
     return { token: `${signingInput}.${sig.toString('base64url')}`, expiresAt: new Date(exp * 1000), kid: slot.rec.id, jti };

@@ -149,6 +149,7 @@ const load = {
   api: () => import('./commands/api.js'),
   helper: () => import('./commands/helper.js'),
   check: () => import('./commands/check.js'),
+  oidc: () => import('./commands/oidc.js'),
 } satisfies Record<string, () => Promise<CommandModule>>;
 
 const KIND: OptionDef = { name: 'kind', value: 'KIND', choices: ['x509', 'jwt'], about: 'the X.509 CA or the JWT signing key' };
@@ -528,6 +529,29 @@ export const COMMANDS: readonly CommandDef[] = [
     ],
     run: { load: load.helper, as: 'helper' },
     spire: ['spiffe-helper'],
+  },
+  {
+    name: 'oidc',
+    about: 'publish the OpenID discovery document and JWT keys for cloud token exchange',
+    commands: [
+      {
+        name: 'serve',
+        about: 'serve the discovery document and the JWKS until SIGINT or SIGTERM',
+        options: [{ name: 'config', value: 'FILE', about: 'OIDC provider configuration (YAML, docs/oidc.md)' }],
+        run: { load: load.oidc, as: 'serve' },
+        spire: ['oidc-discovery-provider'],
+      },
+      {
+        name: 'export',
+        about: 'write the discovery document and the JWKS as files for static hosting',
+        options: [
+          { name: 'config', value: 'FILE', about: 'OIDC provider configuration (YAML, docs/oidc.md)' },
+          { name: 'dir', value: 'DIR', about: 'write the files below this folder' },
+          { name: 'watch', about: 'keep running and rewrite them on every key change' },
+        ],
+        run: { load: load.oidc, as: 'export' },
+      },
+    ],
   },
 ];
 

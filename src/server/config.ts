@@ -21,6 +21,7 @@ import {
 } from '../common/config.js';
 import { parseDuration } from '../common/duration.js';
 import { SERVER_ID_PATTERN } from '../datastore/validation.js';
+import { issuerUrlProblem } from '../common/issuer-url.js';
 import { TrustDomain } from '../spiffe/spiffe-id.js';
 import { k8sPsatConfigSchema, resolveK8sPsat, type K8sPsatConfig } from './k8s-psat-config.js';
 import { jwtNodeConfigSchema, resolveJwtNode, type JwtNodeConfig } from './jwt-node-config.js';
@@ -102,8 +103,12 @@ export const serverConfigSchema = z.strictObject({
       defaultX509Ttl: duration.default('1h'),
       defaultJwtTtl: duration.default('5m'),
       agentTtl: duration.default('1h'),
+      // the `iss` of every JWT-SVID, for OIDC federation (docs/oidc.md)
+      jwtIssuer: z.string().min(1).optional(),
+      // tests only: lets jwtIssuer be an http:// URL
+      allowInsecureJwtIssuer: z.boolean().default(false),
     })
-    .default({ defaultX509Ttl: '1h', defaultJwtTtl: '5m', agentTtl: '1h' }),
+    .default({ defaultX509Ttl: '1h', defaultJwtTtl: '5m', agentTtl: '1h', allowInsecureJwtIssuer: false }),
   bundleRefreshHint: duration.default('5m'),
   nodeAttestors: z
     .strictObject({
@@ -167,7 +172,13 @@ export interface ServerConfig {
     readonly signingThreads?: number;
     readonly upstream?: { readonly certFile: string; readonly keyFile: string; readonly bundleFile?: string };
   };
-  readonly svid: { readonly defaultX509TtlMs: number; readonly defaultJwtTtlMs: number; readonly agentTtlMs: number };
+  readonly svid: {
+    readonly defaultX509TtlMs: number;
+    readonly defaultJwtTtlMs: number;
+    readonly agentTtlMs: number;
+    /** The `iss` claim of every JWT-SVID; absent: JWT-SVIDs carry no `iss`. */
+    readonly jwtIssuer?: string;
+  };
   readonly bundleRefreshHintMs: number;
   readonly nodeAttestors: {
     readonly joinToken?: { readonly defaultTtlMs: number };
@@ -251,6 +262,12 @@ export function resolveServerConfig(raw: unknown, flags: ServerFlags = {}, baseD
   if (c.datastore.type === 'postgres' && c.datastore.connectionString === undefined) {
     problems.push('datastore.connectionString: required when datastore.type is postgres');
   }
+  if (c.svid.jwtIssuer !== undefined) {
+    const problem = issuerUrlProblem(c.svid.jwtIssuer, c.svid.allowInsecureJwtIssuer);
+    if (problem !== undefined) problems.push(`svid.jwtIssuer: ${problem}`);
+  } else if (c.svid.allowInsecureJwtIssuer) {
+    problems.push('svid.allowInsecureJwtIssuer: only used with svid.jwtIssuer');
+  }
   if (c.datastore.type === 'sqlite') {
     for (const key of ['connectionString', 'passwordFile', 'schema', 'maxConnections'] as const) {
       if (c.datastore[key] !== undefined) problems.push(`datastore.${key}: only used when datastore.type is postgres`);
@@ -322,6 +339,7 @@ export function resolveServerConfig(raw: unknown, flags: ServerFlags = {}, baseD
       defaultX509TtlMs: parseDuration(c.svid.defaultX509Ttl),
       defaultJwtTtlMs: parseDuration(c.svid.defaultJwtTtl),
       agentTtlMs: parseDuration(c.svid.agentTtl),
+      ...(c.svid.jwtIssuer === undefined ? {} : { jwtIssuer: c.svid.jwtIssuer }),
     },
     bundleRefreshHintMs: parseDuration(c.bundleRefreshHint),
     nodeAttestors: {

@@ -305,6 +305,7 @@ export async function startServer(config: ServerConfig, options: StartServerOpti
       x509SvidTtlMs: config.svid.defaultX509TtlMs,
       jwtSvidTtlMs: config.svid.defaultJwtTtlMs,
       jwtKeyType: config.ca.jwtKeyType,
+      ...(config.svid.jwtIssuer === undefined ? {} : { jwtIssuer: config.svid.jwtIssuer }),
       caTtlMs: config.ca.ttlMs,
       ...(upstream === undefined ? {} : { upstream }),
       signingThreads: options.signingThreads ?? config.ca.signingThreads ?? availableParallelism(),

@@ -250,6 +250,17 @@ for (const keyType of ['ec-p256', 'ec-p384', 'rsa-2048'] as KeyType[]) {
   });
 }
 
+test('with jwtIssuer every JWT-SVID carries iss, which jose checks as a relying party does', async (t) => {
+  const { ca, clock } = await makeCa({ jwtIssuer: 'https://oidc.example.org' });
+  const minted = await ca.mintJwtSvid({ spiffeId: TD.id('w'), audience: ['sts.amazonaws.com'] });
+  const key = ca.jwtAuthorities().find((k) => k.kid === minted.kid)?.publicKey;
+  if (key === undefined) return t.fail('no key');
+  const { payload } = await jwtVerify(minted.token, key, { issuer: 'https://oidc.example.org', audience: 'sts.amazonaws.com', currentDate: clock.now() });
+  t.is(payload.iss, 'https://oidc.example.org');
+  t.deepEqual(Object.keys(payload), ['iss', 'sub', 'aud', 'exp', 'iat', 'jti']);
+  await t.throwsAsync(jwtVerify(minted.token, key, { issuer: 'https://other.example.org', currentDate: clock.now() }));
+});
+
 test('restarting over the same journal and key directory keeps the same CA and JWT keys', async (t) => {
   const { dir, cleanup } = await tempDir();
   t.teardown(cleanup);

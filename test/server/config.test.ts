@@ -100,3 +100,28 @@ test('keyManager.type pkcs11: module, pinFile, mode and one of tokenLabel/slot r
   t.true(pin?.message.includes('keyManager.pin'));
   t.false(pin?.message.includes('1234'));
 });
+
+test('svid.jwtIssuer: an https URL in normal form is kept; anything else is refused naming the key', (t) => {
+  t.is(resolveServerConfig(BASE).svid.jwtIssuer, undefined);
+  for (const good of ['https://oidc.example.org', 'https://oidc.example.org/td/prod', 'https://oidc.example.org:8443']) {
+    t.is(resolveServerConfig({ ...BASE, svid: { jwtIssuer: good } }).svid.jwtIssuer, good, good);
+  }
+  t.is(resolveServerConfig({ ...BASE, svid: { jwtIssuer: 'http://127.0.0.1:9', allowInsecureJwtIssuer: true } }).svid.jwtIssuer, 'http://127.0.0.1:9');
+  const bad: Array<[Record<string, unknown>, string]> = [
+    [{ jwtIssuer: 'http://oidc.example.org' }, 'https://'],
+    [{ jwtIssuer: 'https://oidc.example.org/?x=1' }, 'query'],
+    [{ jwtIssuer: 'https://oidc.example.org?' }, 'query'],
+    [{ jwtIssuer: 'https://oidc.example.org#frag' }, 'fragment'],
+    [{ jwtIssuer: 'https://user:pw@oidc.example.org' }, 'user name'],
+    [{ jwtIssuer: 'https://OIDC.example.org' }, 'normal form'],
+    [{ jwtIssuer: 'oidc.example.org' }, 'absolute URL'],
+    [{ jwtIssuer: 'ftp://oidc.example.org', allowInsecureJwtIssuer: true }, 'http://'],
+    [{ allowInsecureJwtIssuer: true }, 'svid.allowInsecureJwtIssuer'],
+  ];
+  for (const [svid, why] of bad) {
+    const err = t.throws(() => resolveServerConfig({ ...BASE, svid }), { instanceOf: SigilError }, JSON.stringify(svid));
+    t.is(err?.code, 'ERR_CONFIG_INVALID');
+    t.true(err?.message.includes(svid.jwtIssuer === undefined ? 'svid.allowInsecureJwtIssuer' : 'svid.jwtIssuer'), err?.message);
+    t.true(err?.message.includes(why), `${JSON.stringify(svid)}: ${err?.message}`);
+  }
+});

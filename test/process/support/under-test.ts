@@ -80,10 +80,10 @@ export interface ServerHome {
   admin(args: readonly string[]): Promise<RunResult>;
 }
 
-/** Makes a server folder (nothing running yet). */
-export async function serverHome(): Promise<ServerHome> {
+/** Makes a server folder (nothing running yet); `extra` is YAML appended to its config. */
+export async function serverHome(extra = ''): Promise<ServerHome> {
   const dir = await makeServerDir();
-  const config = await writeServerConfig(dir);
+  const config = await writeServerConfig(dir, extra);
   const port = await freePort();
   const home: ServerHome = {
     dir,
