@@ -25,6 +25,8 @@ interface Facts {
   tokens: Record<'aws' | 'gcp' | 'azure', { raw: string; header: Record<string, unknown>; claims: Record<string, unknown> }>;
   /** DER of the top certificate the discovery host serves. */
   topCert: Buffer;
+  /** Unix seconds, taken after every token was minted. */
+  now: number;
 }
 
 type Check = (f: Facts) => string | undefined;
@@ -41,6 +43,7 @@ const audIs = (cloud: keyof Facts['tokens'], aud: string) => (f: Facts): string 
   const got = f.tokens[cloud].claims.aud;
   return (Array.isArray(got) ? got : [got]).includes(aud) ? undefined : `aud ${JSON.stringify(got)}`;
 };
+const DAY = 24 * 3600;
 const lifetimeAtMost = (seconds: number) => (f: Facts): string | undefined => {
   for (const [cloud, t] of Object.entries(f.tokens)) {
     const life = (t.claims.exp as number) - (t.claims.iat as number);
@@ -50,7 +53,10 @@ const lifetimeAtMost = (seconds: number) => (f: Facts): string | undefined => {
 };
 
 const CHECKS: Record<string, Check> = {
-  'issuer-https': (f) => issuerUrlProblem(f.issuer, false) ?? (Object.values(f.tokens).every((t) => t.claims.iss === f.issuer) ? undefined : 'iss differs from the issuer'),
+  'issuer-https': (f) =>
+    issuerUrlProblem(f.issuer, false) ??
+    (f.issuer.length > 600 ? `issuer of ${f.issuer.length} characters (Entra allows 600)` : undefined) ??
+    (Object.values(f.tokens).every((t) => t.claims.iss === f.issuer) ? undefined : 'iss differs from the issuer'),
   'discovery-at-well-known': (f) => (f.discovery.issuer === f.issuer ? undefined : `discovery issuer ${String(f.discovery.issuer)}`),
   'jwks-uri-https': (f) => (String(f.discovery.jwks_uri).startsWith('https://') && f.jwksStatus === 200 && f.jwks.keys.length > 0 ? undefined : `jwks_uri ${String(f.discovery.jwks_uri)}`),
   'discovery-id-token': (f) =>
@@ -60,18 +66,27 @@ const CHECKS: Record<string, Check> = {
     const kids = new Set(f.jwks.keys.map((k) => k.kid));
     return Object.values(f.tokens).every((t) => kids.has(t.header.kid)) ? undefined : 'a token kid not in the JWKS';
   },
-  'aws-alg': algOk(['RS256', 'ES256', 'ES384']),
+  'aws-alg': algOk(['RS256', 'RS384', 'RS512', 'ES256', 'ES384', 'ES512']),
   'aws-audience': audIs('aws', 'sts.amazonaws.com'),
-  'aws-token-size': (f) => (f.tokens.aws.raw.length <= 20_000 ? undefined : `${f.tokens.aws.raw.length} characters`),
-  'aws-thumbprint': (f) => (/^[0-9a-f]{40}$/.test(createHash('sha1').update(f.topCert).digest('hex')) && new X509Certificate(f.topCert).ca ? undefined : 'no CA certificate at the top of the chain'),
+  'aws-token-size': (f) => (f.tokens.aws.raw.length >= 4 && f.tokens.aws.raw.length <= 20_000 ? undefined : `${f.tokens.aws.raw.length} characters`),
+  'aws-thumbprint': (f) => {
+    if (!(/^[0-9a-f]{40}$/.test(createHash('sha1').update(f.topCert).digest('hex')) && new X509Certificate(f.topCert).ca)) return 'no CA certificate at the top of the chain';
+    // AWS wants the thumbprint of the jwks_uri host too when it is another host; one host needs one thumbprint
+    return new URL(String(f.discovery.jwks_uri)).host === new URL(f.issuer).host ? undefined : `jwks_uri on another host than the issuer: ${String(f.discovery.jwks_uri)}`;
+  },
   'gcp-alg': algOk(['RS256', 'ES256']),
   'gcp-audience': audIs('gcp', GCP_AUD),
   'gcp-subject-length': (f) => (Buffer.byteLength(String(f.tokens.gcp.claims.sub)) <= 127 ? undefined : 'sub over 127 bytes'),
-  'gcp-lifetime': lifetimeAtMost(24 * 3600),
+  // STS v1: exp less than 48 h after iat; v1beta: refused once iat is over 24 h old. So: iat past, exp at most 24 h on
+  'gcp-lifetime': (f) => {
+    const { iat } = f.tokens.gcp.claims as { iat: number };
+    if (!(iat <= f.now)) return `iat ${iat} is after ${f.now}`;
+    return lifetimeAtMost(DAY)({ ...f, tokens: { ...f.tokens, aws: f.tokens.gcp, azure: f.tokens.gcp } });
+  },
   'azure-alg': algOk(['RS256']),
   'azure-audience': audIs('azure', 'api://AzureADTokenExchange'),
   'azure-subject': (f) => (f.tokens.azure.claims.sub === WORKLOAD_ID && WORKLOAD_ID.length <= 600 ? undefined : `sub ${String(f.tokens.azure.claims.sub)}`),
-  'lifetime-short': lifetimeAtMost(24 * 3600),
+  'lifetime-short': lifetimeAtMost(DAY),
 };
 
 function documentedRules(): string[] {
@@ -124,6 +139,7 @@ test.serial('every per-cloud rule of docs/oidc.md holds for the documents and to
     jwks: JSON.parse(jwksAnswer.body) as Facts['jwks'],
     tokens: { aws: await token('sts.amazonaws.com'), gcp: await token(GCP_AUD), azure: await token('api://AzureADTokenExchange') },
     topCert: top,
+    now: Math.ceil(Date.now() / 1000),
   };
   for (const id of documentedRules()) {
     const check = CHECKS[id];
@@ -137,5 +153,13 @@ test.serial('every per-cloud rule of docs/oidc.md holds for the documents and to
   t.truthy(CHECKS['azure-alg']?.({ ...facts, jwks: { keys: [{ ...facts.jwks.keys[0], alg: 'ES256' }] } }));
   t.truthy(CHECKS['aws-audience']?.({ ...facts, tokens: { ...facts.tokens, aws: facts.tokens.gcp } }));
   t.truthy(CHECKS['issuer-https']?.({ ...facts, issuer: 'http://oidc.example.org' }));
+  t.truthy(CHECKS['issuer-https']?.({ ...facts, issuer: `https://oidc.example.org/${'a'.repeat(600)}` }));
+  t.truthy(CHECKS['aws-thumbprint']?.({ ...facts, discovery: { ...facts.discovery, jwks_uri: 'https://keys.example.org/keys' } }));
+  const gcp = facts.tokens.gcp;
+  const iat = gcp.claims.iat as number;
+  t.truthy(CHECKS['gcp-lifetime']?.({ ...facts, tokens: { ...facts.tokens, gcp: { ...gcp, claims: { ...gcp.claims, iat: facts.now + 60, exp: facts.now + 120 } } } }));
+  t.truthy(CHECKS['gcp-lifetime']?.({ ...facts, tokens: { ...facts.tokens, gcp: { ...gcp, claims: { ...gcp.claims, exp: iat + DAY + 1 } } } }));
+  t.is(CHECKS['gcp-lifetime']?.({ ...facts, tokens: { ...facts.tokens, gcp: { ...gcp, claims: { ...gcp.claims, exp: iat + DAY } } } }), undefined);
+  t.truthy(CHECKS['aws-alg']?.({ ...facts, jwks: { keys: [{ ...facts.jwks.keys[0], alg: 'PS256' }] } }));
   t.is(await oidc.stop(), 0);
 });
