@@ -15,6 +15,13 @@ export interface CaJournalStore {
   save(data: Uint8Array): Promise<void>;
   /** The journals of the other servers of the trust domain (several servers on one database); none when absent. */
   others?(): Promise<Uint8Array[]>;
+  /**
+   * Reads the stored journal and writes what `update` makes of it in one transaction under the
+   * datastore's write lock (undefined: no write), so a change another server recorded in this
+   * journal (a taint or revoke from its admin socket) is seen, never overwritten. Synchronous
+   * `update`; it may run again when the transaction is retried.
+   */
+  update?(update: (stored: Uint8Array | undefined) => Uint8Array | undefined): Promise<boolean>;
 }
 
 /**
