@@ -41,7 +41,7 @@ import {
 } from './authority.js';
 import { decodeCaJournal, encodeCaJournal, type CaJournal, type CaJournalStore, type JwtAuthorityRecord, type X509AuthorityRecord } from './ca-journal.js';
 import { verifyCsr } from './csr.js';
-import { adoptionFrom, isEmptyAdoption } from './journal-adoption.js';
+import { adoptionFrom, isEmptyAdoption, removedAtOf } from './journal-adoption.js';
 import { inMemoryPrivateKey } from './key-manager/key-gen.js';
 import { checkDnsName, randomSerial, serialHex } from './leaf-template.js';
 import { SigningPool } from './signing-pool.js';
@@ -650,7 +650,9 @@ export class CaManager extends EventEmitter {
       const adopted: Adopted = { tainted: [], removed: [] };
       await this.#journal.update((stored) => {
         this.#adoptStored(stored, adopted);
-        return encodeCaJournal(this.#snapshot());
+        // removed while still running (from another server's socket): the removal stands
+        const removedAt = removedAtOf(stored);
+        return encodeCaJournal({ ...this.#snapshot(), ...(removedAt === undefined ? {} : { removedAt }) });
       });
       await this.#afterAdopt(adopted);
     });
@@ -751,6 +753,13 @@ export class CaManager extends EventEmitter {
       return;
     }
     const j = decodeCaJournal(bytes);
+    if (j.removedAt !== undefined) {
+      throw new SigilError(
+        'ERR_FAILED_PRECONDITION',
+        `this server was removed from the trust domain at ${new Date(j.removedAt).toISOString()} (sigil server remove on another server): its authorities are leaving the bundle; start it with a new data dir and server ID to join again`,
+        { reason: 'server-removed' },
+      );
+    }
     if (j.trustDomain !== this.#td.name) {
       throw new SigilError('ERR_CONFIG_INVALID', `CA journal belongs to trust domain ${j.trustDomain}, not ${this.#td.name}`, {
         reason: 'journal-trust-domain',

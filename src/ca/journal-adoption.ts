@@ -21,6 +21,16 @@ export interface Adoption {
   readonly tainted: { readonly x509: string[]; readonly jwt: string[] };
 }
 
+/** The removal time of the stored journal `bytes` (sigil server remove), if any. */
+export function removedAtOf(bytes: Uint8Array | undefined): number | undefined {
+  if (bytes === undefined) return undefined;
+  try {
+    return decodeCaJournal(bytes).removedAt;
+  } catch {
+    return undefined;
+  }
+}
+
 /** True when `a` asks for nothing. */
 export function isEmptyAdoption(a: Adoption): boolean {
   return a.revoked.x509.length + a.revoked.jwt.length + a.tainted.x509.length + a.tainted.jwt.length === 0;

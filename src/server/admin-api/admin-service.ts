@@ -30,6 +30,7 @@ import { entryRefusalReason } from '../reserved-entries.js';
 import type { FederationRefresher } from '../federation/federation-refresher.js';
 import { createFederationService } from './federation-service.js';
 import { authorityOwner, remoteAuthorityStep } from '../remote-authority.js';
+import { removeServer } from '../server-removal.js';
 
 /** The CA operations of `sigil localauthority` (src/ca's CaManager provides them). */
 export interface LocalAuthorityOps {
@@ -562,6 +563,14 @@ export function createAdminServices(deps: AdminServiceDeps): Record<string, Unty
     GetInfo: unary('server info', async () => {
       const i = deps.info();
       return { trust_domain: trustDomain.name, version: i.version, started_at: sec(i.startedAt), agent_api_address: i.agentApiAddress, ready: i.ready };
+    }),
+    RemoveServer: unary('server remove', async (req: { server_id: string }, actor: Actor) => {
+      const record: AuditRecord = { ...actor, action: 'server.remove', result: 'ok', detail: { serverId: req.server_id } };
+      const r = await removeServer(ds, trustDomain, req.server_id, deps.serverId ?? '', clock.nowMs(), () => record);
+      if (r.alreadyRemoved) audit.record({ ...record, detail: { serverId: r.serverId, alreadyRemoved: true } });
+      else await audit.committed();
+      await deps.bundles.syncOwn();
+      return { server_id: r.serverId, removed_at: sec(r.removedAt), authorities: r.authorities, drained_at: Math.ceil(r.drainedAt / 1000), already_removed: r.alreadyRemoved };
     }),
   };
 
