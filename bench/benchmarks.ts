@@ -95,6 +95,16 @@ export const BENCHMARKS: readonly BenchmarkEntry[] = [
     load: () => def(import('./agent-memory.js')),
   },
   {
+    id: 9,
+    title: 'cross-server propagation (two servers on one PostgreSQL)',
+    rows: [
+      { what: 'entry create on server A -> waiting workload on an agent of server B has SVID, p50', target: '(no target)' },
+      { what: 'entry create on server A -> waiting workload on an agent of server B has SVID, p99', target: '<= 500 ms' },
+    ],
+    budgetSeconds: { normal: 240, full: 240 },
+    load: () => def(import('./cross-server-propagation.js')),
+  },
+  {
     id: 10,
     title: 'many agents attach to one server',
     rows: [

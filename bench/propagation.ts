@@ -7,20 +7,15 @@
  * BatchNewX509SVID, Workload API. Server in this process, agent in its own, workloads in theirs.
  * The rows are absolute: no bare program does this chain of work, so there is no floor.
  */
-import { fork } from 'node:child_process';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { startBenchServer } from './support/bench-server.js';
 import { AgentProcess } from './support/bench-agent.js';
 import { BENCH_TRUST_DOMAIN } from './support/ca.js';
 import { ABSOLUTE, millis, percentile, type Benchmark, type BenchOutcome } from './support/result.js';
 import { RETRY_MS } from './support/waiting-workload-main.js';
+import { waitingWorkloadLatency } from './support/waiting-workload.js';
 
 const P99_TARGET_MS = 500;
 const FIRST_UID = 41_000;
-const HERE = dirname(fileURLToPath(import.meta.url));
-
-type WorkloadMsg = { type: 'waiting'; code?: number } | { type: 'got'; at: string };
 
 const propagation: Benchmark = {
   id: 6,
@@ -34,38 +29,15 @@ const propagation: Benchmark = {
       const samples: number[] = [];
       for (let i = 0; i < n; i++) {
         const uid = FIRST_UID + i;
-        const child = fork(join(HERE, 'support', 'waiting-workload-main.js'), [agent.address], { uid, gid: uid, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
-        try {
-          const messages: WorkloadMsg[] = [];
-          let wake: (() => void) | undefined;
-          child.on('message', (m) => {
-            messages.push(m as WorkloadMsg);
-            wake?.();
-          });
-          const next = async (type: WorkloadMsg['type'], timeoutMs: number): Promise<WorkloadMsg> => {
-            const deadline = Date.now() + timeoutMs;
-            for (;;) {
-              const m = messages.find((x) => x.type === type);
-              if (m !== undefined) return m;
-              if (child.exitCode !== null) throw new Error(`workload uid ${uid} exited with ${child.exitCode}`);
-              if (Date.now() > deadline) throw new Error(`workload uid ${uid}: no '${type}' within ${timeoutMs} ms`);
-              await new Promise<void>((r) => {
-                wake = r;
-                setTimeout(r, 50);
-              });
-            }
-          };
-          await next('waiting', 20_000);
-          const t0 = process.hrtime.bigint();
-          await srv.admin.call('Entries', 'BatchCreateEntry', {
-            entries: [{ spiffe_id: `spiffe://${BENCH_TRUST_DOMAIN}/waiting/${i}`, parent_id: agent.agentId, selectors: [{ type: 'unix', value: `uid:${uid}` }] }],
-          });
-          const got = (await next('got', 30_000)) as Extract<WorkloadMsg, { type: 'got' }>;
-          samples.push(Number(BigInt(got.at) - t0) / 1e6);
-          if ((i + 1) % 10 === 0) log(`${i + 1}/${n}: p50 ${percentile(samples, 50).toFixed(0)} ms, max ${Math.max(...samples).toFixed(0)} ms`);
-        } finally {
-          child.kill('SIGKILL');
-        }
+        const a = agent;
+        samples.push(
+          await waitingWorkloadLatency(a.address, uid, async () => {
+            await srv.admin.call('Entries', 'BatchCreateEntry', {
+              entries: [{ spiffe_id: `spiffe://${BENCH_TRUST_DOMAIN}/waiting/${i}`, parent_id: a.agentId, selectors: [{ type: 'unix', value: `uid:${uid}` }] }],
+            });
+          }),
+        );
+        if ((i + 1) % 10 === 0) log(`${i + 1}/${n}: p50 ${percentile(samples, 50).toFixed(0)} ms, max ${Math.max(...samples).toFixed(0)} ms`);
       }
       const p50 = percentile(samples, 50);
       const p99 = percentile(samples, 99);

@@ -12,8 +12,16 @@ import { startAgent, type RunningAgent } from '../../src/agent/agent.js';
 import { resolveAgentConfig } from '../../src/agent/config.js';
 import { silentLogger } from '../../src/common/logger.js';
 import { toPem } from '../../src/common/x509.js';
+import type { Secret } from '../../src/common/secret.js';
 import type { BenchServer } from './bench-server.js';
 import { BENCH_TRUST_DOMAIN } from './ca.js';
+
+/** What an agent needs of its server: a join token, the agent API target, the bootstrap roots (a BenchServer, or one in another process). */
+export interface AgentHost {
+  readonly agentTarget: string;
+  joinToken(): Promise<{ token: Secret<string>; agentId: string }>;
+  readonly server: { x509Authorities(): readonly Uint8Array[] };
+}
 
 /** A raw agent config (YAML-shaped) and the agent ID its join token gives. */
 export interface PreparedAgent {
@@ -24,7 +32,7 @@ export interface PreparedAgent {
 }
 
 /** Writes the bootstrap bundle and a 0600 join-token file in a fresh dir and builds the agent's config. */
-export async function prepareAgent(srv: BenchServer, extra: Record<string, unknown> = {}): Promise<PreparedAgent> {
+export async function prepareAgent(srv: AgentHost, extra: Record<string, unknown> = {}): Promise<PreparedAgent> {
   const dir = mkdtempSync(join(tmpdir(), 'sigil-bench-agent-'));
   chmodSync(dir, 0o755); // workloads running as other uids must reach the socket
   mkdirSync(join(dir, 'run'), { mode: 0o755 });
@@ -112,7 +120,7 @@ export class AgentProcess {
   }
 
   /** Forks the child (with --expose-gc, for clean RSS readings), loaded but with no agent yet. */
-  static async spawn(srv: BenchServer, extra: Record<string, unknown> = {}): Promise<AgentProcess> {
+  static async spawn(srv: AgentHost, extra: Record<string, unknown> = {}): Promise<AgentProcess> {
     const prepared = await prepareAgent(srv, extra);
     const child = fork(join(HERE, 'agent-main.js'), [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'], execArgv: [...process.execArgv, '--expose-gc'] });
     const p = new AgentProcess(child, prepared);
@@ -129,7 +137,7 @@ export class AgentProcess {
   }
 
   /** spawn() then begin(). */
-  static async start(srv: BenchServer, extra: Record<string, unknown> = {}): Promise<AgentProcess> {
+  static async start(srv: AgentHost, extra: Record<string, unknown> = {}): Promise<AgentProcess> {
     const p = await AgentProcess.spawn(srv, extra);
     await p.begin();
     return p;

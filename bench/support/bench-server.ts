@@ -32,8 +32,8 @@ export interface BenchServer {
   close(): Promise<void>;
 }
 
-/** Starts a server on a fresh temp dir (or `dir`, to reuse a datastore). */
-export async function startBenchServer(options: { dir?: string } = {}): Promise<BenchServer> {
+/** Starts a server on a fresh temp dir (or `dir`, to reuse a datastore); `extra` adds config keys (serverId, datastore, ca). */
+export async function startBenchServer(options: { dir?: string; extra?: Record<string, unknown> } = {}): Promise<BenchServer> {
   const dir = options.dir ?? (await mkdtemp(join(tmpdir(), 'sigil-bench-server-')));
   if (options.dir === undefined) await generateKekFile(join(dir, 'kek'));
   const config = resolveServerConfig(
@@ -44,6 +44,7 @@ export async function startBenchServer(options: { dir?: string } = {}): Promise<
       agentApi: { address: '127.0.0.1:0' },
       adminApi: { socketPath: join(dir, 'admin.sock') },
       keyManager: { type: 'disk', kekFile: join(dir, 'kek') },
+      ...options.extra,
     },
     {},
     dir,

@@ -27,7 +27,7 @@ export function isMeasuredFloor(f: Metric | NoFloor): f is Metric {
 
 /** One line of the final table. */
 export interface BenchRow {
-  /** Benchmark number in the issue's table (1-8, 10; 11 is issue 19's PKCS#11 token; 9 is reserved for issue 14's cross-server propagation). */
+  /** Benchmark number in the issue's table (1-8, 9 cross-server propagation (issue 14), 10; 11 is issue 19's PKCS#11 token). */
   readonly bench: number;
   readonly what: string;
   readonly figure: Metric | null;

@@ -19,7 +19,7 @@ import { AgentIdentityManager, type AgentSvid } from './agent-identity.js';
 import { AgentStore } from './agent-store.js';
 import type { AgentConfig } from './config.js';
 import { EntrySync } from './entry-sync.js';
-import { AgentServerClient } from './server-client.js';
+import { AgentServerClient, type HostLookup } from './server-client.js';
 import { SvidCache } from './svid-cache.js';
 
 /** Injected dependencies of an agent (all optional). */
@@ -32,6 +32,8 @@ export interface StartAgentOptions {
   readonly processInfo?: ProcessInfo;
   /** Wait between checks while the server has banned this agent; overrides config `banRecheckInterval` (tests). */
   readonly bannedRetryMs?: number;
+  /** Resolves DNS names among the server addresses; the system resolver by default (tests). */
+  readonly lookup?: HostLookup;
 }
 
 /** A running agent. */
@@ -91,7 +93,11 @@ export async function startAgent(config: AgentConfig, options: StartAgentOptions
     trustDomain: config.trustDomain,
     roots,
     onFailover: (from, to, err) => logger.warn({ from, to, code: err.code }, 'server call failed; using the next server'),
+    onResolved: (addresses) => logger.info({ servers: config.serverAddresses, addresses }, 'server addresses resolved'),
+    ...(options.lookup === undefined ? {} : { lookup: options.lookup }),
   });
+  // a DNS name among the servers stands for every address it resolves to
+  await client.resolveAddresses();
   const retry = { retryInitialMs: config.sync.retryInitialMs, retryMaxMs: config.sync.retryMaxMs, ...(options.random ? { random: options.random } : {}) };
 
   const sync = new EntrySync({
@@ -212,7 +218,7 @@ export async function startAgent(config: AgentConfig, options: StartAgentOptions
     throw err;
   }
   served.api = api;
-  logger.info({ agentId: svid.spiffeId, socket: api.address, server: client.address, servers: config.serverAddresses }, 'agent started');
+  logger.info({ agentId: svid.spiffeId, socket: api.address, server: client.address, servers: client.addresses }, 'agent started');
 
   let stopping: Promise<void> | undefined;
   return {

@@ -12,9 +12,13 @@
  * one connection, to a server picked at random at start (spreading agents' load), and moves to
  * the next one in the list when a call fails for a reason another server may not have
  * (UNAVAILABLE, DEADLINE_EXCEEDED). It does not retry by itself: the caller's jittered backoff
- * paces the attempts, and the next attempt goes to the next server.
+ * paces the attempts, and the next attempt goes to the next server. A configured address whose
+ * host is a DNS name stands for every address the name resolves to (a headless service, a
+ * round-robin name): resolved at start and again after a failed call, at most once a second.
  */
 import { credentials, Metadata, type Client, type ClientDuplexStream, type ClientReadableStream, type ServiceError } from '@grpc/grpc-js';
+import { lookup as dnsLookup } from 'node:dns/promises';
+import { isIP } from 'node:net';
 import type { PeerCertificate } from 'node:tls';
 import { SigilError, isSigilError } from '../common/errors.js';
 import type { Secret } from '../common/secret.js';
@@ -122,6 +126,55 @@ function uriSans(cert: PeerCertificate): string[] {
     .map((p) => p.slice(4));
 }
 
+/** Every address a host name resolves to: the OS resolver by default (the edge tests replace). */
+export type HostLookup = (host: string) => Promise<readonly string[]>;
+
+/** node:dns lookup with `all`: what getaddrinfo gives (/etc/hosts, DNS), IPv4 and IPv6. */
+export const systemLookup: HostLookup = async (host) => (await dnsLookup(host, { all: true, verbatim: true })).map((a) => a.address);
+
+/** The least time between two resolutions after failures. */
+const RESOLVE_INTERVAL_MS = 1000;
+
+/** Splits `host:port` or `[v6]:port`. */
+function splitHostPort(address: string): { host: string; port: string } {
+  const i = address.lastIndexOf(':');
+  const host = address.slice(0, i);
+  return { host: host.startsWith('[') && host.endsWith(']') ? host.slice(1, -1) : host, port: address.slice(i + 1) };
+}
+
+/** `host:port`, IPv6 in brackets. */
+function joinHostPort(host: string, port: string): string {
+  return host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`;
+}
+
+/**
+ * The configured addresses with each DNS name replaced by every address it resolves to (in the
+ * resolver's order, duplicates dropped). A name that does not resolve now stays as it is: the
+ * connection then resolves it itself, as with one server.
+ */
+export async function expandAddresses(configured: readonly string[], lookup: HostLookup): Promise<string[]> {
+  const out: string[] = [];
+  const add = (a: string): void => {
+    if (!out.includes(a)) out.push(a);
+  };
+  for (const address of configured) {
+    const { host, port } = splitHostPort(address);
+    if (isIP(host) !== 0) {
+      add(address);
+      continue;
+    }
+    let ips: readonly string[] = [];
+    try {
+      ips = await lookup(host);
+    } catch {
+      // unresolvable now
+    }
+    if (ips.length === 0) add(address);
+    for (const ip of ips) add(joinHostPort(ip, port));
+  }
+  return out;
+}
+
 /** Options of an AgentServerClient. */
 export interface AgentServerClientOptions {
   /** `host:port` of every server's agent API (at least one). */
@@ -130,6 +183,10 @@ export interface AgentServerClientOptions {
   readonly onFailover?: (from: string, to: string, error: SigilError) => void;
   /** Picks the index of the first server (tests); random by default. */
   readonly firstIndex?: (count: number) => number;
+  /** Resolves DNS names among `addresses` (tests); the system resolver by default. */
+  readonly lookup?: HostLookup;
+  /** Told when resolution changed the list of servers. */
+  readonly onResolved?: (addresses: readonly string[]) => void;
   readonly trustDomain: TrustDomain;
   /** The CA certificates (DER) that must sign the server's certificate. */
   readonly roots: readonly Buffer[];
@@ -144,8 +201,15 @@ interface ChannelSlot {
 
 /** A client of the server's agent API that follows agent SVID and root changes. */
 export class AgentServerClient {
-  readonly #addresses: readonly string[];
+  readonly #configured: readonly string[];
+  #addresses: readonly string[];
   #current: number;
+  readonly #pickFirst: (count: number) => number;
+  readonly #lookup: HostLookup;
+  readonly #onResolved: ((addresses: readonly string[]) => void) | undefined;
+  #resolving: Promise<void> | undefined;
+  /** When a failure last made it resolve (wall clock ms): at most once per RESOLVE_INTERVAL_MS. */
+  #resolvedAt = 0;
   readonly #onFailover: ((from: string, to: string, error: SigilError) => void) | undefined;
   readonly #serverId: string;
   readonly #serverName: string;
@@ -156,9 +220,12 @@ export class AgentServerClient {
 
   constructor(options: AgentServerClientOptions) {
     if (options.addresses.length === 0) throw new SigilError('ERR_CONFIG_INVALID', 'no server address', { reason: 'no-server-address' });
-    this.#addresses = [...options.addresses];
-    const first = (options.firstIndex ?? ((n: number): number => Math.floor(Math.random() * n)))(this.#addresses.length);
-    this.#current = Math.min(Math.max(0, Math.trunc(first)), this.#addresses.length - 1);
+    this.#configured = [...options.addresses];
+    this.#addresses = this.#configured;
+    this.#pickFirst = options.firstIndex ?? ((n: number): number => Math.floor(Math.random() * n));
+    this.#current = this.#first(this.#addresses.length);
+    this.#lookup = options.lookup ?? systemLookup;
+    this.#onResolved = options.onResolved;
     this.#onFailover = options.onFailover;
     this.#serverId = `spiffe://${options.trustDomain.name}/sigil/server`;
     this.#serverName = options.trustDomain.name;
@@ -170,14 +237,50 @@ export class AgentServerClient {
     return this.#addresses[this.#current] as string;
   }
 
+  /** Every server address, DNS names resolved (as last resolved). */
+  get addresses(): readonly string[] {
+    return this.#addresses;
+  }
+
+  #first(count: number): number {
+    return Math.min(Math.max(0, Math.trunc(this.#pickFirst(count))), count - 1);
+  }
+
+  /**
+   * Resolves the configured DNS names to every address (at start, and after failures). The
+   * current server stays current when it is still in the list; otherwise the next calls go to
+   * one picked as at start. Never rejects: a failed lookup keeps the name.
+   */
+  resolveAddresses(): Promise<void> {
+    this.#resolving ??= (async () => {
+      const next = await expandAddresses(this.#configured, this.#lookup);
+      if (this.#closed || (next.length === this.#addresses.length && next.every((a, i) => a === this.#addresses[i]))) return;
+      const current = this.address;
+      this.#addresses = next;
+      const keep = next.indexOf(current);
+      this.#current = keep >= 0 ? keep : this.#first(next.length);
+      if (keep < 0) this.#resetChannel();
+      this.#onResolved?.(next);
+    })().finally(() => {
+      this.#resolving = undefined;
+    });
+    return this.#resolving;
+  }
+
   /**
    * After a failed call: when the failure is one another server may not share and the call ran
    * on the current connection (not one already left), new calls go to the next server.
    */
   #failed(err: unknown, slot: ChannelSlot | undefined): void {
-    if (this.#addresses.length < 2 || this.#closed) return;
+    if (this.#closed) return;
     if (!isSigilError(err, 'ERR_UNAVAILABLE') && !isSigilError(err, 'ERR_DEADLINE_EXCEEDED')) return;
     if (slot !== undefined && slot !== this.#mtls) return;
+    // a name may resolve to other servers now (a replaced pod); the next attempts use them
+    if (this.#configured.some((a) => isIP(splitHostPort(a).host) === 0) && Date.now() - this.#resolvedAt >= RESOLVE_INTERVAL_MS) {
+      this.#resolvedAt = Date.now();
+      void this.resolveAddresses();
+    }
+    if (this.#addresses.length < 2) return;
     const from = this.address;
     this.#current = (this.#current + 1) % this.#addresses.length;
     if (slot !== undefined) this.#resetChannel();

@@ -15,6 +15,13 @@ export interface CaJournalStore {
   save(data: Uint8Array): Promise<void>;
   /** The journals of the other servers of the trust domain (several servers on one database); none when absent. */
   others?(): Promise<Uint8Array[]>;
+  /**
+   * Reads the stored journal and writes what `update` makes of it in one transaction under the
+   * datastore's write lock (undefined: no write), so a change another server recorded in this
+   * journal (a taint or revoke from its admin socket) is seen, never overwritten. Synchronous
+   * `update`; it may run again when the transaction is retried.
+   */
+  update?(update: (stored: Uint8Array | undefined) => Uint8Array | undefined): Promise<boolean>;
 }
 
 /**
@@ -81,6 +88,12 @@ const journalSchema = z.object({
   trustDomain: z.string(),
   x509: z.array(x509Record),
   jwt: z.array(jwtRecord),
+  /**
+   * Set by `sigil server remove` on another server (ms): the owner is gone for good. Its
+   * authorities leave the bundle once what they signed has expired (signedUntil), then the
+   * journal is deleted; the owner refuses to start on it.
+   */
+  removedAt: z.number().int().optional(),
 });
 
 /** One X.509 CA as journaled. */
@@ -103,6 +116,16 @@ export function decodeCaJournal(bytes: Uint8Array): CaJournal {
     throw new SigilError('ERR_FAILED_PRECONDITION', 'CA journal has an unexpected shape', { reason: 'bad-ca-journal', cause: parsed.error });
   }
   return parsed.data;
+}
+
+/**
+ * When every authority of a removed server's journal can leave the bundle (ms): the latest
+ * signedUntil of those not yet expired (what they signed has expired by then), or now.
+ */
+export function drainedAt(journal: CaJournal): number {
+  let at = 0;
+  for (const r of [...journal.x509, ...journal.jwt]) at = Math.max(at, Math.min(r.signedUntil, r.notAfter));
+  return at;
 }
 
 /** Serialises a journal. */

@@ -41,6 +41,7 @@ import {
 } from './authority.js';
 import { decodeCaJournal, encodeCaJournal, type CaJournal, type CaJournalStore, type JwtAuthorityRecord, type X509AuthorityRecord } from './ca-journal.js';
 import { verifyCsr } from './csr.js';
+import { adoptionFrom, isEmptyAdoption, removedAtOf } from './journal-adoption.js';
 import { inMemoryPrivateKey } from './key-manager/key-gen.js';
 import { checkDnsName, randomSerial, serialHex } from './leaf-template.js';
 import { SigningPool } from './signing-pool.js';
@@ -121,6 +122,12 @@ export interface MintedJwtSvid {
   expiresAt: Date;
   kid: string;
   jti: string;
+}
+
+/** What #adoptStored took in from the stored journal. */
+interface Adopted {
+  readonly tainted: Array<[AuthorityKind, string]>;
+  readonly removed: Array<[AuthorityKind, X509Slot | JwtSlot]>;
 }
 
 /** The X.509 CA and JWT signing keys of one trust domain, with their lifecycle. Emits 'bundle-changed', 'activated' and 'tainted'. */
@@ -636,10 +643,85 @@ export class CaManager extends EventEmitter {
     return run;
   }
 
+  /**
+   * Writes the journal. With a store that can update in place, first takes in what another
+   * server recorded in the stored journal since (a taint, a revoke: src/server/remote-authority.ts),
+   * in the same transaction, so the snapshot written never undoes it.
+   */
   #save(): Promise<void> {
-    const run = this.#saves.then(() => this.#journal.save(encodeCaJournal(this.#snapshot())));
+    const run = this.#saves.then(async () => {
+      if (this.#journal.update === undefined) return this.#journal.save(encodeCaJournal(this.#snapshot()));
+      const adopted: Adopted = { tainted: [], removed: [] };
+      await this.#journal.update((stored) => {
+        this.#adoptStored(stored, adopted);
+        // removed while still running (from another server's socket): the removal stands
+        const removedAt = removedAtOf(stored);
+        return encodeCaJournal({ ...this.#snapshot(), ...(removedAt === undefined ? {} : { removedAt }) });
+      });
+      await this.#afterAdopt(adopted);
+    });
     this.#saves = run.catch(() => undefined);
     return run;
+  }
+
+  /**
+   * Takes in a taint or revoke of this server's authority that another server's admin socket
+   * recorded in the stored journal: a revoked authority leaves memory and its key is deleted, a
+   * tainted one is marked (and 'tainted' emitted). Reads first; takes the write lock only when
+   * there is something to take in. The server calls it whenever the stored journals change.
+   */
+  reconcile(): Promise<void> {
+    return this.#enqueue(async () => {
+      if (this.#journal.update === undefined) return;
+      if (!this.#adoptStored(await this.#journal.load(), undefined)) return;
+      const run = this.#saves.then(async () => {
+        const adopted: Adopted = { tainted: [], removed: [] };
+        await this.#journal.update!((stored) => {
+          this.#adoptStored(stored, adopted);
+          return undefined;
+        });
+        await this.#afterAdopt(adopted);
+      });
+      this.#saves = run.catch(() => undefined);
+      await run;
+    });
+  }
+
+  /**
+   * Applies src/ca/journal-adoption.ts's answer for the stored journal into `into` (or, when
+   * undefined, only says whether there is anything to adopt). Synchronous: it runs inside the
+   * journal's update transaction.
+   */
+  #adoptStored(bytes: Uint8Array | undefined, into: Adopted | undefined): boolean {
+    const a = adoptionFrom(bytes, { x509: this.#x509.map((s) => s.rec), jwt: this.#jwt.map((s) => s.rec) });
+    if (isEmptyAdoption(a) || into === undefined) return !isEmptyAdoption(a);
+    for (const kind of ['x509', 'jwt'] as const) {
+      for (const slot of this.#slots(kind)) {
+        if (a.tainted[kind].includes(slot.rec.id)) {
+          slot.rec.tainted = true;
+          into.tainted.push([kind, slot.rec.id]);
+        }
+        if (a.revoked[kind].includes(slot.rec.id)) into.removed.push([kind, slot]);
+      }
+    }
+    this.#x509 = this.#x509.filter((s) => !a.revoked.x509.includes(s.rec.id));
+    this.#jwt = this.#jwt.filter((s) => !a.revoked.jwt.includes(s.rec.id));
+    this.#afterChange();
+    return true;
+  }
+
+  /** After #adoptStored committed: deletes revoked keys, logs, tells listeners. */
+  async #afterAdopt(adopted: Adopted): Promise<void> {
+    for (const [kind, slot] of adopted.removed) {
+      if ('template' in slot && typeof slot.poolRef === 'number') this.#pool?.forget(slot.poolRef);
+      await this.#km.deleteKey(slot.rec.keyId).catch((err: unknown) => this.#log.warn({ keyId: slot.rec.keyId, err: serializeError(err) }, 'cannot delete key'));
+      this.#log.warn({ kind, authorityId: slot.rec.id, why: 'revoked through another server' }, 'authority removed');
+    }
+    for (const [kind, id] of adopted.tainted) {
+      this.#log.warn({ kind, authorityId: id, through: 'another server' }, 'authority tainted');
+      this.emit('tainted', kind, id);
+    }
+    if (adopted.removed.length > 0 || adopted.tainted.length > 0) this.emit('bundle-changed');
   }
 
   #snapshot(): CaJournal {
@@ -675,6 +757,13 @@ export class CaManager extends EventEmitter {
       return;
     }
     const j = decodeCaJournal(bytes);
+    if (j.removedAt !== undefined) {
+      throw new SigilError(
+        'ERR_FAILED_PRECONDITION',
+        `this server was removed from the trust domain at ${new Date(j.removedAt).toISOString()} (sigil server remove on another server): its authorities are leaving the bundle; start it with a new data dir and server ID to join again`,
+        { reason: 'server-removed' },
+      );
+    }
     if (j.trustDomain !== this.#td.name) {
       throw new SigilError('ERR_CONFIG_INVALID', `CA journal belongs to trust domain ${j.trustDomain}, not ${this.#td.name}`, {
         reason: 'journal-trust-domain',

@@ -180,7 +180,7 @@ function authorityVerbs(kind: 'x509' | 'jwt' | undefined): CommandDef[] {
 export const COMMANDS: readonly CommandDef[] = [
   {
     name: 'server',
-    about: 'run the server; healthcheck, validate, rewrap-keys, generate-kek',
+    about: 'run the server; healthcheck, validate, remove, rewrap-keys, generate-kek',
     commands: [
       {
         name: 'run',
@@ -210,6 +210,12 @@ export const COMMANDS: readonly CommandDef[] = [
         options: [{ name: 'config', value: 'FILE', about: 'server configuration (YAML)' }],
         run: { load: load.check, as: 'server validate' },
         spire: ['spire-server validate'],
+      },
+      {
+        name: 'remove',
+        about: 'remove another server that is gone for good: its authorities leave the bundle once what they signed has expired',
+        options: [{ name: 'server-id', value: 'ID', about: 'the server to remove (as `localauthority show` lists it)' }, ...ADMIN],
+        run: { load: load.server, as: 'remove' },
       },
       {
         name: 'rewrap-keys',

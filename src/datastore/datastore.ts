@@ -260,6 +260,18 @@ export interface Datastore extends AuditTrailStore {
   // CA journals: each server's opaque CA state (key IDs, certificates, phases); never private keys
   getCaJournal(trustDomainId: string, serverId: string): Promise<Uint8Array | undefined>;
   setCaJournal(trustDomainId: string, serverId: string, journal: Uint8Array, audit?: AuditFor<string>): Promise<void>;
+  /**
+   * Reads server `serverId`'s journal and writes what `update` makes of it, in one write
+   * transaction under the write lock, so two servers changing one journal never lose a write;
+   * `update` returning undefined writes nothing. `update` must be synchronous and may run again
+   * when the transaction is retried. Returns whether it wrote; `audit` commits with the write.
+   */
+  updateCaJournal(
+    trustDomainId: string,
+    serverId: string,
+    update: (current: Uint8Array | undefined) => Uint8Array | undefined,
+    audit?: AuditFor<string>,
+  ): Promise<boolean>;
   /** ERR_NOT_FOUND (reason `journal-not-found`) when the server has no journal. */
   deleteCaJournal(trustDomainId: string, serverId: string): Promise<void>;
   /** Every server's journal of the trust domain, sorted by server ID. */

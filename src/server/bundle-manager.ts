@@ -13,7 +13,7 @@ import { createPublicKey, type KeyObject } from 'node:crypto';
 import type { AuditFor, Datastore, BundleRecord, CaJournalRecord } from '../datastore/datastore.js';
 import type { Logger } from '../common/logger.js';
 import { SigilError } from '../common/errors.js';
-import { decodeCaJournal } from '../ca/ca-journal.js';
+import { decodeCaJournal, drainedAt } from '../ca/ca-journal.js';
 import { Bundle } from '../spiffe/bundle.js';
 import { TrustDomain } from '../spiffe/spiffe-id.js';
 import type { ChangeHub } from './change-hub.js';
@@ -40,6 +40,8 @@ interface MergedAuthorities {
   readonly jwt: Array<[string, KeyObject]>;
   readonly taintedX509: string[];
   readonly taintedJwt: string[];
+  /** Removed servers (sigil server remove) none of whose authorities is left: their journals can go. */
+  readonly drained: string[];
 }
 
 /**
@@ -52,6 +54,7 @@ function mergeJournals(journals: readonly CaJournalRecord[], nowMs: number, logg
   const jwt = new Map<string, KeyObject>();
   const taintedX509 = new Set<string>();
   const taintedJwt = new Set<string>();
+  const drained: string[] = [];
   for (const j of journals) {
     let journal;
     try {
@@ -60,8 +63,12 @@ function mergeJournals(journals: readonly CaJournalRecord[], nowMs: number, logg
       logger.warn({ serverId: j.serverId, err }, 'skipping an unreadable CA journal');
       continue;
     }
+    // a removed server signs nothing more: each of its authorities goes once what it signed has expired
+    const removed = journal.removedAt !== undefined;
+    const gone = (r: { notAfter: number; signedUntil: number }): boolean => r.notAfter <= nowMs || (removed && r.signedUntil <= nowMs);
+    if (removed && drainedAt(journal) <= nowMs) drained.push(j.serverId);
     for (const r of journal.x509) {
-      if (r.notAfter <= nowMs) continue;
+      if (gone(r)) continue;
       for (const a of r.anchors) {
         const der = Buffer.from(a, 'base64');
         if (!x509.some((x) => x.equals(der))) x509.push(der);
@@ -69,7 +76,7 @@ function mergeJournals(journals: readonly CaJournalRecord[], nowMs: number, logg
       if (r.tainted) taintedX509.add(r.id);
     }
     for (const r of journal.jwt) {
-      if (r.notAfter <= nowMs) continue;
+      if (gone(r)) continue;
       if (!jwt.has(r.id)) jwt.set(r.id, createPublicKey({ key: Buffer.from(r.publicKey, 'base64'), format: 'der', type: 'spki' }));
       if (r.tainted) taintedJwt.add(r.id);
     }
@@ -79,6 +86,7 @@ function mergeJournals(journals: readonly CaJournalRecord[], nowMs: number, logg
     jwt: [...jwt].sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0)),
     taintedX509: [...taintedX509].sort(),
     taintedJwt: [...taintedJwt].sort(),
+    drained,
   };
 }
 
@@ -203,6 +211,17 @@ export class BundleManager {
       }
     }
     this.#observe(record, merged);
+    for (const serverId of merged?.drained ?? []) await this.#deleteDrained(serverId);
+  }
+
+  /** Deletes a removed server's journal once none of its authorities is left (whichever server gets there first). */
+  async #deleteDrained(serverId: string): Promise<void> {
+    try {
+      await this.#ds.deleteCaJournal(this.#td.idString, serverId);
+      this.#logger.info({ serverId }, 'removed server\'s authorities have all left the bundle; its CA journal deleted');
+    } catch (err) {
+      if (!(err instanceof SigilError && err.code === 'ERR_NOT_FOUND')) throw err;
+    }
   }
 
   /** Tells agents (through the hub) and listeners when the stored document or the tainted set changed. */

@@ -14,7 +14,7 @@ import type { TrustDomain } from '../spiffe/spiffe-id.js';
  * supplies the audit record the save commits with (the admin call's, see journal-audit.ts).
  */
 export function datastoreCaJournal(
-  ds: Pick<Datastore, 'getCaJournal' | 'setCaJournal' | 'listCaJournals'>,
+  ds: Pick<Datastore, 'getCaJournal' | 'setCaJournal' | 'listCaJournals'> & Partial<Pick<Datastore, 'updateCaJournal'>>,
   trustDomain: TrustDomain,
   serverId: string,
   auditFor?: () => AuditFor<string> | undefined,
@@ -24,6 +24,7 @@ export function datastoreCaJournal(
     load: () => ds.getCaJournal(td, serverId),
     save: (data: Uint8Array) => ds.setCaJournal(td, serverId, data, auditFor?.()),
     others: async () => (await ds.listCaJournals(td)).filter((j) => j.serverId !== serverId).map((j) => j.journal),
+    ...(ds.updateCaJournal === undefined ? {} : { update: (fn: (stored: Uint8Array | undefined) => Uint8Array | undefined) => ds.updateCaJournal!(td, serverId, fn, auditFor?.()) }),
   };
 }
 

@@ -328,6 +328,10 @@ export async function startServer(config: ServerConfig, options: StartServerOpti
     const metrics = new ServerMetrics();
     await bundles.start(serverCa);
     cleanups.push(() => bundles.stop());
+    // a taint or revoke of this server's authority made through another server's admin socket
+    // is in this server's stored journal; the CA takes it in (src/server/remote-authority.ts)
+    const unreconcile = bundles.onChange(() => void ca.reconcile().catch((err: unknown) => logger.warn({ err }, 'CA journal reconcile failed')));
+    cleanups.push(() => unreconcile());
     await hub.startPolling(ds, logger, 1000, clock);
     const webCa = config.federation.httpsWebCaFile;
     const federation = new FederationRefresher({

@@ -734,6 +734,30 @@ export function datastoreConformance(name: string, open: (options: ConformanceOp
     await rejects(t, ds.getCaJournal(TD, '-x'), 'ERR_INVALID_ARGUMENT', 'invalid-server-id');
   });
 
+  it('updateCaJournal reads and writes one journal in one write, and writes nothing when told so', async (t, ds) => {
+    const seen: Array<string | undefined> = [];
+    t.true(await ds.updateCaJournal(TD, 'srv-a', (cur) => {
+      seen.push(cur === undefined ? undefined : Buffer.from(cur).toString());
+      return Buffer.from('one');
+    }));
+    t.true(await ds.updateCaJournal(TD, 'srv-a', (cur) => {
+      seen.push(cur === undefined ? undefined : Buffer.from(cur).toString());
+      return Buffer.from(`${Buffer.from(cur ?? new Uint8Array()).toString()}+two`);
+    }));
+    t.false(await ds.updateCaJournal(TD, 'srv-a', () => undefined));
+    t.deepEqual(seen, [undefined, 'one']);
+    t.is(Buffer.from((await ds.getCaJournal(TD, 'srv-a')) ?? new Uint8Array()).toString(), 'one+two');
+    t.is(await ds.getCaJournal(TD, 'srv-b'), undefined, 'only the named server\'s journal');
+    // concurrent updates of one journal lose nothing: each reads what the one before wrote
+    await Promise.all(Array.from({ length: 5 }, () => ds.updateCaJournal(TD, 'srv-a', (cur) => Buffer.from(`${Buffer.from(cur ?? new Uint8Array()).toString()}.`))));
+    t.is(Buffer.from((await ds.getCaJournal(TD, 'srv-a')) ?? new Uint8Array()).toString(), 'one+two.....');
+    // an error thrown by the update is the caller's, and nothing is written
+    await rejects(t, ds.updateCaJournal(TD, 'srv-a', () => { throw new SigilError('ERR_NOT_FOUND', 'gone', { reason: 'authority-not-found' }); }), 'ERR_NOT_FOUND', 'authority-not-found');
+    await rejects(t, ds.updateCaJournal(TD, 'srv-a', () => 'text' as unknown as Uint8Array), 'ERR_INVALID_ARGUMENT', 'invalid-journal');
+    t.is(Buffer.from((await ds.getCaJournal(TD, 'srv-a')) ?? new Uint8Array()).toString(), 'one+two.....');
+    await rejects(t, ds.updateCaJournal(TD, 'Srv A', () => undefined), 'ERR_INVALID_ARGUMENT', 'invalid-server-id');
+  });
+
   it('mergeBundle reads the stored bundle and every journal, and writes only a changed document', async (t, ds) => {
     await ds.setCaJournal(TD, 'srv-a', Buffer.from('A'));
     await ds.setCaJournal(TD, 'srv-b', Buffer.from('B'));

@@ -2,7 +2,9 @@
  * deploy/kubernetes: every manifest parses, validates against the Kubernetes API schema
  * (kubernetes-models, offline), and carries the fields Sigil relies on (checked with zod
  * schemas below); the ConfigMaps' configs load through the real config loaders; names
- * that refer to each other (volumes, ports, Service selectors, ConfigMaps) line up.
+ * that refer to each other (volumes, ports, Service selectors, ConfigMaps) line up. The kubernetes-ha/
+ * overlay (three servers on PostgreSQL) is applied here as kustomize would (its patches are
+ * RFC 6902 JSON patches) and checked the same way, plus what running several servers needs.
  */
 import test, { type ExecutionContext } from 'ava';
 import { readFileSync, readdirSync } from 'node:fs';
@@ -47,7 +49,43 @@ const manifests: Manifest[] = files.flatMap((file) =>
     return { ...(doc.toJS() as Manifest), file };
   }),
 );
-const find = (kind: string, name: string): Manifest | undefined => manifests.find((m) => m.kind === kind && m.metadata.name === name);
+const find = (kind: string, name: string, among: readonly Manifest[] = manifests): Manifest | undefined => among.find((m) => m.kind === kind && m.metadata.name === name);
+
+type PatchOp = { op: string; path: string; value?: unknown };
+
+/** RFC 6902 `add` and `replace` (all kubernetes-ha/ uses) on a copy of `doc`; anything else, or a path that is not there, throws. */
+function applyJsonPatch(doc: Manifest, ops: readonly PatchOp[]): Manifest {
+  const out = structuredClone(doc);
+  for (const op of ops) {
+    if (op.op !== 'add' && op.op !== 'replace') throw new Error(`unsupported patch op ${op.op}`);
+    const parts = op.path.split('/').slice(1).map((p) => p.replace(/~1/g, '/').replace(/~0/g, '~'));
+    const last = parts.pop();
+    if (last === undefined) throw new Error(`bad patch path ${op.path}`);
+    let cur: unknown = out;
+    for (const part of parts) {
+      cur = Array.isArray(cur) ? cur[Number(part)] : (cur as Record<string, unknown>)[part];
+      if (cur === undefined || cur === null) throw new Error(`${op.path}: nothing at ${part}`);
+    }
+    if (Array.isArray(cur)) {
+      if (last === '-') cur.push(op.value);
+      else if (op.op === 'add') cur.splice(Number(last), 0, op.value);
+      else cur[Number(last)] = op.value;
+    } else {
+      const obj = cur as Record<string, unknown>;
+      if (op.op === 'replace' && !(last in obj)) throw new Error(`${op.path}: nothing to replace`);
+      obj[last] = op.value;
+    }
+  }
+  return out;
+}
+
+const HA_DIR = join(ROOT, 'deploy/kubernetes-ha');
+const haKustomization = parseYaml(readFileSync(join(HA_DIR, 'kustomization.yaml'), 'utf8')) as { resources: string[]; patches: { target: { kind: string; name: string }; path: string }[] };
+const haManifests: Manifest[] = manifests.map((m) =>
+  haKustomization.patches
+    .filter((p) => p.target.kind === m.kind && p.target.name === m.metadata.name)
+    .reduce((doc, p) => applyJsonPatch(doc, parseYaml(readFileSync(join(HA_DIR, p.path), 'utf8')) as PatchOp[]), m),
+);
 
 // --- zod schemas of the fields Sigil relies on (the API schema allows much more) ---
 const hardenedContainer = z.object({
@@ -87,7 +125,7 @@ const podSpec = z.object({
 });
 const statefulSet = z.object({
   spec: z.object({
-    replicas: z.literal(1),
+    replicas: z.number().int().min(1),
     serviceName: z.string(),
     selector: z.object({ matchLabels: z.record(z.string(), z.string()) }),
     template: z.object({ metadata: z.object({ labels: z.record(z.string(), z.string()) }), spec: podSpec.extend({ securityContext: z.object({ runAsNonRoot: z.literal(true), runAsUser: z.literal(UID) }).passthrough() }) }),
@@ -142,8 +180,8 @@ test('no Secret is committed, RBAC grants exactly what attestation needs, no tok
   t.deepEqual(grants, ['sigil:sigil-agent: get nodes/proxy', 'sigil:sigil-server: create tokenreviews', 'sigil:sigil-server: get nodes']);
 });
 
-function checkPod(t: ExecutionContext, m: Manifest, pod: z.infer<typeof podSpec>): void {
-  const sa = find('ServiceAccount', pod.serviceAccountName);
+function checkPod(t: ExecutionContext, m: Manifest, pod: z.infer<typeof podSpec>, among: readonly Manifest[] = manifests): void {
+  const sa = find('ServiceAccount', pod.serviceAccountName, among);
   t.truthy(sa, `${m.metadata.name}: service account ${pod.serviceAccountName} is not defined`);
   const volumeNames = new Set(pod.volumes.map((v) => v.name));
   const claims = ((m.spec as { volumeClaimTemplates?: { metadata: { name: string } }[] }).volumeClaimTemplates ?? []).map((c) => c.metadata.name);
@@ -152,17 +190,17 @@ function checkPod(t: ExecutionContext, m: Manifest, pod: z.infer<typeof podSpec>
   }
   for (const v of pod.volumes) {
     // sigil-bundle is made by the operator from the server's bundle (deploy/README.md).
-    if (v.configMap !== undefined && v.configMap.name !== 'sigil-bundle') t.truthy(find('ConfigMap', v.configMap.name), `ConfigMap ${v.configMap.name} is not defined`);
+    if (v.configMap !== undefined && v.configMap.name !== 'sigil-bundle') t.truthy(find('ConfigMap', v.configMap.name, among), `ConfigMap ${v.configMap.name} is not defined`);
   }
 }
 
 /** The config file a container's `--config` names, read from the ConfigMap mounted there. */
-function configOf(pod: z.infer<typeof podSpec>): unknown {
+function configOf(pod: z.infer<typeof podSpec>, among: readonly Manifest[] = manifests): unknown {
   const c = pod.containers[0];
   const path = c.args[3];
   const mount = c.volumeMounts.find((vm) => path.startsWith(`${vm.mountPath}/`));
   const cmName = pod.volumes.find((v) => v.name === mount?.name)?.configMap?.name;
-  const cm = find('ConfigMap', cmName ?? '') as { data?: Record<string, string> } | undefined;
+  const cm = find('ConfigMap', cmName ?? '', among) as { data?: Record<string, string> } | undefined;
   const text = cm?.data?.[posix.relative(mount?.mountPath ?? '/', path)];
   if (text === undefined) throw new Error(`no ConfigMap key holds ${path}`);
   return parseYaml(text);
@@ -179,11 +217,13 @@ test('server: StatefulSet with a volume claim, a Service in front, its config lo
   const m = find('StatefulSet', 'sigil-server');
   if (m === undefined) return t.fail('no StatefulSet sigil-server');
   const s = statefulSet.parse(m);
+  t.is(s.spec.replicas, 1, 'SQLite: one replica (kubernetes-ha/ runs three on PostgreSQL)');
   const pod = s.spec.template.spec;
   checkPod(t, m, pod);
   t.like(s.spec.template.metadata.labels, s.spec.selector.matchLabels);
-  const svc = find('Service', s.spec.serviceName) as { spec: { selector: Record<string, string>; ports: { port: number; targetPort: string }[] } } | undefined;
+  const svc = find('Service', s.spec.serviceName) as { spec: { clusterIP?: string; selector: Record<string, string>; ports: { port: number; targetPort: string }[] } } | undefined;
   if (svc === undefined) return t.fail(`Service ${s.spec.serviceName} is not defined`);
+  t.is(svc.spec.clusterIP, 'None', 'headless: its name resolves to every server pod');
   t.like(s.spec.template.metadata.labels, svc.spec.selector);
   const ports = (m.spec as { template: { spec: { containers: { ports: { name: string; containerPort: number }[] }[] } } }).template.spec.containers[0]?.ports ?? [];
   for (const p of svc.spec.ports) t.truthy(ports.find((cp) => cp.name === p.targetPort), `targetPort ${p.targetPort}`);
@@ -261,3 +301,44 @@ interface AgentProbes {
   readonly livenessProbe?: { readonly httpGet?: { readonly path: string; readonly port: string } };
   readonly readinessProbe?: { readonly httpGet?: { readonly path: string; readonly port: string } };
 }
+
+test('kubernetes-ha/: builds on the base, patches only what exists, and every patched manifest validates', (t) => {
+  t.deepEqual(haKustomization.resources, ['../kubernetes']);
+  for (const p of haKustomization.patches) t.truthy(find(p.target.kind, p.target.name), `patch target ${p.target.kind} ${p.target.name}`);
+  for (const m of haManifests) {
+    const model = MODELS[`${m.apiVersion}/${m.kind}`];
+    if (model === undefined) return t.fail(`${m.file}: unexpected ${m.apiVersion} ${m.kind}`);
+    const { file: _file, ...doc } = m;
+    t.notThrows(() => model(doc).validate(), `kubernetes-ha/: ${m.kind} ${m.metadata.name}`);
+  }
+  t.throws(() => applyJsonPatch(manifests[0] as Manifest, [{ op: 'replace', path: '/spec/nothing/here', value: 1 }]), { message: /nothing/ }, 'a patch of a missing path fails the test');
+});
+
+test('kubernetes-ha/: three servers on PostgreSQL with the password from the Secret sigil-postgres, each with its own volume; agents list them through the headless Service', (t) => {
+  const m = find('StatefulSet', 'sigil-server', haManifests);
+  if (m === undefined) return t.fail('no StatefulSet sigil-server');
+  const s = statefulSet.parse(m);
+  t.is(s.spec.replicas, 3);
+  const pod = s.spec.template.spec;
+  checkPod(t, m, pod, haManifests);
+  const config = resolveServerConfig(configOf(pod, haManifests), {}, '/');
+  const pg = config.datastore.postgres;
+  if (config.datastore.type !== 'postgres' || pg === undefined) return t.fail(`datastore is ${config.datastore.type}`);
+  t.notRegex(pg.connectionString, /\/\/[^@/]*:[^@/]*@/, 'no password in the connection string');
+  t.is(config.serverId, undefined, 'each replica generates and keeps its own server ID in its data dir');
+  // the data dir (keys, server ID) on a per-replica claim; the password through a 0600 copy
+  t.true(s.spec.volumeClaimTemplates.some((c) => c.metadata.name === mountedAt(pod, config.dataDir)?.volume.name));
+  const pw = mountedAt(pod, pg.passwordFile ?? '');
+  t.truthy(pw?.volume.emptyDir, 'password on a memory volume');
+  t.true(pw?.readOnly);
+  const init = pod.initContainers?.find((c) => c.volumeMounts.some((vm) => vm.name === pw?.volume.name));
+  t.truthy(init?.volumeMounts.some((vm) => pod.volumes.find((v) => v.name === vm.name)?.secret?.secretName === 'sigil-postgres'));
+  const secrets = pod.volumes.flatMap((v) => (v.secret ? [v.secret.secretName] : []));
+  t.deepEqual(secrets.sort(), ['sigil-kek', 'sigil-postgres']);
+  // agents: the headless Service's name, which resolves to every ready replica
+  const svc = find('Service', s.spec.serviceName, haManifests) as { metadata: { name: string }; spec: { clusterIP?: string } } | undefined;
+  t.is(svc?.spec.clusterIP, 'None');
+  const agentPod = daemonSet.parse(find('DaemonSet', 'sigil-agent', haManifests)).spec.template.spec;
+  const agentConfig = resolveAgentConfig(configOf(agentPod, haManifests), {}, '/');
+  t.deepEqual(agentConfig.serverAddresses, [`${svc?.metadata.name ?? ''}.sigil.svc.cluster.local:${config.agentApi.port}`]);
+});

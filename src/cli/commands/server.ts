@@ -1,4 +1,4 @@
-/** `sigil server run|healthcheck|rewrap-keys|generate-kek`: the server daemon and its maintenance commands (`validate` is in check.ts). */
+/** `sigil server run|healthcheck|remove|rewrap-keys|generate-kek`: the server daemon and its maintenance commands (`validate` is in check.ts). */
 import { readKekFile, generateKekFile } from '../../ca/key-manager/kek.js';
 import { resolve as resolvePath } from 'node:path';
 import { rewrapKeys, type Kek } from '../../ca/key-manager/disk-key-manager.js';
@@ -51,6 +51,27 @@ async function healthcheck(args: ParsedArgs, io: CommandIo): Promise<number> {
   }
 }
 
+async function remove(args: ParsedArgs, io: CommandIo): Promise<number> {
+  const serverId = args.get('server-id');
+  if (serverId === undefined) throw usageError('--server-id is required');
+  const client = new AdminClient(adminSocket(args));
+  try {
+    const r = await client.call<{ server_id: string; removed_at: number | string; authorities: number; drained_at: number | string; already_removed: boolean }>('Server', 'RemoveServer', { server_id: serverId });
+    const removedAt = new Date(Number(r.removed_at) * 1000).toISOString();
+    const drainedAt = new Date(Number(r.drained_at) * 1000).toISOString();
+    if (outputFormat(args) === 'json') {
+      printJson(io, { serverId: r.server_id, removedAt, authorities: r.authorities, drainedAt, alreadyRemoved: r.already_removed });
+    } else {
+      io.out(
+        `${r.already_removed ? 'server was already removed' : 'removed server'} ${r.server_id} (at ${removedAt}): its ${r.authorities} authorit${r.authorities === 1 ? 'y leaves' : 'ies leave'} the trust bundle once what ${r.authorities === 1 ? 'it' : 'they'} signed has expired, by ${drainedAt}; its CA journal is deleted then\n`,
+      );
+    }
+    return 0;
+  } finally {
+    client.close();
+  }
+}
+
 async function rewrap(args: ParsedArgs, io: CommandIo): Promise<number> {
   const configPath = args.get('config');
   const newKekPath = args.get('new-kek');
@@ -95,6 +116,8 @@ export async function run(sub: string, args: ParsedArgs, io: CommandIo): Promise
         return await runServer(args, io);
       case 'healthcheck':
         return await healthcheck(args, io);
+      case 'remove':
+        return await remove(args, io);
       case 'rewrap-keys':
         return await rewrap(args, io);
       case 'generate-kek': {

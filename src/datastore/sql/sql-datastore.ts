@@ -728,6 +728,29 @@ export class SqlDatastore implements Datastore {
     });
   }
 
+  async updateCaJournal(
+    trustDomainId: string,
+    serverId: string,
+    update: (current: Uint8Array | undefined) => Uint8Array | undefined,
+    audit?: AuditFor<string>,
+  ): Promise<boolean> {
+    const td = validateTrustDomainId(trustDomainId);
+    const sid = validateServerId(serverId);
+    return this.#tx('write', async (tx) => {
+      const row = (await tx.all(SQL.getJournal, [td, sid]))[0];
+      const next = update(row === undefined ? undefined : new Uint8Array(row['journal'] as Uint8Array));
+      if (next === undefined) return false;
+      if (!(next instanceof Uint8Array)) {
+        throw new SigilError('ERR_INVALID_ARGUMENT', 'ca journal must be bytes', { reason: 'invalid-journal' });
+      }
+      const now = this.#clock.nowMs();
+      await tx.run(SQL.setJournal, [td, sid, Buffer.from(next), now]);
+      await appendAudit(tx, audit, td, now);
+      await this.#signal(tx, 'bundles');
+      return true;
+    });
+  }
+
   async deleteCaJournal(trustDomainId: string, serverId: string): Promise<void> {
     const td = validateTrustDomainId(trustDomainId);
     const sid = validateServerId(serverId);

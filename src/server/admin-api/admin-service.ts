@@ -29,6 +29,8 @@ import { decodeCaJournal } from '../../ca/ca-journal.js';
 import { entryRefusalReason } from '../reserved-entries.js';
 import type { FederationRefresher } from '../federation/federation-refresher.js';
 import { createFederationService } from './federation-service.js';
+import { authorityOwner, remoteAuthorityStep } from '../remote-authority.js';
+import { removeServer } from '../server-removal.js';
 
 /** The CA operations of `sigil localauthority` (src/ca's CaManager provides them). */
 export interface LocalAuthorityOps {
@@ -500,12 +502,25 @@ export function createAdminServices(deps: AdminServiceDeps): Record<string, Unty
     }
     return { authorities };
   };
+  /** The owner of `id` when it is not one of this server's authorities. */
+  const otherOwner = async (kind: 'x509' | 'jwt', id: string): Promise<string | undefined> => {
+    const mine = authoritiesOf(la().status()).some((a) => a.kind === kind && a.authority_id === id);
+    return mine ? undefined : authorityOwner(ds, trustDomain, kind, id, deps.serverId ?? '');
+  };
   /** One authority operation: audited, then the own bundle is brought in step before the new status is returned. */
   const laStep = (op: 'prepare' | 'activate' | 'taint' | 'revoke') =>
     unary(`localauthority ${op}`, async (req: { kind: string; authority_id?: string }, actor: Actor) => {
       const kind = parseKind(req.kind);
       const id = req.authority_id ?? '';
       const record: AuditRecord = { ...actor, action: `localauthority.${kind}.${op}`, result: 'ok', ...(op === 'taint' || op === 'revoke' ? { detail: { authorityId: id } } : {}) };
+      // another server's authority: recorded in its owner's journal (remote-authority.ts)
+      const owner = op === 'taint' || op === 'revoke' ? await otherOwner(kind, id) : undefined;
+      if (owner !== undefined && (op === 'taint' || op === 'revoke')) {
+        await remoteAuthorityStep(ds, trustDomain, owner, op, kind, id, () => ({ ...record, detail: { authorityId: id, serverId: owner } }));
+        await audit.committed();
+        await deps.bundles.syncOwn();
+        return laStatus();
+      }
       const step = (): Promise<unknown> => (op === 'prepare' || op === 'activate' ? la()[op](kind) : la()[op](kind, id));
       // written with the journal change the operation commits; directly only when it committed none
       let attached = false;
@@ -548,6 +563,14 @@ export function createAdminServices(deps: AdminServiceDeps): Record<string, Unty
     GetInfo: unary('server info', async () => {
       const i = deps.info();
       return { trust_domain: trustDomain.name, version: i.version, started_at: sec(i.startedAt), agent_api_address: i.agentApiAddress, ready: i.ready };
+    }),
+    RemoveServer: unary('server remove', async (req: { server_id: string }, actor: Actor) => {
+      const record: AuditRecord = { ...actor, action: 'server.remove', result: 'ok', detail: { serverId: req.server_id } };
+      const r = await removeServer(ds, trustDomain, req.server_id, deps.serverId ?? '', clock.nowMs(), () => record);
+      if (r.alreadyRemoved) audit.record({ ...record, detail: { serverId: r.serverId, alreadyRemoved: true } });
+      else await audit.committed();
+      await deps.bundles.syncOwn();
+      return { server_id: r.serverId, removed_at: sec(r.removedAt), authorities: r.authorities, drained_at: Math.ceil(r.drainedAt / 1000), already_removed: r.alreadyRemoved };
     }),
   };
 

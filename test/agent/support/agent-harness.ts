@@ -12,6 +12,7 @@ import { memoryLogger } from '../../../src/common/logger.js';
 import { toPem } from '../../../src/common/x509.js';
 import { startAgent, type RunningAgent } from '../../../src/agent/agent.js';
 import { resolveAgentConfig, type AgentConfig } from '../../../src/agent/config.js';
+import type { HostLookup } from '../../../src/agent/server-client.js';
 import type { TestServer } from '../../helpers/server.js';
 
 /** An agent started for a test. */
@@ -38,6 +39,10 @@ export interface TestAgentOptions {
   readonly config?: Record<string, unknown>;
   /** Reuse a directory (restart with the same data dir and token file). */
   readonly dir?: string;
+  /** The bootstrap bundle's certificates (default: the server's own X.509 authorities). */
+  readonly bootstrapRoots?: readonly Uint8Array[];
+  /** Resolves DNS names among the server addresses (StartAgentOptions.lookup). */
+  readonly lookup?: HostLookup;
   /** Use this agent ID and token file instead of creating a token. */
   readonly reuse?: { readonly agentId: string; readonly tokenFile: string; readonly secrets: string[] };
 }
@@ -66,7 +71,8 @@ export function agentConfigFor(server: TestServer, dir: string, tokenFile: strin
 export async function startTestAgent(t: ExecutionContext, server: TestServer, options: TestAgentOptions = {}): Promise<TestAgent> {
   const dir = options.dir ?? mkdtempSync(join(tmpdir(), 'sigil-agent-'));
   chmodSync(dir, 0o755); // workloads running as nobody must reach the socket
-  writeBootstrapBundle(server, join(dir, 'bootstrap.pem'));
+  if (options.bootstrapRoots === undefined) writeBootstrapBundle(server, join(dir, 'bootstrap.pem'));
+  else writeFileSync(join(dir, 'bootstrap.pem'), options.bootstrapRoots.map((c) => toPem(c, 'CERTIFICATE')).join(''));
   let agentId: string;
   let tokenFile: string;
   let secrets: string[];
@@ -81,7 +87,7 @@ export async function startTestAgent(t: ExecutionContext, server: TestServer, op
   }
   const config = agentConfigFor(server, dir, tokenFile, options.config);
   const { logger, lines } = memoryLogger('debug');
-  const agent = await startAgent(config, { logger, ...(options.clock ? { clock: options.clock } : {}), ...(options.random ? { random: options.random } : {}), ...(options.bannedRetryMs === undefined ? {} : { bannedRetryMs: options.bannedRetryMs }) });
+  const agent = await startAgent(config, { logger, ...(options.clock ? { clock: options.clock } : {}), ...(options.random ? { random: options.random } : {}), ...(options.bannedRetryMs === undefined ? {} : { bannedRetryMs: options.bannedRetryMs }), ...(options.lookup === undefined ? {} : { lookup: options.lookup }) });
   let stopped = false;
   const stop = async (): Promise<void> => {
     if (stopped) return;

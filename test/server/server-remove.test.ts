@@ -1,0 +1,109 @@
+/**
+ * `sigil server remove` (issue 14): two servers in one process on one PostgreSQL schema (fresh,
+ * dropped at the end); B stops for good and is removed through A's admin socket by the real
+ * `sigil` command. What B signed nothing with leaves the bundle at once, its CA stays until the
+ * SVIDs it signed can have expired, then leaves, and its journal is deleted; B refuses to start
+ * on its data dir; removing the server answering, or an unknown one, is refused.
+ */
+import test from 'ava';
+import { randomBytes } from 'node:crypto';
+import { rm } from 'node:fs/promises';
+import pg from 'pg';
+import { decodeCaJournal } from '../../src/ca/ca-journal.js';
+import { isSigilError } from '../../src/common/errors.js';
+import { parseCertificate, x509 } from '../../src/common/x509.js';
+import { Bundle } from '../../src/spiffe/bundle.js';
+import { TrustDomain } from '../../src/spiffe/spiffe-id.js';
+import { sigil } from '../helpers/cli.js';
+import { makeServerDir, startTestServer, type TestServer } from '../helpers/server.js';
+
+const URL = process.env['SIGIL_TEST_POSTGRES_URL'] ?? 'postgres://postgres@127.0.0.1:5432/test';
+const SCHEMA = `sigil_harm${process.pid}_${randomBytes(3).toString('hex')}`;
+const TD = TrustDomain.parse('example.org');
+
+test.after.always(async () => {
+  const c = new pg.Client({ connectionString: URL, connectionTimeoutMillis: 3000 });
+  await c.connect();
+  try {
+    await c.query(`DROP SCHEMA IF EXISTS ${SCHEMA} CASCADE`);
+  } finally {
+    await c.end();
+  }
+});
+
+const ski = (der: Uint8Array): string => parseCertificate(der).getExtension(x509.SubjectKeyIdentifierExtension)?.keyId ?? '';
+
+async function until(cond: () => Promise<boolean> | boolean, what: string, ms = 20_000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!(await cond())) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+test('a server gone for good is removed through another: its authorities leave the bundle once their SVIDs can have expired, then its journal goes', async (t) => {
+  const datastore = { type: 'postgres', connectionString: URL, schema: SCHEMA, maxConnections: 4 };
+  const started: TestServer[] = [];
+  t.teardown(async () => {
+    for (const s of started.reverse()) await s.destroy();
+  });
+  const a = await startTestServer({ config: { datastore, serverId: 'srv-a', ca: { propagationMargin: '1s' } } });
+  started.push(a);
+  const dirB = await makeServerDir();
+  t.teardown(() => rm(dirB, { recursive: true, force: true }));
+  const b = await startTestServer({ dir: dirB, config: { datastore, serverId: 'srv-b', ca: { propagationMargin: '1s' } } });
+  const caB = b.server.ca.status().x509.find((x) => x.phase === 'active')?.id ?? '';
+  const jwtB = b.server.ca.status().jwt.find((x) => x.phase === 'active')?.id ?? '';
+  const caA = a.server.ca.status().x509.find((x) => x.phase === 'active')?.id ?? '';
+  await b.stop();
+  const storedBundle = async (): Promise<Bundle> => Bundle.parseJwks(TD, (await a.server.datastore.getBundle(TD.idString))?.document ?? '{}');
+  t.true((await storedBundle()).x509Authorities.some((c) => ski(c.der) === caB));
+  t.true((await storedBundle()).jwtAuthorities.has(jwtB));
+
+  const socket = a.server.adminSocketPath;
+  const self = await sigil(['server', 'remove', '--server-id', 'srv-a', '--socket', socket]);
+  t.is(self.code, 1);
+  t.regex(self.stderr, /srv-a is the server answering/);
+  const unknown = await sigil(['server', 'remove', '--server-id', 'srv-zz', '--socket', socket]);
+  t.is(unknown.code, 1);
+  t.regex(unknown.stderr, /no server srv-zz/);
+  const usage = await sigil(['server', 'remove', '--socket', socket]);
+  t.is(usage.code, 2);
+
+  const removed = await sigil(['server', 'remove', '--server-id', 'srv-b', '--socket', socket, '--output', 'json']);
+  t.is(removed.code, 0, removed.stderr);
+  const out = JSON.parse(removed.stdout) as { serverId: string; authorities: number; drainedAt: string; alreadyRemoved: boolean };
+  t.is(out.serverId, 'srv-b');
+  t.false(out.alreadyRemoved);
+  t.is(out.authorities, 2);
+  const journal = decodeCaJournal((await a.server.datastore.getCaJournal(TD.idString, 'srv-b')) ?? new Uint8Array());
+  t.truthy(journal.removedAt);
+  // B signed its server SVID with its CA (journaled before signing) and nothing with its JWT key
+  const signedUntil = journal.x509.find((r) => r.id === caB)?.signedUntil ?? 0;
+  t.true(signedUntil > a.clock.nowMs());
+  t.is(Date.parse(out.drainedAt), Math.ceil(signedUntil / 1000) * 1000);
+  await until(async () => !(await storedBundle()).jwtAuthorities.has(jwtB), 'B\'s unused JWT key to leave the bundle');
+  t.true((await storedBundle()).x509Authorities.some((c) => ski(c.der) === caB), 'B\'s CA stays while its SVIDs can be valid');
+  t.true(a.auditLines.some((l) => l.includes('server.remove') && l.includes('srv-b')));
+  const again = await sigil(['server', 'remove', '--server-id', 'srv-b', '--socket', socket]);
+  t.is(again.code, 0);
+  t.regex(again.stdout, /already removed/);
+
+  // B cannot come back on its data dir
+  const refused = await startTestServer({ dir: dirB, config: { datastore, serverId: 'srv-b', ca: { propagationMargin: '1s' } } }).then(
+    async (s) => {
+      await s.destroy();
+      return undefined;
+    },
+    (err: unknown) => err,
+  );
+  t.true(isSigilError(refused) && refused.reason === 'server-removed', String(refused));
+
+  // once what B signed has expired: its CA leaves, its journal is deleted, A's authorities stay
+  a.clock.advance(signedUntil - a.clock.nowMs() + 1000);
+  await until(async () => !(await storedBundle()).x509Authorities.some((c) => ski(c.der) === caB), 'B\'s CA to leave the bundle');
+  await until(async () => (await a.server.datastore.getCaJournal(TD.idString, 'srv-b')) === undefined, 'B\'s journal to be deleted');
+  t.true((await storedBundle()).x509Authorities.some((c) => ski(c.der) === caA));
+  t.deepEqual((await a.server.datastore.listCaJournals(TD.idString)).map((j) => j.serverId), ['srv-a']);
+  t.true(a.logLines.some((l) => l.includes('its CA journal deleted')));
+});
