@@ -1,7 +1,7 @@
 /**
  * One authority (an X.509 CA or a JWT signing key) of a CaManager: its in-memory slot and how
  * one is minted or rebuilt from its journal record. The manager (ca-manager.ts) owns the
- * lifecycle, the journal and signing; this file only makes slots.
+ * lifecycle and the journal, svid-issuer.ts signs with the slots; this file only makes them.
  */
 import { randomBytes, sign as nodeSign, createPublicKey, type KeyObject } from 'node:crypto';
 import type { Clock } from '../common/clock.js';

@@ -9,48 +9,44 @@
  * (no longer active) authority so agents rotate away from it; `revoke` removes an old,
  * tainted authority from the bundle at once, invalidating what it signed. The active
  * authority can be neither tainted nor revoked: activate a successor first.
+ *
+ * This file holds the lifecycle (phases, schedule, operator actions) and the journal writes;
+ * one authority's slot is made in authority.ts, signing with the active ones is
+ * svid-issuer.ts, rebuilding from the journal at start is journal-restore.ts, and what to take
+ * in from another server's edit of the stored journal is journal-adoption.ts.
  */
-import { createHash, randomBytes, type KeyObject } from 'node:crypto';
+import { createHash, type KeyObject } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import type { Clock, TimerHandle } from '../common/clock.js';
 import { SigilError } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
 import { serializeError } from '../common/logger.js';
-import type { KeyManager, KeyType, ManagedKey } from '../plugin/key-manager.js';
-import { reservedIdKind, reservedIdReason } from '../spiffe/reserved-id.js';
+import type { KeyManager, KeyType } from '../plugin/key-manager.js';
 import type { SpiffeId, TrustDomain } from '../spiffe/spiffe-id.js';
-import { checkSvidPublicKey } from './algorithms.js';
 import {
-  JWT_KEY_PREFIX,
-  NOT_BEFORE_CUSHION_MS,
-  X509_KEY_PREFIX,
-  floorSec,
   info,
   invalid,
-  jwtSlotFromRecord,
   mintJwtSlot,
   mintX509Slot,
   precondition,
-  x509SlotFromRecord,
   type JwtAuthority,
   type JwtSlot,
   type MintDeps,
-  type PendingBound,
   type SlotInfo,
   type X509Slot,
 } from './authority.js';
-import { decodeCaJournal, encodeCaJournal, type CaJournal, type CaJournalStore, type JwtAuthorityRecord, type X509AuthorityRecord } from './ca-journal.js';
-import { verifyCsr } from './csr.js';
+import { decodeCaJournal, encodeCaJournal, type CaJournal, type CaJournalStore } from './ca-journal.js';
 import { adoptionFrom, isEmptyAdoption, removedAtOf } from './journal-adoption.js';
-import { inMemoryPrivateKey } from './key-manager/key-gen.js';
-import { checkDnsName, randomSerial, serialHex } from './leaf-template.js';
+import { restoreFromJournal } from './journal-restore.js';
+import { milestones, nextEvent, pruneReason, signableAt } from './rotation-schedule.js';
 import { SigningPool } from './signing-pool.js';
 import type { ReservedIssuance, ReservedIssuanceSet } from './reserved-issuance.js';
-import { spkiOf, subjectKeyIdentifier } from './spki.js';
+import { SvidIssuer, type IssuedX509Svid, type MintedJwtSvid } from './svid-issuer.js';
 import type { UpstreamAuthority } from './upstream-authority.js';
 
 export { NOT_BEFORE_CUSHION_MS } from './authority.js';
 export type { JwtAuthority, SlotInfo } from './authority.js';
+export type { IssuedX509Svid, MintedJwtSvid } from './svid-issuer.js';
 
 /** Default X.509 CA lifetime (SPIRE's ca_ttl). */
 export const DEFAULT_CA_TTL_MS = 24 * 3_600_000;
@@ -105,25 +101,6 @@ export interface CaManagerOptions {
   signingThreads?: number;
 }
 
-/** A signed X.509-SVID. */
-export interface IssuedX509Svid {
-  /** DER certificates, leaf first, then Sigil's CA and upstream intermediates when upstream. */
-  chain: Buffer[];
-  /** Lowercase hex of the serial number, no leading zeros. */
-  serial: string;
-  notAfter: Date;
-  spiffeId: SpiffeId;
-}
-
-/** A minted JWT-SVID. */
-export interface MintedJwtSvid {
-  /** The compact JWS; a secret, never log it (log `jti`). */
-  token: string;
-  expiresAt: Date;
-  kid: string;
-  jti: string;
-}
-
 /** What #adoptStored took in from the stored journal. */
 interface Adopted {
   readonly tainted: Array<[AuthorityKind, string]>;
@@ -140,9 +117,6 @@ export class CaManager extends EventEmitter {
   readonly #x509KeyType: KeyType;
   readonly #jwtKeyType: KeyType;
   readonly #caTtl: number;
-  readonly #x509SvidTtl: number;
-  readonly #jwtSvidTtl: number;
-  readonly #jwtIssuer: string | undefined;
   readonly #upstream: UpstreamAuthority | undefined;
   readonly #upstreamFp: string | null;
   readonly #subject: { country: string; organization: string; commonName: string | undefined };
@@ -159,9 +133,7 @@ export class CaManager extends EventEmitter {
   #timer: TimerHandle | undefined;
   #started = false;
   readonly #pool: SigningPool | undefined;
-  /** The issuance capabilities this CA minted (only these are honoured); empty until taken. */
-  readonly #issuances = new WeakSet<ReservedIssuance>();
-  #issuancesTaken = false;
+  readonly #issuer: SvidIssuer;
 
   private constructor(o: CaManagerOptions) {
     super();
@@ -173,10 +145,9 @@ export class CaManager extends EventEmitter {
     this.#x509KeyType = o.x509CaKeyType ?? 'ec-p256';
     this.#jwtKeyType = o.jwtKeyType ?? 'ec-p256';
     this.#caTtl = o.caTtlMs ?? DEFAULT_CA_TTL_MS;
-    this.#x509SvidTtl = o.x509SvidTtlMs ?? DEFAULT_X509_SVID_TTL_MS;
-    this.#jwtSvidTtl = o.jwtSvidTtlMs ?? DEFAULT_JWT_SVID_TTL_MS;
-    this.#jwtIssuer = o.jwtIssuer;
-    for (const [name, v] of [['caTtlMs', this.#caTtl], ['x509SvidTtlMs', this.#x509SvidTtl], ['jwtSvidTtlMs', this.#jwtSvidTtl]] as const) {
+    const x509SvidTtlMs = o.x509SvidTtlMs ?? DEFAULT_X509_SVID_TTL_MS;
+    const jwtSvidTtlMs = o.jwtSvidTtlMs ?? DEFAULT_JWT_SVID_TTL_MS;
+    for (const [name, v] of [['caTtlMs', this.#caTtl], ['x509SvidTtlMs', x509SvidTtlMs], ['jwtSvidTtlMs', jwtSvidTtlMs]] as const) {
       if (!Number.isFinite(v) || v < 60_000) {
         throw new SigilError('ERR_CONFIG_INVALID', `${name} must be at least one minute, got ${v}`, { reason: 'bad-ttl' });
       }
@@ -191,6 +162,17 @@ export class CaManager extends EventEmitter {
     this.#publish = o.publish;
     const threads = o.signingThreads ?? 0;
     this.#pool = threads === 0 ? undefined : new SigningPool(threads);
+    this.#issuer = new SvidIssuer({
+      trustDomain: this.#td,
+      clock: this.#clock,
+      x509SvidTtlMs,
+      jwtSvidTtlMs,
+      jwtIssuer: o.jwtIssuer,
+      pool: this.#pool,
+      activeX509: () => this.#activeX509,
+      activeJwt: () => this.#activeJwt,
+      save: () => this.#save(),
+    });
   }
 
   /** Loads the journal (or mints the first CA and JWT key), then makes sure an active authority of each kind exists. */
@@ -264,12 +246,6 @@ export class CaManager extends EventEmitter {
     return true;
   }
 
-  /** When the authority may first sign: the propagation margin after it entered the bundle. */
-  #signableAt(rec: { publishedAt?: number | null | undefined; notBefore: number }): number {
-    if (rec.publishedAt === null) return Number.POSITIVE_INFINITY;
-    return (rec.publishedAt ?? rec.notBefore) + this.#margin;
-  }
-
   /** Whether another server's journal holds a live authority of `kind` (then a first authority here must wait the margin too). */
   async #othersLive(kind: AuthorityKind): Promise<boolean> {
     if (this.#journal.others === undefined) return false;
@@ -321,22 +297,14 @@ export class CaManager extends EventEmitter {
     }
   }
 
-  // ---- issuing ----
+  // ---- issuing (src/ca/svid-issuer.ts) ----
 
   /**
    * The capabilities to sign the server's own SVID and agent SVIDs (see reserved-issuance.ts).
    * Handed out once: the server's wiring takes them at start, so no later caller can.
    */
   takeReservedIssuance(): ReservedIssuanceSet {
-    if (this.#issuancesTaken) {
-      throw new SigilError('ERR_INTERNAL', 'the reserved issuance capabilities were already taken', { reason: 'issuance-taken' });
-    }
-    this.#issuancesTaken = true;
-    const server: ReservedIssuance = Object.freeze({ kind: 'server' });
-    const agent: ReservedIssuance = Object.freeze({ kind: 'agent' });
-    this.#issuances.add(server);
-    this.#issuances.add(agent);
-    return { server, agent };
+    return this.#issuer.takeReservedIssuance();
   }
 
   /**
@@ -347,21 +315,7 @@ export class CaManager extends EventEmitter {
    * the signal's SigilError) unless the signature had already been handed to a thread.
    */
   signX509SvidFromCsr(req: { csr: Uint8Array; spiffeId: SpiffeId; ttlMs?: number; dnsNames?: string[]; issuance?: ReservedIssuance; signal?: AbortSignal }): Promise<IssuedX509Svid> {
-    try {
-      if (req.signal?.aborted === true) throw new SigilError('ERR_CANCELLED', 'the caller gave up before this was signed', { reason: 'caller-gone' });
-      const serverMarker = this.#checkLeafRequest(req.spiffeId, req.dnsNames, req.issuance);
-      const slot = this.#activeX509;
-      const pool = this.#pool;
-      // the server SVID (rare) is built on this thread: the pool's threads never emit the marker
-      if (!serverMarker && pool !== undefined && !pool.closed && slot !== undefined && this.#poolRef(pool, slot) !== null) {
-        return this.#issueInPool(pool, req.csr, req.spiffeId, req.dnsNames ?? [], req.ttlMs, req.signal);
-      }
-      const { spki, publicKey } = verifyCsr(req.csr);
-      const { rsa } = checkSvidPublicKey(publicKey);
-      return this.#issue(spki, rsa, req.spiffeId, req.dnsNames ?? [], req.ttlMs, serverMarker);
-    } catch (err) {
-      return Promise.reject(err);
-    }
+    return this.#issuer.signX509SvidFromCsr(req);
   }
 
   /**
@@ -369,167 +323,17 @@ export class CaManager extends EventEmitter {
    * at their current rate (0 without threads or before any rate is known), for load shedding.
    */
   signingBacklogMs(csrs: number): number {
-    const pool = this.#pool;
-    return pool === undefined || pool.closed ? 0 : pool.estimatedWaitMs(csrs);
+    return this.#issuer.signingBacklogMs(csrs);
   }
 
   /** Signs an X.509-SVID for a public key; a reserved ID needs the matching `issuance`. */
   signX509Svid(req: { publicKey: KeyObject; spiffeId: SpiffeId; ttlMs?: number; dnsNames?: string[]; issuance?: ReservedIssuance }): Promise<IssuedX509Svid> {
-    try {
-      const serverMarker = this.#checkLeafRequest(req.spiffeId, req.dnsNames, req.issuance);
-      const { rsa } = checkSvidPublicKey(req.publicKey);
-      return this.#issue(spkiOf(req.publicKey), rsa, req.spiffeId, req.dnsNames ?? [], req.ttlMs, serverMarker);
-    } catch (err) {
-      return Promise.reject(err);
-    }
+    return this.#issuer.signX509Svid(req);
   }
 
   /** Mints a JWT-SVID (header alg/kid/typ only; claims iss when configured, sub, aud, exp, iat, jti) with the active JWT key. */
-  async mintJwtSvid(req: { spiffeId: SpiffeId; audience: string[]; ttlMs?: number }): Promise<MintedJwtSvid> {
-    // no capability opens a reserved ID here: neither the server nor an agent needs a JWT-SVID
-    this.#checkSpiffeId(req.spiffeId, undefined);
-    if (!Array.isArray(req.audience) || req.audience.length === 0 || req.audience.some((a) => typeof a !== 'string' || a.length === 0)) {
-      throw invalid('bad-audience', 'JWT-SVID audience must be a non-empty list of non-empty strings');
-    }
-    const ttl = this.#ttl(req.ttlMs, this.#jwtSvidTtl);
-    const slot = this.#activeJwt;
-    const now = this.#clock.nowMs();
-    if (slot === undefined || slot.key === undefined || slot.rec.notAfter <= now) {
-      throw new SigilError('ERR_UNAVAILABLE', 'no active JWT signing key', { reason: 'no-active-authority' });
-    }
-    const iat = Math.floor(now / 1000);
-    const exp = Math.min(Math.floor((now + ttl) / 1000), Math.floor(slot.rec.notAfter / 1000));
-    if (exp <= iat) throw new SigilError('ERR_UNAVAILABLE', 'JWT signing key is about to expire', { reason: 'no-active-authority' });
-    await this.#raiseSignedUntil(slot, exp * 1000);
-    const jti = randomBytes(16).toString('base64url');
-    const claims = { ...(this.#jwtIssuer === undefined ? {} : { iss: this.#jwtIssuer }), sub: req.spiffeId.toString(), aud: req.audience.length === 1 ? req.audience[0] : req.audience, exp, iat, jti };
-    const signingInput = `${slot.header}.${Buffer.from(JSON.stringify(claims)).toString('base64url')}`;
-    const sig = await slot.key.sign(Buffer.from(signingInput, 'latin1'), { dsaEncoding: 'ieee-p1363' });
-    return { token: `${signingInput}.${sig.toString('base64url')}`, expiresAt: new Date(exp * 1000), kid: slot.rec.id, jti };
-  }
-
-  /**
-   * Refuses IDs outside the trust domain, and reserved IDs unless `issuance` is one this CA
-   * minted for that kind of ID. Returns true when the leaf is the server's own SVID (it gets
-   * the server marker).
-   */
-  #checkSpiffeId(id: SpiffeId, issuance: ReservedIssuance | undefined): boolean {
-    if (!id.memberOf(this.#td)) {
-      throw invalid('wrong-trust-domain', `SPIFFE ID ${id.toString()} is not in trust domain ${this.#td.name}`);
-    }
-    if (id.isTrustDomainId) throw invalid('not-leaf-id', `SVID SPIFFE ID ${id.toString()} must have a path`);
-    if (issuance !== undefined && !this.#issuances.has(issuance)) {
-      throw invalid('issuance-unknown', 'the reserved issuance capability was not minted by this CA');
-    }
-    const kind = reservedIdKind(id, this.#td);
-    if (kind === undefined) {
-      // a capability is for its reserved IDs only: the server marker must never reach a workload ID
-      if (issuance !== undefined) throw invalid('issuance-mismatch', `the ${issuance.kind} issuance capability does not cover ${id.toString()}`);
-      return false;
-    }
-    if (issuance === undefined || issuance.kind !== kind) {
-      throw invalid('reserved-spiffe-id', `the CA signs no SVID for ${reservedIdReason(id, this.#td) ?? id.toString()}`);
-    }
-    return kind === 'server';
-  }
-
-  #checkLeafRequest(id: SpiffeId, dnsNames: readonly string[] | undefined, issuance: ReservedIssuance | undefined): boolean {
-    const serverMarker = this.#checkSpiffeId(id, issuance);
-    if (dnsNames !== undefined) {
-      if (!Array.isArray(dnsNames)) throw invalid('bad-dns-name', 'dnsNames must be a list');
-      for (const d of dnsNames) checkDnsName(d);
-    }
-    return serverMarker;
-  }
-
-  #ttl(requested: number | undefined, fallback: number): number {
-    if (requested === undefined || requested === 0) return fallback;
-    if (!Number.isFinite(requested) || requested < 0) throw invalid('bad-ttl', `invalid SVID ttl ${requested}`);
-    return requested;
-  }
-
-  /** The active CA able to sign now and the validity of a leaf it signs now; ERR_UNAVAILABLE when there is none. */
-  #leafValidity(ttlMs: number | undefined): { slot: X509Slot & { key: ManagedKey }; notBefore: number; notAfter: number } {
-    const ttl = this.#ttl(ttlMs, this.#x509SvidTtl);
-    const slot = this.#activeX509;
-    const now = this.#clock.nowMs();
-    if (slot === undefined || slot.key === undefined || slot.rec.notAfter <= now) {
-      throw new SigilError('ERR_UNAVAILABLE', 'no active X.509 CA', { reason: 'no-active-authority' });
-    }
-    // The CA's remaining life caps every SVID: a leaf must never outlive its issuer.
-    const notAfter = Math.min(floorSec(now + ttl), slot.rec.notAfter);
-    if (notAfter <= now) throw new SigilError('ERR_UNAVAILABLE', 'X.509 CA is about to expire', { reason: 'no-active-authority' });
-    const notBefore = Math.max(floorSec(now - NOT_BEFORE_CUSHION_MS), slot.rec.notBefore);
-    return { slot: slot as X509Slot & { key: ManagedKey }, notBefore, notAfter };
-  }
-
-  /** The slot's key in the pool, registered at first use; null for a key the pool cannot hold (not in this process). */
-  #poolRef(pool: SigningPool, slot: X509Slot): number | null {
-    if (slot.poolRef !== undefined) return slot.poolRef;
-    const privateKey = slot.key === undefined ? undefined : inMemoryPrivateKey(slot.key);
-    if (slot.key === undefined || privateKey === undefined) return null; // not memoised: a missing key is refused by #leafValidity
-    const { issuerName, authorityKeyId, scheme } = slot.template.options;
-    slot.poolRef = pool.register({ keyId: slot.key.id, privateKey, issuerName, authorityKeyId, scheme });
-    return slot.poolRef;
-  }
-
-  /** As signX509SvidFromCsr + #issue, with the CSR check and the signature on a pool thread. */
-  async #issueInPool(pool: SigningPool, csr: Uint8Array, spiffeId: SpiffeId, dnsNames: readonly string[], ttlMs: number | undefined, signal?: AbortSignal): Promise<IssuedX509Svid> {
-    const { slot, notBefore, notAfter } = this.#leafValidity(ttlMs);
-    const ref = this.#poolRef(pool, slot);
-    if (ref === null) throw new SigilError('ERR_INTERNAL', 'X.509 CA key is not usable by the signing threads', { reason: 'signing-key-unavailable' });
-    if (notAfter > slot.rec.signedUntil) await this.#raiseSignedUntil(slot, notAfter);
-    const serial = randomSerial();
-    const leaf = await pool.sign({ keyRef: ref, csr, serial, notBeforeMs: notBefore, notAfterMs: notAfter, spiffeId: spiffeId.toString(), dnsNames }, signal);
-    return { chain: slot.chainTail.length === 0 ? [leaf] : [leaf, ...slot.chainTail], serial: serialHex(serial), notAfter: new Date(notAfter), spiffeId };
-  }
-
-  async #issue(spki: Buffer, rsa: boolean, spiffeId: SpiffeId, dnsNames: readonly string[], ttlMs: number | undefined, serverMarker = false): Promise<IssuedX509Svid> {
-    const { slot, notBefore, notAfter } = this.#leafValidity(ttlMs);
-    if (notAfter > slot.rec.signedUntil) await this.#raiseSignedUntil(slot, notAfter);
-    const serial = randomSerial();
-    const tbs = slot.template.tbs({
-      serial,
-      notBeforeMs: notBefore,
-      notAfterMs: notAfter,
-      spki,
-      subjectKeyId: subjectKeyIdentifier(spki),
-      spiffeId: spiffeId.toString(),
-      dnsNames,
-      rsa,
-      serverMarker,
-    });
-    const signature = await slot.key.sign(tbs);
-    const leaf = slot.template.certificate(tbs, signature);
-    return { chain: slot.chainTail.length === 0 ? [leaf] : [leaf, ...slot.chainTail], serial: serialHex(serial), notAfter: new Date(notAfter), spiffeId };
-  }
-
-  /**
-   * Makes sure the journal records that this key signed something valid until `needed`
-   * before handing it out, so a restarted server still keeps the key in the bundle long
-   * enough. The bound moves in steps of one default SVID lifetime: one journal write per
-   * step, not per SVID.
-   */
-  #raiseSignedUntil(slot: X509Slot | JwtSlot, needed: number): Promise<void> {
-    if (needed <= slot.rec.signedUntil) return Promise.resolve();
-    if (slot.pending !== undefined && slot.pending.value >= needed) return slot.pending.promise;
-    const step = 'template' in slot ? this.#x509SvidTtl : this.#jwtSvidTtl;
-    const value = Math.min(slot.rec.notAfter, Math.max(needed, this.#clock.nowMs() + step));
-    const pending: PendingBound = { value, promise: Promise.resolve() };
-    pending.promise = (async () => {
-        const before = slot.rec.signedUntil;
-        if (value > before) slot.rec.signedUntil = value;
-        try {
-          await this.#save();
-        } catch (err) {
-          if (slot.rec.signedUntil === value) slot.rec.signedUntil = before;
-          throw new SigilError('ERR_UNAVAILABLE', 'cannot record CA state', { reason: 'journal-save-failed', cause: err });
-        } finally {
-          if (slot.pending === pending) slot.pending = undefined;
-        }
-      })();
-    slot.pending = pending;
-    return pending.promise;
+  mintJwtSvid(req: { spiffeId: SpiffeId; audience: string[]; ttlMs?: number }): Promise<MintedJwtSvid> {
+    return this.#issuer.mintJwtSvid(req);
   }
 
   // ---- bundle and status ----
@@ -573,7 +377,7 @@ export class CaManager extends EventEmitter {
     return this.#enqueue(async () => {
       const prepared = this.#slots(kind).find((s) => s.rec.phase === 'prepared');
       if (prepared === undefined) throw precondition('no-prepared-authority', `there is no prepared ${kind} authority to activate`);
-      const at = this.#signableAt(prepared.rec);
+      const at = signableAt(prepared.rec, this.#margin);
       if (this.#clock.nowMs() < at) {
         throw precondition(
           'authority-propagating',
@@ -737,92 +541,17 @@ export class CaManager extends EventEmitter {
     this.#x509Anchors = anchors;
   }
 
+  /** Rebuilds the authorities from the stored journal (src/ca/journal-restore.ts), or records an empty one at a first start. */
   async #load(): Promise<void> {
-    const bytes = await this.#journal.load();
-    if (bytes === undefined) {
-      // No journal: a first start, or a datastore that lost it (replaced, wiped, restored
-      // from the wrong backup). CA keys in the key manager tell the two apart, since a first
-      // start records an empty journal before it creates any key: minting a new CA over them
-      // would silently start a new trust domain that no agent trusts.
-      const theirs = await this.#othersKeyIds();
-      const keys = (await this.#km.listKeys()).filter((k) => (k.id.startsWith(X509_KEY_PREFIX) || k.id.startsWith(JWT_KEY_PREFIX)) && !theirs.has(k.id));
-      if (keys.length > 0) {
-        throw new SigilError(
-          'ERR_FAILED_PRECONDITION',
-          `the datastore holds no CA journal, but the key manager holds ${keys.length} CA key${keys.length === 1 ? '' : 's'} (${keys.map((k) => k.id).join(', ')}): the datastore was lost or replaced`,
-          { reason: 'ca-journal-missing' },
-        );
-      }
+    const restored = await restoreFromJournal({ trustDomain: this.#td, keyManager: this.#km, journal: this.#journal, logger: this.#log, upstreamFp: this.#upstreamFp });
+    if (restored === undefined) {
       await this.#save();
       return;
     }
-    const j = decodeCaJournal(bytes);
-    if (j.removedAt !== undefined) {
-      throw new SigilError(
-        'ERR_FAILED_PRECONDITION',
-        `this server was removed from the trust domain at ${new Date(j.removedAt).toISOString()} (sigil server remove on another server): its authorities are leaving the bundle; start it with a new data dir and server ID to join again`,
-        { reason: 'server-removed' },
-      );
-    }
-    if (j.trustDomain !== this.#td.name) {
-      throw new SigilError('ERR_CONFIG_INVALID', `CA journal belongs to trust domain ${j.trustDomain}, not ${this.#td.name}`, {
-        reason: 'journal-trust-domain',
-      });
-    }
-    let changed = false;
-    for (const rec of j.x509) {
-      const { slot, keyOk } = x509SlotFromRecord(rec, await this.#km.getKey(rec.keyId));
-      const modeOk = rec.upstream === this.#upstreamFp;
-      if (rec.phase !== 'old' && (!keyOk || !modeOk)) {
-        this.#log.warn({ authorityId: rec.id, keyId: rec.keyId, keyFound: keyOk, sameUpstream: modeOk }, 'X.509 authority cannot sign any more; retiring it');
-        rec.phase = 'old';
-        changed = true;
-      }
-      this.#x509.push(slot);
-    }
-    for (const rec of j.jwt) {
-      const { slot, keyOk } = jwtSlotFromRecord(rec, await this.#km.getKey(rec.keyId));
-      if (rec.phase !== 'old' && !keyOk) {
-        this.#log.warn({ kid: rec.id, keyId: rec.keyId }, 'JWT signing key is missing; retiring it');
-        rec.phase = 'old';
-        changed = true;
-      }
-      this.#jwt.push(slot);
-    }
-    // Two actives (only after manual journal edits) would make signing ambiguous: keep the newest.
-    for (const list of [this.#x509, this.#jwt] as Array<Array<X509Slot | JwtSlot>>) {
-      const actives = list.filter((s) => s.rec.phase === 'active').sort((a, b) => b.rec.notBefore - a.rec.notBefore);
-      for (const extra of actives.slice(1)) {
-        extra.rec.phase = 'old';
-        changed = true;
-      }
-    }
+    this.#x509 = restored.x509;
+    this.#jwt = restored.jwt;
     this.#afterChange();
-    await this.#collectOrphanKeys();
-    if (changed) await this.#save();
-  }
-
-  /** Key IDs named in other servers' journals. */
-  async #othersKeyIds(): Promise<Set<string>> {
-    const ids = new Set<string>();
-    for (const bytes of (await this.#journal.others?.()) ?? []) {
-      const j = decodeCaJournal(bytes);
-      for (const r of [...j.x509, ...j.jwt]) ids.add(r.keyId);
-    }
-    return ids;
-  }
-
-  /** Deletes CA/JWT keys the journal does not know (left by a crash between key creation and the journal write). */
-  async #collectOrphanKeys(): Promise<void> {
-    const known = new Set([...this.#x509.map((s) => s.rec.keyId), ...this.#jwt.map((s) => s.rec.keyId)]);
-    // a key folder shared with other servers (the old shared-filesystem setup) holds theirs too
-    for (const id of await this.#othersKeyIds()) known.add(id);
-    for (const key of await this.#km.listKeys()) {
-      if ((key.id.startsWith(X509_KEY_PREFIX) || key.id.startsWith(JWT_KEY_PREFIX)) && !known.has(key.id)) {
-        this.#log.info({ keyId: key.id }, 'deleting key unknown to the CA journal');
-        await this.#km.deleteKey(key.id);
-      }
-    }
+    if (restored.changed) await this.#save();
   }
 
   /** prepared -> active, active -> old (in memory; the caller saves). */
@@ -867,10 +596,9 @@ export class CaManager extends EventEmitter {
     const now = this.#clock.nowMs();
     // Prune: expired authorities, and old ones whose last signed credential has expired.
     for (const s of [...this.#slots(kind)]) {
-      const expired = s.rec.notAfter <= now;
-      const drained = s.rec.phase === 'old' && s.rec.signedUntil <= now && s.pending === undefined;
-      if (expired || drained) {
-        await this.#remove(kind, s, expired ? 'expired' : 'no longer needed');
+      const why = pruneReason(s, now);
+      if (why !== undefined) {
+        await this.#remove(kind, s, why);
         bundleChanged = true;
       }
     }
@@ -890,18 +618,18 @@ export class CaManager extends EventEmitter {
           continue;
         }
         othersLive ??= await this.#othersLive(kind);
-        if (othersLive && this.#clock.nowMs() < this.#signableAt(prepared.rec)) break;
+        if (othersLive && this.#clock.nowMs() < signableAt(prepared.rec, this.#margin)) break;
         this.#promote(kind, prepared);
         activated = prepared;
         continue;
       }
-      const { prepareAt, activateAt } = this.#milestones(active.rec);
+      const { prepareAt, activateAt } = milestones(active.rec);
       if (prepared === undefined && now >= prepareAt) {
         await this.#mint(kind);
         bundleChanged = true;
         continue;
       }
-      if (prepared !== undefined && now >= activateAt && now >= this.#signableAt(prepared.rec)) {
+      if (prepared !== undefined && now >= activateAt && now >= signableAt(prepared.rec, this.#margin)) {
         this.#promote(kind, prepared);
         activated = prepared;
         continue;
@@ -912,29 +640,9 @@ export class CaManager extends EventEmitter {
     return { bundleChanged, activated };
   }
 
-  #milestones(rec: X509AuthorityRecord | JwtAuthorityRecord): { prepareAt: number; activateAt: number } {
-    const life = rec.notAfter - rec.notBefore;
-    return { prepareAt: rec.notBefore + Math.floor(life / 2), activateAt: rec.notBefore + Math.floor((life * 5) / 6) };
-  }
-
-  /** The next moment the lifecycle has something to do. */
+  /** The next moment the lifecycle has something to do (src/ca/rotation-schedule.ts). */
   #nextEvent(): number {
-    let next = Number.POSITIVE_INFINITY;
-    for (const slots of [this.#x509, this.#jwt] as Array<Array<X509Slot | JwtSlot>>) {
-      const active = slots.find((s) => s.rec.phase === 'active');
-      const prepared = slots.find((s) => s.rec.phase === 'prepared');
-      if (active !== undefined) {
-        const m = this.#milestones(active.rec);
-        next = Math.min(next, prepared === undefined ? m.prepareAt : Math.max(m.activateAt, this.#signableAt(prepared.rec)));
-      } else if (prepared !== undefined) {
-        next = Math.min(next, this.#signableAt(prepared.rec));
-      }
-      for (const s of slots) {
-        next = Math.min(next, s.rec.notAfter);
-        if (s.rec.phase === 'old') next = Math.min(next, s.rec.signedUntil);
-      }
-    }
-    return next;
+    return nextEvent([this.#x509, this.#jwt], this.#margin);
   }
 
   #schedule(delayMs?: number): void {

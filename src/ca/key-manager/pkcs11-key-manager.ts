@@ -8,7 +8,7 @@
  * ECDSA is CKM_ECDSA over a digest computed here (tokens differ in which CKM_ECDSA_SHA* they
  * offer; SoftHSM2 offers none), RSA is CKM_SHA256_RSA_PKCS. Signatures run through the token's
  * session pool on libuv's threadpool; the CA's signing threads cannot use these keys, so the CA
- * signs with them from the main thread (see ca-manager's #poolRef).
+ * signs with them from the main thread (see svid-issuer's #poolRef).
  */
 import { createHash, createPublicKey, type KeyObject } from 'node:crypto';
 import type * as Pkcs11Types from 'pkcs11js';
