@@ -4,27 +4,30 @@
  * their life (±10%), and the subscriptions of connected workloads, each pushed its full
  * state on every change. It implements the Workload API's WorkloadIdentitySource.
  *
+ * This module holds the policy (which SVIDs to hold, what each workload is told, entry sync
+ * and outage semantics, JWT-SVIDs); its parts live beside it: the entry data model and
+ * selector index in entry-index.ts, the minting, holding and rotation of X.509-SVIDs in
+ * svid-minter.ts, the served trust bundles in workload-bundles.ts.
+ *
  * Memory policy (docs/agent.md): entries matched by a connected workload are always minted
  * (at once when the workload or the entry appears) and kept rotated; up to `maxSize` other
  * entries are minted eagerly too, so a workload that connects while the server is down
  * still gets its SVID. Beyond that, an entry no connected workload matches is minted only
  * when one does, and its SVID is dropped `idleGraceMs` after the last such workload left.
  *
- * Cost: entries and subscribers are indexed by selector key, so a batch touches only the
- * changed entries and the subscribers they concern, and a new subscriber is matched by
- * counting its selectors' postings, never by scanning every entry.
+ * Cost: entries and subscribers are indexed by selector key (entry-index.ts), so a batch
+ * touches only the changed entries and the subscribers they concern, and a new subscriber is
+ * matched by counting its selectors' postings, never by scanning every entry.
  */
-import { Backoff } from '../common/backoff.js';
 import type { Clock, TimerHandle } from '../common/clock.js';
 import { SigilError, toSigilError } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
 import { Secret } from '../common/secret.js';
-import { Bundle } from '../spiffe/bundle.js';
+import type { Bundle } from '../spiffe/bundle.js';
 import { BundleSet } from '../spiffe/bundle-set.js';
-import { ParsedCertificate } from '../spiffe/certificate.js';
 import { parseAndValidateJwtSvid } from '../spiffe/jwt-svid.js';
 import { selectorKey, type Selector } from '../spiffe/selector.js';
-import { TrustDomain } from '../spiffe/spiffe-id.js';
+import type { TrustDomain } from '../spiffe/spiffe-id.js';
 import type {
   IssuedJwtSvid,
   SubscribeOptions,
@@ -36,17 +39,16 @@ import type {
   WorkloadX509Svid,
 } from './workload-api/identity-source.js';
 import { isAgentRejected } from './agent-identity.js';
-import { generateKeyAndCsrSync, type KeyAndCsr } from './csr.js';
-import { DeadlineQueue, type Deadline } from './deadline-queue.js';
 import type { SyncBatch } from './entry-sync.js';
 import { audienceKey, JwtSvidCache } from './jwt-cache.js';
-import { rotationDelayMs } from './rotation.js';
-import { chainUsesTainted, taintJitterMs, taintedIdsOf } from './tainted-authorities.js';
-import { MAX_CSRS_PER_CALL, type WireBundle, type WireEntry, type WireJwtSvid, type X509SvidItemResult } from './server-client.js';
+import { taintJitterMs, taintedIdsOf } from './tainted-authorities.js';
+import type { WireEntry, WireJwtSvid } from './server-client.js';
+import { WorkloadBundles } from './workload-bundles.js';
+import { sameMintForm, SvidMinter, type X509SvidIssuer } from './svid-minter.js';
+import { EntryIndex, groupOf, NONE, sortedMatches, toEntryState, type EntryState, type Subscriber } from './entry-index.js';
 
 /** What the cache needs from the server. */
-export interface SvidIssuer {
-  batchNewX509Svid(items: readonly { entryId: string; csrDer: Buffer }[], signal?: AbortSignal): Promise<X509SvidItemResult[]>;
+export interface SvidIssuer extends X509SvidIssuer {
   newJwtSvid(entryId: string, audience: readonly string[], signal?: AbortSignal): Promise<WireJwtSvid>;
 }
 
@@ -91,57 +93,6 @@ export interface SvidCacheOptions {
   readonly firstSyncWaitMs?: number;
 }
 
-/**
- * What the cache keeps of an entry: only the fields it matches, mints and serves with (the
- * wire form carries more, and at 10k entries every field counts).
- */
-interface EntryState {
-  readonly id: string;
-  readonly spiffeId: string;
-  readonly hint: string;
-  readonly revision: string;
-  /** With spiffeId, what the SVID depends on: a change means minting again. */
-  readonly ttlSeconds: number;
-  /** Sorted; the shared empty array when none. */
-  readonly dnsNames: readonly string[];
-  /** `federates_with` as trust domain IDs; the shared empty array when none. */
-  readonly federates: readonly string[];
-  /** The entry's distinct selector keys (selectorKey form); empty never matches. */
-  readonly keys: readonly string[];
-  readonly expiresAtMs: number;
-  /** The subscribers whose selectors satisfy this entry (its "active count" is the size); undefined while none. */
-  subs: Set<Subscriber> | undefined;
-  lastActiveMs: number;
-}
-
-/** An SVID held for an entry; it waits in the deadline queue for its rotation, then its expiry. */
-interface SvidState extends Deadline {
-  /** The form of the entry it was minted for. */
-  from: EntryState;
-  readonly svid: WorkloadX509Svid;
-  readonly serial: string;
-  /** Moved earlier when a taint concerns it. */
-  rotateAtMs: number;
-  readonly notAfterMs: number;
-  /** Its successor was asked for; next deadline is expiry. */
-  rotating: boolean;
-}
-
-interface Subscriber {
-  readonly keys: ReadonlySet<string>;
-  readonly onUpdate: (u: WorkloadUpdate) => void;
-  /** IDs of the entries this subscriber matches. */
-  readonly matched: Set<string>;
-  /** `matched` sorted (svids[0], the default identity, must not flip between pushes); rebuilt when it changes. */
-  sorted: string[] | undefined;
-  /** `sorted` joined: subscribers with the same one share one state per notification pass. */
-  group: string | undefined;
-  lastSignature: string | undefined;
-  /** Bundle streams: no SVIDs, no wait for minting, the stored bundle before the first sync. */
-  readonly bundlesOnly: boolean;
-  readonly onUnavailable: ((error: SigilError) => void) | undefined;
-}
-
 /** A subscriber's full state, or why it cannot have one now, and the signature that tells whether it changed. */
 type SubscriberState =
   | { readonly update: WorkloadUpdate; readonly unavailable?: undefined; readonly signature: string }
@@ -153,110 +104,8 @@ type SubscriberState =
  */
 type StateMemo = Map<string, SubscriberState | undefined>;
 
-/**
- * Entry IDs in Workload API order: by SPIFFE ID, then entry ID (code-unit order, no locale),
- * so svids[0], the default identity of clients, is the same on every agent and every push.
- */
-function identityOrder(entries: ReadonlyMap<string, EntryState>, ids: string[]): string[] {
-  const key = (id: string): string => entries.get(id)?.spiffeId ?? '';
-  return ids.sort((a, b) => {
-    const ka = key(a);
-    const kb = key(b);
-    if (ka !== kb) return ka < kb ? -1 : 1;
-    return a < b ? -1 : a > b ? 1 : 0;
-  });
-}
-
-function sortedMatches(sub: Subscriber, entries: ReadonlyMap<string, EntryState>): string[] {
-  sub.sorted ??= identityOrder(entries, [...sub.matched]);
-  return sub.sorted;
-}
-
-function groupOf(sub: Subscriber, entries: ReadonlyMap<string, EntryState>): string {
-  sub.group ??= sortedMatches(sub, entries).join(' ');
-  return sub.group;
-}
-
-const NONE: readonly string[] = Object.freeze([]);
-
 /** Default of SvidCacheOptions.firstSyncWaitMs. */
 export const DEFAULT_FIRST_SYNC_WAIT_MS = 5000;
-
-/** Trust domain IDs of an entry's federates_with, parsed once per entry form (the server checked them; one it did not is skipped). */
-function federatesOf(e: WireEntry): readonly string[] {
-  if (e.federates_with.length === 0) return NONE;
-  const out: string[] = [];
-  for (const td of e.federates_with) {
-    try {
-      out.push(TrustDomain.parse(td).idString);
-    } catch {
-      // Matches nothing in #federated either way.
-    }
-  }
-  return out;
-}
-
-/** Quiet time after the last mint, and shortest time between two afterMinting calls. */
-const AFTER_MINTING_QUIET_MS = 1000;
-const AFTER_MINTING_EVERY_MS = 10_000;
-
-/** Keys generated between two yields to the event loop while a batch of mints is prepared. */
-const KEYS_PER_TURN = 16;
-
-/**
- * The served SVID with its key and chain copied into one small pooled Buffer: the exported
- * key is a malloc'd block of its own, and keeping it would pin heap pages among the freed
- * temporaries of key generation.
- */
-function svidMaterial(entry: EntryState, keyDer: Buffer, chain: readonly Buffer[]): WorkloadX509Svid {
-  const material = Buffer.concat([keyDer, ...chain]);
-  return {
-    spiffeId: entry.spiffeId,
-    chainDer: material.subarray(keyDer.length),
-    keyPkcs8Der: new Secret(material.subarray(0, keyDer.length)),
-    hint: entry.hint,
-  };
-}
-
-/** True when an SVID minted for entry form `a` is still right for form `b`. */
-function sameMintForm(a: EntryState, b: EntryState): boolean {
-  return a === b || (a.spiffeId === b.spiffeId && a.ttlSeconds === b.ttlSeconds && a.dnsNames.length === b.dnsNames.length && a.dnsNames.every((d, i) => d === b.dnsNames[i]));
-}
-
-/** The cache's form of a wire entry. */
-function toEntryState(e: WireEntry, keys: readonly string[], expiresAtMs: number, subs: Set<Subscriber> | undefined, lastActiveMs: number): EntryState {
-  return {
-    id: e.id,
-    spiffeId: e.spiffe_id,
-    hint: e.hint,
-    revision: e.revision,
-    ttlSeconds: e.x509_svid_ttl_seconds,
-    dnsNames: e.dns_names.length === 0 ? NONE : [...e.dns_names].sort(),
-    federates: federatesOf(e),
-    keys,
-    expiresAtMs,
-    subs,
-    lastActiveMs,
-  };
-}
-
-/** The entry IDs under one selector key: a lone ID as itself (the usual case), a Set beyond. */
-type IdsByKey = Map<string, string | Set<string>>;
-
-function* idsUnder(index: IdsByKey, key: string): Iterable<string> {
-  const v = index.get(key);
-  if (v === undefined) return;
-  if (typeof v === 'string') yield v;
-  else yield* v;
-}
-
-function toTrustDomainBundle(b: Bundle): TrustDomainBundle {
-  return {
-    trustDomainId: b.trustDomain.idString,
-    x509AuthoritiesDer: Buffer.from(b.x509ToDer()),
-    jwtKeysJwks: Buffer.from(b.jwtToJwksBytes()),
-  };
-}
 
 /** Summary of the cache for status output and tests. */
 export interface SvidCacheStats {
@@ -272,33 +121,23 @@ export class SvidCache implements WorkloadIdentitySource {
   readonly #o: SvidCacheOptions;
   readonly #maxSize: number;
   readonly #idleGraceMs: number;
-  readonly #entries = new Map<string, EntryState>();
   /**
-   * Indexes that keep a batch's cost at (changed entries × subscribers they concern) rather
-   * than (all entries × all subscribers): entries and subscribers by selector key, and the
-   * entries that carry an expiry.
+   * Entries and subscribers indexed by selector key, so a batch costs (changed entries ×
+   * subscribers they concern) rather than (all entries × all subscribers).
    */
-  readonly #entriesByKey: IdsByKey = new Map();
-  readonly #subsByKey = new Map<string, Set<Subscriber>>();
+  readonly #index = new EntryIndex();
+  readonly #entries = this.#index.entries;
+  /** The entries that carry an expiry. */
   readonly #expiring = new Set<string>();
   /** Whether the last reconcile held every entry (fewer than maxSize): then only changed entries need a look. */
   #allWanted = false;
-  readonly #svids = new Map<string, SvidState>();
-  /** Rotation and expiry of every held SVID, behind one timer. */
-  readonly #deadlines: DeadlineQueue<SvidState>;
+  /** The SVIDs held, their minting and rotation. */
+  readonly #svids: SvidMinter<EntryState>;
   readonly #subscribers = new Set<Subscriber>();
   readonly #jwt = new JwtSvidCache();
   readonly #jwtInFlight = new Map<string, Promise<IssuedJwtSvid>>();
-  /** Entries waiting to be minted, and those in a call now. */
-  readonly #queued = new Set<string>();
-  readonly #inFlight = new Set<string>();
-  /** Entries whose last mint failed (a waiting workload is answered without them). */
-  readonly #failed = new Set<string>();
-  readonly #backoff: Backoff;
-  #ownBundle: Bundle | undefined;
-  #ownWire: TrustDomainBundle | undefined;
-  #federated = new Map<string, { bundle: Bundle; wire: TrustDomainBundle }>();
-  #bundleVersion = 0;
+  /** The own and federated bundles workloads are served. */
+  readonly #bundles: WorkloadBundles;
   /** The tainted authority IDs last acted on, sorted and joined: a repeat of the same set costs nothing. */
   #tainted = '';
   #taintedJwt = '';
@@ -308,29 +147,27 @@ export class SvidCache implements WorkloadIdentitySource {
   /** The first sync took longer than firstSyncWaitMs after a workload asked: waiting workloads are told UNAVAILABLE. */
   #syncOverdue = false;
   #syncWaitTimer: TimerHandle | undefined;
-  /** Whether #ownBundle came from the server (not only from the data dir). */
-  #ownFromServer = false;
-  #flushScheduled = false;
-  #retryTimer: TimerHandle | undefined;
   #sweepTimer: TimerHandle | undefined;
   #expiryTimer: TimerHandle | undefined;
-  #afterMintingTimer: TimerHandle | undefined;
-  #afterMintingAtMs = -Infinity;
   #stopped = false;
-  readonly #stop = new AbortController();
 
   constructor(options: SvidCacheOptions) {
     this.#o = options;
     this.#maxSize = options.maxSize ?? 1000;
     this.#idleGraceMs = options.idleGraceMs ?? 5 * 60_000;
-    this.#backoff = new Backoff({ initialMs: options.retryInitialMs ?? 1000, maxMs: options.retryMaxMs ?? 30_000, ...(options.random ? { random: options.random } : {}) });
-    this.#deadlines = new DeadlineQueue(options.clock, (s) => this.#svidDue(s));
-    const stored = options.storedBundle;
-    if (stored !== undefined && stored.trustDomain.equals(options.trustDomain)) {
-      this.#ownBundle = stored;
-      this.#ownWire = toTrustDomainBundle(stored);
-      this.#bundleVersion++;
-    }
+    this.#svids = new SvidMinter<EntryState>({
+      issuer: options.issuer,
+      clock: options.clock,
+      logger: options.logger,
+      ...(options.random ? { random: options.random } : {}),
+      ...(options.retryInitialMs !== undefined ? { retryInitialMs: options.retryInitialMs } : {}),
+      ...(options.retryMaxMs !== undefined ? { retryMaxMs: options.retryMaxMs } : {}),
+      ...(options.onRejected ? { onRejected: options.onRejected } : {}),
+      ...(options.afterMinting ? { afterMinting: options.afterMinting } : {}),
+      entryOf: (id) => this.#entries.get(id),
+      onChanged: (ids) => this.#notifyEntries(ids),
+    });
+    this.#bundles = new WorkloadBundles(options);
   }
 
   /**
@@ -351,7 +188,7 @@ export class SvidCache implements WorkloadIdentitySource {
 
   /** The entry IDs whose SVIDs are held now. */
   cachedEntryIds(): string[] {
-    return [...this.#svids.keys()];
+    return this.#svids.ids();
   }
 
   /** The serial of the SVID held for an entry, if any. */
@@ -385,12 +222,12 @@ export class SvidCache implements WorkloadIdentitySource {
       if (expiresAtMs !== 0 && expiresAtMs <= now) this.#removeEntry(e.id, affected);
       else if (this.#upsertEntry(e, expiresAtMs, now, affected)) touched.add(e.id);
     }
-    const bundlesChanged = batch.bundles !== undefined && this.#applyBundles(batch.bundles.own, batch.bundles.federated);
+    const bundlesChanged = batch.bundles !== undefined && this.#bundles.apply(batch.bundles.own, batch.bundles.federated);
     this.#synced = true;
     this.#syncFailure = undefined;
     this.#syncWaitTimer?.cancel();
     this.#syncWaitTimer = undefined;
-    if (!wasSynced) for (const sub of this.#subscribers) this.#matchSubscriber(sub, now);
+    if (!wasSynced) for (const sub of this.#subscribers) this.#index.matchSubscriber(sub, now);
     this.#reconcile(touched);
     if (!wasSynced || bundlesChanged) this.#notifyAll();
     else {
@@ -425,13 +262,7 @@ export class SvidCache implements WorkloadIdentitySource {
     this.#tainted = key;
     if (tainted.size === 0) return;
     const delayMs = taintJitterMs(this.#o.random);
-    let count = 0;
-    for (const state of this.#svids.values()) {
-      if (state.rotating || !chainUsesTainted(state.svid.chainDer, tainted)) continue;
-      state.rotateAtMs = Math.min(state.rotateAtMs, now + delayMs);
-      this.#deadlines.schedule(state, Math.min(state.rotateAtMs, state.notAfterMs));
-      count++;
-    }
+    const count = this.#svids.rotateTainted(tainted, now + delayMs);
     this.#o.logger.warn({ taintedAuthorities: [...tainted], svids: count, inMs: delayMs }, 'authority tainted; re-minting the X509-SVIDs it signed');
     this.#o.onTaintedAuthorities?.(tainted, delayMs);
   }
@@ -442,13 +273,13 @@ export class SvidCache implements WorkloadIdentitySource {
     const keys = [...new Set(e.selectors.map((sel) => selectorKey({ type: sel.type, value: sel.value })))].sort();
     const sameKeys = old !== undefined && old.keys.length === keys.length && old.keys.every((k, i) => k === keys[i]);
     if (old !== undefined && old.revision !== e.revision) this.#jwt.dropEntry(e.id);
-    if (old !== undefined && !sameKeys) this.#unlinkEntry(old, now, affected);
+    if (old !== undefined && !sameKeys) this.#index.unlink(old, now, affected);
     const state = toEntryState(e, sameKeys ? old.keys : keys, expiresAtMs, sameKeys ? old.subs : undefined, old?.lastActiveMs ?? 0);
     // Map.set on an existing key keeps its place: the idle order ("sync order") stays as it was.
     this.#entries.set(e.id, state);
     if (expiresAtMs !== 0) this.#expiring.add(e.id);
     else this.#expiring.delete(e.id);
-    if (!sameKeys) this.#linkEntry(state);
+    if (!sameKeys) this.#index.link(state, this.#synced);
     else if (old.spiffeId !== state.spiffeId) {
       // A new SPIFFE ID can move the entry in the identity order of its subscribers.
       for (const sub of state.subs ?? []) {
@@ -462,7 +293,7 @@ export class SvidCache implements WorkloadIdentitySource {
     // An SVID minted for an older form of the entry is replaced (it is served until then).
     if (svid !== undefined) {
       if (sameMintForm(svid.from, state)) svid.from = state;
-      else this.#queue(e.id);
+      else this.#svids.queue(e.id);
     }
     return old === undefined || !sameKeys || !sameMintForm(old, state);
   }
@@ -471,82 +302,11 @@ export class SvidCache implements WorkloadIdentitySource {
   #removeEntry(id: string, affected: Set<Subscriber>): void {
     const state = this.#entries.get(id);
     if (state === undefined) return;
-    this.#unlinkEntry(state, this.#o.clock.nowMs(), affected);
+    this.#index.unlink(state, this.#o.clock.nowMs(), affected);
     this.#entries.delete(id);
     this.#expiring.delete(id);
     this.#jwt.dropEntry(id);
-    this.#dropSvid(id);
-    this.#failed.delete(id);
-  }
-
-  /** Indexes an entry by its selector keys and links it to every subscriber that satisfies it. */
-  #linkEntry(state: EntryState): void {
-    const id = state.id;
-    if (state.keys.length === 0) return;
-    let candidates: Set<Subscriber> | undefined;
-    for (const k of state.keys) {
-      const ids = this.#entriesByKey.get(k);
-      if (ids === undefined) this.#entriesByKey.set(k, id);
-      else if (typeof ids !== 'string') ids.add(id);
-      else if (ids !== id) this.#entriesByKey.set(k, new Set([ids, id]));
-      const subs = this.#subsByKey.get(k);
-      if (candidates === undefined || (subs?.size ?? 0) < candidates.size) candidates = subs ?? new Set();
-    }
-    // Before the first batch is in, subscribers are linked all at once when it is.
-    if (!this.#synced) return;
-    for (const sub of candidates ?? []) {
-      if (state.keys.every((k) => sub.keys.has(k))) this.#link(sub, state);
-    }
-  }
-
-  /** Takes an entry out of the selector index and off every subscriber it was linked to. */
-  #unlinkEntry(state: EntryState, now: number, affected: Set<Subscriber>): void {
-    const id = state.id;
-    for (const k of state.keys) {
-      const ids = this.#entriesByKey.get(k);
-      if (ids === id) this.#entriesByKey.delete(k);
-      else if (ids !== undefined && typeof ids !== 'string') {
-        ids.delete(id);
-        if (ids.size === 1) this.#entriesByKey.set(k, ids.values().next().value as string);
-      }
-    }
-    if (state.subs === undefined) return;
-    for (const sub of state.subs) {
-      sub.matched.delete(id);
-      sub.sorted = undefined;
-      sub.group = undefined;
-      affected.add(sub);
-    }
-    if (state.subs.size > 0) state.lastActiveMs = now;
-    state.subs = undefined;
-  }
-
-  #link(sub: Subscriber, state: EntryState): void {
-    (state.subs ??= new Set()).add(sub);
-    sub.matched.add(state.id);
-    sub.sorted = undefined;
-    sub.group = undefined;
-  }
-
-  /** The IDs of the entries whose selectors are all among `keys`: counted through the index, in identity order. */
-  #matchKeys(keys: ReadonlySet<string>): string[] {
-    const counts = new Map<string, number>();
-    for (const k of keys) for (const id of idsUnder(this.#entriesByKey, k)) counts.set(id, (counts.get(id) ?? 0) + 1);
-    const out: string[] = [];
-    for (const [id, n] of counts) if (this.#entries.get(id)?.keys.length === n) out.push(id);
-    return identityOrder(this.#entries, out);
-  }
-
-  /** Links a subscriber to every entry it satisfies; returns the entries that had no subscriber before. */
-  #matchSubscriber(sub: Subscriber, now: number): string[] {
-    const newlyActive: string[] = [];
-    for (const id of this.#matchKeys(sub.keys)) {
-      const e = this.#entries.get(id) as EntryState;
-      if (e.expiresAtMs !== 0 && e.expiresAtMs <= now) continue;
-      if ((e.subs?.size ?? 0) === 0) newlyActive.push(id);
-      this.#link(sub, e);
-    }
-    return newlyActive;
+    this.#svids.forget(id);
   }
 
   /** Arms one timer for the earliest entry `expiresAt`, so an expiring entry goes when it expires, not at the next batch. */
@@ -577,45 +337,6 @@ export class SvidCache implements WorkloadIdentitySource {
     }, Math.max(0, next - this.#o.clock.nowMs()));
   }
 
-  /** Replaces the bundles; true when anything a workload sees changed. */
-  #applyBundles(own: WireBundle, federated: readonly WireBundle[]): boolean {
-    const parse = (w: WireBundle): Bundle => Bundle.parseJwks(TrustDomain.parse(w.trust_domain_id), w.document);
-    let changed = false;
-    try {
-      const b = parse(own);
-      const fromServer = this.#ownFromServer;
-      this.#ownFromServer = true;
-      if (this.#ownBundle === undefined || !this.#ownBundle.equals(b)) {
-        const rootsChanged = !fromServer || this.#ownBundle === undefined || !this.#ownBundle.sameAuthorities(b);
-        this.#ownBundle = b;
-        this.#ownWire = toTrustDomainBundle(b);
-        changed = true;
-        if (rootsChanged) this.#o.onRoots?.(b.x509AuthoritiesDer().map((d) => Buffer.from(d)));
-        this.#o.onOwnBundle?.(b);
-        this.#o.logger.info({ bundle: b }, 'trust bundle updated');
-      } else if (!fromServer) {
-        // The server confirms the stored bundle: trust exactly its roots from now on (not the bootstrap file's too).
-        this.#o.onRoots?.(b.x509AuthoritiesDer().map((d) => Buffer.from(d)));
-      }
-    } catch (err) {
-      this.#o.logger.error({ err }, 'server sent an unusable trust bundle; keeping the previous one');
-    }
-    const fed = new Map<string, { bundle: Bundle; wire: TrustDomainBundle }>();
-    for (const w of federated) {
-      try {
-        const b = parse(w);
-        const old = this.#federated.get(b.trustDomain.idString);
-        fed.set(b.trustDomain.idString, old !== undefined && old.bundle.equals(b) ? old : { bundle: b, wire: toTrustDomainBundle(b) });
-      } catch (err) {
-        this.#o.logger.warn({ err, trustDomain: w.trust_domain_id }, 'ignoring unusable federated bundle');
-      }
-    }
-    if (fed.size !== this.#federated.size || [...fed].some(([k, v]) => this.#federated.get(k) !== v)) changed = true;
-    this.#federated = fed;
-    if (changed) this.#bundleVersion++;
-    return changed;
-  }
-
   // ---- workload subscriptions ----
 
   subscribe(selectors: readonly Selector[], onUpdate: (update: WorkloadUpdate) => void, options: SubscribeOptions = {}): Unsubscribe {
@@ -632,12 +353,8 @@ export class SvidCache implements WorkloadIdentitySource {
     };
     if (!this.#synced) this.#armSyncWait();
     this.#subscribers.add(sub);
-    for (const k of keys) {
-      let subs = this.#subsByKey.get(k);
-      if (subs === undefined) this.#subsByKey.set(k, (subs = new Set()));
-      subs.add(sub);
-    }
-    const newlyActive = this.#synced ? this.#matchSubscriber(sub, this.#o.clock.nowMs()) : [];
+    this.#index.addSubscriber(sub);
+    const newlyActive = this.#synced ? this.#index.matchSubscriber(sub, this.#o.clock.nowMs()) : [];
     if (newlyActive.length > 0) this.#reconcile(new Set(newlyActive));
     this.#notify(sub);
     let done = false;
@@ -645,11 +362,7 @@ export class SvidCache implements WorkloadIdentitySource {
       if (done) return;
       done = true;
       this.#subscribers.delete(sub);
-      for (const k of keys) {
-        const subs = this.#subsByKey.get(k);
-        subs?.delete(sub);
-        if (subs?.size === 0) this.#subsByKey.delete(k);
-      }
+      this.#index.removeSubscriber(sub);
       const now = this.#o.clock.nowMs();
       let idle = false;
       for (const id of sub.matched) {
@@ -695,13 +408,13 @@ export class SvidCache implements WorkloadIdentitySource {
   #stateFor(sub: Subscriber): SubscriberState | undefined {
     if (!this.#synced) {
       // Bundles need no entries: the stored bundle answers them at once.
-      if (sub.bundlesOnly && this.#ownWire !== undefined) {
-        return { update: { svids: [], bundle: this.#ownWire, federatedBundles: [], entitled: true }, signature: `b|${this.#bundleVersion}||stored` };
+      if (sub.bundlesOnly && this.#bundles.ownWire !== undefined) {
+        return { update: { svids: [], bundle: this.#bundles.ownWire, federatedBundles: [], entitled: true }, signature: `b|${this.#bundles.version}||stored` };
       }
       const why = this.#notSynced();
       return why === undefined ? undefined : { unavailable: why, signature: `u|${why.reason ?? ''}` };
     }
-    if (this.#ownWire === undefined) return undefined;
+    if (this.#bundles.ownWire === undefined) return undefined;
     const svids: WorkloadX509Svid[] = [];
     const serials: string[] = [];
     const federates = new Set<string>();
@@ -714,8 +427,8 @@ export class SvidCache implements WorkloadIdentitySource {
       }
       const s = this.#svids.get(id);
       if (s === undefined) {
-        if ((this.#queued.has(id) || this.#inFlight.has(id)) && !this.#failed.has(id)) return undefined;
-        if (this.#failed.has(id)) failed++;
+        if (this.#svids.pending(id) && !this.#svids.failed(id)) return undefined;
+        if (this.#svids.failed(id)) failed++;
         continue;
       }
       svids.push(s.svid);
@@ -732,17 +445,17 @@ export class SvidCache implements WorkloadIdentitySource {
     }
     const federatedBundles: TrustDomainBundle[] = [];
     for (const td of [...federates].sort()) {
-      const f = this.#federated.get(td);
+      const f = this.#bundles.federated(td);
       if (f !== undefined) federatedBundles.push(f.wire);
     }
     const fed = federatedBundles.map((b) => b.trustDomainId).join(',');
     if (sub.bundlesOnly) {
       const entitled = matched.length > 0;
-      return { update: { svids: [], bundle: this.#ownWire, federatedBundles, entitled }, signature: `b|${this.#bundleVersion}|${fed}|${entitled}` };
+      return { update: { svids: [], bundle: this.#bundles.ownWire, federatedBundles, entitled }, signature: `b|${this.#bundles.version}|${fed}|${entitled}` };
     }
     return {
-      update: { svids, bundle: this.#ownWire, federatedBundles },
-      signature: `${serials.join(',')}|${this.#bundleVersion}|${fed}`,
+      update: { svids, bundle: this.#bundles.ownWire, federatedBundles },
+      signature: `${serials.join(',')}|${this.#bundles.version}|${fed}`,
     };
   }
 
@@ -791,10 +504,10 @@ export class SvidCache implements WorkloadIdentitySource {
       const wasAllWanted = this.#allWanted;
       this.#allWanted = true;
       if (wasAllWanted && touched !== undefined) {
-        for (const id of touched) this.#queueIfMissing(id);
+        for (const id of touched) this.#svids.queueIfMissing(id);
         return;
       }
-      for (const id of this.#entries.keys()) this.#queueIfMissing(id);
+      for (const id of this.#entries.keys()) this.#svids.queueIfMissing(id);
       this.#scheduleSweep();
       return;
     }
@@ -819,21 +532,14 @@ export class SvidCache implements WorkloadIdentitySource {
         wanted.add(id);
       }
     }
-    for (const id of [...this.#svids.keys()]) {
+    for (const id of this.#svids.ids()) {
       if (!wanted.has(id)) {
         this.#o.logger.debug({ entryId: id }, 'dropping idle SVID');
-        this.#dropSvid(id);
+        this.#svids.drop(id);
       }
     }
-    for (const id of wanted) this.#queueIfMissing(id);
+    for (const id of wanted) this.#svids.queueIfMissing(id);
     this.#scheduleSweep();
-  }
-
-  /** Queues a mint when the entry has no SVID for its current form and its last mint did not fail. */
-  #queueIfMissing(id: string): void {
-    const s = this.#svids.get(id);
-    const e = this.#entries.get(id);
-    if ((s === undefined || (e !== undefined && !sameMintForm(s.from, e))) && !this.#failed.has(id)) this.#queue(id);
   }
 
   #scheduleSweep(): void {
@@ -854,174 +560,6 @@ export class SvidCache implements WorkloadIdentitySource {
     }, Math.max(0, next - now) + 1);
   }
 
-  #dropSvid(id: string): void {
-    const s = this.#svids.get(id);
-    if (s === undefined) return;
-    this.#deadlines.remove(s);
-    this.#svids.delete(id);
-  }
-
-  // ---- minting ----
-
-  #queue(id: string): void {
-    if (this.#stopped || this.#inFlight.has(id)) {
-      if (this.#inFlight.has(id)) this.#queued.add(id); // minted again once the current call returns
-      return;
-    }
-    this.#queued.add(id);
-    if (this.#flushScheduled || this.#retryTimer !== undefined) return;
-    this.#flushScheduled = true;
-    // Coalesce the mints of one burst (a FULL batch, many workloads arriving) into few calls.
-    setImmediate(() => {
-      this.#flushScheduled = false;
-      void this.#flush();
-    });
-  }
-
-  async #flush(): Promise<void> {
-    if (this.#stopped) return;
-    const ids = [...this.#queued].filter((id) => !this.#inFlight.has(id)).slice(0, MAX_CSRS_PER_CALL);
-    if (ids.length === 0) return;
-    for (const id of ids) {
-      this.#queued.delete(id);
-      this.#inFlight.add(id);
-    }
-    const requests: (KeyAndCsr & { id: string; from: EntryState | undefined })[] = [];
-    for (const id of ids) {
-      // Keys are made on this thread (see generateKeyAndCsrSync), a few at a time between turns
-      // so that workloads are still answered while a large batch is prepared.
-      if (requests.length > 0 && requests.length % KEYS_PER_TURN === 0) await new Promise<void>((resolve) => setImmediate(resolve));
-      requests.push({ id, from: this.#entries.get(id), ...generateKeyAndCsrSync() });
-    }
-    let results: X509SvidItemResult[] | undefined;
-    let failure: SigilError | undefined;
-    try {
-      results = await this.#o.issuer.batchNewX509Svid(
-        requests.map((r) => ({ entryId: r.id, csrDer: r.csrDer })),
-        this.#stop.signal,
-      );
-    } catch (err) {
-      failure = toSigilError(err);
-    }
-    for (const id of ids) this.#inFlight.delete(id);
-    if (this.#stopped) return;
-    if (failure !== undefined || results === undefined) {
-      const delay = this.#backoff.next();
-      this.#o.logger.warn({ err: failure, entries: ids.length, retryInMs: delay }, 'minting X509-SVIDs failed; retrying');
-      for (const id of ids) {
-        if (!this.#svids.has(id)) this.#failed.add(id);
-        this.#queued.add(id);
-      }
-      // Waiting workloads are answered with what there is rather than left hanging.
-      this.#notifyEntries(ids);
-      if (failure !== undefined && isAgentRejected(failure)) void this.#o.onRejected?.();
-      this.#retryTimer?.cancel();
-      this.#retryTimer = this.#o.clock.setTimer(() => {
-        this.#retryTimer = undefined;
-        for (const id of [...this.#queued]) if (!this.#entries.has(id)) this.#queued.delete(id);
-        this.#failed.clear();
-        if (this.#queued.size > 0) {
-          this.#flushScheduled = true;
-          setImmediate(() => {
-            this.#flushScheduled = false;
-            void this.#flush();
-          });
-        }
-      }, delay);
-      return;
-    }
-    this.#backoff.reset();
-    const now = this.#o.clock.nowMs();
-    const byId = new Map(requests.map((r) => [r.id, r]));
-    for (const res of results) {
-      const req = byId.get(res.entryId);
-      if (req === undefined) continue;
-      const entry = this.#entries.get(res.entryId);
-      if (res.error !== undefined || res.svid === undefined) {
-        this.#o.logger.warn({ entryId: res.entryId, code: res.error?.code }, 'server refused an X509-SVID');
-        if (!this.#svids.has(res.entryId)) this.#failed.add(res.entryId);
-        continue;
-      }
-      if (entry === undefined || req.from === undefined || !sameMintForm(req.from, entry)) {
-        // The entry changed or went while we were minting: this SVID is stale.
-        if (entry !== undefined) this.#queued.add(res.entryId);
-        continue;
-      }
-      try {
-        this.#install(entry, res.svid.cert_chain, req.keyPkcs8Der, req.spkiDer, now);
-        this.#failed.delete(res.entryId);
-      } catch (err) {
-        this.#o.logger.error({ err, entryId: res.entryId }, 'server sent an unusable X509-SVID');
-        this.#failed.add(res.entryId);
-      }
-    }
-    this.#notifyEntries(ids);
-    if (this.#queued.size > 0) {
-      const pending = [...this.#queued];
-      this.#queued.clear();
-      for (const id of pending) if (this.#entries.has(id)) this.#queue(id);
-    }
-    this.#scheduleAfterMinting();
-  }
-
-  /** (Re)arms the afterMinting call for when minting has been quiet for a while. */
-  #scheduleAfterMinting(): void {
-    const callback = this.#o.afterMinting;
-    if (callback === undefined || this.#stopped) return;
-    this.#afterMintingTimer?.cancel();
-    const now = this.#o.clock.nowMs();
-    const delay = Math.max(AFTER_MINTING_QUIET_MS, this.#afterMintingAtMs + AFTER_MINTING_EVERY_MS - now);
-    this.#afterMintingTimer = this.#o.clock.setTimer(() => {
-      this.#afterMintingTimer = undefined;
-      if (this.#queued.size > 0 || this.#inFlight.size > 0) return; // the next flush re-arms it
-      this.#afterMintingAtMs = this.#o.clock.nowMs();
-      callback();
-    }, delay);
-  }
-
-  /** An SVID's deadline came: first its rotation (a successor is asked for), then its expiry. */
-  #svidDue(state: SvidState): void {
-    const id = state.from.id;
-    if (this.#svids.get(id) !== state) return;
-    if (!state.rotating && state.rotateAtMs < state.notAfterMs) {
-      state.rotating = true;
-      this.#o.logger.debug({ entryId: id, serial: state.serial }, 'rotating X509-SVID');
-      this.#deadlines.schedule(state, state.notAfterMs);
-      this.#queue(id);
-      return;
-    }
-    this.#o.logger.warn({ entryId: id, serial: state.serial }, 'X509-SVID expired before a successor arrived');
-    this.#dropSvid(id);
-    this.#notifyEntries([id]);
-  }
-
-  #install(entry: EntryState, chain: readonly Buffer[], key: Secret<Buffer>, spkiDer: Buffer, nowMs: number): void {
-    const leafDer = chain[0];
-    if (leafDer === undefined) throw new SigilError('ERR_INTERNAL', 'empty SVID chain', { reason: 'empty-chain' });
-    const leaf = ParsedCertificate.fromDer(leafDer);
-    if (!Buffer.from(leaf.facts.spki).equals(spkiDer)) throw new SigilError('ERR_INTERNAL', 'SVID does not carry the requested key', { reason: 'key-mismatch' });
-    const uris = leaf.facts.subjectAltName?.uris ?? [];
-    if (uris.length !== 1 || uris[0] !== entry.spiffeId) throw new SigilError('ERR_INTERNAL', 'SVID names another SPIFFE ID', { reason: 'id-mismatch' });
-    const id = entry.id;
-    this.#dropSvid(id);
-    const notBeforeMs = leaf.facts.notBefore.getTime();
-    const notAfterMs = leaf.facts.notAfter.getTime();
-    const rotateAtMs = nowMs + rotationDelayMs({ notBeforeMs, notAfterMs, receivedAtMs: nowMs }, nowMs, this.#o.random);
-    const state: SvidState = {
-      from: entry,
-      svid: svidMaterial(entry, key.reveal(), chain),
-      serial: leaf.serial,
-      rotateAtMs,
-      notAfterMs,
-      rotating: false,
-      dueMs: 0,
-      queueIndex: -1,
-    };
-    this.#svids.set(id, state);
-    this.#deadlines.schedule(state, Math.min(rotateAtMs, notAfterMs));
-    this.#o.logger.info({ entryId: id, spiffeId: entry.spiffeId, serial: state.serial, notAfter: leaf.facts.notAfter.toISOString() }, 'X509-SVID cached');
-  }
-
   // ---- JWT-SVIDs ----
 
   async fetchJwtSvids(selectors: readonly Selector[], audience: readonly string[], spiffeId: string | undefined, signal?: AbortSignal): Promise<IssuedJwtSvid[]> {
@@ -1029,7 +567,7 @@ export class SvidCache implements WorkloadIdentitySource {
     const now = this.#o.clock.nowMs();
     const seen = new Set<string>();
     const picked: EntryState[] = [];
-    for (const id of this.#matchKeys(new Set(selectors.map(selectorKey)))) {
+    for (const id of this.#index.matchKeys(new Set(selectors.map(selectorKey)))) {
       const e = this.#entries.get(id) as EntryState;
       if (e.expiresAtMs !== 0 && e.expiresAtMs <= now) continue;
       if (spiffeId !== undefined && e.spiffeId !== spiffeId) continue;
@@ -1077,14 +615,14 @@ export class SvidCache implements WorkloadIdentitySource {
     // Only the trust domains this caller's entries federate with: a workload that does not
     // federate with a domain must not accept that domain's tokens (as SPIRE's agent does).
     const federates = new Set<string>();
-    for (const id of this.#matchKeys(new Set(selectors.map(selectorKey)))) {
+    for (const id of this.#index.matchKeys(new Set(selectors.map(selectorKey)))) {
       for (const td of this.#entries.get(id)?.federates ?? NONE) federates.add(td);
     }
     const foreign = [...federates].flatMap((td) => {
-      const f = this.#federated.get(td);
+      const f = this.#bundles.federated(td);
       return f === undefined ? [] : [f.bundle];
     });
-    const set = new BundleSet([...(this.#ownBundle ? [this.#ownBundle] : []), ...foreign]);
+    const set = new BundleSet([...(this.#bundles.own ? [this.#bundles.own] : []), ...foreign]);
     const jwt = await parseAndValidateJwtSvid(token, set, audience, { now: this.#o.clock.now() });
     return { spiffeId: jwt.id.toString(), claims: jwt.claims };
   }
@@ -1092,14 +630,10 @@ export class SvidCache implements WorkloadIdentitySource {
   /** Cancels every timer; subscriptions get nothing more. */
   stop(): void {
     this.#stopped = true;
-    this.#stop.abort(new SigilError('ERR_CANCELLED', 'svid cache stopping', { reason: 'stopping' }));
-    this.#retryTimer?.cancel();
+    this.#svids.stop();
     this.#sweepTimer?.cancel();
     this.#expiryTimer?.cancel();
-    this.#afterMintingTimer?.cancel();
     this.#syncWaitTimer?.cancel();
-    for (const id of [...this.#svids.keys()]) this.#dropSvid(id);
-    this.#deadlines.stop();
     this.#subscribers.clear();
   }
 }
