@@ -170,6 +170,15 @@ test('three servers, two agents: two servers killed with -9 and restarted, a CA 
   const next = prepared.authorities.find((a) => a.kind === 'x509' && a.phase === 'prepared' && a.serverId === third.id);
   if (next === undefined) throw new Error(`no prepared X.509 authority of ${third.id}: ${JSON.stringify(prepared)}`);
   await until(
+    'the prepared authority in both workloads\' bundles before it is activated (publish before use)',
+    () =>
+      nodes.every((n) =>
+        (n.contexts[n.contexts.length - 1]?.bundles.get('example.org')?.x509Authorities ?? []).some((c) => !authoritiesBefore.has(Buffer.from(c.der).toString('hex'))),
+      ),
+    60_000,
+    logs,
+  );
+  await until(
     'the prepared authority to activate after the propagation margin',
     async () => {
       const r = await sigil(['localauthority', 'x509', 'activate', '--output', 'json', '--config', third.config]);
@@ -186,15 +195,6 @@ test('three servers, two agents: two servers killed with -9 and restarted, a CA 
   t.is(activeX509(await admin(first, ['localauthority', 'show', '--output', 'json']), third.id), next.id, `${first.id} lists ${third.id}'s new authority as active`);
   await writeEverywhere();
   await reached('the entries written after the rotation');
-  await until(
-    'the rotated authority in both workloads\' bundles',
-    () =>
-      nodes.every((n) =>
-        (n.contexts[n.contexts.length - 1]?.bundles.get('example.org')?.x509Authorities ?? []).some((c) => !authoritiesBefore.has(Buffer.from(c.der).toString('hex'))),
-      ),
-    60_000,
-    logs,
-  );
 
   // the second comes back; writes through each restarted server
   await startServer(second);
