@@ -13,87 +13,20 @@ import { randomBytes } from 'node:crypto';
 import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import pg from 'pg';
 import { WorkloadApiClient } from '../../src/client/workload-api-client.js';
 import type { X509Context } from '../../src/client/x509-context.js';
-import { toPem } from '../../src/common/x509.js';
 import type { Daemon } from '../agent/support/processes.js';
-import { opensslVerify } from '../helpers/openssl.js';
-import { makeServerDir, writeServerConfig } from '../helpers/server.js';
-import { freePort, sigil, supervise, UID } from './support/under-test.js';
+import { admin, agentServer, authorityKeyId, serverHomeOnPostgres, startServer, verifyAll, withAdmin, type Home } from './support/ha.js';
+import { supervise, UID } from './support/under-test.js';
 
-const URL = process.env['SIGIL_TEST_POSTGRES_URL'] ?? 'postgres://postgres@127.0.0.1:5432/test';
 const SCHEMA = `sigil_hap${process.pid}_${randomBytes(3).toString('hex')}`;
-
-async function withAdmin<T>(fn: (c: pg.Client) => Promise<T>): Promise<T> {
-  const c = new pg.Client({ connectionString: URL, connectionTimeoutMillis: 3000 });
-  await c.connect();
-  try {
-    return await fn(c);
-  } finally {
-    await c.end();
-  }
-}
 
 test.after.always(async () => {
   await withAdmin((c) => c.query(`DROP SCHEMA IF EXISTS ${SCHEMA} CASCADE`));
 });
 
-interface Home {
-  readonly id: string;
-  readonly dir: string;
-  readonly config: string;
-  readonly address: string;
-  daemon?: Daemon;
-}
-
-async function serverHomeOnPostgres(id: string): Promise<Home> {
-  const dir = await makeServerDir();
-  const config = await writeServerConfig(
-    dir,
-    `serverId: ${id}\ndatastore:\n  type: postgres\n  connectionString: ${URL}\n  schema: ${SCHEMA}\n  maxConnections: 4\nca:\n  propagationMargin: 1s\n`,
-  );
-  return { id, dir, config, address: `127.0.0.1:${await freePort()}` };
-}
-
-async function startServer(h: Home): Promise<Daemon> {
-  const d = supervise(['server', 'run', '--config', h.config, '--agent-address', h.address]);
-  h.daemon = d;
-  await d.until(`server ${h.id} to serve`, () => d.stderr.includes('sigil server: serving'), 90_000);
-  return d;
-}
-
-async function admin(h: Home, args: readonly string[]): Promise<string> {
-  const r = await sigil([...args, '--config', h.config]);
-  if (r.code !== 0) throw new Error(`sigil ${args.join(' ')} on ${h.id}: ${r.code} ${r.stderr}`);
-  return r.stdout;
-}
-
-/** The server the agent talks to now: its start line, then each failover. */
-function agentServer(agent: Daemon): string | undefined {
-  let current: string | undefined;
-  for (const line of agent.stdout.split('\n')) {
-    if (!line.startsWith('{')) continue;
-    const l = JSON.parse(line) as { msg?: string; server?: string; to?: string };
-    if (l.msg === 'agent started') current = l.server;
-    if (l.msg === 'server call failed; using the next server') current = l.to;
-  }
-  return current;
-}
-
-async function verifyAll(ctx: X509Context): Promise<void> {
-  const own = ctx.bundles.get('example.org');
-  if (own === undefined) throw new Error('no own bundle in the X.509 context');
-  const roots = own.x509Authorities.map((c) => toPem(c.der, 'CERTIFICATE'));
-  for (const svid of ctx.svids) {
-    const [leaf, ...rest] = svid.certificates;
-    const r = await opensslVerify({ roots, leaf: toPem((leaf as { der: Uint8Array }).der, 'CERTIFICATE'), untrusted: rest.map((c) => toPem(c.der, 'CERTIFICATE')) });
-    if (!r.ok) throw new Error(`openssl verify of ${svid.id.toString()} failed: ${r.output}`);
-  }
-}
-
 test('kill -9 of the agent\'s server: no failed fetch, the agent fails over, SVIDs of both servers verify against the given bundle', async (t) => {
-  const homes = [await serverHomeOnPostgres('srv-a'), await serverHomeOnPostgres('srv-b')];
+  const homes = [await serverHomeOnPostgres('srv-a', SCHEMA), await serverHomeOnPostgres('srv-b', SCHEMA)];
   const agentDir = mkdtempSync(join(tmpdir(), 'sigil-ha-agent-'));
   chmodSync(agentDir, 0o755);
   const procs: { agent?: Daemon } = {};
@@ -182,16 +115,3 @@ test('kill -9 of the agent\'s server: no failed fetch, the agent fails over, SVI
   // every SVID the workload held verifies against the bundle that came with it (sampled: first, around the kill, last)
   for (const ctx of [contexts[0], contexts[fetchedBefore - 1], contexts[fetchedBefore], last]) if (ctx !== undefined) await verifyAll(ctx);
 });
-
-/** The authority key identifier of a DER certificate, hex (which CA signed it). */
-function authorityKeyId(der: Uint8Array): string {
-  const hex = Buffer.from(der).toString('hex');
-  // id-ce-authorityKeyIdentifier 2.5.29.35 = 06 03 55 1d 23; the keyIdentifier [0] follows inside the OCTET STRING
-  const at = hex.indexOf('0603551d23');
-  if (at < 0) return '';
-  const m = /^0603551d23(?:0101ff)?04[0-9a-f]{2}30[0-9a-f]{2}80([0-9a-f]{2})/.exec(hex.slice(at));
-  if (m === null) return '';
-  const len = parseInt(m[1] as string, 16);
-  const start = at + m[0].length;
-  return hex.slice(start, start + len * 2);
-}
