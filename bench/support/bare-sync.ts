@@ -72,11 +72,14 @@ export async function startBareSyncServer(entries: readonly RegistrationEntry[])
     close() {
       for (const s of streams) s.end();
       return new Promise<void>((resolve) => {
-        server.tryShutdown(() => resolve());
-        setTimeout(() => {
+        const force = setTimeout(() => {
           server.forceShutdown();
           resolve();
-        }, 2000).unref();
+        }, 2000);
+        server.tryShutdown(() => {
+          clearTimeout(force);
+          resolve();
+        });
       });
     },
   };

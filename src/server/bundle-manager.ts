@@ -130,15 +130,16 @@ export class BundleManager {
     await this.syncOwn();
     this.#ca = ca;
     ca.on('bundle-changed', this.#onCaChange);
+    // a daemon's timer (DESIGN.md, Processes): ref'd, and cleared by stop()
     const tick = (): void => {
       if (this.#stopped) return;
       void this.syncOwn({ readFirst: true })
         .catch((err: unknown) => this.#logger.warn({ err }, 'bundle poll failed'))
         .finally(() => {
-          if (!this.#stopped) this.#timer = setTimeout(tick, pollMs).unref();
+          if (!this.#stopped) this.#timer = setTimeout(tick, pollMs);
         });
     };
-    this.#timer = setTimeout(tick, pollMs).unref();
+    this.#timer = setTimeout(tick, pollMs);
     // another server's change wakes this one at once (PostgreSQL); the poll catches lost ones
     this.#unwatch = await this.#ds.watchChanges((change) => {
       if (change === 'bundles' && !this.#stopped) void this.syncOwn({ readFirst: true }).catch((err: unknown) => this.#logger.warn({ err }, 'bundle refresh failed'));

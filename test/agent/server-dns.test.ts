@@ -8,29 +8,19 @@
  * other (and resolves again): an entry created there reaches the workload.
  */
 import test from 'ava';
-import { randomBytes } from 'node:crypto';
 import { createServer } from 'node:net';
-import pg from 'pg';
 import { expandAddresses, systemLookup } from '../../src/agent/server-client.js';
 import { WorkloadApiClient } from '../../src/client/workload-api-client.js';
 import { isSigilError } from '../../src/common/errors.js';
 import type { X509Context } from '../../src/client/x509-context.js';
 import { startTestServer, type TestServer } from '../helpers/server.js';
 import { eventually, startTestAgent } from './support/agent-harness.js';
+import { POSTGRES_URL, testSchemaPrefix } from '../helpers/postgres.js';
 
-const URL = process.env['SIGIL_TEST_POSTGRES_URL'] ?? 'postgres://postgres@127.0.0.1:5432/test';
-const SCHEMA = `sigil_hadns${process.pid}_${randomBytes(3).toString('hex')}`;
+const URL = POSTGRES_URL;
+const SCHEMA = testSchemaPrefix('sigil_hadns');
 const UID_SELECTOR = `unix:uid:${process.getuid?.() ?? 0}`;
 
-test.after.always(async () => {
-  const c = new pg.Client({ connectionString: URL, connectionTimeoutMillis: 3000 });
-  await c.connect();
-  try {
-    await c.query(`DROP SCHEMA IF EXISTS ${SCHEMA} CASCADE`);
-  } finally {
-    await c.end();
-  }
-});
 
 test('a DNS name expands to every address the system resolver gives; IP literals and unresolvable names stay', async (t) => {
   const system = await systemLookup('localhost');

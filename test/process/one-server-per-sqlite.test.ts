@@ -25,7 +25,9 @@ test('a second server on the same SQLite file is refused with a message naming P
   const second = supervise(secondArgs);
   running.push(second);
   // bounded: a build without the lock lets the second server serve, and this must fail, not hang
-  const ending = await Promise.race([second.closed, new Promise<'still running'>((r) => setTimeout(() => r('still running'), 60_000).unref())]);
+  let bound: NodeJS.Timeout | undefined;
+  const ending = await Promise.race([second.closed, new Promise<'still running'>((r) => (bound = setTimeout(() => r('still running'), 60_000)))]);
+  clearTimeout(bound);
   t.deepEqual(ending, { code: 1, signal: null }, second.output.slice(-2000));
   if (ending === 'still running') return;
   t.regex(second.stderr, /in use by another server/);

@@ -9,7 +9,6 @@
  * server must roll back. The real agent (in process) then attests with the same token.
  */
 import test from 'ava';
-import { randomBytes } from 'node:crypto';
 import { connect, createServer, type Socket } from 'node:net';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -21,27 +20,12 @@ import { SigilError } from '../../src/common/errors.js';
 import { TrustDomain } from '../../src/spiffe/spiffe-id.js';
 import { eventually, startTestAgent } from '../agent/support/agent-harness.js';
 import { startTestServer } from '../helpers/server.js';
+import { POSTGRES_URL, testSchemaPrefix } from '../helpers/postgres.js';
 
-// Tests may read the environment: only the product's config loader may not.
-const URL = process.env['SIGIL_TEST_POSTGRES_URL'] ?? 'postgres://postgres@127.0.0.1:5432/test';
-const RUN = `sigil_catt${process.pid}_${randomBytes(3).toString('hex')}`;
+const URL = POSTGRES_URL;
+const RUN = testSchemaPrefix('sigil_catt');
 
-async function withPg<T>(fn: (c: pg.Client) => Promise<T>): Promise<T> {
-  const c = new pg.Client({ connectionString: URL, connectionTimeoutMillis: 3000 });
-  await c.connect();
-  try {
-    return await fn(c);
-  } finally {
-    await c.end();
-  }
-}
 
-test.after.always(async () => {
-  await withPg(async (c) => {
-    const r = await c.query<{ nspname: string }>('SELECT nspname FROM pg_namespace WHERE nspname LIKE $1', [`${RUN}%`]);
-    for (const { nspname } of r.rows) await c.query(`DROP SCHEMA IF EXISTS ${nspname} CASCADE`);
-  });
-});
 
 interface AuditLine {
   readonly action: string;

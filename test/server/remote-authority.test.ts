@@ -7,8 +7,6 @@
  * the CA manager's rules (only old, taint before revoke, unknown ID) hold across servers too.
  */
 import test from 'ava';
-import { randomBytes } from 'node:crypto';
-import pg from 'pg';
 import { JoinTokenAgentAttestor } from '../../attestors/node/join_token/agent.js';
 import { decodeCaJournal } from '../../src/ca/ca-journal.js';
 import { parseCertificate, x509 } from '../../src/common/x509.js';
@@ -18,20 +16,12 @@ import { agentClient, attest, type SyncMessage } from '../helpers/agent-client.j
 import { startTestServer, type TestServer } from '../helpers/server.js';
 import { rejectionOf } from './support/rejection.js';
 import { SyncWatch } from './support/sync-watch.js';
+import { POSTGRES_URL, testSchemaPrefix } from '../helpers/postgres.js';
 
-const URL = process.env['SIGIL_TEST_POSTGRES_URL'] ?? 'postgres://postgres@127.0.0.1:5432/test';
-const SCHEMA = `sigil_hart${process.pid}_${randomBytes(3).toString('hex')}`;
+const URL = POSTGRES_URL;
+const SCHEMA = testSchemaPrefix('sigil_hart');
 const TD = TrustDomain.parse('example.org');
 
-test.after.always(async () => {
-  const c = new pg.Client({ connectionString: URL, connectionTimeoutMillis: 3000 });
-  await c.connect();
-  try {
-    await c.query(`DROP SCHEMA IF EXISTS ${SCHEMA} CASCADE`);
-  } finally {
-    await c.end();
-  }
-});
 
 interface TaintedBundle {
   document: Buffer;

@@ -6,9 +6,7 @@
  * on its data dir; removing the server answering, or an unknown one, is refused.
  */
 import test from 'ava';
-import { randomBytes } from 'node:crypto';
 import { rm } from 'node:fs/promises';
-import pg from 'pg';
 import { decodeCaJournal } from '../../src/ca/ca-journal.js';
 import { isSigilError } from '../../src/common/errors.js';
 import { parseCertificate, x509 } from '../../src/common/x509.js';
@@ -16,20 +14,12 @@ import { Bundle } from '../../src/spiffe/bundle.js';
 import { TrustDomain } from '../../src/spiffe/spiffe-id.js';
 import { sigil } from '../helpers/cli.js';
 import { makeServerDir, startTestServer, type TestServer } from '../helpers/server.js';
+import { POSTGRES_URL, testSchemaPrefix } from '../helpers/postgres.js';
 
-const URL = process.env['SIGIL_TEST_POSTGRES_URL'] ?? 'postgres://postgres@127.0.0.1:5432/test';
-const SCHEMA = `sigil_harm${process.pid}_${randomBytes(3).toString('hex')}`;
+const URL = POSTGRES_URL;
+const SCHEMA = testSchemaPrefix('sigil_harm');
 const TD = TrustDomain.parse('example.org');
 
-test.after.always(async () => {
-  const c = new pg.Client({ connectionString: URL, connectionTimeoutMillis: 3000 });
-  await c.connect();
-  try {
-    await c.query(`DROP SCHEMA IF EXISTS ${SCHEMA} CASCADE`);
-  } finally {
-    await c.end();
-  }
-});
 
 const ski = (der: Uint8Array): string => parseCertificate(der).getExtension(x509.SubjectKeyIdentifierExtension)?.keyId ?? '';
 

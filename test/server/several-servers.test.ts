@@ -6,35 +6,19 @@
  * against it; a JWT key is in it before it signs; `localauthority show` names each owner.
  */
 import test from 'ava';
-import { randomBytes } from 'node:crypto';
-import pg from 'pg';
 import { toPem } from '../../src/common/x509.js';
 import { decodeProtectedHeader } from 'jose';
 import { Bundle } from '../../src/spiffe/bundle.js';
 import { TrustDomain } from '../../src/spiffe/spiffe-id.js';
 import { makeServerDir, startTestServer, type TestServer } from '../helpers/server.js';
 import { opensslVerify } from '../helpers/openssl.js';
+import { POSTGRES_URL, testSchemaPrefix } from '../helpers/postgres.js';
 
-const URL = process.env['SIGIL_TEST_POSTGRES_URL'] ?? 'postgres://postgres@127.0.0.1:5432/test';
-const RUN = `sigil_ha${process.pid}_${randomBytes(3).toString('hex')}`;
+const URL = POSTGRES_URL;
+const RUN = testSchemaPrefix('sigil_ha');
 const TD = TrustDomain.parse('example.org');
 
-async function withAdmin<T>(fn: (c: pg.Client) => Promise<T>): Promise<T> {
-  const c = new pg.Client({ connectionString: URL, connectionTimeoutMillis: 3000 });
-  await c.connect();
-  try {
-    return await fn(c);
-  } finally {
-    await c.end();
-  }
-}
 
-test.after.always(async () => {
-  await withAdmin(async (c) => {
-    const r = await c.query<{ nspname: string }>('SELECT nspname FROM pg_namespace WHERE nspname LIKE $1', [`${RUN}%`]);
-    for (const { nspname } of r.rows) await c.query(`DROP SCHEMA IF EXISTS ${nspname} CASCADE`);
-  });
-});
 
 async function until(cond: () => Promise<boolean> | boolean, what: string, ms = 15_000): Promise<void> {
   const end = Date.now() + ms;

@@ -414,10 +414,11 @@ export class PostgresDriver implements SqlDriver {
 
   #scheduleListener(): void {
     if (this.#closed || this.#listeners.size === 0 || this.#listenRetry !== undefined) return;
+    // ref'd like every timer a daemon waits on (DESIGN.md, Processes); close() clears it
     this.#listenRetry = setTimeout(() => {
       this.#listenRetry = undefined;
       void this.#connectListener();
-    }, LISTEN_RETRY_MS).unref();
+    }, LISTEN_RETRY_MS);
   }
 
   #stopListening(): void {

@@ -4,7 +4,6 @@
  * admin connection, the server homes, admin commands, the agent's current server from its log, and
  * `openssl verify` of every SVID of an X.509 context against the bundle it came with.
  */
-import pg from 'pg';
 import type { X509Context } from '../../../src/client/x509-context.js';
 import { toPem } from '../../../src/common/x509.js';
 import type { Daemon } from '../../agent/support/processes.js';
@@ -12,18 +11,9 @@ import { opensslVerify } from '../../helpers/openssl.js';
 import { makeServerDir, writeServerConfig } from '../../helpers/server.js';
 import { freePort, sigil, supervise } from './under-test.js';
 
-export const POSTGRES_URL = process.env['SIGIL_TEST_POSTGRES_URL'] ?? 'postgres://postgres@127.0.0.1:5432/test';
+import { POSTGRES_URL } from '../../helpers/postgres.js';
 
-/** Runs `fn` on a fresh admin connection to the test database. */
-export async function withAdmin<T>(fn: (c: pg.Client) => Promise<T>): Promise<T> {
-  const c = new pg.Client({ connectionString: POSTGRES_URL, connectionTimeoutMillis: 3000 });
-  await c.connect();
-  try {
-    return await fn(c);
-  } finally {
-    await c.end();
-  }
-}
+export { POSTGRES_URL, withPostgres as withAdmin } from '../../helpers/postgres.js';
 
 /** One server's folder (KEK, config, data dir) and fixed agent API address; its daemon when started. */
 export interface Home {

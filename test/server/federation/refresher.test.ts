@@ -6,6 +6,7 @@
  * bundle, or presents the wrong SPIFFE ID. Relationships declared in the config are applied.
  */
 import test from 'ava';
+import { generateKeyPairSync } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 import { createServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
@@ -116,10 +117,12 @@ test('admin API refusals: own trust domain, https_spiffe without a bundle, bad U
   t.teardown(() => a.destroy());
   const base = { trust_domain: 'other.org', bundle_endpoint_url: 'https://127.0.0.1:1/', bundle_endpoint_profile: 'https_spiffe', endpoint_spiffe_id: 'spiffe://other.org/sigil/server', trust_domain_bundle: Buffer.alloc(0), trust_domain_bundle_format: '' };
   const code = async (req: object): Promise<string> => (await rejectionOf(a.admin.call('Federation', 'CreateFederationRelationship', { ...base, ...req }))).code;
+  // a PEM file that holds a private key (made now) where the bootstrap bundle's certificates belong
+  const keyNotBundle = Buffer.from(generateKeyPairSync('ec', { namedCurve: 'P-256' }).privateKey.export({ type: 'pkcs8', format: 'pem' }));
   t.is(await code({ trust_domain: 'example.org', endpoint_spiffe_id: 'spiffe://example.org/sigil/server' }), 'ERR_INVALID_ARGUMENT');
   t.is(await code({}), 'ERR_INVALID_ARGUMENT', 'https_spiffe needs a bundle');
   t.is(await code({ bundle_endpoint_profile: 'https_web', endpoint_spiffe_id: '', bundle_endpoint_url: 'http://x/' }), 'ERR_INVALID_ARGUMENT');
-  t.is(await code({ bundle_endpoint_profile: 'https_web', endpoint_spiffe_id: '', trust_domain_bundle: Buffer.from('-----BEGIN PRIVATE KEY-----\n') , trust_domain_bundle_format: 'pem' }), 'ERR_INVALID_BUNDLE');
+  t.is(await code({ bundle_endpoint_profile: 'https_web', endpoint_spiffe_id: '', trust_domain_bundle: keyNotBundle, trust_domain_bundle_format: 'pem' }), 'ERR_INVALID_BUNDLE');
   await a.admin.call('Federation', 'CreateFederationRelationship', { ...base, bundle_endpoint_profile: 'https_web', endpoint_spiffe_id: '' });
   t.is(await code({ bundle_endpoint_profile: 'https_web', endpoint_spiffe_id: '' }), 'ERR_ALREADY_EXISTS');
   t.is((await rejectionOf(a.admin.call('Federation', 'RefreshFederationRelationship', { trust_domain: 'third.org' }))).code, 'ERR_NOT_FOUND');

@@ -4,11 +4,9 @@
  * the other on its open Workload API streams, with no restart and nothing told in process.
  */
 import test from 'ava';
-import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import pg from 'pg';
 import { startAgent } from '../../../src/agent/agent.js';
 import { WorkloadApiClient } from '../../../src/client/workload-api-client.js';
 import type { BundleSet } from '../../../src/spiffe/bundle-set.js';
@@ -18,20 +16,12 @@ import { agentConfigFor, eventually, writeBootstrapBundle } from '../../agent/su
 import { createCa } from '../../helpers/pki.js';
 import { makeServerDir, startTestServer } from '../../helpers/server.js';
 import { toPem } from '../../../src/common/x509.js';
+import { POSTGRES_URL, testSchemaPrefix } from '../../helpers/postgres.js';
 
-const URL = process.env['SIGIL_TEST_POSTGRES_URL'] ?? 'postgres://postgres@127.0.0.1:5432/test';
-const SCHEMA = `sigil_fed${process.pid}_${randomBytes(3).toString('hex')}`;
+const URL = POSTGRES_URL;
+const SCHEMA = testSchemaPrefix('sigil_fed');
 const OTHER = TrustDomain.parse('other.org');
 
-test.after.always(async () => {
-  const c = new pg.Client({ connectionString: URL, connectionTimeoutMillis: 3000 });
-  await c.connect();
-  try {
-    await c.query(`DROP SCHEMA IF EXISTS ${SCHEMA} CASCADE`);
-  } finally {
-    await c.end();
-  }
-});
 
 test('a federated bundle set through one server reaches the streams of an agent of another server on the same datastore', async (t) => {
   const config = { datastore: { type: 'postgres', connectionString: URL, schema: SCHEMA, maxConnections: 4 } };
