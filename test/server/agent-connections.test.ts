@@ -11,10 +11,12 @@ import { JoinTokenAgentAttestor } from '../../attestors/node/join_token/agent.js
 import { generateKeyAndCsr } from '../../src/agent/csr.js';
 import { AgentServerClient } from '../../src/agent/server-client.js';
 import { SigilError } from '../../src/common/errors.js';
-import { AGENT_AUTH_MAX_AGE_MS } from '../../src/server/agent-api/agent-connections.js';
+import { connect, type Socket } from 'node:net';
+import { AGENT_AUTH_MAX_AGE_MS, AgentConnections } from '../../src/server/agent-api/agent-connections.js';
+import type { AgentCaller } from '../../src/server/agent-api/caller.js';
 import { TrustDomain } from '../../src/spiffe/spiffe-id.js';
 import { startTestServer, type TestServer } from '../helpers/server.js';
-import type { Clock } from '../../src/common/clock.js';
+import { systemClock, type Clock } from '../../src/common/clock.js';
 
 async function attestedClient(t: { teardown(fn: () => void): void }, s: TestServer<Clock>) {
   const client = new AgentServerClient({ addresses: [s.agentTarget], trustDomain: TrustDomain.parse('example.org'), roots: s.server.x509Authorities() });
@@ -84,4 +86,49 @@ test('a change this server was not told about (another server on the datastore) 
   t.is(await refusal(a.client.getBundle()), undefined);
   s.clock.advance(AGENT_AUTH_MAX_AGE_MS);
   t.is(await refusal(a.client.getBundle()), 'ERR_PERMISSION_DENIED/agent-banned');
+});
+
+/** A listener of AgentConnections and one real client socket to it; resolves with the socket's peer key. */
+async function oneConnection(t: { teardown(fn: () => void | Promise<void>): void }, conns: AgentConnections): Promise<string> {
+  const accepted = new Promise<Socket>((resolve) => {
+    void conns.listen('127.0.0.1', 0, resolve).then((port) => {
+      const client = connect(port, '127.0.0.1');
+      t.teardown(() => void client.destroy());
+    });
+  });
+  const socket = await accepted;
+  return `${socket.remoteAddress as string}:${socket.remotePort as number}`;
+}
+
+function callerOf(agentId: string): AgentCaller {
+  return { agentId, node: { spiffeId: agentId } as AgentCaller['node'] };
+}
+
+test('an authentication overlapping the forgetting of another agent is remembered; one overlapping its own agent is not', async (t) => {
+  const conns = new AgentConnections({ clock: systemClock });
+  t.teardown(() => conns.destroy());
+  const peer = await oneConnection(t, conns);
+  const a = callerOf('spiffe://example.org/agent/a');
+
+  // thousands of agents attesting: some other agent is forgotten during every authentication
+  let epoch = conns.epoch;
+  conns.forget('spiffe://example.org/agent/b');
+  conns.remember(peer, a, epoch);
+  t.is(conns.remembered(peer)?.agentId, a.agentId);
+
+  // a change to this agent while its record was being read: the read may predate it
+  conns.forget(a.agentId);
+  t.is(conns.remembered(peer), undefined);
+  epoch = conns.epoch;
+  conns.forget(a.agentId);
+  conns.remember(peer, a, epoch);
+  t.is(conns.remembered(peer), undefined);
+
+  // forgetting every agent overlaps everyone
+  epoch = conns.epoch;
+  conns.forget();
+  conns.remember(peer, a, epoch);
+  t.is(conns.remembered(peer), undefined);
+  conns.remember(peer, a, conns.epoch);
+  t.is(conns.remembered(peer)?.agentId, a.agentId);
 });

@@ -23,6 +23,10 @@ import type { AgentCaller } from './caller.js';
 export const AGENT_AUTH_MAX_AGE_MS = 5_000;
 /** Pending connections the kernel keeps for the listener: thousands of agents reconnect at once after a restart. */
 const LISTEN_BACKLOG = 4096;
+/** Accepted connections handed to grpc-js per turn of the event loop (see `listen`). */
+const INJECT_PER_TURN = 16;
+/** Agents whose last forget is kept apart; beyond it the map is cleared and everyone counts as forgotten then. */
+const FORGOTTEN_LIMIT = 100_000;
 
 interface Remembered {
   readonly caller: AgentCaller;
@@ -41,7 +45,12 @@ export class AgentConnections {
   readonly #maxAgeMs: number;
   #server: NetServer | undefined;
   readonly #sockets = new Set<Socket>();
+  /** Bumped by every `forget`. */
   #epoch = 0;
+  /** The epoch of the last `forget()` of every agent. */
+  #allForgottenAt = 0;
+  /** The epoch of the last `forget(agentId)`, per agent (one number per agent ever forgotten; see FORGOTTEN_LIMIT). */
+  readonly #forgottenAt = new Map<string, number>();
   #closed: Promise<void> | undefined;
 
   constructor(options: { readonly clock: Clock; readonly maxAgeMs?: number }) {
@@ -49,22 +58,57 @@ export class AgentConnections {
     this.#maxAgeMs = options.maxAgeMs ?? AGENT_AUTH_MAX_AGE_MS;
   }
 
-  /** Listens on host:port and hands every accepted connection to `inject`; resolves with the port. */
+  /**
+   * Listens on host:port and hands every accepted connection to `inject`; resolves with the port.
+   *
+   * Accepting is kept cheap and injecting (TLS and HTTP/2 set-up, ~0.5 ms each) is spread over
+   * turns of the event loop, INJECT_PER_TURN at a time: injected inline, a burst of thousands
+   * of agents held the loop while the kernel's accept queue overflowed, and a dropped SYN is
+   * retried by the client 1, 3, 7, 15, 31 s later, which put agents past their deadlines with the
+   * server idle. Waiting here, a connection costs a descriptor, and the I/O of connections
+   * already injected runs between turns.
+   */
   listen(host: string, port: number, inject: (socket: Socket) => void): Promise<number> {
-    const server = createServer({ noDelay: true }, (socket) => {
-      const key = peerKey(socket.remoteAddress, socket.remotePort);
-      if (key === undefined) {
-        socket.destroy();
-        return;
+    let waiting: Socket[] = [];
+    let next = 0;
+    let scheduled = false;
+    // a reset while it waits must not be an unhandled 'error'; grpc-js listens once it has it
+    const ignoreWhileWaiting = (): void => undefined;
+    const injectSome = (): void => {
+      scheduled = false;
+      for (let n = 0; n < INJECT_PER_TURN && next < waiting.length; n++) {
+        const socket = waiting[next++] as Socket;
+        socket.removeListener('error', ignoreWhileWaiting);
+        // the client gave up (or the server is stopping) while it waited
+        if (socket.destroyed) continue;
+        const key = peerKey(socket.remoteAddress, socket.remotePort);
+        if (key === undefined) {
+          socket.destroy();
+          continue;
+        }
+        const conn = new Connection();
+        this.#live.set(key, conn);
+        socket.once('close', () => {
+          if (this.#live.get(key) === conn) this.#live.delete(key);
+        });
+        inject(socket);
       }
-      const conn = new Connection();
-      this.#live.set(key, conn);
+      if (next === waiting.length) {
+        waiting = [];
+        next = 0;
+      } else schedule();
+    };
+    const schedule = (): void => {
+      if (scheduled) return;
+      scheduled = true;
+      setImmediate(injectSome);
+    };
+    const server = createServer({ noDelay: true }, (socket) => {
       this.#sockets.add(socket);
-      socket.once('close', () => {
-        this.#sockets.delete(socket);
-        if (this.#live.get(key) === conn) this.#live.delete(key);
-      });
-      inject(socket);
+      socket.once('close', () => this.#sockets.delete(socket));
+      socket.on('error', ignoreWhileWaiting);
+      waiting.push(socket);
+      schedule();
     });
     this.#server = server;
     return new Promise((resolve, reject) => {
@@ -91,11 +135,13 @@ export class AgentConnections {
   }
 
   /**
-   * Remembers `caller` for the connection of a call, unless something was forgotten since
-   * `epoch` (the record read may predate a ban) or the connection is not (or no longer) live.
+   * Remembers `caller` for the connection of a call, unless that agent (or every agent) was
+   * forgotten since `epoch` (the record read may predate a ban) or the connection is not (or
+   * no longer) live. Forgetting another agent does not stop it: with thousands of agents
+   * attesting, some agent is forgotten at every moment.
    */
   remember(peer: string, caller: AgentCaller, epoch: number): void {
-    if (epoch !== this.#epoch) return;
+    if (this.#allForgottenAt > epoch || (this.#forgottenAt.get(caller.agentId) ?? 0) > epoch) return;
     const conn = this.#live.get(peer);
     if (conn !== undefined) conn.remembered = { caller, atMs: this.#clock.nowMs() };
   }
@@ -103,6 +149,12 @@ export class AgentConnections {
   /** Forgets what was remembered for `agentId` (undefined: every agent) on every connection. */
   forget(agentId?: string): void {
     this.#epoch++;
+    if (agentId === undefined || this.#forgottenAt.size >= FORGOTTEN_LIMIT) {
+      this.#allForgottenAt = this.#epoch;
+      this.#forgottenAt.clear();
+    } else {
+      this.#forgottenAt.set(agentId, this.#epoch);
+    }
     for (const conn of this.#live.values()) {
       if (agentId === undefined || conn.remembered?.caller.agentId === agentId) conn.remembered = undefined;
     }
