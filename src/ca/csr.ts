@@ -21,16 +21,16 @@ function csrError(reason: string, message: string, cause?: unknown): SigilError 
   return new SigilError('ERR_INVALID_ARGUMENT', message, { reason, cause });
 }
 
-/**
- * Parses a DER PKCS#10 request and verifies its signature with its own key. The subject,
- * attributes and requested extensions are ignored: the CA decides every name itself.
- * Throws ERR_INVALID_ARGUMENT with reason `bad-csr`, `csr-unsupported-algorithm` or `csr-signature`.
- */
-export function verifyCsr(der: Uint8Array): VerifiedCsr {
-  let cri: Buffer;
-  let spki: Buffer;
-  let algOid: string;
-  let signature: Buffer;
+/** The parts of a DER PKCS#10 request the CA reads, not yet verified. */
+interface ParsedCsr {
+  /** CertificationRequestInfo, the signed bytes. */
+  readonly cri: Buffer;
+  readonly spki: Buffer;
+  readonly algOid: string;
+  readonly signature: Buffer;
+}
+
+function parseCsr(der: Uint8Array): ParsedCsr {
   try {
     const root = expectTag(readWhole(der), Tag.sequence, 'CertificationRequest');
     const [criNode, algNode, sigNode, extra] = children(der, root);
@@ -40,17 +40,35 @@ export function verifyCsr(der: Uint8Array): VerifiedCsr {
     const v = contentOf(der, expectTag(version, Tag.integer, 'version'));
     if (v.length !== 1 || v[0] !== 0) throw csrError('bad-csr', 'malformed CSR: version is not 1');
     expectTag(subject, Tag.sequence, 'subject');
-    spki = Buffer.from(bytesOf(der, expectTag(spkiNode, Tag.sequence, 'SubjectPublicKeyInfo')));
-    cri = bytesOf(der, criSeq);
+    const spki = Buffer.from(bytesOf(der, expectTag(spkiNode, Tag.sequence, 'SubjectPublicKeyInfo')));
+    const cri = bytesOf(der, criSeq);
     const [oidNode] = children(der, expectTag(algNode, Tag.sequence, 'signatureAlgorithm'));
-    algOid = decodeOid(contentOf(der, expectTag(oidNode, Tag.oid, 'algorithm')));
+    const algOid = decodeOid(contentOf(der, expectTag(oidNode, Tag.oid, 'algorithm')));
     const bits = contentOf(der, expectTag(sigNode, Tag.bitString, 'signature'));
     if (bits.length < 2 || bits[0] !== 0) throw csrError('bad-csr', 'malformed CSR: bad signature bit string');
-    signature = bits.subarray(1);
+    return { cri, spki, algOid, signature: bits.subarray(1) };
   } catch (err) {
     if (err instanceof SigilError && err.reason === 'bad-csr') throw err;
     throw csrError('bad-csr', 'malformed CSR', err);
   }
+}
+
+/**
+ * The SubjectPublicKeyInfo of a DER PKCS#10 request, byte for byte, WITHOUT verifying its
+ * signature: for deciding about the key before the request goes to be signed, where
+ * `verifyCsr` runs (on a signing thread). Throws ERR_INVALID_ARGUMENT `bad-csr`.
+ */
+export function csrPublicKeyInfo(der: Uint8Array): Buffer {
+  return parseCsr(der).spki;
+}
+
+/**
+ * Parses a DER PKCS#10 request and verifies its signature with its own key. The subject,
+ * attributes and requested extensions are ignored: the CA decides every name itself.
+ * Throws ERR_INVALID_ARGUMENT with reason `bad-csr`, `csr-unsupported-algorithm` or `csr-signature`.
+ */
+export function verifyCsr(der: Uint8Array): VerifiedCsr {
+  const { cri, spki, algOid, signature } = parseCsr(der);
   const alg = CSR_SIGNATURE_ALGORITHMS.get(algOid);
   if (alg === undefined) throw csrError('csr-unsupported-algorithm', `unsupported CSR signature algorithm ${algOid}`);
   let publicKey: KeyObject;

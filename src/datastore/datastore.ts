@@ -194,6 +194,8 @@ export interface Datastore extends AuditTrailStore {
   /** Creates an entry unless one with the same (spiffeId, parentId, selectors) exists; returns which. */
   createEntryIfNotExists(entry: NewRegistrationEntry, audit?: AuditFor<RegistrationEntry>): Promise<{ entry: RegistrationEntry; created: boolean }>;
   getEntry(id: string): Promise<RegistrationEntry | undefined>;
+  /** The entries with these IDs (duplicates ignored; unknown IDs are absent from the map), read in one transaction. */
+  getEntries(ids: readonly string[]): Promise<Map<string, RegistrationEntry>>;
   /** Replaces the mutable fields; bumps `revision`. ERR_NOT_FOUND when absent. */
   updateEntry(entry: Omit<RegistrationEntry, 'revision' | 'createdAt'>, audit?: AuditFor<RegistrationEntry>): Promise<RegistrationEntry>;
   /** Deletes and returns the entry; ERR_NOT_FOUND when absent. */

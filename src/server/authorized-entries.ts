@@ -151,7 +151,19 @@ export class EntryAuthorizer {
 
   /** The entry when the agent is authorised for it, else undefined (unknown, expired, reserved, a node alias, or not the agent's). */
   async entry(entryId: string): Promise<RegistrationEntry | undefined> {
-    const e = await this.#ds.getEntry(entryId);
+    return this.#decide(await this.#ds.getEntry(entryId));
+  }
+
+  /** `entry` for several IDs, read in one datastore call: the authorised ones by ID (the others are absent). */
+  async entries(entryIds: readonly string[]): Promise<Map<string, RegistrationEntry>> {
+    const out = new Map<string, RegistrationEntry>();
+    for (const e of (await this.#ds.getEntries(entryIds)).values()) {
+      if ((await this.#decide(e)) !== undefined) out.set(e.id, e);
+    }
+    return out;
+  }
+
+  async #decide(e: RegistrationEntry | undefined): Promise<RegistrationEntry | undefined> {
     if (e === undefined || !entryUsable(e, this.#td, this.#nowMs) || e.parentId === this.#server) return undefined;
     return (await this.#reachable(e.parentId, new Set())) ? e : undefined;
   }

@@ -354,6 +354,23 @@ export function datastoreConformance(name: string, open: (options: ConformanceOp
     await rejects(t, ds.listEntriesByParentIds('x' as unknown as string[]), 'ERR_INVALID_ARGUMENT', 'invalid-filter');
   });
 
+  it('getEntries returns the named entries whole, by ID, across statement chunks; unknown IDs are absent', async (t, ds) => {
+    const e1 = await ds.createEntry(newEntry({ sel: ['unix:uid:1'], hint: 'h1', federatesWith: ['spiffe://a.org'], dnsNames: ['a.example.org'] }));
+    const e2 = await ds.createEntry(newEntry({ sel: ['unix:uid:2'] }));
+    await ds.createEntry(newEntry({ sel: ['unix:uid:3'] }));
+    const got = await ds.getEntries([e2.id, 'no-such-entry', e1.id, e2.id]);
+    t.deepEqual([...got.keys()].sort(), [e1.id, e2.id].sort());
+    t.deepEqual(got.get(e1.id), e1);
+    t.deepEqual(got.get(e2.id), await ds.getEntry(e2.id));
+    t.is((await ds.getEntries([])).size, 0);
+    const made = await ds.createEntries(Array.from({ length: 2100 }, (_, i) => newEntry({ sel: [`unix:gid:${i}`] })));
+    const all = await ds.getEntries(made.map((e) => e.id));
+    t.is(all.size, made.length);
+    t.deepEqual(all.get(made[2099]?.id ?? ''), made[2099]);
+    await rejects(t, ds.getEntries([1 as unknown as string]), 'ERR_INVALID_ARGUMENT', 'invalid-entry-id');
+    await rejects(t, ds.getEntries('x' as unknown as string[]), 'ERR_INVALID_ARGUMENT', 'invalid-entry-id');
+  });
+
   it('selector filters match exact, subset, superset and any', async (t, ds) => {
     const a = await ds.createEntry(newEntry({ sel: ['unix:uid:1'] }));
     const ab = await ds.createEntry(newEntry({ sel: ['unix:uid:1', 'unix:gid:2'] }));

@@ -83,7 +83,7 @@ export interface SqlDatastoreOptions {
 /** Default and maximum number of events one listEntryEvents call returns. */
 const DEFAULT_EVENT_LIMIT = 1000;
 const MAX_EVENT_LIMIT = 10_000;
-/** Parent IDs bound in one statement of listEntriesByParentIds (keeps each list parameter small). */
+/** Parent IDs bound in one statement of listEntriesByParentIds, entry IDs in one of getEntries (keeps each list parameter small). */
 const PARENTS_PER_STATEMENT = 1000;
 
 function checkTokenHash(tokenHash: unknown): asserts tokenHash is string {
@@ -244,6 +244,29 @@ export class SqlDatastore implements Datastore {
   async getEntry(id: string): Promise<RegistrationEntry | undefined> {
     if (typeof id !== 'string') throw new SigilError('ERR_INVALID_ARGUMENT', 'entry id must be a string', { reason: 'invalid-entry-id' });
     return this.#tx('single', (tx) => this.#entryById(tx, id));
+  }
+
+  async getEntries(ids: readonly string[]): Promise<Map<string, RegistrationEntry>> {
+    if (!Array.isArray(ids) || ids.some((id) => typeof id !== 'string')) {
+      throw new SigilError('ERR_INVALID_ARGUMENT', 'entry ids must be a list of strings', { reason: 'invalid-entry-id' });
+    }
+    const wanted = [...new Set(ids)];
+    const out = new Map<string, RegistrationEntry>();
+    if (wanted.length === 0) return out;
+    const d = this.#driver.dialect;
+    // the list drives the join: one probe of the primary key per ID
+    const sql = `SELECT ${ENTRY_COLUMNS} FROM (${d.textListSubquery}) p CROSS JOIN registered_entries e WHERE e.id = p.value`;
+    const read = async (tx: SqlExecutor): Promise<Map<string, RegistrationEntry>> => {
+      for (let i = 0; i < wanted.length; i += PARENTS_PER_STATEMENT) {
+        for (const row of await tx.rows(sql, [d.textListParam(wanted.slice(i, i + PARENTS_PER_STATEMENT))])) {
+          const e = decodeEntry(row);
+          out.set(e.id, e);
+        }
+      }
+      return out;
+    };
+    // one statement needs no transaction around it
+    return this.#tx(wanted.length <= PARENTS_PER_STATEMENT ? 'single' : 'read', read);
   }
 
   async updateEntry(entry: Omit<RegistrationEntry, 'revision' | 'createdAt'>, audit?: AuditFor<RegistrationEntry>): Promise<RegistrationEntry> {

@@ -23,7 +23,7 @@ import { EntryAuthorizer, type AgentFacts } from '../authorized-entries.js';
 import type { BundleManager } from '../bundle-manager.js';
 import type { Change, ChangeHub, EntryChange } from '../change-hub.js';
 import type { ServerMetrics } from '../metrics.js';
-import { verifyCsr } from '../../ca/csr.js';
+import { csrPublicKeyInfo } from '../../ca/csr.js';
 import type { ReservedIssuance } from '../../ca/reserved-issuance.js';
 import type { ServerCa, SignedX509Svid } from '../server-ca.js';
 import type { AgentConnections } from './agent-connections.js';
@@ -294,7 +294,8 @@ export function createAgentService(deps: AgentServiceDeps): UntypedServiceImplem
     }
     let joinToken: { tokenHash: string; agentKey: string } | undefined;
     if (result.spends !== undefined) {
-      const agentKey = createHash('sha256').update(verifyCsr(csr).spki).digest('hex');
+      // the key the token is spent to; the CSR's signature is verified where it is signed
+      const agentKey = createHash('sha256').update(csrPublicKeyInfo(csr)).digest('hex');
       // spent by another key: refused before anything is signed for it
       if (result.spends.spentBy !== '' && result.spends.spentBy !== agentKey) throw joinTokenUnknown();
       joinToken = { tokenHash: result.spends.joinTokenHash, agentKey };
@@ -379,40 +380,37 @@ export function createAgentService(deps: AgentServiceDeps): UntypedServiceImplem
       logger.info({ agentId: caller.agentId, csrs: params.length }, 'X509-SVID batch shed: the signing backlog would outlast its deadline');
       throw new SigilError('ERR_UNAVAILABLE', 'the server is signing at capacity; retry later', { reason: 'signing-overloaded' });
     }
-    const allowed = authorizerFor(caller);
-    // one lookup per entry ID per call, however often the batch names it
-    const lookups = new Map<string, Promise<RegistrationEntry | undefined>>();
     type Signed = { readonly svid: SignedX509Svid } | { readonly err: unknown };
     type Item =
       | { readonly kind: 'invalid'; readonly err: SigilError }
       | { readonly kind: 'denied'; readonly entryId: string }
       | { readonly kind: 'sign'; readonly entry: RegistrationEntry; readonly signed: Promise<Signed> };
+    const checked = params.map((p): { readonly entryId: string; readonly csr: Buffer } | { readonly err: SigilError } => {
+      try {
+        return { entryId: checkEntryId(p.entry_id), csr: checkCsr(p.csr, 'batch item') };
+      } catch (err) {
+        return { err: toSigilError(err) };
+      }
+    });
+    // every entry of the batch in one datastore read, however often the batch names it
+    const allowed = await authorizerFor(caller).entries(checked.flatMap((c) => ('err' in c ? [] : [c.entryId])));
     const items: Item[] = [];
     // Every signature is started before any is awaited, so the CA's signing threads get the
     // whole batch at once; outcomes are then reported in request order.
-    for (const p of params) {
+    for (const c of checked) {
       if (signal.aborted) break;
-      let csr: Buffer;
-      try {
-        checkEntryId(p.entry_id);
-        csr = checkCsr(p.csr, 'batch item');
-      } catch (err) {
-        items.push({ kind: 'invalid', err: toSigilError(err) });
+      if ('err' in c) {
+        items.push({ kind: 'invalid', err: c.err });
         continue;
       }
-      let lookup = lookups.get(p.entry_id);
-      if (lookup === undefined) {
-        lookup = allowed.entry(p.entry_id);
-        lookups.set(p.entry_id, lookup);
-      }
-      const entry = await lookup;
+      const entry = allowed.get(c.entryId);
       if (entry === undefined) {
-        items.push({ kind: 'denied', entryId: p.entry_id });
+        items.push({ kind: 'denied', entryId: c.entryId });
         continue;
       }
       const ttlMs = entry.x509SvidTtlSeconds > 0 ? entry.x509SvidTtlSeconds * 1000 : deps.defaultX509SvidTtlMs;
-      // settled at once into a value: a rejection must not sit unhandled while later lookups run
-      const signed = sign('x509', entry.spiffeId, csr, ttlMs, [...entry.dnsNames], signal).then(
+      // settled at once into a value: a rejection must not sit unhandled while later items are started
+      const signed = sign('x509', entry.spiffeId, c.csr, ttlMs, [...entry.dnsNames], signal).then(
         (svid): Signed => ({ svid }),
         (err: unknown): Signed => ({ err }),
       );
