@@ -9,7 +9,7 @@
  * line is out. Everything that commits nothing (SVIDs signed, refusals, failures) is written
  * straight to the sink by `record`/`recordAll`, before the caller is answered.
  */
-import { closeSync, fchmodSync, fsyncSync, mkdirSync, openSync, writeSync } from 'node:fs';
+import { closeSync, fchmodSync, fsync, mkdirSync, openSync, writeSync } from 'node:fs';
 import { dirname } from 'node:path';
 import type { Clock } from '../common/clock.js';
 import { SigilError } from '../common/errors.js';
@@ -44,6 +44,11 @@ export function fileAuditSink(path: string): AuditSink {
     throw new SigilError('ERR_CONFIG_INVALID', `cannot make audit log ${path} mode 0600`, { reason: 'audit-log', cause: err });
   }
   let open = true;
+  /** fsyncs on the pool now: the descriptor is closed only after them (a closed one could be reused meanwhile). */
+  let syncing = 0;
+  const closeNow = (): void => {
+    if (syncing === 0) closeSync(fd);
+  };
   return {
     write: (line) => {
       if (open) writeSync(fd, line);
@@ -52,12 +57,23 @@ export function fileAuditSink(path: string): AuditSink {
     writeMany: (lines) => {
       if (open) writeSync(fd, lines.join(''));
     },
-    flush: async () => {
-      if (open) fsyncSync(fd);
-    },
+    // off the event loop (libuv's pool): under load an fsync takes milliseconds, and a
+    // synchronous one held every agent's call meanwhile
+    flush: () =>
+      new Promise<void>((resolve, reject) => {
+        if (!open) return resolve();
+        syncing++;
+        fsync(fd, (err) => {
+          syncing--;
+          if (!open) closeNow();
+          if (err === null) resolve();
+          else reject(err);
+        });
+      }),
     close: () => {
-      if (open) closeSync(fd);
+      if (!open) return;
       open = false;
+      closeNow();
     },
   };
 }

@@ -49,3 +49,19 @@ test('the audit file is created 0600 and holds one JSON object per line', async 
   t.deepEqual(lines.map((l) => l['entryId']), ['e1', 'e2', 'e3', 'e4']);
   t.is(typeof lines[0]?.time, 'string');
 });
+
+test('the audit file is flushed off the event loop, and closing while flushes run closes it after them', async (t) => {
+  const dir = await makeServerDir();
+  const path = join(dir, 'audit.log');
+  const sink = fileAuditSink(path);
+  sink.write('{"n":1}\n');
+  const first = sink.flush?.();
+  sink.writeMany?.(['{"n":2}\n', '{"n":3}\n']);
+  const second = sink.flush?.();
+  sink.close();
+  // both complete (an fsync on a descriptor closed under it would fail with EBADF)
+  await t.notThrowsAsync(Promise.all([first, second]));
+  sink.write('{"n":4}\n'); // after close: dropped, not thrown
+  await t.notThrowsAsync(sink.flush?.() ?? Promise.resolve());
+  t.deepEqual((await readFile(path, 'utf8')).trim().split('\n'), ['{"n":1}', '{"n":2}', '{"n":3}']);
+});
