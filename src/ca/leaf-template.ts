@@ -90,10 +90,24 @@ export function checkDnsName(name: string): void {
   if (!ok) throw new SigilError('ERR_INVALID_ARGUMENT', `invalid DNS name ${JSON.stringify(String(name).slice(0, 80))}`, { reason: 'bad-dns-name' });
 }
 
-/** A new random positive 128-bit serial (16 magnitude bytes, never zero). */
+/** Serials drawn per call to the CSPRNG: one call costs about as much as 16 bytes or 4 KiB. */
+const SERIALS_PER_DRAW = 256;
+let serialBytes = Buffer.alloc(0);
+let serialAt = 0;
+
+/**
+ * A new random positive 128-bit serial (16 magnitude bytes, never zero). The bytes come from
+ * randomBytes drawn a few KiB at a time (a serial is public, not a secret); each draw is a new
+ * buffer, so a serial handed out is never overwritten.
+ */
 export function randomSerial(): Buffer {
   for (;;) {
-    const b = randomBytes(16);
+    if (serialAt + 16 > serialBytes.length) {
+      serialBytes = randomBytes(16 * SERIALS_PER_DRAW);
+      serialAt = 0;
+    }
+    const b = serialBytes.subarray(serialAt, serialAt + 16);
+    serialAt += 16;
     if (b.some((x) => x !== 0)) return b;
   }
 }
