@@ -47,6 +47,8 @@ export const MAX_SIGNING_THREADS = 64;
 
 interface Waiting {
   readonly req: PoolLeafRequest;
+  /** Leaves before every waiting request that is not (see `sign`'s `first`). */
+  readonly first: boolean;
   readonly signal: AbortSignal | undefined;
   readonly resolve: (leaf: Buffer) => void;
   readonly reject: (err: unknown) => void;
@@ -97,6 +99,7 @@ export class SigningPool {
   readonly size: number;
   readonly #threads: (Thread | undefined)[];
   readonly #keys = new Map<number, WorkerKey>();
+  /** Waiting requests: every `first` one ahead of the others, each kind in arrival order. */
   #queue: Waiting[] = [];
   #flushQueued = false;
   #nextRef = 1;
@@ -143,15 +146,33 @@ export class SigningPool {
   /**
    * Verifies the CSR and signs its leaf on a thread; resolves to the DER certificate. Rejects
    * with the CSR's SigilError (ERR_INVALID_ARGUMENT) as the main-thread path would, with
-   * ERR_INTERNAL when a thread fails, ERR_UNAVAILABLE once closed.
+   * ERR_INTERNAL when a thread fails, ERR_UNAVAILABLE once closed. A `first` request waits
+   * only behind other `first` ones: an agent attesting holds a stream open for one signature,
+   * and should not queue behind thousands of workload SVIDs.
    */
-  sign(req: PoolLeafRequest, signal?: AbortSignal): Promise<Buffer> {
+  sign(req: PoolLeafRequest, signal?: AbortSignal, options: { readonly first?: boolean } = {}): Promise<Buffer> {
     if (this.#closed) return Promise.reject(new SigilError('ERR_UNAVAILABLE', 'signing pool is closed', { reason: 'signing-pool-closed' }));
     if (signal?.aborted === true) return Promise.reject(callerGone(signal));
     return new Promise((resolve, reject) => {
-      this.#queue.push({ req, signal, resolve, reject });
+      const first = options.first === true;
+      const w: Waiting = { req, signal, first, resolve, reject };
+      if (!first || this.#queue.length === 0 || (this.#queue[this.#queue.length - 1] as Waiting).first) this.#queue.push(w);
+      else this.#queue.splice(this.#firstCount(), 0, w);
       this.#scheduleFlush();
     });
+  }
+
+  /** How many `first` requests lead the queue. */
+  #firstCount(): number {
+    let lo = 0;
+    let hi = this.#queue.length;
+    // they are a prefix: binary search for its end
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      if ((this.#queue[mid] as Waiting).first) lo = mid + 1;
+      else hi = mid;
+    }
+    return lo;
   }
 
   /** Requests waiting or on a thread. */

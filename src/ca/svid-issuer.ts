@@ -101,7 +101,8 @@ export class SvidIssuer {
       const pool = this.#d.pool;
       // the server SVID (rare) is built on this thread: the pool's threads never emit the marker
       if (!serverMarker && pool !== undefined && !pool.closed && slot !== undefined && this.#poolRef(pool, slot) !== null) {
-        return this.#issueInPool(pool, req.csr, req.spiffeId, req.dnsNames ?? [], req.ttlMs, req.signal);
+        // an agent's own SVID (attestation, renewal) goes ahead of workload SVIDs waiting for a thread
+        return this.#issueInPool(pool, req.csr, req.spiffeId, req.dnsNames ?? [], req.ttlMs, req.signal, req.issuance?.kind === 'agent');
       }
       const { spki, publicKey } = verifyCsr(req.csr);
       const { rsa } = checkSvidPublicKey(publicKey);
@@ -221,13 +222,21 @@ export class SvidIssuer {
   }
 
   /** As signX509SvidFromCsr + #issue, with the CSR check and the signature on a pool thread. */
-  async #issueInPool(pool: SigningPool, csr: Uint8Array, spiffeId: SpiffeId, dnsNames: readonly string[], ttlMs: number | undefined, signal?: AbortSignal): Promise<IssuedX509Svid> {
+  async #issueInPool(
+    pool: SigningPool,
+    csr: Uint8Array,
+    spiffeId: SpiffeId,
+    dnsNames: readonly string[],
+    ttlMs: number | undefined,
+    signal: AbortSignal | undefined,
+    first: boolean,
+  ): Promise<IssuedX509Svid> {
     const { slot, notBefore, notAfter } = this.#leafValidity(ttlMs);
     const ref = this.#poolRef(pool, slot);
     if (ref === null) throw new SigilError('ERR_INTERNAL', 'X.509 CA key is not usable by the signing threads', { reason: 'signing-key-unavailable' });
     if (notAfter > slot.rec.signedUntil) await this.#raiseSignedUntil(slot, notAfter);
     const serial = randomSerial();
-    const leaf = await pool.sign({ keyRef: ref, csr, serial, notBeforeMs: notBefore, notAfterMs: notAfter, spiffeId: spiffeId.toString(), dnsNames }, signal);
+    const leaf = await pool.sign({ keyRef: ref, csr, serial, notBeforeMs: notBefore, notAfterMs: notAfter, spiffeId: spiffeId.toString(), dnsNames }, signal, { first });
     return { chain: slot.chainTail.length === 0 ? [leaf] : [leaf, ...slot.chainTail], serial: serialHex(serial), notAfter: new Date(notAfter), spiffeId };
   }
 

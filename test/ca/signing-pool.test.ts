@@ -10,7 +10,7 @@ import { isSigilError, SigilError } from '../../src/common/errors.js';
 import { x509 } from '../../src/common/x509.js';
 import { bytesOf, children, readWhole } from '../../src/ca/der.js';
 import { MemoryKeyManager } from '../../src/ca/key-manager/memory-key-manager.js';
-import { SigningPool } from '../../src/ca/signing-pool.js';
+import { MAX_JOBS_PER_MESSAGE, SigningPool } from '../../src/ca/signing-pool.js';
 import type { KeyManager, KeyType, ManagedKey } from '../../src/plugin/key-manager.js';
 import { TD, makeCa, makeCsr, opensslVerify, tempDir, type LeafKeyKind } from './helpers.js';
 
@@ -198,4 +198,19 @@ test('a request whose signal fired is refused unsigned; the backlog estimate fol
   const small = ca.signingBacklogMs(10);
   const big = ca.signingBacklogMs(100_000);
   t.true(small > 0 && big > small * 100, `estimates ${small} ms and ${big} ms`);
+});
+
+test('an agent SVID waits only for the messages already on the threads, not behind thousands of queued workload SVIDs (issue 20)', async (t) => {
+  const { ca } = await pooledCa(t);
+  const { agent } = ca.takeReservedIssuance();
+  const { csr } = await makeCsr();
+  let done = 0;
+  const workload = Array.from({ length: 3000 }, () => ca.signX509SvidFromCsr({ csr, spiffeId: TD.id('w') }).then(() => done++));
+  // queued in the same turn, after all of them
+  const signedBefore = ca.signX509SvidFromCsr({ csr, spiffeId: TD.id('sigil', 'agent', 'join_token', 'a'), issuance: agent }).then(() => done);
+  const before = await signedBefore;
+  await Promise.all(workload);
+  // two messages per thread may be out when it queues, and it may share the next one
+  const bound = ca.signingThreads * 2 * MAX_JOBS_PER_MESSAGE + MAX_JOBS_PER_MESSAGE;
+  t.true(before <= bound, `${before} workload SVIDs were signed before the agent's (bound ${bound})`);
 });
