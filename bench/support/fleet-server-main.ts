@@ -5,6 +5,9 @@
  * datastore, before any agent attaches), single entries through the admin API once they are
  * attached (the path an operator's change takes), and the issuance counters.
  */
+import { writeFileSync } from 'node:fs';
+import { Session } from 'node:inspector/promises';
+import { join } from 'node:path';
 import { benchEntry } from './entries.js';
 import { startBenchServer, type BenchServer } from './bench-server.js';
 import { BENCH_TRUST_DOMAIN } from './ca.js';
@@ -26,6 +29,27 @@ export type FleetServerReply =
   | { readonly type: 'error'; readonly error: string };
 
 let srv: BenchServer | undefined;
+/**
+ * With SIGIL_BENCH_PROFILE=<dir>: the server's main-thread CPU profile over the measured part
+ * (from the tokens' reply to the stop), written to <dir>/fleet-server.cpuprofile for
+ * Chrome's DevTools or any .cpuprofile reader.
+ */
+const PROFILE_DIR = process.env['SIGIL_BENCH_PROFILE'];
+let profiler: Session | undefined;
+
+async function startProfile(): Promise<void> {
+  if (PROFILE_DIR === undefined || profiler !== undefined) return;
+  profiler = new Session();
+  profiler.connect();
+  await profiler.post('Profiler.enable');
+  await profiler.post('Profiler.start');
+}
+
+async function writeProfile(): Promise<void> {
+  if (PROFILE_DIR === undefined || profiler === undefined) return;
+  const { profile } = await profiler.post('Profiler.stop');
+  writeFileSync(join(PROFILE_DIR, 'fleet-server.cpuprofile'), JSON.stringify(profile));
+}
 
 function reply(r: FleetServerReply): void {
   process.send?.(r);
@@ -49,6 +73,7 @@ async function handle(cmd: FleetServerCommand): Promise<void> {
       Array.from({ length: cmd.entriesPerAgent }, (_, j) => benchEntry(`spiffe://${BENCH_TRUST_DOMAIN}/fleet/a${i}/w${j}`, a.agentId, [`unix:uid:${1000 + j}`])),
     );
     for (let i = 0; i < entries.length; i += 5000) await s.server.datastore.createEntries(entries.slice(i, i + 5000));
+    await startProfile();
     reply({ type: 'tokens', agents });
   } else if (cmd.type === 'entry') {
     const createdAtMs = Date.now();
@@ -73,6 +98,7 @@ async function handle(cmd: FleetServerCommand): Promise<void> {
   } else if (cmd.type === 'stats') {
     reply({ type: 'stats', x509Ok: await counter('x509', 'ok'), x509Error: await counter('x509', 'error'), agentOk: await counter('agent', 'ok') });
   } else {
+    await writeProfile();
     await s.close();
     reply({ type: 'stopped' });
     process.exit(0);
