@@ -47,11 +47,64 @@ export const MAX_SIGNING_THREADS = 64;
 
 interface Waiting {
   readonly req: PoolLeafRequest;
-  /** Leaves before every waiting request that is not (see `sign`'s `first`). */
-  readonly first: boolean;
   readonly signal: AbortSignal | undefined;
   readonly resolve: (leaf: Buffer) => void;
   readonly reject: (err: unknown) => void;
+}
+
+/**
+ * Waiting requests in arrival order: taking from the front costs what is taken, not the
+ * length of the queue (thousands wait under load, and the pool takes from it at every reply).
+ */
+class WaitingQueue {
+  #items: Waiting[] = [];
+  #head = 0;
+
+  get length(): number {
+    return this.#items.length - this.#head;
+  }
+
+  push(w: Waiting): void {
+    this.#items.push(w);
+  }
+
+  /** Removes and returns up to `n` requests from the front, skipping (and handing to `gone`) those whose caller has gone. */
+  take(n: number, gone: (w: Waiting) => void): Waiting[] {
+    const out: Waiting[] = [];
+    while (out.length < n && this.#head < this.#items.length) {
+      const w = this.#items[this.#head++] as Waiting;
+      if (w.signal?.aborted === true) gone(w);
+      else out.push(w);
+    }
+    if (this.#head === this.#items.length) {
+      this.#items = [];
+      this.#head = 0;
+    } else if (this.#head > 1024 && this.#head * 2 > this.#items.length) {
+      this.#items = this.#items.slice(this.#head);
+      this.#head = 0;
+    }
+    return out;
+  }
+
+  /** Removes every request whose caller has gone, handing each to `gone`. */
+  purge(gone: (w: Waiting) => void): void {
+    const live: Waiting[] = [];
+    for (let i = this.#head; i < this.#items.length; i++) {
+      const w = this.#items[i] as Waiting;
+      if (w.signal?.aborted === true) gone(w);
+      else live.push(w);
+    }
+    this.#items = live;
+    this.#head = 0;
+  }
+
+  /** Removes and returns everything. */
+  drain(): Waiting[] {
+    const all = this.#items.slice(this.#head);
+    this.#items = [];
+    this.#head = 0;
+    return all;
+  }
 }
 
 interface Thread {
@@ -99,8 +152,14 @@ export class SigningPool {
   readonly size: number;
   readonly #threads: (Thread | undefined)[];
   readonly #keys = new Map<number, WorkerKey>();
-  /** Waiting requests: every `first` one ahead of the others, each kind in arrival order. */
-  #queue: Waiting[] = [];
+  /** Agent SVIDs waiting (see `sign`'s `first`): they leave before any of `#queue`. */
+  readonly #firstQueue = new WaitingQueue();
+  /** Every other request waiting. */
+  readonly #queue = new WaitingQueue();
+  /** The signals of waiting requests, each watched once: an abort marks the queues for a purge. */
+  readonly #watched = new WeakSet<AbortSignal>();
+  /** True after a watched signal fired: the next flush drops its requests wherever they wait. */
+  #purge = false;
   #flushQueued = false;
   #nextRef = 1;
   #nextJob = 1;
@@ -153,33 +212,35 @@ export class SigningPool {
   sign(req: PoolLeafRequest, signal?: AbortSignal, options: { readonly first?: boolean } = {}): Promise<Buffer> {
     if (this.#closed) return Promise.reject(new SigilError('ERR_UNAVAILABLE', 'signing pool is closed', { reason: 'signing-pool-closed' }));
     if (signal?.aborted === true) return Promise.reject(callerGone(signal));
+    if (signal !== undefined && !this.#watched.has(signal)) {
+      this.#watched.add(signal);
+      signal.addEventListener(
+        'abort',
+        () => {
+          this.#purge = true;
+          this.#scheduleFlush();
+        },
+        { once: true },
+      );
+    }
     return new Promise((resolve, reject) => {
-      const first = options.first === true;
-      const w: Waiting = { req, signal, first, resolve, reject };
-      if (!first || this.#queue.length === 0 || (this.#queue[this.#queue.length - 1] as Waiting).first) this.#queue.push(w);
-      else this.#queue.splice(this.#firstCount(), 0, w);
+      (options.first === true ? this.#firstQueue : this.#queue).push({ req, signal, resolve, reject });
       this.#scheduleFlush();
     });
   }
 
-  /** How many `first` requests lead the queue. */
-  #firstCount(): number {
-    let lo = 0;
-    let hi = this.#queue.length;
-    // they are a prefix: binary search for its end
-    while (lo < hi) {
-      const mid = (lo + hi) >>> 1;
-      if ((this.#queue[mid] as Waiting).first) lo = mid + 1;
-      else hi = mid;
-    }
-    return lo;
+  /** Requests waiting for a thread. */
+  get #waiting(): number {
+    return this.#firstQueue.length + this.#queue.length;
   }
 
-  /** Requests waiting or on a thread. */
+  /**
+   * Requests waiting or on a thread. Waiting requests whose caller has gone still count until
+   * the next flush drops them (at the latest when a thread replies): this is read for every
+   * batch a server sheds or admits, so it must not walk a queue of thousands.
+   */
   get pending(): number {
-    // requests of callers that have gone are dropped at the next flush: not work any more
-    let n = 0;
-    for (const w of this.#queue) if (w.signal?.aborted !== true) n++;
+    let n = this.#waiting;
     for (const t of this.#threads) n += t?.inflight.size ?? 0;
     return n;
   }
@@ -195,7 +256,7 @@ export class SigningPool {
   }
 
   #scheduleFlush(): void {
-    if (this.#flushQueued || this.#queue.length === 0) return;
+    if (this.#flushQueued || this.#waiting === 0) return;
     this.#flushQueued = true;
     // after the I/O callbacks of this turn, so concurrent calls share one message per thread
     setImmediate(() => this.#flush());
@@ -204,25 +265,24 @@ export class SigningPool {
   /** Shares the waiting requests among threads with room for a message, fewest requests in flight first. */
   #flush(): void {
     this.#flushQueued = false;
-    if (this.#queue.length === 0) return;
+    if (this.#waiting === 0) return;
     if (this.#closed) {
-      const queue = this.#queue;
-      this.#queue = [];
-      for (const w of queue) w.reject(new SigilError('ERR_UNAVAILABLE', 'signing pool is closed', { reason: 'signing-pool-closed' }));
+      for (const w of [...this.#firstQueue.drain(), ...this.#queue.drain()]) w.reject(new SigilError('ERR_UNAVAILABLE', 'signing pool is closed', { reason: 'signing-pool-closed' }));
       return;
     }
     // Callers that gave up while their requests waited get their answer now, unsigned.
-    const live: Waiting[] = [];
-    for (const w of this.#queue) {
-      if (w.signal?.aborted === true) w.reject(callerGone(w.signal));
-      else live.push(w);
+    const gone = (w: Waiting): void => w.reject(callerGone(w.signal as AbortSignal));
+    if (this.#purge) {
+      this.#purge = false;
+      this.#firstQueue.purge(gone);
+      this.#queue.purge(gone);
     }
-    this.#queue = live;
     const open = this.#threads.map((t, i) => t ?? this.#start(i)).filter((t) => t.batches < BATCHES_PER_THREAD);
-    if (open.length === 0 || live.length === 0) return; // the next reply flushes again
+    if (open.length === 0) return; // the next reply flushes again
     const room = open.length * MAX_JOBS_PER_MESSAGE;
-    const taken = live.slice(0, room);
-    this.#queue = live.slice(room);
+    const taken = this.#firstQueue.take(room, gone);
+    if (taken.length < room) taken.push(...this.#queue.take(room - taken.length, gone));
+    if (taken.length === 0) return;
     const load = open.map((t) => t.inflight.size);
     const groups = open.map((): Waiting[] => []);
     for (const w of taken) {
@@ -238,7 +298,7 @@ export class SigningPool {
       if (g.length > 0) this.#send(open[i] as Thread, g);
     });
     // a thread may take a second message at once; the rest waits for a reply
-    if (this.#queue.length > 0 && open.some((t) => t.batches < BATCHES_PER_THREAD)) this.#scheduleFlush();
+    if (this.#waiting > 0 && open.some((t) => t.batches < BATCHES_PER_THREAD)) this.#scheduleFlush();
   }
 
   #send(t: Thread, group: Waiting[]): void {
@@ -331,9 +391,7 @@ export class SigningPool {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
-    const queued = this.#queue;
-    this.#queue = [];
-    for (const w of queued) w.reject(new SigilError('ERR_UNAVAILABLE', 'signing pool is closed', { reason: 'signing-pool-closed' }));
+    for (const w of [...this.#firstQueue.drain(), ...this.#queue.drain()]) w.reject(new SigilError('ERR_UNAVAILABLE', 'signing pool is closed', { reason: 'signing-pool-closed' }));
     this.#keys.clear();
     await Promise.all(this.#threads.map((t) => t?.worker.terminate()));
   }
