@@ -10,6 +10,7 @@
 import { JoinTokenAgentAttestor } from '../../attestors/node/join_token/agent.js';
 import { generateKeyAndCsr } from '../../src/agent/csr.js';
 import { AgentServerClient, type WireSyncPage } from '../../src/agent/server-client.js';
+import { isSigilError } from '../../src/common/errors.js';
 import { Secret } from '../../src/common/secret.js';
 import { TrustDomain } from '../../src/spiffe/spiffe-id.js';
 import { makeCsrs } from './csr.js';
@@ -30,6 +31,8 @@ export type FleetAgentsReport =
   | { readonly type: 'synced'; readonly agentId: string; readonly atMs: number; readonly svids: number }
   | { readonly type: 'svid'; readonly agentId: string; readonly entryId: string; readonly atMs: number }
   | { readonly type: 'failure'; readonly agentId: string; readonly call: string; readonly error: string }
+  /** A call the server refused at once because its signing backlog would outlast the call's deadline (retried, as a real agent does). */
+  | { readonly type: 'shed'; readonly agentId: string; readonly call: string }
   | { readonly type: 'error'; readonly error: string };
 
 function report(r: FleetAgentsReport): void {
@@ -80,7 +83,8 @@ async function runAgent(cmd: FleetAgentsCommand, a: { token: string; agentId: st
             } else report({ type: 'failure', agentId: a.agentId, call: 'BatchNewX509SVID item', error: String(r.error) });
           }
         } catch (err) {
-          report({ type: 'failure', agentId: a.agentId, call: 'BatchNewX509SVID', error: String(err) });
+          if (isSigilError(err, 'ERR_UNAVAILABLE') && err.reason === 'signing-overloaded') report({ type: 'shed', agentId: a.agentId, call: 'BatchNewX509SVID' });
+          else report({ type: 'failure', agentId: a.agentId, call: 'BatchNewX509SVID', error: String(err) });
           await sleep(retryDelay(attempt));
         }
       }
