@@ -4,6 +4,7 @@
  * library, whose object model costs ~100x the signature itself.
  */
 import { SigilError } from '../common/errors.js';
+import { DerError, oidToString } from '../spiffe/der.js';
 
 /** Universal and context tags used by Sigil. */
 export const Tag = {
@@ -113,24 +114,14 @@ export function oid(dotted: string): Buffer {
   return tlv(Tag.oid, Buffer.from(body));
 }
 
-/** Dotted form of an OBJECT IDENTIFIER's content octets. */
+/** Dotted form of an OBJECT IDENTIFIER's content octets, arcs of any size exact (src/spiffe/der.ts reads them). */
 export function decodeOid(content: Uint8Array): string {
-  const arcs: number[] = [];
-  let v = 0;
-  for (let i = 0; i < content.length; i++) {
-    const byte = content[i] as number;
-    if (v === 0 && byte === 0x80) throw derError('non-minimal OID arc');
-    v = v * 128 + (byte & 0x7f);
-    if ((byte & 0x80) === 0) {
-      if (arcs.length === 0) {
-        const first = v < 80 ? Math.floor(v / 40) : 2;
-        arcs.push(first, v - first * 40);
-      } else arcs.push(v);
-      v = 0;
-    }
+  try {
+    return oidToString(content);
+  } catch (err) {
+    if (err instanceof DerError) throw derError(err.message);
+    throw err;
   }
-  if (v !== 0 || content.length === 0 || ((content[content.length - 1] as number) & 0x80) !== 0) throw derError('truncated OID');
-  return arcs.join('.');
 }
 
 /** BOOLEAN (DER: TRUE is 0xff). */
