@@ -70,6 +70,29 @@ export function contentOf(buf: Uint8Array, tlv: Tlv): Uint8Array {
   return buf.subarray(tlv.contentStart, tlv.end);
 }
 
+/**
+ * The content octets of an OBJECT IDENTIFIER in dotted form, arcs of any size (UUID arcs under
+ * 2.25 are 128-bit). Throws RangeError for a malformed OID (a non-digit arc, fewer than two
+ * arcs, a first arc above 2, a second above 39 under 0 or 1).
+ */
+export function oidContent(dotted: string): Uint8Array {
+  const arcs = dotted.split('.').map((s) => {
+    if (!/^\d+$/.test(s)) throw new RangeError(`bad OID ${dotted}`);
+    return BigInt(s);
+  });
+  const [a, b] = arcs;
+  if (a === undefined || b === undefined || a > 2n || (a < 2n && b > 39n)) throw new RangeError(`bad OID ${dotted}`);
+  const out: number[] = [];
+  const push = (v: bigint): void => {
+    const tmp = [Number(v & 0x7fn)];
+    for (let x = v >> 7n; x > 0n; x >>= 7n) tmp.unshift(0x80 | Number(x & 0x7fn));
+    out.push(...tmp);
+  };
+  push(a * 40n + b);
+  for (const arc of arcs.slice(2)) push(arc);
+  return Uint8Array.from(out);
+}
+
 /** An arc is summed as a number while below this (so `* 128 + 127` stays exact), then as a bigint. */
 const NUMBER_ARC_LIMIT = 2 ** 46;
 

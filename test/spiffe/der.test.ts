@@ -2,7 +2,8 @@
  * OBJECT IDENTIFIER decoding against openssl: each OID is encoded by `openssl asn1parse
  * -genstr`, and what both of Sigil's readers (src/spiffe/der.ts, and src/ca/der.ts on top of
  * it) make of that DER must be openssl's own dotted text, including 128-bit UUID arcs under
- * 2.25 and arcs just past 2^53, where Number arithmetic used to round.
+ * 2.25 and arcs just past 2^53, where Number arithmetic used to round; and the one encoder
+ * (oidContent, under the CA's oid()) must write openssl's bytes.
  */
 import test from 'ava';
 import { execFile } from 'node:child_process';
@@ -13,7 +14,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { isSigilError } from '../../src/common/errors.js';
 import { decodeOid, oid } from '../../src/ca/der.js';
-import { DerError, oidToString } from '../../src/spiffe/der.js';
+import { DerError, oidContent, oidToString } from '../../src/spiffe/der.js';
 import { SERVER_SVID_MARKER_OID } from '../../src/spiffe/reserved-id.js';
 
 const execFileAsync = promisify(execFile);
@@ -54,6 +55,7 @@ test('OIDs with arcs past 2^53 decode exactly as openssl reads them', async (t) 
     t.is(der[1], content.length, `${dotted}: short-form length`);
     t.is(oidToString(content), text, dotted);
     t.is(decodeOid(content), text, dotted);
+    t.is(Buffer.from(oidContent(dotted)).toString('hex'), content.toString('hex'), `${dotted}: the encoder writes openssl's content octets`);
     t.is(oid(dotted).toString('hex'), der.toString('hex'), `${dotted}: the CA's encoder writes openssl's bytes`);
   }
 });
