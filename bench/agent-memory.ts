@@ -16,11 +16,13 @@
  * its growth per item is what the bare bytes cost in Node. The targets stay absolute.
  */
 import { setTimeout as sleep } from 'node:timers/promises';
+import { AgentServerClient } from '../src/agent/server-client.js';
+import { Secret } from '../src/common/secret.js';
+import { TrustDomain } from '../src/spiffe/spiffe-id.js';
 import { startBenchServer, type BenchServer } from './support/bench-server.js';
 import { AgentProcess, type AgentProcessStats } from './support/bench-agent.js';
 import { BENCH_TRUST_DOMAIN } from './support/ca.js';
 import { benchEntry } from './support/entries.js';
-import { AgentApiClient } from '../test/helpers/agent-client.js';
 import { BufferHolder } from './support/buffer-holder.js';
 import { makeCsrs } from './support/csr.js';
 import { bytes, median, type Benchmark, type BenchOutcome, type Metric } from './support/result.js';
@@ -32,12 +34,12 @@ async function sampleSvid(srv: BenchServer): Promise<{ key: Buffer; chain: Buffe
   const id = await srv.attestAgent();
   const [entry] = await srv.server.datastore.createEntries([benchEntry(`spiffe://${BENCH_TRUST_DOMAIN}/mem/sample`, id.spiffeId, ['unix:uid:19999'])]);
   const csr = makeCsrs(1)[0]!;
-  const client = new AgentApiClient(srv.agentTarget, srv.server.x509Authorities(), BENCH_TRUST_DOMAIN, { chain: id.chain, keyPem: id.keyPem });
+  const client = new AgentServerClient({ addresses: [srv.agentTarget], trustDomain: TrustDomain.parse(BENCH_TRUST_DOMAIN), roots: srv.server.x509Authorities() });
   try {
-    const r = await client.call<{ results: { svid: { cert_chain: Buffer[] } | null; status: { code: number; message: string } }[] }>('BatchNewX509SVID', { params: [{ entry_id: entry!.id, csr: csr.der }] });
-    const svid = r.results[0]?.svid;
-    if (svid === undefined || svid === null) throw new Error(`sample SVID not signed: ${r.results[0]?.status.message ?? 'no result'}`);
-    return { key: csr.pkcs8, chain: svid.cert_chain };
+    client.setIdentity({ chainDer: id.chain, keyPkcs8Der: new Secret(id.keyPkcs8) });
+    const [result] = await client.batchNewX509Svid([{ entryId: entry!.id, csrDer: csr.der }]);
+    if (result?.svid === undefined) throw new Error(`sample SVID not signed: ${result?.error?.message ?? 'no result'}`);
+    return { key: csr.pkcs8, chain: result.svid.cert_chain };
   } finally {
     client.close();
   }

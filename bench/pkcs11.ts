@@ -10,19 +10,15 @@ import { existsSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { CaManager } from '../src/ca/ca-manager.js';
-import { MemoryCaJournalStore } from '../src/ca/ca-journal.js';
+import type { CaManager } from '../src/ca/ca-manager.js';
 import { DiskKeyManager, rewrapKeys } from '../src/ca/key-manager/disk-key-manager.js';
 import { generateKekFile, readKekFile } from '../src/ca/key-manager/kek.js';
-import { MemoryKeyManager } from '../src/ca/key-manager/memory-key-manager.js';
 import { tokenKekWrapper } from '../src/ca/key-manager/pkcs11-kek.js';
 import { Pkcs11KeyManager } from '../src/ca/key-manager/pkcs11-key-manager.js';
 import { Pkcs11Token } from '../src/ca/key-manager/pkcs11-token.js';
-import type { KeyManager } from '../src/plugin/key-manager.js';
-import { systemClock } from '../src/common/clock.js';
-import { silentLogger } from '../src/common/logger.js';
-import { SpiffeId, TrustDomain } from '../src/spiffe/spiffe-id.js';
+import { SpiffeId } from '../src/spiffe/spiffe-id.js';
 import { SOFTHSM_MODULE, softHsm } from '../test/helpers/softhsm.js';
+import { createBenchCa, type BenchCa } from './support/ca.js';
 import { makeCsrs } from './support/csr.js';
 import { median, millis, rate, unmeasured, type Benchmark, type BenchOutcome } from './support/result.js';
 
@@ -31,28 +27,26 @@ const START_ROW = 'wrap-mode start-up: open 20 key files, data keys unwrapped by
 const IN_FLIGHT = 16;
 const KEYS = 20;
 
-function ca(keyManager: KeyManager): Promise<CaManager> {
-  return CaManager.create({ trustDomain: TrustDomain.parse('example.org'), keyManager, journal: new MemoryCaJournalStore(), clock: systemClock, logger: silentLogger(), signingThreads: 0 });
-}
-
 const pkcs11: Benchmark = {
   id: 11,
   name: 'keys in a PKCS#11 token (SoftHSM2)',
   async run(options, log): Promise<BenchOutcome> {
     if (!existsSync(SOFTHSM_MODULE)) {
-      return { rows: [unmeasured(9, ISSUE_ROW, '(no target)'), unmeasured(9, START_ROW, '(no target)')], details: {}, notes: ['softhsm2 is not installed (scripts/ci-prepare.sh installs it)'] };
+      return { rows: [unmeasured(11, ISSUE_ROW, '(no target)'), unmeasured(11, START_ROW, '(no target)')], details: {}, notes: ['softhsm2 is not installed (scripts/ci-prepare.sh installs it)'] };
     }
     const h = await softHsm('sigil-bench');
     h.use();
     const token = await Pkcs11Token.open({ module: SOFTHSM_MODULE, tokenLabel: h.label, pinFile: h.pinFile, sessions: 4 });
     const work = await mkdtemp(join(tmpdir(), 'sigil-bench-p11-'));
+    let inToken: BenchCa | undefined;
+    let inMemory: BenchCa | undefined;
     try {
       const perRound = options.quick ? 200 : 2000;
       const rounds = options.quick ? 3 : 5;
       const csrs = makeCsrs(perRound);
       const ids = csrs.map((_, i) => SpiffeId.parse(`spiffe://example.org/workload/${i}`));
-      const inToken = await ca(await Pkcs11KeyManager.open(token));
-      const inMemory = await ca(new MemoryKeyManager());
+      inToken = await createBenchCa({ keyManager: await Pkcs11KeyManager.open(token) });
+      inMemory = await createBenchCa();
       const issueRound = async (c: CaManager): Promise<number> => {
         const t0 = process.hrtime.bigint();
         let next = 0;
@@ -63,17 +57,19 @@ const pkcs11: Benchmark = {
         );
         return csrs.length / (Number(process.hrtime.bigint() - t0) / 1e9);
       };
-      await issueRound(inToken);
-      await issueRound(inMemory);
+      await issueRound(inToken.ca);
+      await issueRound(inMemory.ca);
       const tokenRates: number[] = [];
       const memoryRates: number[] = [];
       for (let r = 0; r < rounds; r++) {
-        tokenRates.push(await issueRound(inToken));
-        memoryRates.push(await issueRound(inMemory));
+        tokenRates.push(await issueRound(inToken.ca));
+        memoryRates.push(await issueRound(inMemory.ca));
         log(`round ${r + 1}/${rounds}: issuance with the key in SoftHSM2 ${Math.round(tokenRates.at(-1)!)}/s, in memory ${Math.round(memoryRates.at(-1)!)}/s`);
       }
       await inToken.close();
+      inToken = undefined;
       await inMemory.close();
+      inMemory = undefined;
 
       // wrap-mode start-up: the same 20 key files under a KEK file, then under the token's KEK
       const fileDir = join(work, 'file-keys');
@@ -113,6 +109,8 @@ const pkcs11: Benchmark = {
         notes: ['benchmark 11 measures SoftHSM2, a software token: a network HSM adds a round trip per signature, a USB token is slower still'],
       };
     } finally {
+      await inToken?.close();
+      await inMemory?.close();
       await token.close();
       await rm(work, { recursive: true, force: true });
       await h.remove();

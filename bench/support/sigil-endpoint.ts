@@ -29,11 +29,19 @@ export interface SigilEndpoint {
   close(): Promise<void>;
 }
 
+/** The X.509 authorities of a fresh `partner.test` CA, as PEM. */
+async function partnerPem(): Promise<string> {
+  const partner = await createBenchCa({ trustDomain: PARTNER });
+  try {
+    return partner.ca.x509Authorities().map((c) => toPem(c, 'CERTIFICATE')).join('');
+  } finally {
+    await partner.close();
+  }
+}
+
 /** Starts a server and the real agent with one entry for this uid. */
 export async function startSigilEndpoint(): Promise<SigilEndpoint> {
-  const partnerPems = await Promise.all([createBenchCa(PARTNER), createBenchCa(PARTNER)]).then((cas) =>
-    cas.map((ca) => ca.x509Authorities().map((c) => toPem(c, 'CERTIFICATE')).join('')),
-  );
+  const partnerPems = await Promise.all([partnerPem(), partnerPem()]);
   let srv: BenchServer | undefined;
   let agent: InProcessAgent | undefined;
   try {

@@ -4,18 +4,16 @@
  * key named, then resolved (durations to milliseconds, paths to absolute) and frozen.
  * Secrets are never config values: the join token is read from the file named here.
  */
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { z } from 'zod';
 import {
   configError,
   deepFreezeConfig,
   durationSchema,
   hostPortSchema,
+  loadConfigFile,
   logLevelSchema,
-  parseConfig,
-  pathResolver,
-  readYamlConfigFile,
-  requireConfigMapping,
+  parseRawConfig,
   trustDomainSchema as trustDomain,
   type LogLevel,
 } from '../common/config.js';
@@ -116,7 +114,6 @@ export const agentConfigSchema = z.strictObject({
   health: z.strictObject({ address: listenHostPort }).optional(),
 });
 
-type RawConfig = z.input<typeof agentConfigSchema>;
 
 /** What to set when a required key is missing: the key, and the flag of `sigil agent run` where there is one. */
 const AGENT_REQUIRED = {
@@ -169,10 +166,8 @@ export interface AgentFlags {
   readonly joinTokenFile?: string;
 }
 
-/** Validates raw config (parsed YAML) merged with flags; resolves relative paths against `baseDir`. */
-export function resolveAgentConfig(raw: unknown, flags: AgentFlags = {}, baseDir = process.cwd()): AgentConfig {
-  raw = requireConfigMapping(raw, 'agent');
-  const merged = structuredClone(raw) as Record<string, unknown>;
+/** Writes the command-line flags into the raw config (flags win). */
+function applyAgentFlags(merged: Record<string, unknown>, flags: AgentFlags): void {
   if (flags.trustDomain !== undefined) merged.trustDomain = flags.trustDomain;
   if (flags.serverAddress !== undefined) {
     // the flag names the one server to use, whatever the file lists
@@ -187,10 +182,11 @@ export function resolveAgentConfig(raw: unknown, flags: AgentFlags = {}, baseDir
     // A flag-named token file replaces whatever attestor the file configured.
     merged.nodeAttestor = { joinToken: { tokenFile: flags.joinTokenFile } };
   }
+}
 
-  const c = parseConfig(agentConfigSchema, merged as RawConfig, 'agent', AGENT_REQUIRED);
-  const abs = pathResolver(baseDir);
-  const problems: string[] = [];
+/** Validates raw config (parsed YAML) merged with flags; resolves relative paths against `baseDir`. */
+export function resolveAgentConfig(raw: unknown, flags: AgentFlags = {}, baseDir = process.cwd()): AgentConfig {
+  const { c, abs, problems } = parseRawConfig('agent', agentConfigSchema, raw, { baseDir, hints: AGENT_REQUIRED, flags: (merged) => applyAgentFlags(merged, flags) });
   if (c.serverAddress !== undefined && c.serverAddresses !== undefined) {
     problems.push('serverAddress, serverAddresses: set one of them, not both (serverAddress is the one-element form of serverAddresses)');
   } else if (c.serverAddress === undefined && c.serverAddresses === undefined) {
@@ -268,8 +264,7 @@ function splitHostPort(text: string): { host: string; port: number } {
 
 /** Reads a YAML config file and resolves it with flags; paths in the file are relative to its folder. */
 export function loadAgentConfig(path: string | undefined, flags: AgentFlags = {}): AgentConfig {
-  if (path === undefined) return resolveAgentConfig({}, flags);
-  return resolveAgentConfig(readYamlConfigFile(path, 'agent'), flags, resolve(path, '..'));
+  return loadConfigFile(path, 'agent', (raw, baseDir) => resolveAgentConfig(raw, flags, baseDir));
 }
 
 /** Where the agent keeps its SVID, key and last-known bundle inside `dataDir`. */

@@ -1,8 +1,9 @@
 /**
  * Many deadlines behind one timer: a binary min-heap of items ordered by `dueMs`, with the
- * clock's single timer armed for the earliest. The SVID cache holds one rotation and one
- * expiry deadline per SVID; a Node timer each (Timeout, closure, handle, and a TimersList per
- * distinct delay) cost more memory than the SVID's own state.
+ * clock's single timer armed for the earliest. The SVID minter (svid-minter.ts) keeps each
+ * held SVID in it, due first at its rotation and then at its expiry; a Node timer for each of
+ * those deadlines (Timeout, closure, handle, and a TimersList per distinct delay) cost more
+ * memory than the SVID's own state.
  */
 import type { Clock, TimerHandle } from '../common/clock.js';
 

@@ -24,24 +24,6 @@ export interface CaJournalStore {
   update?(update: (stored: Uint8Array | undefined) => Uint8Array | undefined): Promise<boolean>;
 }
 
-/**
- * A CaJournalStore in memory. No production path and no test uses it (tests journal to a real
- * SQLite datastore through datastoreCaJournal); it stays only because bench/support/ca.ts
- * imports it, and goes once that file journals to the datastore too.
- * @deprecated journal to the datastore (src/server/ca-journal-store.ts)
- */
-export class MemoryCaJournalStore implements CaJournalStore {
-  #data: Uint8Array | undefined;
-
-  async load(): Promise<Uint8Array | undefined> {
-    return this.#data === undefined ? undefined : Uint8Array.from(this.#data);
-  }
-
-  async save(data: Uint8Array): Promise<void> {
-    this.#data = Uint8Array.from(data);
-  }
-}
-
 /** Lifecycle phase of a CA or JWT signing key. */
 export type AuthorityPhase = 'prepared' | 'active' | 'old';
 

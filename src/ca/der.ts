@@ -4,6 +4,7 @@
  * library, whose object model costs ~100x the signature itself.
  */
 import { SigilError } from '../common/errors.js';
+import { DerError, oidContent, oidToString } from '../spiffe/der.js';
 
 /** Universal and context tags used by Sigil. */
 export const Tag = {
@@ -94,43 +95,19 @@ export function smallInteger(n: number): Buffer {
   return unsignedInteger(Buffer.from(bytes.length === 0 ? [0] : bytes));
 }
 
-/** OBJECT IDENTIFIER from dotted form; arcs of any size (UUID arcs under 2.25 are 128-bit). */
+/** OBJECT IDENTIFIER from dotted form; arcs of any size (UUID arcs under 2.25 are 128-bit). Throws RangeError for a malformed OID. */
 export function oid(dotted: string): Buffer {
-  const arcs = dotted.split('.').map((s) => {
-    if (!/^\d+$/.test(s)) throw new RangeError(`bad OID ${dotted}`);
-    return BigInt(s);
-  });
-  const [a, b] = arcs;
-  if (a === undefined || b === undefined || a > 2n || (a < 2n && b > 39n)) throw new RangeError(`bad OID ${dotted}`);
-  const body: number[] = [];
-  const pushArc = (v: bigint): void => {
-    const tmp = [Number(v & 0x7fn)];
-    for (let x = v >> 7n; x > 0n; x >>= 7n) tmp.unshift(0x80 | Number(x & 0x7fn));
-    body.push(...tmp);
-  };
-  pushArc(a * 40n + b);
-  for (const arc of arcs.slice(2)) pushArc(arc);
-  return tlv(Tag.oid, Buffer.from(body));
+  return tlv(Tag.oid, oidContent(dotted));
 }
 
-/** Dotted form of an OBJECT IDENTIFIER's content octets. */
+/** Dotted form of an OBJECT IDENTIFIER's content octets, arcs of any size exact (src/spiffe/der.ts reads them). */
 export function decodeOid(content: Uint8Array): string {
-  const arcs: number[] = [];
-  let v = 0;
-  for (let i = 0; i < content.length; i++) {
-    const byte = content[i] as number;
-    if (v === 0 && byte === 0x80) throw derError('non-minimal OID arc');
-    v = v * 128 + (byte & 0x7f);
-    if ((byte & 0x80) === 0) {
-      if (arcs.length === 0) {
-        const first = v < 80 ? Math.floor(v / 40) : 2;
-        arcs.push(first, v - first * 40);
-      } else arcs.push(v);
-      v = 0;
-    }
+  try {
+    return oidToString(content);
+  } catch (err) {
+    if (err instanceof DerError) throw derError(err.message);
+    throw err;
   }
-  if (v !== 0 || content.length === 0 || ((content[content.length - 1] as number) & 0x80) !== 0) throw derError('truncated OID');
-  return arcs.join('.');
 }
 
 /** BOOLEAN (DER: TRUE is 0xff). */

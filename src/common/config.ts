@@ -115,6 +115,42 @@ export function pathResolver(baseDir: string): (path: string) => string {
   return (p) => (isAbsolute(p) ? p : resolve(baseDir, p));
 }
 
+/** What a binary's resolver works from once its schema has accepted the config. */
+export interface ParsedConfig<T> {
+  /** The parsed config (schema defaults applied). */
+  readonly c: T;
+  /** Resolves a path of the config against its base folder (see pathResolver). */
+  readonly abs: (path: string) => string;
+  /** Where the resolver collects the problems found past the schema, for one configError. */
+  readonly problems: string[];
+}
+
+/**
+ * The start every binary's resolver shares: `raw` must be a mapping (absent: empty); `flags`
+ * writes the command-line flags into a copy of it (flags win); the copy is parsed with
+ * `schema` (one configError naming every problem, `hints` for missing keys).
+ */
+export function parseRawConfig<S extends z.ZodType>(
+  what: string,
+  schema: S,
+  raw: unknown,
+  options: { readonly baseDir: string; readonly hints?: RequiredKeyHints; readonly flags?: (merged: Record<string, unknown>) => void },
+): ParsedConfig<z.output<S>> {
+  const merged = structuredClone(requireConfigMapping(raw, what)) as Record<string, unknown>;
+  options.flags?.(merged);
+  return { c: parseConfig(schema, merged, what, options.hints), abs: pathResolver(options.baseDir), problems: [] };
+}
+
+/**
+ * Reads the YAML config file at `path` and resolves it with `resolveRaw`, relative paths taken
+ * from the file's folder; without a file, resolves an empty config (paths from the working
+ * directory).
+ */
+export function loadConfigFile<T>(path: string | undefined, what: string, resolveRaw: (raw: unknown, baseDir: string) => T): T {
+  if (path === undefined) return resolveRaw({}, process.cwd());
+  return resolveRaw(readYamlConfigFile(path, what), resolve(path, '..'));
+}
+
 /**
  * Freezes plain objects and arrays all the way down; class instances (value types such as
  * TrustDomain, immutable by their own API) are left as they are.

@@ -3,18 +3,15 @@
  * against one schema that rejects unknown keys and reports every problem at once with the
  * key named, then resolved (durations to milliseconds, paths to absolute) and frozen.
  */
-import { resolve } from 'node:path';
 import { z } from 'zod';
 import {
   configError,
   deepFreezeConfig,
   durationSchema,
   hostPortSchema,
+  loadConfigFile,
   logLevelSchema,
-  parseConfig,
-  pathResolver,
-  readYamlConfigFile,
-  requireConfigMapping,
+  parseRawConfig,
   trustDomainSchema,
   type LogLevel,
 } from '../common/config.js';
@@ -52,7 +49,6 @@ export const oidcConfigSchema = z.strictObject({
   logLevel: logLevelSchema.default('info'),
 });
 
-type RawConfig = z.input<typeof oidcConfigSchema>;
 
 /** The resolved, frozen configuration. */
 export interface OidcConfig {
@@ -100,10 +96,7 @@ function splitHostPort(text: string): { host: string; port: number } {
 
 /** Validates raw config (parsed YAML); `serve` also requires a listener. Paths resolve against `baseDir`. */
 export function resolveOidcConfig(raw: unknown, options: { readonly serve: boolean }, baseDir = process.cwd()): OidcConfig {
-  raw = requireConfigMapping(raw, 'oidc');
-  const c = parseConfig(oidcConfigSchema, raw as RawConfig, 'oidc', REQUIRED);
-  const abs = pathResolver(baseDir);
-  const problems: string[] = [];
+  const { c, abs, problems } = parseRawConfig('oidc', oidcConfigSchema, raw, { baseDir, hints: REQUIRED });
   const issuerProblem = issuerUrlProblem(c.issuer, c.allowInsecureIssuer);
   if (issuerProblem !== undefined) problems.push(`issuer: ${issuerProblem}`);
   if (c.listen !== undefined && c.insecureListen !== undefined) problems.push('insecureListen: set either listen (with tls) or insecureListen, not both');
@@ -171,5 +164,5 @@ export function resolveOidcConfig(raw: unknown, options: { readonly serve: boole
 
 /** Reads and validates oidc.yaml; throws ERR_CONFIG_INVALID naming every bad key. */
 export function loadOidcConfig(path: string, options: { readonly serve: boolean }): OidcConfig {
-  return resolveOidcConfig(readYamlConfigFile(path, 'oidc'), options, resolve(path, '..'));
+  return loadConfigFile(path, 'oidc', (raw, baseDir) => resolveOidcConfig(raw, options, baseDir));
 }

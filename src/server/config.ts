@@ -4,18 +4,16 @@
  * the key named, then resolved (durations to milliseconds, paths to absolute) and frozen.
  */
 import type { KeyManagerSpec } from '../ca/key-manager/open-key-manager.js';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { z } from 'zod';
 import {
   configError,
   deepFreezeConfig,
   durationSchema,
   hostPortSchema,
+  loadConfigFile,
   logLevelSchema,
-  parseConfig,
-  pathResolver,
-  readYamlConfigFile,
-  requireConfigMapping,
+  parseRawConfig,
   trustDomainSchema as trustDomain,
   type LogLevel,
 } from '../common/config.js';
@@ -131,7 +129,6 @@ export const serverConfigSchema = z.strictObject({
     .default({ retention: '7d', shipInterval: '1s', cursor: 'default' }),
 });
 
-type RawConfig = z.input<typeof serverConfigSchema>;
 
 /** What to set when a required key is missing: the key, and the flag of `sigil server run`. */
 const SERVER_REQUIRED = {
@@ -228,21 +225,20 @@ function setIn(obj: Record<string, unknown>, path: readonly string[], value: unk
   node[path[path.length - 1] as string] = value;
 }
 
-/** Validates raw config (already parsed YAML) merged with flags; resolves relative paths against `baseDir`. */
-export function resolveServerConfig(raw: unknown, flags: ServerFlags = {}, baseDir = process.cwd()): ServerConfig {
-  raw = requireConfigMapping(raw, 'server');
-  const merged = structuredClone(raw) as Record<string, unknown>;
+/** Writes the command-line flags into the raw config (flags win). */
+function applyServerFlags(merged: Record<string, unknown>, flags: ServerFlags): void {
   if (flags.trustDomain !== undefined) merged.trustDomain = flags.trustDomain;
   if (flags.dataDir !== undefined) merged.dataDir = flags.dataDir;
   if (flags.logLevel !== undefined) merged.logLevel = flags.logLevel;
   if (flags.agentAddress !== undefined) setIn(merged, ['agentApi', 'address'], flags.agentAddress);
   if (flags.adminSocket !== undefined) setIn(merged, ['adminApi', 'socketPath'], flags.adminSocket);
   if (flags.healthAddress !== undefined) setIn(merged, ['health', 'address'], flags.healthAddress);
+}
 
-  const c = parseConfig(serverConfigSchema, merged as RawConfig, 'server', SERVER_REQUIRED);
-  const abs = pathResolver(baseDir);
+/** Validates raw config (already parsed YAML) merged with flags; resolves relative paths against `baseDir`. */
+export function resolveServerConfig(raw: unknown, flags: ServerFlags = {}, baseDir = process.cwd()): ServerConfig {
+  const { c, abs, problems } = parseRawConfig('server', serverConfigSchema, raw, { baseDir, hints: SERVER_REQUIRED, flags: (merged) => applyServerFlags(merged, flags) });
   const dataDir = abs(c.dataDir);
-  const problems: string[] = [];
   if (c.keyManager.type === 'disk' && c.keyManager.kekFile === undefined) {
     problems.push('keyManager.kekFile: required when keyManager.type is disk');
   }
@@ -364,6 +360,5 @@ export function resolveServerConfig(raw: unknown, flags: ServerFlags = {}, baseD
 
 /** Reads and validates a YAML config file plus flags; throws ERR_CONFIG_INVALID naming every bad key. */
 export function loadServerConfig(path: string | undefined, flags: ServerFlags = {}): ServerConfig {
-  if (path === undefined) return resolveServerConfig({}, flags);
-  return resolveServerConfig(readYamlConfigFile(path, 'server'), flags, resolve(path, '..'));
+  return loadConfigFile(path, 'server', (raw, baseDir) => resolveServerConfig(raw, flags, baseDir));
 }

@@ -70,23 +70,58 @@ export function contentOf(buf: Uint8Array, tlv: Tlv): Uint8Array {
   return buf.subarray(tlv.contentStart, tlv.end);
 }
 
-/** Decodes an OBJECT IDENTIFIER's content into dotted form. */
+/**
+ * The content octets of an OBJECT IDENTIFIER in dotted form, arcs of any size (UUID arcs under
+ * 2.25 are 128-bit). Throws RangeError for a malformed OID (a non-digit arc, fewer than two
+ * arcs, a first arc above 2, a second above 39 under 0 or 1).
+ */
+export function oidContent(dotted: string): Uint8Array {
+  const arcs = dotted.split('.').map((s) => {
+    if (!/^\d+$/.test(s)) throw new RangeError(`bad OID ${dotted}`);
+    return BigInt(s);
+  });
+  const [a, b] = arcs;
+  if (a === undefined || b === undefined || a > 2n || (a < 2n && b > 39n)) throw new RangeError(`bad OID ${dotted}`);
+  const out: number[] = [];
+  const push = (v: bigint): void => {
+    const tmp = [Number(v & 0x7fn)];
+    for (let x = v >> 7n; x > 0n; x >>= 7n) tmp.unshift(0x80 | Number(x & 0x7fn));
+    out.push(...tmp);
+  };
+  push(a * 40n + b);
+  for (const arc of arcs.slice(2)) push(arc);
+  return Uint8Array.from(out);
+}
+
+/** An arc is summed as a number while below this (so `* 128 + 127` stays exact), then as a bigint. */
+const NUMBER_ARC_LIMIT = 2 ** 46;
+
+/**
+ * Dotted form of an OBJECT IDENTIFIER's content octets, every arc exact whatever its size
+ * (the UUID arcs under 2.25 are 128-bit, past Number's 2^53). Throws DerError when the
+ * content is empty or truncated or an arc is not minimally encoded.
+ */
 export function oidToString(content: Uint8Array): string {
   if (content.length === 0) throw new DerError('empty object identifier');
-  const parts: number[] = [];
+  if ((content[content.length - 1]! & 0x80) !== 0) throw new DerError('truncated object identifier');
+  const parts: (number | bigint)[] = [];
   let value = 0;
+  let big: bigint | undefined;
+  let arcStart = true;
   for (let i = 0; i < content.length; i++) {
     const b = content[i]!;
-    value = value * 128 + (b & 0x7f);
-    if ((b & 0x80) === 0) {
-      if (parts.length === 0) {
-        const first = value < 80 ? Math.floor(value / 40) : 2;
-        parts.push(first, value - first * 40);
-      } else parts.push(value);
-      value = 0;
-    }
+    if (arcStart && b === 0x80) throw new DerError('object identifier arc not minimally encoded');
+    arcStart = (b & 0x80) === 0;
+    if (big === undefined && value < NUMBER_ARC_LIMIT) value = value * 128 + (b & 0x7f);
+    else big = (big ?? BigInt(value)) * 128n + BigInt(b & 0x7f);
+    if (!arcStart) continue;
+    if (parts.length > 0) parts.push(big ?? value);
+    else if (big === undefined && value < 80) parts.push(Math.floor(value / 40), value % 40);
+    // the first subidentifier is 40 * X + Y; from 80 on X is 2 and Y takes the rest
+    else parts.push(2, big === undefined ? value - 80 : big - 80n);
+    value = 0;
+    big = undefined;
   }
-  if ((content[content.length - 1]! & 0x80) !== 0) throw new DerError('truncated object identifier');
   return parts.join('.');
 }
 

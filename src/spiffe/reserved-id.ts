@@ -5,7 +5,7 @@
  * plays the part of SPIRE's reserved `/spire/` namespace. Registration (create, update,
  * batch create), the CA and the start-up scan of stored entries all ask this function.
  */
-import { bytesEqual, childrenOf, contentOf, DerError, expectTlv, type Tlv } from './der.js';
+import { bytesEqual, childrenOf, contentOf, DerError, expectTlv, oidContent, type Tlv } from './der.js';
 import type { SpiffeId, TrustDomain } from './spiffe-id.js';
 
 /** The first path segment Sigil keeps for its own identities. */
@@ -71,20 +71,6 @@ export function reservedIdReason(id: SpiffeId, trustDomain: TrustDomain): string
 export const SERVER_SVID_MARKER_OID = '2.25.177617700219941544756167996008881369112';
 /** The marker extension's value (a DER UTF8String of this text). */
 export const SERVER_SVID_MARKER = 'sigil server';
-
-/** The DER content octets of an OID given in dotted form (arcs of any size). */
-function oidContent(dotted: string): Uint8Array {
-  const arcs = dotted.split('.').map((a) => BigInt(a));
-  const out: number[] = [];
-  const push = (v: bigint): void => {
-    const tmp = [Number(v & 0x7fn)];
-    for (let x = v >> 7n; x > 0n; x >>= 7n) tmp.unshift(0x80 | Number(x & 0x7fn));
-    out.push(...tmp);
-  };
-  push((arcs[0] as bigint) * 40n + (arcs[1] as bigint));
-  for (const a of arcs.slice(2)) push(a);
-  return Uint8Array.from(out);
-}
 
 const MARKER_OID_CONTENT = oidContent(SERVER_SVID_MARKER_OID);
 const MARKER_VALUE = Uint8Array.from([0x0c, Buffer.byteLength(SERVER_SVID_MARKER), ...Buffer.from(SERVER_SVID_MARKER, 'utf8')]);

@@ -9,14 +9,14 @@ import { ManualClock } from '../../src/common/clock.js';
 import { isSigilError } from '../../src/common/errors.js';
 import { silentLogger } from '../../src/common/logger.js';
 import { CaManager } from '../../src/ca/ca-manager.js';
-import { MemoryCaJournalStore, type CaJournalStore } from '../../src/ca/ca-journal.js';
+import type { CaJournalStore } from '../../src/ca/ca-journal.js';
 import { MemoryKeyManager } from '../../src/ca/key-manager/memory-key-manager.js';
-import { T0, TD, makeCsr } from './helpers.js';
+import { T0, TD, makeCsr, sqliteJournal } from './helpers.js';
 
 const S = 1000;
 
-/** A journal store whose `others` are the journals of other (memory) stores. */
-function sharedStore(own: MemoryCaJournalStore, others: MemoryCaJournalStore[]): CaJournalStore {
+/** A journal store whose `others` are the journals of other stores (each in its own SQLite file). */
+function sharedStore(own: CaJournalStore, others: CaJournalStore[]): CaJournalStore {
   return {
     load: () => own.load(),
     save: (d) => own.save(d),
@@ -30,8 +30,8 @@ async function flush(): Promise<void> {
 
 test('the first server activates at once; a second one waits the margin with its authorities published first', async (t) => {
   const clock = new ManualClock(T0);
-  const jA = new MemoryCaJournalStore();
-  const jB = new MemoryCaJournalStore();
+  const jA = await sqliteJournal();
+  const jB = await sqliteJournal();
   const publishedA: number[] = [];
   const a = await CaManager.create({
     trustDomain: TD, keyManager: new MemoryKeyManager(), journal: sharedStore(jA, [jB]), clock, logger: silentLogger(),
@@ -74,7 +74,7 @@ test('the first server activates at once; a second one waits the margin with its
 
 test('operator activation waits the propagation margin after prepare', async (t) => {
   const clock = new ManualClock(T0);
-  const ca = await CaManager.create({ trustDomain: TD, keyManager: new MemoryKeyManager(), journal: new MemoryCaJournalStore(), clock, logger: silentLogger(), propagationMarginMs: 30 * S });
+  const ca = await CaManager.create({ trustDomain: TD, keyManager: new MemoryKeyManager(), journal: await sqliteJournal(), clock, logger: silentLogger(), propagationMarginMs: 30 * S });
   t.teardown(() => ca.close());
   await ca.prepare('x509');
   const err = await t.throwsAsync(ca.activate('x509'));
@@ -87,7 +87,7 @@ test('operator activation waits the propagation margin after prepare', async (t)
 test('the scheduled activation at 5/6 also waits for the margin after publication', async (t) => {
   const clock = new ManualClock(T0);
   const H = 3_600_000;
-  const ca = await CaManager.create({ trustDomain: TD, keyManager: new MemoryKeyManager(), journal: new MemoryCaJournalStore(), clock, logger: silentLogger(), caTtlMs: 6 * H, propagationMarginMs: 1.5 * H });
+  const ca = await CaManager.create({ trustDomain: TD, keyManager: new MemoryKeyManager(), journal: await sqliteJournal(), clock, logger: silentLogger(), caTtlMs: 6 * H, propagationMarginMs: 1.5 * H });
   t.teardown(() => ca.close());
   const first = ca.status().x509[0]?.id;
   // the timer did not run at 3h (1/2): prepared late, at 4h, so the margin runs to 5h30, past 5/6 (5h)
@@ -106,8 +106,8 @@ test('the scheduled activation at 5/6 also waits for the margin after publicatio
 test('keys named in another server\'s journal are not collected as orphans (a shared key folder)', async (t) => {
   const clock = new ManualClock(T0);
   const km = new MemoryKeyManager();
-  const jA = new MemoryCaJournalStore();
-  const jB = new MemoryCaJournalStore();
+  const jA = await sqliteJournal();
+  const jB = await sqliteJournal();
   const a = await CaManager.create({ trustDomain: TD, keyManager: km, journal: sharedStore(jA, [jB]), clock, logger: silentLogger() });
   await a.close();
   const before = (await km.listKeys()).map((k) => k.id).sort();

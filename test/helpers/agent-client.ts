@@ -4,11 +4,10 @@
  * AgentServerClient presenting the agent SVID, so a change to what the agent sends or checks is
  * what the server tests see.
  */
-import { createPrivateKey, X509Certificate } from 'node:crypto';
+import { X509Certificate } from 'node:crypto';
 import { AgentServerClient, type X509SvidItemResult } from '../../src/agent/server-client.js';
 import { Secret } from '../../src/common/secret.js';
 import { toPem } from '../../src/common/x509.js';
-import { STATUS_BY_CODE } from '../../src/grpc/status.js';
 import type { NodeAttestorAgent } from '../../src/plugin/node-attestor.js';
 import { generateKeyAndCsr } from '../../src/server/server-svid.js';
 import { TrustDomain } from '../../src/spiffe/spiffe-id.js';
@@ -64,34 +63,4 @@ export function uriOf(der: Buffer): string | undefined {
 /** Each item's refusal code, '' for an issued SVID (as the wire's `sigil_code`). */
 export function itemCodes(results: readonly X509SvidItemResult[]): string[] {
   return results.map((r) => r.error?.code ?? (r.svid === undefined ? 'no SVID' : ''));
-}
-
-/**
- * Only for bench/support/issuance-load-main.ts, which predates agentClient: the same
- * AgentServerClient behind the call shape that bench uses (BatchNewX509SVID with wire-style
- * params and results). Tests use agentClient.
- * @deprecated use agentClient
- */
-export class AgentApiClient {
-  readonly #client: AgentServerClient;
-
-  constructor(target: string, roots: readonly Buffer[], trustDomain: string, identity: { chain: Buffer[]; keyPem: string }) {
-    const keyPkcs8 = createPrivateKey(identity.keyPem).export({ type: 'pkcs8', format: 'der' });
-    this.#client = agentClient(target, roots, trustDomain, { chain: identity.chain, keyPkcs8 });
-  }
-
-  /** BatchNewX509SVID through the agent's client, answered in the wire's result shape. */
-  async call<T>(method: 'BatchNewX509SVID', request: { params: { entry_id: string | undefined; csr: Buffer }[] }): Promise<T> {
-    const results = await this.#client.batchNewX509Svid(request.params.map((p) => ({ entryId: p.entry_id ?? '', csrDer: p.csr })));
-    const wire = results.map((r) => ({
-      entry_id: r.entryId,
-      svid: r.svid ?? null,
-      status: r.error === undefined ? { code: 0, message: '', sigil_code: '' } : { code: STATUS_BY_CODE[r.error.code], message: r.error.message, sigil_code: r.error.code },
-    }));
-    return { results: wire } as T;
-  }
-
-  close(): void {
-    this.#client.close();
-  }
 }

@@ -8,7 +8,7 @@
  * transaction (seen in pg_stat_activity), the client cancels, the lock is released, and the
  * server must roll back. The real agent (in process) then attests with the same token.
  */
-import test from 'ava';
+import test, { type ExecutionContext } from 'ava';
 import { connect, createServer, type Socket } from 'node:net';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -19,13 +19,35 @@ import { AgentServerClient } from '../../src/agent/server-client.js';
 import { SigilError } from '../../src/common/errors.js';
 import { TrustDomain } from '../../src/spiffe/spiffe-id.js';
 import { eventually, startTestAgent } from '../agent/support/agent-harness.js';
-import { startTestServer } from '../helpers/server.js';
+import { startTestServer, type TestServer } from '../helpers/server.js';
 import { POSTGRES_URL, testSchemaPrefix } from '../helpers/postgres.js';
 
 const URL = POSTGRES_URL;
 const RUN = testSchemaPrefix('sigil_catt');
 
+/**
+ * A server (on PostgreSQL in `schema` when given, else on its SQLite file), a join token, and
+ * the agent's own client of the agent API (no identity yet); all closed after the test.
+ */
+async function serverWithToken(
+  t: ExecutionContext,
+  schema?: string,
+): Promise<{ s: TestServer; token: Awaited<ReturnType<TestServer['createJoinToken']>>; client: AgentServerClient }> {
+  const s = await startTestServer(schema === undefined ? {} : { config: { datastore: { type: 'postgres', connectionString: URL, schema, maxConnections: 4 } } });
+  t.teardown(() => s.destroy());
+  const token = await s.createJoinToken(600);
+  const client = new AgentServerClient({ addresses: [s.agentTarget], trustDomain: TrustDomain.parse('example.org'), roots: s.server.x509Authorities() });
+  t.teardown(() => client.close());
+  return { s, token, client };
+}
 
+/** A connected PostgreSQL client of its own (to hold locks, or to watch from outside them), ended after the test. */
+async function pgClient(t: ExecutionContext): Promise<pg.Client> {
+  const c = new pg.Client({ connectionString: URL });
+  await c.connect();
+  t.teardown(() => c.end());
+  return c;
+}
 
 interface AuditLine {
   readonly action: string;
@@ -42,21 +64,12 @@ const audits = (lines: readonly string[], action: string): AuditLine[] =>
 
 test('an attestation cancelled inside its admission spends nothing; the real agent then attests with the token', async (t) => {
   const schema = `${RUN}_a`;
-  const s = await startTestServer({ config: { datastore: { type: 'postgres', connectionString: URL, schema, maxConnections: 4 } } });
-  t.teardown(() => s.destroy());
-  const token = await s.createJoinToken(600);
-  const client = new AgentServerClient({ addresses: [s.agentTarget], trustDomain: TrustDomain.parse('example.org'), roots: s.server.x509Authorities() });
-  t.teardown(() => client.close());
-
-  const locker = new pg.Client({ connectionString: URL });
-  await locker.connect();
-  t.teardown(() => locker.end());
+  const { s, token, client } = await serverWithToken(t, schema);
+  const locker = await pgClient(t);
   // EXCLUSIVE lets reads through and holds every write to the table: the admission waits inside its transaction
   await locker.query(`BEGIN; LOCK TABLE ${schema}.attested_nodes IN EXCLUSIVE MODE`);
   // watched from outside the locker's transaction, which would keep one snapshot of pg_stat_activity
-  const watcher = new pg.Client({ connectionString: URL });
-  await watcher.connect();
-  t.teardown(() => watcher.end());
+  const watcher = await pgClient(t);
 
   const key = await generateKeyAndCsr();
   const ctl = new AbortController();
@@ -104,17 +117,9 @@ test('an attestation cancelled inside its admission spends nothing; the real age
 
 test('an attestation admitted after its caller left is audited as not delivered, and the same key finishes it', async (t) => {
   const schema = `${RUN}_b`;
-  const s = await startTestServer({ config: { datastore: { type: 'postgres', connectionString: URL, schema, maxConnections: 4 } } });
-  t.teardown(() => s.destroy());
-  const token = await s.createJoinToken(600);
-  const client = new AgentServerClient({ addresses: [s.agentTarget], trustDomain: TrustDomain.parse('example.org'), roots: s.server.x509Authorities() });
-  t.teardown(() => client.close());
-  const locker = new pg.Client({ connectionString: URL });
-  await locker.connect();
-  t.teardown(() => locker.end());
-  const watcher = new pg.Client({ connectionString: URL });
-  await watcher.connect();
-  t.teardown(() => watcher.end());
+  const { s, token, client } = await serverWithToken(t, schema);
+  const locker = await pgClient(t);
+  const watcher = await pgClient(t);
   // the bundle is read after the admission commits: holding it holds the answer
   await locker.query(`BEGIN; LOCK TABLE ${schema}.bundles IN ACCESS EXCLUSIVE MODE`);
   const key = await generateKeyAndCsr();
@@ -156,9 +161,7 @@ test('an attestation admitted after its caller left is audited as not delivered,
 
 test('the real agent whose attestation answer was lost retries with the same key and is admitted', async (t) => {
   const schema = `${RUN}_c`;
-  const s = await startTestServer({ config: { datastore: { type: 'postgres', connectionString: URL, schema, maxConnections: 4 } } });
-  t.teardown(() => s.destroy());
-  const token = await s.createJoinToken(600);
+  const { s, token } = await serverWithToken(t, schema);
   // a plain TCP relay between the agent and the server, so the test can cut the agent's connection
   const pairs = new Set<Socket>();
   const relay = createServer((down) => {
@@ -176,12 +179,8 @@ test('the real agent whose attestation answer was lost retries with the same key
     for (const sock of pairs) sock.destroy();
   });
   const relayPort = (relay.address() as { port: number }).port;
-  const locker = new pg.Client({ connectionString: URL });
-  await locker.connect();
-  t.teardown(() => locker.end());
-  const watcher = new pg.Client({ connectionString: URL });
-  await watcher.connect();
-  t.teardown(() => watcher.end());
+  const locker = await pgClient(t);
+  const watcher = await pgClient(t);
   await locker.query(`BEGIN; LOCK TABLE ${schema}.bundles IN ACCESS EXCLUSIVE MODE`);
 
   const tokenFile = join(s.dir, 'join-token');
@@ -220,11 +219,7 @@ test('the real agent whose attestation answer was lost retries with the same key
 });
 
 test('an attestation whose answer was lost after the commit: only the same key finishes it, and not once evicted', async (t) => {
-  const s = await startTestServer();
-  t.teardown(() => s.destroy());
-  const token = await s.createJoinToken(600);
-  const client = new AgentServerClient({ addresses: [s.agentTarget], trustDomain: TrustDomain.parse('example.org'), roots: s.server.x509Authorities() });
-  t.teardown(() => client.close());
+  const { s, token, client } = await serverWithToken(t);
   const key = await generateKeyAndCsr();
   const attestor = new JoinTokenAgentAttestor(token.token);
   // the first answer is the one "lost": the server committed it, the agent never saw it

@@ -55,13 +55,13 @@ import { SqlFederationStore } from './sql-federation-store.js';
 import {
   bundleFromRow,
   decodeEntry,
-  encodeSelectors,
   ENTRY_COLUMNS,
   entryColumns,
   entryFromFields,
   flag,
   invalidFilter,
   journalFromRow,
+  nodeColumns,
   nodeFromRow,
   notFound,
   optionalBoolean,
@@ -462,19 +462,7 @@ export class SqlDatastore implements Datastore {
 
   async #insertNode(tx: SqlExecutor, n: ValidNodeFields, audit?: AuditFor<AttestedNode>): Promise<AttestedNode> {
     const now = this.#clock.nowMs();
-    await tx.run(SQL.insertNode, [
-      n.spiffeId,
-      n.attestationType,
-      n.certSerial,
-      n.certNotAfter,
-      n.newCertSerial,
-      n.newCertNotAfter,
-      flag(n.banned),
-      flag(n.canReattest),
-      encodeSelectors(n.selectors),
-      now,
-      now,
-    ]);
+    await tx.run(SQL.insertNode, [n.spiffeId, ...nodeColumns(n), now, now]);
     await this.#writeNodeSelectors(tx, n);
     const created = { ...n, createdAt: now, updatedAt: now };
     await appendAudit(tx, audit, created, now);
@@ -483,18 +471,7 @@ export class SqlDatastore implements Datastore {
 
   async #replaceNode(tx: SqlExecutor, n: ValidNodeFields, existing: AttestedNode, audit?: AuditFor<AttestedNode>): Promise<AttestedNode> {
     const now = this.#clock.nowMs();
-    await tx.run(SQL.updateNode, [
-      n.attestationType,
-      n.certSerial,
-      n.certNotAfter,
-      n.newCertSerial,
-      n.newCertNotAfter,
-      flag(n.banned),
-      flag(n.canReattest),
-      encodeSelectors(n.selectors),
-      now,
-      n.spiffeId,
-    ]);
+    await tx.run(SQL.updateNode, [...nodeColumns(n), now, n.spiffeId]);
     await tx.run(SQL.deleteNodeSelectors, [n.spiffeId]);
     await this.#writeNodeSelectors(tx, n);
     const updated = { ...n, createdAt: existing.createdAt, updatedAt: now };

@@ -5,7 +5,7 @@
 import type { Selector } from '../../spiffe/selector.js';
 import { SigilError } from '../../common/errors.js';
 import type { AttestedNode, BundleRecord, CaJournalRecord, JoinTokenRecord, RegistrationEntry } from '../datastore.js';
-import type { ValidEntryFields } from '../validation.js';
+import type { ValidEntryFields, ValidNodeFields } from '../validation.js';
 import type { SqlRow, SqlValue } from './sql-driver.js';
 
 /** An attested_nodes row as selected with SQL.nodeColumns. */
@@ -220,4 +220,9 @@ export function entryColumns(f: ValidEntryFields): SqlValue[] {
     f.hint,
     f.entryExpiresAt,
   ];
+}
+
+/** The mutable columns of an attested_nodes row, in the order both insertNode and updateNode list them (after spiffe_id, before the times). */
+export function nodeColumns(n: ValidNodeFields): SqlValue[] {
+  return [n.attestationType, n.certSerial, n.certNotAfter, n.newCertSerial, n.newCertNotAfter, flag(n.banned), flag(n.canReattest), encodeSelectors(n.selectors)];
 }
