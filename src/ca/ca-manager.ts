@@ -14,6 +14,11 @@
  * one authority's slot is made in authority.ts, signing with the active ones is
  * svid-issuer.ts, rebuilding from the journal at start is journal-restore.ts, and what to take
  * in from another server's edit of the stored journal is journal-adoption.ts.
+ *
+ * A server removed (`sigil server remove` on another server) while it still runs halts: as
+ * soon as it reads its stored journal marked removed, or finds it gone, it writes that journal
+ * no more, signs nothing, refuses every operation and emits 'removed' (the server then reports
+ * not ready and exits). A removed server must not keep issuing, nor undo its removal.
  */
 import { createHash, type KeyObject } from 'node:crypto';
 import { EventEmitter } from 'node:events';
@@ -107,7 +112,12 @@ interface Adopted {
   readonly removed: Array<[AuthorityKind, X509Slot | JwtSlot]>;
 }
 
-/** The X.509 CA and JWT signing keys of one trust domain, with their lifecycle. Emits 'bundle-changed', 'activated' and 'tainted'. */
+/** The error every signature and operation of a removed server fails with (ERR_UNAVAILABLE: agents go to another server). */
+function removedError(what: string): SigilError {
+  return new SigilError('ERR_UNAVAILABLE', `this server ${what}: it signs nothing and writes its CA journal no more; stop it (a new data dir and server ID join again)`, { reason: 'server-removed' });
+}
+
+/** The X.509 CA and JWT signing keys of one trust domain, with their lifecycle. Emits 'bundle-changed', 'activated', 'tainted' and 'removed'. */
 export class CaManager extends EventEmitter {
   readonly #td: TrustDomain;
   readonly #km: KeyManager;
@@ -132,6 +142,10 @@ export class CaManager extends EventEmitter {
   #saves: Promise<unknown> = Promise.resolve();
   #timer: TimerHandle | undefined;
   #started = false;
+  /** Set once this server was found removed: nothing is signed, journaled or changed from then on. */
+  #removal: SigilError | undefined;
+  /** Whether the journal was loaded or written: from then on a missing stored journal was deleted. */
+  #journaled = false;
   readonly #pool: SigningPool | undefined;
   readonly #issuer: SvidIssuer;
 
@@ -172,6 +186,7 @@ export class CaManager extends EventEmitter {
       activeX509: () => this.#activeX509,
       activeJwt: () => this.#activeJwt,
       save: () => this.#save(),
+      refusal: () => this.#removal,
     });
   }
 
@@ -275,6 +290,11 @@ export class CaManager extends EventEmitter {
   async close(): Promise<void> {
     this.stop();
     await this.#pool?.close();
+  }
+
+  /** Why this CA halted (its server was removed), if it did. */
+  get removal(): SigilError | undefined {
+    return this.#removal;
   }
 
   /** Number of signing threads (0: signing happens on the calling thread). */
@@ -442,7 +462,9 @@ export class CaManager extends EventEmitter {
   }
 
   #enqueue<T>(fn: () => Promise<T>): Promise<T> {
-    const run = this.#ops.then(fn, fn);
+    // a removed server changes nothing: no key minted, no phase moved, no journal written
+    const guarded = (): Promise<T> => (this.#removal === undefined ? fn() : Promise.reject(this.#removal));
+    const run = this.#ops.then(guarded, guarded);
     this.#ops = run.catch(() => undefined);
     return run;
   }
@@ -454,14 +476,22 @@ export class CaManager extends EventEmitter {
    */
   #save(): Promise<void> {
     const run = this.#saves.then(async () => {
+      if (this.#removal !== undefined) throw this.#removal;
       if (this.#journal.update === undefined) return this.#journal.save(encodeCaJournal(this.#snapshot()));
       const adopted: Adopted = { tainted: [], removed: [] };
+      let refused: SigilError | undefined;
       await this.#journal.update((stored) => {
+        // removed while still running (from another server's socket): nothing is written back
+        refused = this.#removalIn(stored);
+        if (refused !== undefined) return undefined;
         this.#adoptStored(stored, adopted);
-        // removed while still running (from another server's socket): the removal stands
-        const removedAt = removedAtOf(stored);
-        return encodeCaJournal({ ...this.#snapshot(), ...(removedAt === undefined ? {} : { removedAt }) });
+        return encodeCaJournal(this.#snapshot());
       });
+      if (refused !== undefined) {
+        this.#halt(refused);
+        throw refused;
+      }
+      this.#journaled = true;
       await this.#afterAdopt(adopted);
     });
     this.#saves = run.catch(() => undefined);
@@ -475,15 +505,22 @@ export class CaManager extends EventEmitter {
    * there is something to take in. The server calls it whenever the stored journals change.
    */
   reconcile(): Promise<void> {
+    if (this.#removal !== undefined) return Promise.resolve();
     return this.#enqueue(async () => {
       if (this.#journal.update === undefined) return;
-      if (!this.#adoptStored(await this.#journal.load(), undefined)) return;
+      const stored = await this.#journal.load();
+      const removal = this.#removalIn(stored);
+      if (removal !== undefined) return this.#halt(removal);
+      if (!this.#adoptStored(stored, undefined)) return;
       const run = this.#saves.then(async () => {
         const adopted: Adopted = { tainted: [], removed: [] };
-        await this.#journal.update!((stored) => {
-          this.#adoptStored(stored, adopted);
+        let refused: SigilError | undefined;
+        await this.#journal.update!((bytes) => {
+          refused = this.#removalIn(bytes);
+          if (refused === undefined) this.#adoptStored(bytes, adopted);
           return undefined;
         });
+        if (refused !== undefined) return this.#halt(refused);
         await this.#afterAdopt(adopted);
       });
       this.#saves = run.catch(() => undefined);
@@ -512,6 +549,22 @@ export class CaManager extends EventEmitter {
     this.#jwt = this.#jwt.filter((s) => !a.revoked.jwt.includes(s.rec.id));
     this.#afterChange();
     return true;
+  }
+
+  /** Why the stored journal `bytes` says this server is removed: marked so, or deleted after this manager had one. */
+  #removalIn(bytes: Uint8Array | undefined): SigilError | undefined {
+    if (bytes === undefined) return this.#journaled ? removedError('has no CA journal in the datastore any more (removed, and its authorities drained)') : undefined;
+    const at = removedAtOf(bytes);
+    return at === undefined ? undefined : removedError(`was removed from the trust domain at ${new Date(at).toISOString()} (sigil server remove on another server)`);
+  }
+
+  /** Stops for good once this server is found removed: the timer ends, every later operation and signature is refused. */
+  #halt(removal: SigilError): void {
+    if (this.#removal !== undefined) return;
+    this.#removal = removal;
+    this.stop();
+    this.#log.error({ err: serializeError(removal) }, 'this server was removed from the trust domain: signing stopped, CA journal no longer written');
+    this.emit('removed', removal);
   }
 
   /** After #adoptStored committed: deletes revoked keys, logs, tells listeners. */
@@ -550,6 +603,7 @@ export class CaManager extends EventEmitter {
     }
     this.#x509 = restored.x509;
     this.#jwt = restored.jwt;
+    this.#journaled = true;
     this.#afterChange();
     if (restored.changed) await this.#save();
   }
@@ -656,6 +710,7 @@ export class CaManager extends EventEmitter {
       this.tick().then(
         () => this.#schedule(),
         (err: unknown) => {
+          if (this.#removal !== undefined) return; // halted: logged once, nothing to retry
           this.#log.error({ err: serializeError(err) }, 'CA lifecycle step failed; retrying');
           this.#schedule(RETRY_AFTER_FAILURE_MS);
         },

@@ -57,6 +57,8 @@ export interface SvidIssuerDeps {
   readonly activeJwt: () => JwtSlot | undefined;
   /** Writes the CA journal (after a raised signedUntil bound). */
   readonly save: () => Promise<void>;
+  /** Why nothing may be signed any more (this server was removed), if so: every signature is refused with it. */
+  readonly refusal: () => SigilError | undefined;
 }
 
 /** Signs SVIDs with the active authorities of one CaManager. */
@@ -140,6 +142,8 @@ export class SvidIssuer {
       throw invalid('bad-audience', 'JWT-SVID audience must be a non-empty list of non-empty strings');
     }
     const ttl = this.#ttl(req.ttlMs, this.#d.jwtSvidTtlMs);
+    const refusal = this.#d.refusal();
+    if (refusal !== undefined) throw refusal;
     const slot = this.#d.activeJwt();
     const now = this.#d.clock.nowMs();
     if (slot === undefined || slot.key === undefined || slot.rec.notAfter <= now) {
@@ -199,6 +203,8 @@ export class SvidIssuer {
   /** The active CA able to sign now and the validity of a leaf it signs now; ERR_UNAVAILABLE when there is none. */
   #leafValidity(ttlMs: number | undefined): { slot: X509Slot & { key: ManagedKey }; notBefore: number; notAfter: number } {
     const ttl = this.#ttl(ttlMs, this.#d.x509SvidTtlMs);
+    const refusal = this.#d.refusal();
+    if (refusal !== undefined) throw refusal;
     const slot = this.#d.activeX509();
     const now = this.#d.clock.nowMs();
     if (slot === undefined || slot.key === undefined || slot.rec.notAfter <= now) {

@@ -44,7 +44,7 @@ export const oidcConfigSchema = z.strictObject({
   adminSocket: z.string().min(1).optional(),
   adminPollInterval: durationSchema().default('10s'),
   jwksPath: z.string().min(1).optional(),
-  setKeyUse: z.boolean().default(false),
+  setKeyUse: z.boolean().default(true),
   cacheMaxAge: durationSchema().default('5m'),
   logLevel: logLevelSchema.default('info'),
 });
@@ -71,7 +71,7 @@ export interface OidcConfig {
   readonly jwksPath: string;
   /** `jwks_uri` of the discovery document. */
   readonly jwksUri: string;
-  /** Mark every key `use: sig` (SPIRE's `set_key_use`). */
+  /** Mark every key `use: sig` (SPIRE's `set_key_use`; on by default here, off in SPIRE). */
   readonly setKeyUse: boolean;
   readonly cacheMaxAgeSeconds: number;
   readonly logLevel: LogLevel;

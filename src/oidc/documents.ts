@@ -1,7 +1,7 @@
 /**
  * The two documents an OpenID relying party reads: the discovery document (OpenID Connect
  * Discovery 1.0 section 3, with only what Sigil does) and the JWK Set of the trust domain's
- * JWT-SVID keys, each key with `kid`, `kty`, `alg` and, when asked, `use: sig`.
+ * JWT-SVID keys, each key with `kid`, `kty`, `alg` and (unless `setKeyUse` is off) `use: sig`.
  */
 import type { KeyObject } from 'node:crypto';
 import type { Bundle } from '../spiffe/bundle.js';

@@ -17,7 +17,7 @@ import { checkSecretFileMode } from '../common/secret-file.js';
 import { AcmeClient, type ChallengeResponses } from './acme.js';
 import type { AcmeSettings, OidcConfig } from './config.js';
 import { discoveryDocumentOf, jwksOf } from './documents.js';
-import type { KeyFeed } from './key-feed.js';
+import type { FeedProblem, FeedState, KeyFeed } from './key-feed.js';
 
 /** Longest request target accepted. */
 export const MAX_URL_LENGTH = 2048;
@@ -87,6 +87,28 @@ function plain(res: ServerResponse, status: number, text: string, head: boolean,
   send(res, status, { 'Content-Type': 'text/plain; charset=utf-8', 'Cache-Control': 'no-store', ...extra }, Buffer.from(`${text}\n`), head);
 }
 
+/** The public /ready answer. */
+export interface ReadyAnswer {
+  readonly ready: boolean;
+  /** Why not ready, as a kind only: the detail (socket paths, another process's error text) is logged, never served. */
+  readonly reason?: FeedProblem;
+  /** Keys being served. */
+  readonly keys: number;
+  /** When the keys last came from the source. */
+  readonly updatedAt?: string;
+}
+
+/** What /ready answers for `state`, when `published` says whether a JWKS is being served. */
+export function readyAnswer(state: FeedState, published: boolean): ReadyAnswer {
+  const reason: FeedProblem | undefined = state.problem ?? (published ? undefined : 'no-keys');
+  return {
+    ready: reason === undefined,
+    ...(reason === undefined ? {} : { reason }),
+    keys: state.keys,
+    ...(state.updatedAt === undefined ? {} : { updatedAt: state.updatedAt }),
+  };
+}
+
 /** The request handler (exported for the server below; tests go through a real listener). */
 export function oidcHandler(docs: OidcDocuments, feed: KeyFeed): (req: IncomingMessage, res: ServerResponse) => void {
   const { discoveryPath, jwksPath, cacheMaxAgeSeconds } = docs.config;
@@ -106,9 +128,8 @@ export function oidcHandler(docs: OidcDocuments, feed: KeyFeed): (req: IncomingM
     if (doc === undefined) return plain(res, 404, 'not found', head);
     if (req.method !== 'GET' && req.method !== 'HEAD') return plain(res, 405, 'method not allowed', head, { Allow: ALLOW });
     if (doc === 'ready') {
-      const state = feed.state();
-      const ready = state.healthy && docs.jwks !== undefined;
-      send(res, ready ? 200 : 503, { 'Content-Type': 'application/json', 'Cache-Control': 'no-store' }, Buffer.from(`${JSON.stringify({ ready, ...state })}\n`), head);
+      const body = readyAnswer(feed.state(), docs.jwks !== undefined);
+      send(res, body.ready ? 200 : 503, { 'Content-Type': 'application/json', 'Cache-Control': 'no-store' }, Buffer.from(`${JSON.stringify(body)}\n`), head);
       return;
     }
     const rendered = doc === 'discovery' ? docs.discovery : docs.jwks;

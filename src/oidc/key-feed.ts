@@ -12,14 +12,20 @@ import type { WorkloadApiClient } from '../client/workload-api-client.js';
 import { Bundle } from '../spiffe/bundle.js';
 import type { TrustDomain } from '../spiffe/spiffe-id.js';
 
-/** What /ready reports. */
+/**
+ * Why the feed is not healthy, as a kind the public /ready may name: the detail (which can
+ * hold a socket path or another process's error text) goes to the log only.
+ */
+export type FeedProblem = 'starting' | 'source-unavailable' | 'no-keys';
+
+/** The health of a feed. */
 export interface FeedState {
   /** The source answered last time and gave keys. */
   readonly healthy: boolean;
   /** Keys being served (those of the last good update). */
   readonly keys: number;
   /** Why not healthy, when not. */
-  readonly problem?: string;
+  readonly problem?: FeedProblem;
   /** When the last good update came. */
   readonly updatedAt?: string;
 }
@@ -30,7 +36,9 @@ export class KeyFeed extends EventEmitter {
   readonly #log: Logger;
   #bundle: Bundle | undefined;
   #updatedAt: Date | undefined;
-  #problem: string | undefined = 'no keys received yet';
+  #problem: FeedProblem | undefined = 'starting';
+  /** The detail of the current problem, logged once per change. */
+  #detail: string | undefined = 'no keys received yet';
 
   constructor(trustDomain: TrustDomain, logger: Logger) {
     super();
@@ -55,13 +63,14 @@ export class KeyFeed extends EventEmitter {
 
   /** A bundle set (or one bundle) from the source; takes this trust domain's. */
   update(bundle: Bundle | undefined, now: Date): void {
-    if (bundle === undefined) return this.fail(`the source has no bundle for ${this.#td.name}`);
-    if (bundle.jwtAuthorities.size === 0) return this.fail(`the bundle of ${this.#td.name} holds no JWT keys`);
+    if (bundle === undefined) return this.fail('no-keys', `the source has no bundle for ${this.#td.name}`);
+    if (bundle.jwtAuthorities.size === 0) return this.fail('no-keys', `the bundle of ${this.#td.name} holds no JWT keys`);
     const changed = this.#bundle === undefined || !this.#bundle.sameAuthorities(bundle);
     const wasHealthy = this.#problem === undefined;
     this.#bundle = bundle;
     this.#updatedAt = now;
     this.#problem = undefined;
+    this.#detail = undefined;
     if (changed) {
       this.#log.info({ trustDomain: this.#td.name, kids: [...bundle.jwtAuthorities.keys()] }, 'JWT keys updated');
       this.emit('keys', bundle);
@@ -69,12 +78,14 @@ export class KeyFeed extends EventEmitter {
     if (!wasHealthy) this.emit('state', this.state());
   }
 
-  /** The source failed; the last good keys stay. */
-  fail(problem: string): void {
-    if (this.#problem === problem) return;
+  /** The source failed (`detail` is for the log only); the last good keys stay. */
+  fail(problem: FeedProblem, detail: string): void {
+    if (this.#problem === problem && this.#detail === detail) return;
+    const changed = this.#problem !== problem;
     this.#problem = problem;
-    this.#log.warn({ trustDomain: this.#td.name, problem, servingKeys: this.#bundle?.jwtAuthorities.size ?? 0 }, 'JWT key source unhealthy');
-    this.emit('state', this.state());
+    this.#detail = detail;
+    this.#log.warn({ trustDomain: this.#td.name, problem, detail, servingKeys: this.#bundle?.jwtAuthorities.size ?? 0 }, 'JWT key source unhealthy');
+    if (changed) this.emit('state', this.state());
   }
 }
 
@@ -83,8 +94,8 @@ export async function feedFromAgent(client: WorkloadApiClient, feed: KeyFeed, tr
   await client.watchJwtBundles(
     {
       onUpdate: (set) => feed.update(set.getBundleForTrustDomain(trustDomain), clock.now()),
-      onError: (err) => feed.fail(`the agent is unreachable: ${err.message}`),
-      onPermissionDenied: () => feed.fail('the agent gives this process no identity: register an entry for it'),
+      onError: (err) => feed.fail('source-unavailable', `the agent is unreachable: ${err.message}`),
+      onPermissionDenied: () => feed.fail('source-unavailable', 'the agent gives this process no identity: register an entry for it'),
     },
     signal,
   );
@@ -108,7 +119,7 @@ export async function feedFromAdmin(
       feed.update(Bundle.parseJwks(trustDomain, doc), clock.now());
     } catch (err) {
       if (signal.aborted) return;
-      feed.fail(`the server admin socket is unreachable: ${err instanceof Error ? err.message : String(err)}`);
+      feed.fail('source-unavailable', `the server admin socket is unreachable: ${err instanceof Error ? err.message : String(err)}`);
     }
     try {
       await clock.sleep(intervalMs, signal);

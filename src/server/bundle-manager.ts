@@ -42,6 +42,8 @@ interface MergedAuthorities {
   readonly taintedJwt: string[];
   /** Removed servers (sigil server remove) none of whose authorities is left: their journals can go. */
   readonly drained: string[];
+  /** Every journal's owner, `!` after a removed one (`srv-a,srv-b!`): a change is a server joining, removed or deleted. */
+  readonly servers: string;
 }
 
 /**
@@ -55,6 +57,7 @@ function mergeJournals(journals: readonly CaJournalRecord[], nowMs: number, logg
   const taintedX509 = new Set<string>();
   const taintedJwt = new Set<string>();
   const drained: string[] = [];
+  const servers: string[] = [];
   for (const j of journals) {
     let journal;
     try {
@@ -65,6 +68,7 @@ function mergeJournals(journals: readonly CaJournalRecord[], nowMs: number, logg
     }
     // a removed server signs nothing more: each of its authorities goes once what it signed has expired
     const removed = journal.removedAt !== undefined;
+    servers.push(`${j.serverId}${removed ? '!' : ''}`);
     const gone = (r: { notAfter: number; signedUntil: number }): boolean => r.notAfter <= nowMs || (removed && r.signedUntil <= nowMs);
     if (removed && drainedAt(journal) <= nowMs) drained.push(j.serverId);
     for (const r of journal.x509) {
@@ -87,6 +91,7 @@ function mergeJournals(journals: readonly CaJournalRecord[], nowMs: number, logg
     taintedX509: [...taintedX509].sort(),
     taintedJwt: [...taintedJwt].sort(),
     drained,
+    servers: servers.sort().join(','),
   };
 }
 
@@ -111,6 +116,9 @@ export class BundleManager {
   #document: string | undefined;
   #x509Anchors: Buffer[] = [];
   readonly #listeners = new Set<() => void>();
+  readonly #serverListeners = new Set<() => void>();
+  /** The servers' key of the last merge (MergedAuthorities.servers). */
+  #servers: string | undefined;
   #timer: NodeJS.Timeout | undefined;
   #stopped = false;
   #unwatch: (() => void) | undefined;
@@ -163,6 +171,16 @@ export class BundleManager {
   onChange(listener: () => void): () => void {
     this.#listeners.add(listener);
     return () => this.#listeners.delete(listener);
+  }
+
+  /**
+   * Calls `listener` whenever the set of servers' journals changes: one joins, is marked
+   * removed (sigil server remove) or is deleted. A running server checks then whether it is
+   * the one removed. Returns the unsubscribe function.
+   */
+  onServersChanged(listener: () => void): () => void {
+    this.#serverListeners.add(listener);
+    return () => this.#serverListeners.delete(listener);
   }
 
   /** The X.509 authorities of the own bundle as last read (every server's CAs): what agents' SVIDs may chain to. */
@@ -227,6 +245,10 @@ export class BundleManager {
 
   /** Tells agents (through the hub) and listeners when the stored document or the tainted set changed. */
   #observe(record: BundleRecord | undefined, merged: MergedAuthorities | undefined): void {
+    if (merged !== undefined && merged.servers !== this.#servers) {
+      this.#servers = merged.servers;
+      for (const l of [...this.#serverListeners]) l();
+    }
     let changed = false;
     if (record !== undefined && record.document !== this.#document) {
       this.#document = record.document;

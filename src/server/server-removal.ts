@@ -4,7 +4,9 @@
  * From then on every server's bundle merge (bundle-manager.ts) leaves out each of its
  * authorities once what it signed has expired (its journaled signedUntil, raised before every
  * signature), and the first server to see all of them gone deletes the journal. The removed
- * server refuses to start on its journal. The server answering cannot remove itself.
+ * server refuses to start on its journal; one still running halts once it reads the mark (or
+ * finds its journal gone): it signs nothing, writes its journal no more and exits (ca-manager.ts,
+ * server.ts `failure`). The server answering cannot remove itself.
  */
 import { SigilError } from '../common/errors.js';
 import { decodeCaJournal, drainedAt, encodeCaJournal } from '../ca/ca-journal.js';

@@ -203,6 +203,12 @@ export interface RunningServer {
   readonly federation: FederationRefresher;
   /** The X.509 authorities (DER) agents must trust to reach the agent API. */
   x509Authorities(): Buffer[];
+  /**
+   * Resolves (never rejects) when the server fails while running and must end: it was removed
+   * with `sigil server remove` through another server. It then signs nothing, writes its CA
+   * journal no more and reports not ready; the caller stops it and exits non-zero.
+   */
+  readonly failure: Promise<SigilError>;
   /** Stops everything; idempotent. */
   stop(): Promise<void>;
 }
@@ -330,8 +336,14 @@ export async function startServer(config: ServerConfig, options: StartServerOpti
     cleanups.push(() => bundles.stop());
     // a taint or revoke of this server's authority made through another server's admin socket
     // is in this server's stored journal; the CA takes it in (src/server/remote-authority.ts)
-    const unreconcile = bundles.onChange(() => void ca.reconcile().catch((err: unknown) => logger.warn({ err }, 'CA journal reconcile failed')));
-    cleanups.push(() => unreconcile());
+    const reconcile = (): void => void ca.reconcile().catch((err: unknown) => logger.warn({ err }, 'CA journal reconcile failed'));
+    const unreconcile = bundles.onChange(reconcile);
+    // this server's journal marked removed or deleted (sigil server remove elsewhere): the CA halts
+    const unwatchServers = bundles.onServersChanged(reconcile);
+    cleanups.push(() => {
+      unreconcile();
+      unwatchServers();
+    });
     await hub.startPolling(ds, logger, 1000, clock);
     const webCa = config.federation.httpsWebCaFile;
     const federation = new FederationRefresher({
@@ -429,6 +441,15 @@ export async function startServer(config: ServerConfig, options: StartServerOpti
 
     const started = clock.nowMs();
     let ready = false;
+    let failed: (err: SigilError) => void = () => undefined;
+    const failure = new Promise<SigilError>((resolve) => (failed = resolve));
+    const onRemoved = (err: SigilError): void => {
+      ready = false;
+      logger.error({ serverId, err }, 'this server was removed (sigil server remove): not ready, stopping');
+      failed(err);
+    };
+    ca.on('removed', onRemoved);
+    cleanups.push(() => void ca.off('removed', onRemoved));
     const adminServer = new Server(GRPC_SERVER_OPTIONS);
     // handlers are built before the socket exists; calls only arrive once it does
     const admin: { socket?: AdminSocket } = {};
@@ -487,7 +508,8 @@ export async function startServer(config: ServerConfig, options: StartServerOpti
       const h = health;
       cleanups.push(() => h.close());
     }
-    ready = true;
+    ready = ca.removal === undefined;
+    if (ca.removal !== undefined) onRemoved(ca.removal);
     logger.info({ trustDomain: td.name, serverId, agentApi: `${host}:${agentPort}`, adminSocket: socketPath, health: health === undefined ? null : `${health.host}:${health.port}` }, 'server started');
 
     let stopping: Promise<void> | undefined;
@@ -505,6 +527,7 @@ export async function startServer(config: ServerConfig, options: StartServerOpti
       serverSvid: svid,
       federation,
       x509Authorities: () => bundles.x509Anchors(),
+      failure,
       stop: () => {
         stopping ??= (async () => {
           ready = false;

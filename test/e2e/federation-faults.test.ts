@@ -7,10 +7,13 @@
  *   name: a good SPIFFE bundle document is fetched and stored; then the endpoint serves
  *   garbage, then a lower `spiffe_sequence` (with another root): each `federation refresh`
  *   fails (exit 1), `federation show` reports the error with the last success and sequence of
- *   the good fetch, and the stored bundle is unchanged; a higher sequence is taken again.
+ *   the good fetch, and the stored bundle is unchanged; a certificate from a CA not among the
+ *   web roots is reported as such (not as a network fault); a higher sequence is taken again.
  * - https_spiffe, the bootstrap bundle a test root: an endpoint SVID with the configured ID is
  *   accepted; one of the same root with another SPIFFE ID, or one with the configured ID from
- *   a root the peer's bundle does not hold, is refused and reported, the last good bundle kept.
+ *   a root the peer's bundle does not hold, is refused and reported (the latter as a certificate
+ *   that does not chain to the bundle held for the peer, not as a network fault), the last good
+ *   bundle kept.
  */
 import test from 'ava';
 import { readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -180,8 +183,21 @@ test.serial('https_web with a test CA: a good bundle is stored; garbage and an o
     t.regex(text.stdout, /Sequence:\s+5\b/, what);
   }
 
-  // a newer sequence is taken again, and the error clears
+  // a certificate of another CA (a good bundle behind it): refused as untrusted, not as unreachable
+  const stranger = createWebPki(dirs[0]!, 'stranger');
+  peer.server.setSecureContext({ cert: readFileSync(stranger.certFile), key: readFileSync(stranger.keyFile) });
   peer.answer = bundleDoc([root6], ['kid-6'], 6);
+  const untrusted = await refresh('other.org');
+  t.is(untrusted.code, 1, 'an untrusted certificate is a runtime failure');
+  const webPattern = /^the certificate of the bundle endpoint of other\.org at localhost:\d+ does not chain to the web roots \(federation\.httpsWebCaFile\)/;
+  t.regex(untrusted.rel.lastError ?? '', webPattern);
+  t.notRegex(untrusted.rel.lastError ?? '', /cannot reach/);
+  const untrustedText = await admin(['federation', 'show', '--trust-domain', 'other.org']);
+  t.regex(untrustedText.stdout, /Last error:\s+the certificate of the bundle endpoint of other\.org at localhost:\d+ does not chain to the web roots/);
+  t.is(await storedBundle('other.org'), stored, 'untrusted certificate: the last good bundle stays');
+  peer.server.setSecureContext({ cert: readFileSync(web.certFile), key: readFileSync(web.keyFile) });
+
+  // a newer sequence is taken again, and the error clears
   const back = await refresh('other.org');
   t.is(back.code, 0, back.stderr);
   t.is(back.rel.lastError, null);
@@ -222,7 +238,7 @@ test.serial('https_spiffe: an endpoint SVID with the wrong SPIFFE ID, or from a 
   // the same root, another SPIFFE ID; then the configured ID from a root the bundle does not hold
   const faults = [
     ['the wrong SPIFFE ID', wrongId, /presented spiffe:\/\/third\.org\/impostor, not spiffe:\/\/third\.org\/bundle-endpoint/],
-    ['a root not in the bundle', wrongRoot, /third\.org.*(certificate|X\.509-SVID)/i],
+    ['a root not in the bundle', wrongRoot, /^the certificate of the bundle endpoint of third\.org at 127\.0\.0\.1:\d+ does not chain to the trust bundle held for third\.org/],
   ] as const;
   let seq = 1;
   for (const [what, leaf, pattern] of faults) {
@@ -235,6 +251,9 @@ test.serial('https_spiffe: an endpoint SVID with the wrong SPIFFE ID, or from a 
     t.log(`${what}: ${r.rel.lastError ?? ''}`);
     const shown = await show('third.org');
     t.regex(shown.lastError ?? '', pattern, `${what}: federation show reports it`);
+    t.notRegex(shown.lastError ?? '', /cannot reach/, `${what}: not reported as a network fault`);
+    const text = await admin(['federation', 'show', '--trust-domain', 'third.org']);
+    t.regex(text.stdout, new RegExp(`Last error:\\s+.*${pattern.source.replace(/^\^/, '')}`), `${what}: the text output too`);
     t.is(shown.sequence, 1, what);
     t.is(shown.lastSuccess, lastSuccess, what);
     t.is(await storedBundle('third.org'), stored, `${what}: the last good bundle stays`);

@@ -3,17 +3,20 @@
  * server and agent (issue 15): the discovery document and JWKS exactly as relying parties read
  * them, HTTP hygiene (Cache-Control, ETag/304, 404, 405, bounded requests), keys from the agent
  * (updated on every push) or from the admin socket, the last good keys served while the agent
- * is down (and /ready saying so), 503 rather than an empty key set, TLS files re-read on change,
- * config errors naming the key (exit 1), and the exported files.
+ * is down (and /ready saying so with a reason kind, never a local path or error text), 503 rather
+ * than an empty key set (no keys yet, or a trust domain whose bundle holds none), `use: sig` by
+ * default and off with `setKeyUse: false`, TLS files re-read on change, config errors naming the
+ * key (exit 1), and the exported files.
  */
 import test from 'ava';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createLocalJWKSet, jwtVerify } from 'jose';
 import type { Bundle } from '../../src/spiffe/bundle.js';
 import { TrustDomain } from '../../src/spiffe/spiffe-id.js';
 import { validateJwtSvid } from '../../src/client/validate-jwt-svid.js';
-import { sigil, supervise } from '../process/support/under-test.js';
+import { createCa } from '../helpers/pki.js';
+import { sigil, supervise, UID } from '../process/support/under-test.js';
 import { eventually, fetchUrl, readyJwks, startOidcStack, WORKLOAD_ID } from './support/oidc-stack.js';
 
 test.serial('serve: discovery and JWKS exactly as documented, HTTP hygiene, iss in JWT-SVIDs the agent and the client library accept', async (t) => {
@@ -23,12 +26,13 @@ test.serial('serve: discovery and JWKS exactly as documented, HTTP hygiene, iss 
   const oidc = await stack.serve(stack.writeConfig('oidc.yaml'));
   const jwks = await readyJwks(stack);
 
-  // the keys are the trust domain's JWT keys, nothing else, each with kid/kty/alg and no use by default
+  // the keys are the trust domain's JWT keys, nothing else, each with kid/kty/alg and use: sig by default
   const agentBundle = (await stack.client.fetchJwtBundles()).getBundleForTrustDomain(TrustDomain.parse('example.org'));
   t.deepEqual(jwks.keys.map((k) => k.kid).sort(), [...(agentBundle?.jwtAuthorities.keys() ?? [])].sort());
   t.true(jwks.keys.length >= 1);
   for (const k of jwks.keys) {
-    t.deepEqual(Object.keys(k).sort(), ['alg', 'crv', 'kid', 'kty', 'x', 'y'], JSON.stringify(k));
+    t.deepEqual(Object.keys(k).sort(), ['alg', 'crv', 'kid', 'kty', 'use', 'x', 'y'], JSON.stringify(k));
+    t.is(k.use, 'sig');
     t.is(k.alg, 'ES256');
     t.is(k.kty, 'EC');
     t.is(k.crv, 'P-256');
@@ -96,16 +100,21 @@ test.serial('serve: discovery and JWKS exactly as documented, HTTP hygiene, iss 
   t.true(before.every((k) => grown.keys.some((g) => g.kid === k)));
   t.not((await fetchUrl(`${base}/keys`, { ca })).headers.etag, etag, 'new keys, new ETag');
 
-  // the agent goes away: the last good keys stay, /ready says why
+  // the agent goes away: the last good keys stay, /ready says not ready with a reason kind only
+  // (it is public: no socket path, no error text); the detail is in the log
   t.is(await stack.agentDaemon.stop(), 0);
   const notReady = await eventually('/ready to report the agent', async () => {
     const r = await fetchUrl(`${base}/ready`, { ca });
     return r.status === 503 ? r : undefined;
   });
-  const state = JSON.parse(notReady.body) as { ready: boolean; healthy: boolean; keys: number; problem: string };
+  const state = JSON.parse(notReady.body) as Record<string, unknown>;
+  t.deepEqual(Object.keys(state).sort(), ['keys', 'ready', 'reason', 'updatedAt'], notReady.body);
   t.false(state.ready);
+  t.is(state.reason, 'source-unavailable');
   t.is(state.keys, before.length + 1);
-  t.regex(state.problem, /agent/);
+  t.false(notReady.body.includes(stack.agent.socket), 'no socket path in the public answer');
+  t.false(notReady.body.includes('/'), `no path at all: ${notReady.body}`);
+  await oidc.until('the detail in the log', () => oidc.output.includes('JWT key source unhealthy') && oidc.output.includes('the agent is unreachable'));
   const stale = await fetchUrl(`${base}/keys`, { ca });
   t.is(stale.status, 200);
   t.is((JSON.parse(stale.body) as { keys: unknown[] }).keys.length, before.length + 1);
@@ -124,18 +133,26 @@ test.serial('serve: 503 rather than an empty key set; TLS files re-read on chang
   const base = `https://localhost:${stack.port}`;
   const ca = stack.tls.ca;
 
-  // no agent there: every document is 503, never an empty JWKS
-  const lonely = await stack.serve(stack.writeConfig('lonely.yaml', '', `issuer: ${stack.issuer}\ntrustDomain: example.org\nlisten: 127.0.0.1:${stack.port}\ntls:\n  certFile: ${stack.tls.certFile}\n  keyFile: ${stack.tls.keyFile}\nagentAddress: unix://${join(stack.dir, 'nobody.sock')}\n`));
+  // no agent there: every document is 503, never an empty JWKS; /ready names no path
+  const nobody = join(stack.dir, 'nobody.sock');
+  const lonely = await stack.serve(stack.writeConfig('lonely.yaml', '', `issuer: ${stack.issuer}\ntrustDomain: example.org\nlisten: 127.0.0.1:${stack.port}\ntls:\n  certFile: ${stack.tls.certFile}\n  keyFile: ${stack.tls.keyFile}\nagentAddress: unix://${nobody}\n`));
   for (const path of ['/keys', '/.well-known/openid-configuration', '/ready']) t.is((await fetchUrl(`${base}${path}`, { ca })).status, 503, path);
+  const lonelyReady = await eventually('/ready to report the missing agent', async () => {
+    const r = JSON.parse((await fetchUrl(`${base}/ready`, { ca })).body) as Record<string, unknown>;
+    return r.reason === 'source-unavailable' ? r : undefined;
+  });
+  t.deepEqual(lonelyReady, { ready: false, reason: 'source-unavailable', keys: 0 });
+  t.false(JSON.stringify(lonelyReady).includes('nobody.sock'));
+  await lonely.until('the missing socket in the log', () => lonely.output.includes('JWT key source unhealthy'));
   t.is(await lonely.stop(), 0);
 
   // keys from the server's admin socket
   const viaAdmin = await stack.serve(
-    stack.writeConfig('admin.yaml', '', `issuer: ${stack.issuer}\ntrustDomain: example.org\nlisten: 127.0.0.1:${stack.port}\ntls:\n  certFile: ${stack.tls.certFile}\n  keyFile: ${stack.tls.keyFile}\nadminSocket: ${stack.server.adminSocket}\nadminPollInterval: 1s\nsetKeyUse: true\n`),
+    stack.writeConfig('admin.yaml', '', `issuer: ${stack.issuer}\ntrustDomain: example.org\nlisten: 127.0.0.1:${stack.port}\ntls:\n  certFile: ${stack.tls.certFile}\n  keyFile: ${stack.tls.keyFile}\nadminSocket: ${stack.server.adminSocket}\nadminPollInterval: 1s\nsetKeyUse: false\n`),
   );
   const adminKeys = await readyJwks(stack);
   t.true(adminKeys.keys.length >= 1);
-  for (const k of adminKeys.keys) t.is(k.use, 'sig', 'setKeyUse marks every key');
+  for (const k of adminKeys.keys) t.false('use' in k, 'setKeyUse: false leaves use out');
 
   // the certificate is renewed on disk: new connections get the new one, without a restart
   const first = (await fetchUrl(`${base}/ready`, { ca })).certSerial;
@@ -166,6 +183,32 @@ test.serial('serve: 503 rather than an empty key set; TLS files re-read on chang
   );
   t.is(await watcher.stop(), 0);
   t.false(existsSync(join(out, 'keys.tmp')));
+
+  // a trust domain whose bundle (as the agent hands it out) holds no JWT key: 503 for both
+  // documents, not {"keys":[]}, and /ready not ready with reason no-keys
+  const other = await createCa({ id: 'spiffe://other.org', name: 'CN=other.org root' });
+  const otherPem = join(stack.dir, 'other.pem');
+  writeFileSync(otherPem, other.pem);
+  t.is((await stack.server.admin(['bundle', 'set', '--trust-domain', 'other.org', '--path', otherPem])).code, 0);
+  const fed = await stack.server.admin(['entry', 'create', '--parent-id', stack.agent.agentId, '--spiffe-id', 'spiffe://example.org/oidc/federated', '--selector', `unix:uid:${UID}`, '--federates-with', 'other.org']);
+  t.is(fed.code, 0, fed.stderr);
+  const otherBundle = await eventually('the agent to hand out the bundle of other.org', async () => (await stack.client.fetchJwtBundles()).getBundleForTrustDomain(TrustDomain.parse('other.org')));
+  t.is(otherBundle.jwtAuthorities.size, 0, 'the agent hands out a bundle with no JWT key');
+  const keyless = await stack.serve(stack.writeConfig('keyless.yaml', '', `issuer: ${stack.issuer}\ntrustDomain: other.org\nlisten: 127.0.0.1:${stack.port}\ntls:\n  certFile: ${stack.tls.certFile}\n  keyFile: ${stack.tls.keyFile}\nagentAddress: unix://${stack.agent.socket}\n`));
+  const keylessReady = await eventually('/ready to report no keys', async () => {
+    const r = await fetchUrl(`${base}/ready`, { ca });
+    const body = JSON.parse(r.body) as Record<string, unknown>;
+    return body.reason === 'no-keys' ? { status: r.status, body } : undefined;
+  });
+  t.deepEqual(keylessReady, { status: 503, body: { ready: false, reason: 'no-keys', keys: 0 } });
+  for (const path of ['/keys', '/.well-known/openid-configuration']) {
+    const r = await fetchUrl(`${base}${path}`, { ca });
+    t.is(r.status, 503, path);
+    t.is(r.headers['retry-after'], '5', path);
+    t.false(r.body.includes('"keys"'), `${path}: no key set, not even an empty one`);
+  }
+  t.true(keyless.output.includes('holds no JWT keys'), 'the detail is logged');
+  t.is(await keyless.stop(), 0);
 
   // bad configs: exit 1 naming the key; no --config: usage, 2
   const bad: Array<[string, string]> = [

@@ -3,15 +3,19 @@
  * dropped at the end); B stops for good and is removed through A's admin socket by the real
  * `sigil` command. What B signed nothing with leaves the bundle at once, its CA stays until the
  * SVIDs it signed can have expired, then leaves, and its journal is deleted; B refuses to start
- * on its data dir; removing the server answering, or an unknown one, is refused.
+ * on its data dir; removing the server answering, or an unknown one, is refused. A server removed
+ * while it still runs (or whose journal row is deleted under it) halts: it reports not ready,
+ * signs nothing, changes nothing, never writes its journal back, and its `failure` resolves (the
+ * `sigil server run` process then exits 1: test/process/server-removed.test.ts).
  */
 import test from 'ava';
+import { generateKeyPairSync } from 'node:crypto';
 import { rm } from 'node:fs/promises';
 import { decodeCaJournal } from '../../src/ca/ca-journal.js';
 import { isSigilError } from '../../src/common/errors.js';
 import { parseCertificate, x509 } from '../../src/common/x509.js';
 import { Bundle } from '../../src/spiffe/bundle.js';
-import { TrustDomain } from '../../src/spiffe/spiffe-id.js';
+import { SpiffeId, TrustDomain } from '../../src/spiffe/spiffe-id.js';
 import { sigil } from '../helpers/cli.js';
 import { makeServerDir, startTestServer, type TestServer } from '../helpers/server.js';
 import { POSTGRES_URL, testSchemaPrefix } from '../helpers/postgres.js';
@@ -96,4 +100,63 @@ test('a server gone for good is removed through another: its authorities leave t
   t.true((await storedBundle()).x509Authorities.some((c) => ski(c.der) === caA));
   t.deepEqual((await a.server.datastore.listCaJournals(TD.idString)).map((j) => j.serverId), ['srv-a']);
   t.true(a.logLines.some((l) => l.includes('its CA journal deleted')));
+});
+
+test('a server removed while it runs halts: not ready, no signature, no change, its journal never written back', async (t) => {
+  const datastore = { type: 'postgres', connectionString: URL, schema: `${SCHEMA}_live`, maxConnections: 4 };
+  const started: TestServer[] = [];
+  t.teardown(async () => {
+    for (const s of started.reverse()) await s.destroy();
+  });
+  const a = await startTestServer({ config: { datastore, serverId: 'srv-a', ca: { propagationMargin: '1s' } } });
+  started.push(a);
+  const b = await startTestServer({ config: { datastore, serverId: 'srv-b', ca: { propagationMargin: '1s' } } });
+  started.push(b);
+  const c = await startTestServer({ config: { datastore, serverId: 'srv-c', ca: { propagationMargin: '1s' } } });
+  started.push(c);
+  const workload = SpiffeId.parse('spiffe://example.org/workload');
+  const { publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+  t.truthy(await b.server.ca.mintJwtSvid({ spiffeId: workload, audience: ['x'] }), 'B signs before its removal');
+  t.is((await sigil(['server', 'healthcheck', '--socket', b.server.adminSocketPath])).code, 0);
+
+  // B removed through A while it runs
+  const removed = await sigil(['server', 'remove', '--server-id', 'srv-b', '--socket', a.server.adminSocketPath]);
+  t.is(removed.code, 0, removed.stderr);
+  const stored = await a.server.datastore.getCaJournal(TD.idString, 'srv-b');
+  t.truthy(stored && decodeCaJournal(stored).removedAt);
+  const failure = await b.server.failure;
+  t.is(failure.reason, 'server-removed');
+  t.is(failure.code, 'ERR_UNAVAILABLE', 'agents calling it go to another server');
+  t.regex(failure.message, /^this server was removed from the trust domain at .* \(sigil server remove on another server\): it signs nothing/);
+  t.is(b.server.ca.removal, failure);
+
+  // not ready; every signature and every CA change refused with the removal
+  const health = await sigil(['server', 'healthcheck', '--socket', b.server.adminSocketPath]);
+  t.is(health.code, 1);
+  t.regex(health.stdout, /not ready/);
+  const refusals = [
+    ['a JWT-SVID', () => b.server.ca.mintJwtSvid({ spiffeId: workload, audience: ['x'] })],
+    ['an X.509-SVID', () => b.server.ca.signX509Svid({ publicKey, spiffeId: workload })],
+    ['prepare', () => b.server.ca.prepare('x509')],
+    ['a lifecycle pass', () => b.server.ca.tick()],
+  ] as const;
+  for (const [what, call] of refusals) {
+    const err = await t.throwsAsync(call());
+    t.true(isSigilError(err) && err.reason === 'server-removed', `${what}: ${String(err)}`);
+  }
+  await b.server.ca.reconcile();
+  await b.server.ca.idle();
+  t.deepEqual(await a.server.datastore.getCaJournal(TD.idString, 'srv-b'), stored, 'B never wrote its journal back');
+  t.true(b.logLines.some((l) => l.includes('this server was removed') && l.includes('"level":50')), 'logged as an error');
+  t.true(a.server.ca.removal === undefined && c.server.ca.removal === undefined, 'the others go on');
+  t.truthy(await a.server.ca.mintJwtSvid({ spiffeId: workload, audience: ['x'] }));
+
+  // C's journal row deleted under it: C halts as well, and does not write the row again
+  await a.server.datastore.deleteCaJournal(TD.idString, 'srv-c');
+  const gone = await c.server.failure;
+  t.is(gone.reason, 'server-removed');
+  t.regex(gone.message, /no CA journal in the datastore any more/);
+  await t.throwsAsync(c.server.ca.prepare('jwt'));
+  await c.server.ca.idle();
+  t.is(await a.server.datastore.getCaJournal(TD.idString, 'srv-c'), undefined);
 });

@@ -31,7 +31,7 @@ function startFeed(config: OidcConfig, feed: KeyFeed, logger: Logger, signal: Ab
   signal.addEventListener('abort', () => client.close(), { once: true });
   return feedFromAgent(client, feed, config.trustDomain, systemClock, signal).catch((err: unknown) => {
     // InvalidArgument from the agent ends a watch for good: nothing to serve from then on
-    feed.fail(`the agent refused the key stream: ${err instanceof Error ? err.message : String(err)}`);
+    feed.fail('source-unavailable', `the agent refused the key stream: ${err instanceof Error ? err.message : String(err)}`);
   });
 }
 

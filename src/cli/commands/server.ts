@@ -34,8 +34,10 @@ async function runServer(args: ParsedArgs, io: CommandIo): Promise<number> {
   return runService({ name: 'sigil server', io }, async (stop) => {
     const server = await startServer(config);
     io.err(`sigil server: serving ${config.trustDomain.name}, agent API on ${server.agentAddress.host}:${server.agentAddress.port}, admin socket ${server.adminSocketPath}\n`);
-    await untilAborted(stop);
+    // a stop asked, or the server removed while running (it must not keep issuing): exit 1
+    const failure = await Promise.race([untilAborted(stop).then(() => undefined), server.failure]);
     await server.stop();
+    if (failure !== undefined) throw failure;
   });
 }
 

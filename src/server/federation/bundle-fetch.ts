@@ -5,7 +5,9 @@
  * fetched); no host name is checked. With https_web it is ordinary WebPKI (the system CAs, or
  * a configured CA file) with the host name checked. The answer is bounded in size and time and
  * parsed as a SPIFFE bundle of the expected trust domain; anything else is ERR_UNAVAILABLE
- * (the endpoint did not give us a usable bundle), never a crash.
+ * (the endpoint did not give us a usable bundle), never a crash. A certificate OpenSSL refuses
+ * is told apart from a network fault (its own reason and message): "cannot reach" is kept for
+ * connection, DNS and timeout failures.
  */
 import { request, type RequestOptions } from 'node:https';
 import type { PeerCertificate } from 'node:tls';
@@ -36,6 +38,39 @@ function unavailable(reason: string, message: string, cause?: unknown): SigilErr
   return new SigilError('ERR_UNAVAILABLE', message, { reason, ...(cause === undefined ? {} : { cause }) });
 }
 
+/** OpenSSL verification results (Node's `err.code`) meaning: the chain does not lead to a trusted root. */
+const UNTRUSTED_CHAIN_CODES: ReadonlySet<string> = new Set([
+  'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
+  'UNABLE_TO_GET_ISSUER_CERT',
+  'UNABLE_TO_GET_ISSUER_CERT_LOCALLY',
+  'SELF_SIGNED_CERT_IN_CHAIN',
+  'DEPTH_ZERO_SELF_SIGNED_CERT',
+  'CERT_UNTRUSTED',
+  'CERT_REJECTED',
+  'CERT_SIGNATURE_FAILURE',
+  'UNABLE_TO_DECRYPT_CERT_SIGNATURE',
+  'UNABLE_TO_DECODE_ISSUER_PUBLIC_KEY',
+  'INVALID_CA',
+  'INVALID_PURPOSE',
+  'PATH_LENGTH_EXCEEDED',
+  'CERT_CHAIN_TOO_LONG',
+]);
+/** OpenSSL verification results meaning: a certificate of the chain is outside its validity period. */
+const OUT_OF_DATE_CODES: ReadonlySet<string> = new Set(['CERT_HAS_EXPIRED', 'CERT_NOT_YET_VALID']);
+
+/**
+ * The error of a refused TLS certificate, or undefined when `err` is no certificate verdict
+ * (a network fault, a timeout, a handshake that broke off).
+ */
+function certificateError(err: unknown, where: string, trustedBy: string): SigilError | undefined {
+  const code = (err as { code?: unknown } | null)?.code;
+  if (typeof code !== 'string') return undefined;
+  if (UNTRUSTED_CHAIN_CODES.has(code)) return unavailable('federation-untrusted-certificate', `the certificate of ${where} does not chain to ${trustedBy}`, err);
+  if (OUT_OF_DATE_CODES.has(code)) return unavailable('federation-untrusted-certificate', `the certificate of ${where} is expired or not yet valid`, err);
+  if (code === 'ERR_TLS_CERT_ALTNAME_INVALID') return unavailable('federation-untrusted-certificate', `the certificate of ${where} is not valid for its host name`, err);
+  return undefined;
+}
+
 /** The chain Node reports, DER, leaf first. */
 function chainOf(cert: PeerCertificate | undefined): Uint8Array[] {
   const out: Uint8Array[] = [];
@@ -64,6 +99,7 @@ export function fetchBundle(o: FetchBundleOptions): Promise<Bundle> {
   const where = `the bundle endpoint of ${o.trustDomain.name} at ${url.host}`;
   let identityError: SigilError | undefined;
   let tlsOptions: RequestOptions;
+  let trustedBy: string;
   if (o.auth.profile === 'https_spiffe') {
     const auth = o.auth;
     const anchors = auth.bundle?.x509Authorities ?? [];
@@ -71,6 +107,7 @@ export function fetchBundle(o: FetchBundleOptions): Promise<Bundle> {
       return Promise.reject(unavailable('federation-no-bundle', `no bundle of ${auth.endpointSpiffeId.trustDomain.name} to authenticate ${where} (set a bootstrap bundle)`));
     }
     const bundle = auth.bundle;
+    trustedBy = `the trust bundle held for ${bundle.trustDomain.name}`;
     tlsOptions = {
       // OpenSSL checks the path to one of the peer's roots; the SPIFFE rules and the exact ID are ours
       ca: anchors.map((a) => toPem(a.der, 'CERTIFICATE')).join(''),
@@ -90,6 +127,7 @@ export function fetchBundle(o: FetchBundleOptions): Promise<Bundle> {
       },
     };
   } else {
+    trustedBy = o.auth.caPem === undefined ? 'the web roots (the system CAs)' : 'the web roots (federation.httpsWebCaFile)';
     tlsOptions = { ...(o.auth.caPem === undefined ? {} : { ca: o.auth.caPem }), rejectUnauthorized: true, ...(isIP(host) === 0 ? { servername: host } : {}) };
   }
   const options: RequestOptions = {
@@ -135,7 +173,7 @@ export function fetchBundle(o: FetchBundleOptions): Promise<Bundle> {
       res.on('error', (err) => reject(unavailable('federation-unreachable', `reading the answer of ${where} failed`, err)));
     });
     req.on('timeout', () => req.destroy(new Error(`no answer within ${timeoutMs}ms`)));
-    req.on('error', (err) => reject(identityError ?? unavailable('federation-unreachable', `cannot reach ${where}`, err)));
+    req.on('error', (err) => reject(identityError ?? certificateError(err, where, trustedBy) ?? unavailable('federation-unreachable', `cannot reach ${where}`, err)));
     req.end();
   });
 }

@@ -156,7 +156,12 @@ test('https_web: the endpoint presents the operator certificate and a WebPKI cli
   t.false(b.isEmpty);
   // without the test CA (system CAs) the certificate is refused
   const err = await t.throwsAsync(fetchBundle({ url: `https://localhost:${port}/`, trustDomain: TD, auth: { profile: 'https_web' }, now: () => new Date() }), { instanceOf: SigilError });
-  t.is(err?.reason, 'federation-unreachable');
+  t.is(err?.reason, 'federation-untrusted-certificate');
+  t.regex(err?.message ?? '', /does not chain to the web roots \(the system CAs\)$/);
+  // nothing listening: a network fault, told apart
+  const closed = await t.throwsAsync(fetchBundle({ url: 'https://127.0.0.1:1/', trustDomain: TD, auth: { profile: 'https_web', caPem: web.caPem }, now: () => new Date() }), { instanceOf: SigilError });
+  t.is(closed?.reason, 'federation-unreachable');
+  t.regex(closed?.message ?? '', /^cannot reach/);
 });
 
 test('https_web: an unreadable certificate file fails the start with a config error', async (t) => {
