@@ -110,7 +110,7 @@ export async function runService(options: ServiceOptions, body: ServiceBody): Pr
     }
     requested = signal;
     requestedAt = performance.now();
-    io.err(`${name}: ${signal} received; stopping (a second signal stops at once)\n`);
+    io.err(`${name}: ${signal} received; stopping (a second signal${repeatWithinMs > 0 ? ` after ${repeatWithinMs / 1000} s` : ''} stops at once)\n`);
     // Ref'd on purpose: this is the one timer a stopping daemon must not outlive.
     stopBound = setTimeout(() => {
       io.err(`${name}: did not stop within ${Math.round(stopTimeoutMs / 1000)} s of ${signal}; exiting\n`);
