@@ -117,10 +117,27 @@ function alive(pid: number): boolean {
   }
 }
 
+/**
+ * Teardown: kills the demo and everything it started. Its children are in process groups of their
+ * own, so killing the demo alone (a test that failed before it stopped) would leave them running.
+ */
+function killAll(demo: Demo): void {
+  if (demo.child.exitCode !== null || demo.child.signalCode !== null) return;
+  const pids = descendants(demo.child.pid as number);
+  demo.child.kill('SIGKILL');
+  for (const pid of pids) {
+    try {
+      process.kill(pid, 'SIGKILL');
+    } catch {
+      // exited meanwhile
+    }
+  }
+}
+
 test.serial('the demo comes up, serves a verifiable SVID to a second process, runs mTLS between its services, and stops cleanly on SIGINT', async (t) => {
   const demo = startDemo();
   t.teardown(() => {
-    demo.child.kill('SIGKILL');
+    killAll(demo);
     rmSync(demo.dir, { recursive: true, force: true });
   });
   await demo.waitFor(/^Sigil demo is ready\.$/m, 120_000);
@@ -200,7 +217,7 @@ async function terminated(t: ExecutionContext, demo: Demo): Promise<void> {
 test.serial('SIGTERM stops the running demo (services, agent, server) and it exits 0', async (t) => {
   const demo = startDemo();
   t.teardown(() => {
-    demo.child.kill('SIGKILL');
+    killAll(demo);
     rmSync(demo.dir, { recursive: true, force: true });
   });
   await demo.waitFor(/^Sigil demo is ready\.$/m, 120_000);
@@ -212,7 +229,7 @@ test.serial('SIGTERM stops the running demo (services, agent, server) and it exi
 test.serial('SIGTERM while the demo is still starting stops what it started and exits 0', async (t) => {
   const demo = startDemo();
   t.teardown(() => {
-    demo.child.kill('SIGKILL');
+    killAll(demo);
     rmSync(demo.dir, { recursive: true, force: true });
   });
   // The agent has been started and the demo waits for it to serve both identities.
@@ -227,7 +244,7 @@ test.serial('SIGTERM while the demo is still starting stops what it started and 
 test.serial('when a child dies the demo stops the rest, removes the socket and exits non-zero', async (t) => {
   const demo = startDemo();
   t.teardown(() => {
-    demo.child.kill('SIGKILL');
+    killAll(demo);
     rmSync(demo.dir, { recursive: true, force: true });
   });
   const ready = await demo.waitFor(/^ {2}agent {11}pid (\d+),/m, 120_000);
