@@ -8,6 +8,7 @@ import { Backoff } from '../common/backoff.js';
 import type { Clock, TimerHandle } from '../common/clock.js';
 import { SigilError, isSigilError, toSigilError } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
+import { logRetry } from '../common/retry-log.js';
 import type { Secret } from '../common/secret.js';
 import { ParsedCertificate } from '../spiffe/certificate.js';
 import type { AgentStore } from './agent-store.js';
@@ -139,7 +140,7 @@ export class AgentIdentityManager {
       } catch (err) {
         if (!isSigilError(err, 'ERR_UNAVAILABLE') && !isSigilError(err, 'ERR_DEADLINE_EXCEEDED')) throw err;
         const delay = this.#backoff.next();
-        logger.warn({ err, retryInMs: delay }, 'server unreachable for node attestation; retrying');
+        logRetry(logger, err, { retryInMs: delay }, 'server unreachable for node attestation; retrying');
         await clock.sleep(delay, signal);
       }
     }
@@ -169,7 +170,7 @@ export class AgentIdentityManager {
       } catch (err) {
         if (signal.aborted) return;
         if (!isAgentRejected(err)) {
-          logger.warn({ err }, 'cannot confirm whether the agent SVID is still accepted; will check again');
+          logRetry(logger, err, {}, 'cannot confirm whether the agent SVID is still accepted; will check again');
           return;
         }
         if (!isAgentBanned(err)) break;
@@ -195,7 +196,7 @@ export class AgentIdentityManager {
         const delay = this.#backoff.next();
         const se = toSigilError(err);
         if (se.reason === 'join-token-spent') logger.error({ code: se.code, reason: se.reason, retryInMs: delay }, se.message);
-        else logger.warn({ err: se, retryInMs: delay }, 'agent re-attestation failed; retrying');
+        else logRetry(logger, se, { retryInMs: delay }, 'agent re-attestation failed; retrying');
         try {
           await clock.sleep(delay, signal);
         } catch {
@@ -292,7 +293,7 @@ export class AgentIdentityManager {
         return;
       }
       const delay = Math.min(this.#backoff.next(), Math.max(0, cur.notAfterMs - clock.nowMs()));
-      logger.warn({ err, retryInMs: delay }, 'agent SVID renewal failed; retrying');
+      logRetry(logger, err, { retryInMs: delay }, 'agent SVID renewal failed; retrying');
       this.#schedule(delay);
     }
   }

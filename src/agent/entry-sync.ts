@@ -10,6 +10,7 @@ import { Backoff } from '../common/backoff.js';
 import type { Clock } from '../common/clock.js';
 import { SigilError, toSigilError } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
+import { logRetry } from '../common/retry-log.js';
 import { fromServiceError } from '../grpc/status.js';
 import { isAgentRejected } from './agent-identity.js';
 import type { AgentServerClient, WireBundle, WireEntry, WireSyncPage } from './server-client.js';
@@ -124,7 +125,7 @@ export class EntrySync {
       }
       const delay = this.#backoff.next();
       if (err === undefined || err.code === 'ERR_CANCELLED') logger.info({ retryInMs: delay }, 'entry sync stream ended; reopening');
-      else logger.warn({ err, retryInMs: delay }, 'entry sync failed; retrying');
+      else logRetry(logger, err, { retryInMs: delay }, 'entry sync failed; retrying');
       const wake = new AbortController();
       this.#wake = wake;
       try {

@@ -9,6 +9,7 @@ import { Backoff } from '../common/backoff.js';
 import type { Clock, TimerHandle } from '../common/clock.js';
 import { SigilError, toSigilError } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
+import { logRetry } from '../common/retry-log.js';
 import { Secret } from '../common/secret.js';
 import { ParsedCertificate } from '../spiffe/certificate.js';
 import type { WorkloadX509Svid } from './workload-api/identity-source.js';
@@ -227,7 +228,7 @@ export class SvidMinter<E extends MintForm> {
     if (this.#stopped) return;
     if (failure !== undefined || results === undefined) {
       const delay = this.#backoff.next();
-      this.#o.logger.warn({ err: failure, entries: ids.length, retryInMs: delay }, 'minting X509-SVIDs failed; retrying');
+      logRetry(this.#o.logger, failure ?? new SigilError('ERR_INTERNAL', 'the server answered no results', { reason: 'no-results' }), { entries: ids.length, retryInMs: delay }, 'minting X509-SVIDs failed; retrying');
       for (const id of ids) {
         if (!this.#svids.has(id)) this.#failed.add(id);
         this.#queued.add(id);

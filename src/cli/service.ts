@@ -1,5 +1,5 @@
 /**
- * How the long-running commands (`server run`, `agent run`, `helper`, `api watch`) end, as a
+ * How the long-running commands (`server run`, `agent run`, `helper`, `api watch`, `demo`) end, as a
  * supervisor (systemd, Kubernetes, a shell) sees them. The contract (docs/cli.md, "Exit codes
  * and signals"):
  *
@@ -49,6 +49,12 @@ export interface ServiceOptions {
   readonly stopTimeoutMs?: number;
   /** Grace for handles left open once the body ended (DEFAULT_EXIT_GRACE_MS). */
   readonly exitGraceMs?: number;
+  /**
+   * A second signal this soon after the first is the same request, not "stop at once" (default
+   * 0: every second signal forces). For `sigil demo` under `npm run demo`, where one Ctrl-C
+   * reaches the process twice: from the terminal and forwarded by npm.
+   */
+  readonly repeatWithinMs?: number;
   /** Ends the process; `process.exit` unless a test injects another. */
   readonly exit?: (code: number) => void;
 }
@@ -90,17 +96,21 @@ export async function runService(options: ServiceOptions, body: ServiceBody): Pr
   const exit = options.exit ?? ((code: number): void => process.exit(code));
   const stopTimeoutMs = options.stopTimeoutMs ?? DEFAULT_STOP_TIMEOUT_MS;
   const exitGraceMs = options.exitGraceMs ?? DEFAULT_EXIT_GRACE_MS;
+  const repeatWithinMs = options.repeatWithinMs ?? 0;
   const ctl = new AbortController();
   let requested: NodeJS.Signals | undefined;
+  let requestedAt = 0;
   let stopBound: NodeJS.Timeout | undefined;
   const onSignal = (signal: NodeJS.Signals): void => {
     if (requested !== undefined) {
+      if (performance.now() - requestedAt < repeatWithinMs) return;
       io.err(`${name}: ${signal} received again; stopping at once\n`);
       exit(signalExitCode(signal));
       return;
     }
     requested = signal;
-    io.err(`${name}: ${signal} received; stopping (a second signal stops at once)\n`);
+    requestedAt = performance.now();
+    io.err(`${name}: ${signal} received; stopping (a second signal${repeatWithinMs > 0 ? ` after ${repeatWithinMs / 1000} s` : ''} stops at once)\n`);
     // Ref'd on purpose: this is the one timer a stopping daemon must not outlive.
     stopBound = setTimeout(() => {
       io.err(`${name}: did not stop within ${Math.round(stopTimeoutMs / 1000)} s of ${signal}; exiting\n`);

@@ -12,6 +12,7 @@
 import { createPublicKey, type KeyObject } from 'node:crypto';
 import type { AuditFor, Datastore, BundleRecord, CaJournalRecord } from '../datastore/datastore.js';
 import type { Logger } from '../common/logger.js';
+import { logRetry } from '../common/retry-log.js';
 import { SigilError } from '../common/errors.js';
 import { decodeCaJournal, drainedAt } from '../ca/ca-journal.js';
 import { Bundle } from '../spiffe/bundle.js';
@@ -142,7 +143,7 @@ export class BundleManager {
     const tick = (): void => {
       if (this.#stopped) return;
       void this.syncOwn({ readFirst: true })
-        .catch((err: unknown) => this.#logger.warn({ err }, 'bundle poll failed'))
+        .catch((err: unknown) => logRetry(this.#logger, err, {}, 'bundle poll failed'))
         .finally(() => {
           if (!this.#stopped) this.#timer = setTimeout(tick, pollMs);
         });

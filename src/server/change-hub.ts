@@ -15,6 +15,7 @@
 import type { Clock } from '../common/clock.js';
 import type { Datastore, RegistrationEntry } from '../datastore/datastore.js';
 import type { Logger } from '../common/logger.js';
+import { logRetry } from '../common/retry-log.js';
 
 /** What changed. */
 export type ChangeKind = 'entries' | 'bundles' | 'agents';
@@ -98,7 +99,7 @@ export class ChangeHub {
           await this.#readEvents(ds);
         } catch (err) {
           // the same events are read again at the next poll
-          logger.warn({ err }, 'entry event poll failed');
+          logRetry(logger, err, {}, 'entry event poll failed');
         }
       } while (this.#again && !this.#stopped);
     })().finally(() => {

@@ -14,8 +14,6 @@ import { SigilError, isSigilError } from '../common/errors.js';
 import { createLogger, type Logger } from '../common/logger.js';
 import { pemBlocks } from '../common/x509.js';
 import type { Datastore } from '../datastore/datastore.js';
-import { openSqliteDatastore } from '../datastore/sqlite/sqlite-datastore.js';
-import { openPostgresDatastore } from '../datastore/postgres/postgres-datastore.js';
 import { lockSqliteForServer } from '../datastore/sqlite/server-lock.js';
 import { serviceDefinition } from '../grpc/proto.js';
 import type { KeyManager } from '../plugin/key-manager.js';
@@ -41,6 +39,7 @@ import { BundleManager } from './bundle-manager.js';
 import { ChangeHub } from './change-hub.js';
 import type { ServerConfig } from './config.js';
 import { startHealthServer, type HealthServer } from './health.js';
+import { openServerDatastore } from './open-datastore.js';
 import { ServerMetrics } from './metrics.js';
 import type { ServerCa } from './server-ca.js';
 import { ServerSvidProvider } from './server-svid.js';
@@ -226,8 +225,14 @@ function shutdown(server: Server, graceMs: number): Promise<void> {
   });
 }
 
-/** Starts a server from a resolved config; rejects (after cleaning up) if any part fails. */
-export async function startServer(config: ServerConfig, options: StartServerOptions = {}): Promise<RunningServer> {
+/**
+ * Starts a server from a resolved config; rejects (after cleaning up) if any part fails. The
+ * health endpoint (when configured) is up first, answering `/live` 200 and `/ready` 503 until
+ * everything serves, so a server still waiting for PostgreSQL (src/server/open-datastore.ts) is
+ * alive and not ready. `signal` aborts a start in progress (a stop asked while it waits): the
+ * start cleans up and rejects with the signal's reason.
+ */
+export async function startServer(config: ServerConfig, options: StartServerOptions = {}, signal?: AbortSignal): Promise<RunningServer> {
   const clock = options.clock ?? systemClock;
   const logger = options.logger ?? createLogger({ level: config.logLevel, name: 'sigil-server' });
   const cleanups: (() => Promise<void> | void)[] = [];
@@ -252,12 +257,29 @@ export async function startServer(config: ServerConfig, options: StartServerOpti
     const audit = new AuditLog(options.auditSink ?? (config.auditLog.path === '-' ? stdoutAuditSink() : fileAuditSink(config.auditLog.path)), clock);
     cleanups.push(() => audit.close());
 
-    const pg = config.datastore.postgres;
-    const ds =
-      config.datastore.type === 'postgres' && pg !== undefined
-        ? await openPostgresDatastore({ ...pg, clock, logger })
-        : await openSqliteDatastore({ path: config.datastore.sqlitePath, clock, logger });
+    // Up before the datastore, which may keep the server waiting: alive, not ready until it serves.
+    const metrics = new ServerMetrics();
+    let keysAvailable = (): Promise<boolean> => Promise.resolve(true);
+    // the check is set once everything serves; until then not ready
+    const readiness: { check?: () => Promise<boolean> } = {};
+    let health: HealthServer | undefined;
+    if (config.health !== undefined) {
+      health = await startHealthServer({
+        host: config.health.host,
+        port: config.health.port,
+        metrics,
+        logger,
+        keysAvailable: () => keysAvailable(),
+        ready: () => readiness.check?.() ?? Promise.resolve(false),
+      });
+      const h = health;
+      cleanups.push(() => h.close());
+      logger.info({ host: h.host, port: h.port }, 'health endpoint listening');
+    }
+
+    const ds = await openServerDatastore(config, { clock, logger }, signal);
     cleanups.push(() => ds.close());
+    signal?.throwIfAborted();
 
     // before anything can change: first copy what an earlier run committed but never shipped
     const shipper = new AuditShipper({
@@ -276,7 +298,6 @@ export async function startServer(config: ServerConfig, options: StartServerOpti
     const journalAudit = new JournalAudit();
 
     let keyManager = options.keyManager;
-    let keysAvailable = (): Promise<boolean> => Promise.resolve(true);
     if (keyManager === undefined) {
       const opened = await openKeyManager(config.keyManager, logger);
       keyManager = opened.keyManager;
@@ -331,7 +352,6 @@ export async function startServer(config: ServerConfig, options: StartServerOpti
     // taken here, once: only the server SVID provider and agent attestation/renewal hold them
     const issuance = ca.takeReservedIssuance();
 
-    const metrics = new ServerMetrics();
     await bundles.start(serverCa);
     cleanups.push(() => bundles.stop());
     // a taint or revoke of this server's authority made through another server's admin socket
@@ -490,24 +510,13 @@ export async function startServer(config: ServerConfig, options: StartServerOpti
       const notAfter = Math.max(0, ...serverCa.x509Authorities().map((c) => new Date(new X509Certificate(c).validTo).getTime()));
       metrics.caExpiry.set(Math.floor(notAfter / 1000));
     };
-    let health: HealthServer | undefined;
-    if (config.health !== undefined) {
-      health = await startHealthServer({
-        host: config.health.host,
-        port: config.health.port,
-        metrics,
-        logger,
-        keysAvailable,
-        ready: async () => {
-          if (!ready) return false;
-          await ds.countEntries();
-          await refreshGauges();
-          return true;
-        },
-      });
-      const h = health;
-      cleanups.push(() => h.close());
-    }
+    readiness.check = async () => {
+      if (!ready) return false;
+      await ds.countEntries();
+      await refreshGauges();
+      return true;
+    };
+    signal?.throwIfAborted();
     ready = ca.removal === undefined;
     if (ca.removal !== undefined) onRemoved(ca.removal);
     logger.info({ trustDomain: td.name, serverId, agentApi: `${host}:${agentPort}`, adminSocket: socketPath, health: health === undefined ? null : `${health.host}:${health.port}` }, 'server started');

@@ -3,8 +3,10 @@
  * for "ready", run the printed `api fetch x509 --write` command in another process,
  * `openssl verify` what it wrote, see the two demo services exchange mTLS requests, then
  * SIGINT and check that every process the demo started has exited and the socket is gone.
+ * SIGTERM, as a supervisor or `kill` sends it, ends it the same way (src/cli/service.ts), whether
+ * the demo is up or still starting: exit 0, nothing left running.
  */
-import test from 'ava';
+import test, { type ExecutionContext } from 'ava';
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { X509Certificate } from 'node:crypto';
@@ -115,10 +117,27 @@ function alive(pid: number): boolean {
   }
 }
 
+/**
+ * Teardown: kills the demo and everything it started. Its children are in process groups of their
+ * own, so killing the demo alone (a test that failed before it stopped) would leave them running.
+ */
+function killAll(demo: Demo): void {
+  if (demo.child.exitCode !== null || demo.child.signalCode !== null) return;
+  const pids = descendants(demo.child.pid as number);
+  demo.child.kill('SIGKILL');
+  for (const pid of pids) {
+    try {
+      process.kill(pid, 'SIGKILL');
+    } catch {
+      // exited meanwhile
+    }
+  }
+}
+
 test.serial('the demo comes up, serves a verifiable SVID to a second process, runs mTLS between its services, and stops cleanly on SIGINT', async (t) => {
   const demo = startDemo();
   t.teardown(() => {
-    demo.child.kill('SIGKILL');
+    killAll(demo);
     rmSync(demo.dir, { recursive: true, force: true });
   });
   await demo.waitFor(/^Sigil demo is ready\.$/m, 120_000);
@@ -166,10 +185,13 @@ test.serial('the demo comes up, serves a verifiable SVID to a second process, ru
     t.false(readFileSync(`/proc/${pid}/environ`, 'utf8').includes(token), `token in env of ${pid}`);
   }
 
+  // `npm run demo`: one Ctrl-C reaches the demo twice at once (the terminal's and npm's forward); that is one stop, not a forced one.
+  demo.child.kill('SIGINT');
   demo.child.kill('SIGINT');
   const code = await exitWithin(demo, 40_000);
   t.is(code, 0, demo.output());
   t.regex(demo.output(), /sigil demo: stopped/);
+  t.false(demo.output().includes('received again'), demo.output());
   t.deepEqual(pids.filter(alive), [], 'processes left running after the demo stopped');
   t.false(existsSync(demo.socket), 'the Workload API socket was removed');
   t.false(existsSync(join(demo.dir, 'demo', 'demo.pid')));
@@ -178,10 +200,51 @@ test.serial('the demo comes up, serves a verifiable SVID to a second process, ru
   t.false(logs.includes('PRIVATE KEY'));
 });
 
+/** Sends SIGTERM to the demo and checks how it ended: 0, every process it started gone, no socket, no pid file. */
+async function terminated(t: ExecutionContext, demo: Demo): Promise<void> {
+  const pids = descendants(demo.child.pid as number);
+  demo.child.kill('SIGTERM');
+  const code = await exitWithin(demo, 40_000);
+  t.is(code, 0, demo.output());
+  t.regex(demo.output(), /sigil demo: SIGTERM received; stopping/);
+  t.regex(demo.output(), /sigil demo: stopped/);
+  t.false(/^sigil: /m.test(demo.output()), `a requested stop is no error: ${demo.output()}`);
+  t.deepEqual(pids.filter(alive), [], 'processes left running after the demo stopped');
+  t.false(existsSync(demo.socket), 'the Workload API socket was removed');
+  t.false(existsSync(join(demo.dir, 'demo', 'demo.pid')));
+}
+
+test.serial('SIGTERM stops the running demo (services, agent, server) and it exits 0', async (t) => {
+  const demo = startDemo();
+  t.teardown(() => {
+    killAll(demo);
+    rmSync(demo.dir, { recursive: true, force: true });
+  });
+  await demo.waitFor(/^Sigil demo is ready\.$/m, 120_000);
+  await demo.waitFor(/^\[greeter-client\] mTLS ok: /m, 60_000);
+  t.true(descendants(demo.child.pid as number).length >= 4, 'server, agent and two services run');
+  await terminated(t, demo);
+});
+
+test.serial('SIGTERM while the demo is still starting stops what it started and exits 0', async (t) => {
+  const demo = startDemo();
+  t.teardown(() => {
+    killAll(demo);
+    rmSync(demo.dir, { recursive: true, force: true });
+  });
+  // The agent has been started and the demo waits for it to serve both identities.
+  await demo.waitFor(/^sigil demo: starting the agent/m, 120_000);
+  // the line is printed just before the agent is spawned
+  for (let i = 0; i < 200 && descendants(demo.child.pid as number).length < 2; i++) await new Promise((r) => setTimeout(r, 50));
+  t.true(descendants(demo.child.pid as number).length >= 2, 'server and agent run');
+  await terminated(t, demo);
+  t.false(demo.output().includes('Sigil demo is ready.'), 'it stopped before it was ready');
+});
+
 test.serial('when a child dies the demo stops the rest, removes the socket and exits non-zero', async (t) => {
   const demo = startDemo();
   t.teardown(() => {
-    demo.child.kill('SIGKILL');
+    killAll(demo);
     rmSync(demo.dir, { recursive: true, force: true });
   });
   const ready = await demo.waitFor(/^ {2}agent {11}pid (\d+),/m, 120_000);

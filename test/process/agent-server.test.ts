@@ -5,7 +5,8 @@
  * no socket, no SQLite side file and no temporary file; after kill -9 each resumes from its
  * stored state (the agent with the same SPIFFE ID and no new attestation); an agent whose join
  * token is spent exits 1 (so Restart=on-failure retries it); SIGTERM while the agent still waits
- * for its server is a requested stop, 0.
+ * for its server is a requested stop, 0, and each of its retries meanwhile is one log line without a
+ * stack trace.
  *
  * SIGIL_TEST_BIN runs these against another build (test/process/support/under-test.ts).
  */
@@ -147,7 +148,7 @@ test.serial('an agent whose join token is spent and that has no stored identity 
   t.false(second.output.includes(agent.token), 'the token is not printed');
 });
 
-test.serial('SIGTERM while the agent still waits for its server is a requested stop: exit 0, no socket', async (t) => {
+test.serial('SIGTERM while the agent still waits for its server is a requested stop: exit 0, no socket; each retry is one log line without a stack', async (t) => {
   const home = await serverHome();
   const server = await home.start();
   const agent = await agentHome(home);
@@ -163,4 +164,21 @@ test.serial('SIGTERM while the agent still waits for its server is a requested s
   t.false(existsSync(agent.socket));
   t.regex(a.stderr, /SIGTERM received; stopping/);
   t.false(/^sigil: /m.test(a.stderr), 'a requested stop is no error');
+
+  // What an operator reads while the server is down (the agent logs at debug here): one line per
+  // attempt saying what failed and when it tries again, and no stack trace anywhere.
+  const retries = a.stdout
+    .split('\n')
+    .filter((l) => AGENT_RETRY.test(l))
+    .map((l) => JSON.parse(l) as { level: number; code?: string; grpcStatus?: string; error?: string; retryInMs?: number; err?: unknown });
+  t.true(retries.length >= 2, a.stdout.slice(-3000));
+  for (const r of retries) {
+    t.is(r.level, 40);
+    t.is(r.code, 'ERR_UNAVAILABLE');
+    t.is(r.grpcStatus, 'UNAVAILABLE');
+    t.is(typeof r.error, 'string');
+    t.is(typeof r.retryInMs, 'number');
+    t.false('err' in r, 'no serialised error (with its stack) in a retry line');
+  }
+  t.false(a.output.includes('    at '), `a stack trace in the output: ${a.output.slice(-3000)}`);
 });

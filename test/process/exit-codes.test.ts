@@ -85,11 +85,11 @@ test('a one-shot command that did its job exits 0', async (t) => {
  * A real process running the service module of the build under test with a body that does
  * what `behaviour` says once asked to stop; it prints `up` when its handlers are in place.
  */
-function service(behaviour: 'never-stops' | 'leaves-a-timer', stopTimeoutMs = 30_000): Daemon {
+function service(behaviour: 'never-stops' | 'leaves-a-timer', stopTimeoutMs = 30_000, repeatWithinMs = 0): Daemon {
   const module = pathToFileURL(join(BIN_ROOT, 'dist/src/cli/service.js')).href;
   const script = `import { runService } from ${JSON.stringify(module)};
     const io = { out: (s) => process.stdout.write(s), err: (s) => process.stderr.write(s) };
-    const code = await runService({ name: 'test-daemon', io, stopTimeoutMs: ${stopTimeoutMs}, exitGraceMs: 1000 }, (stop) => new Promise((resolve) => {
+    const code = await runService({ name: 'test-daemon', io, stopTimeoutMs: ${stopTimeoutMs}, exitGraceMs: 1000, repeatWithinMs: ${repeatWithinMs} }, (stop) => new Promise((resolve) => {
       const keepAlive = setInterval(() => {}, 1000);
       stop.addEventListener('abort', () => {
         if (${JSON.stringify(behaviour)} === 'leaves-a-timer') resolve(); // keepAlive stays: a leaked handle
@@ -112,6 +112,19 @@ test('a second signal while stopping stops the process at once, with 128 + the s
     t.deepEqual(await d.closed, { code, signal: null }, d.output);
     t.regex(d.stderr, /received again; stopping at once/);
   }
+});
+
+test('with repeatWithinMs a second signal soon after the first is the same request (npm run demo), not a forced stop', async (t) => {
+  const d = service('never-stops', 2000, 60_000);
+  t.teardown(() => d.stop('SIGKILL'));
+  await d.until('it to be up', () => d.stdout.includes('up'), 20_000);
+  d.child.kill('SIGINT');
+  await d.until('the stop to begin', () => d.stderr.includes('stopping'), 20_000);
+  d.child.kill('SIGINT');
+  // not 130: the stop goes on, and this body never stops, so the bound ends it
+  t.deepEqual(await d.closed, { code: 1, signal: null }, d.output);
+  t.false(d.stderr.includes('received again'), d.stderr);
+  t.regex(d.stderr, /did not stop within 2 s of SIGINT; exiting/);
 });
 
 test('a graceful stop that overruns its bound exits 1, saying so', async (t) => {

@@ -11,6 +11,7 @@ import { Backoff } from '../../common/backoff.js';
 import { systemClock, type Clock, type TimerHandle } from '../../common/clock.js';
 import { toSigilError } from '../../common/errors.js';
 import type { Logger } from '../../common/logger.js';
+import { logRetry } from '../../common/retry-log.js';
 import type { BundleSet } from '../../spiffe/bundle-set.js';
 import type { JwtSvid } from '../../spiffe/jwt-svid.js';
 import type { X509Svid } from '../../spiffe/x509-svid.js';
@@ -142,7 +143,7 @@ export async function runHelper(options: HelperOptions, signal: AbortSignal): Pr
     } catch (err) {
       if (stop.signal.aborted) return;
       delay = backoff.next();
-      logger.warn({ err: toSigilError(err), retryInMs: delay, file: spec.fileName }, 'fetching JWT-SVID failed');
+      logRetry(logger, toSigilError(err), { retryInMs: delay, file: spec.fileName }, 'fetching JWT-SVID failed');
     }
     if (stop.signal.aborted) return;
     jwtTimers.set(spec.fileName, clock.setTimer(() => void refreshJwt(index, backoff), delay));

@@ -3,7 +3,10 @@
  * SQLite, disk key manager with a fresh KEK) and an agent as child processes, issues a join
  * token and hands it to the agent through a 0600 file, registers one entry per demo service
  * for the current user's uid, and starts the two demo services of examples/demo/, which talk
- * mTLS with 2-minute SVIDs so rotation is visible. Ctrl-C (SIGINT) or SIGTERM stops it all.
+ * mTLS with 2-minute SVIDs so rotation is visible. Ctrl-C (SIGINT) or SIGTERM stops it all,
+ * under the same service contract as the daemons (src/cli/service.ts): the stop signal aborts
+ * a start in progress or ends the run, the children are stopped (services, agent, server) and
+ * the demo exits 0; a child that dies on its own or a failed start is exit 1.
  */
 import { constants, existsSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, rmSync, unlinkSync, writeFileSync, accessSync } from 'node:fs';
 import { open } from 'node:fs/promises';
@@ -21,13 +24,19 @@ import { AdminClient } from './admin-client.js';
 import { usageError, type ParsedArgs } from './args.js';
 import { DemoChildren, type DemoChild } from './demo-children.js';
 import { reportError } from './output.js';
+import { runService, untilAborted } from '../service.js';
 
 const TRUST_DOMAIN = 'demo.example.org';
 const SERVICES = ['greeter-server', 'greeter-client'] as const;
 const DEMO_SOCKET = '/tmp/sigil/agent.sock';
 /** Unix socket paths longer than this do not fit in sockaddr_un on Linux (108 bytes with the NUL). */
 const MAX_SOCKET_PATH = 100;
+/** How long one child may take to stop after SIGTERM before it is killed (the daemons bound their own stop at 10 s). */
 const STOP_GRACE_MS = 10_000;
+/** Bound on the whole stop: the services, then the agent and the server, each within STOP_GRACE_MS. */
+const DEMO_STOP_TIMEOUT_MS = 30_000;
+/** `npm run demo`: one Ctrl-C reaches the demo twice (the terminal's, and npm's forward); only a later one forces. */
+const REPEAT_SIGNAL_MS = 1500;
 
 /** The package root: the folder above this module holding package.json and bin/sigil.js. */
 function projectRoot(): string {
@@ -168,34 +177,37 @@ export async function run(_command: string, args: ParsedArgs, io: CommandIo): Pr
   };
   const pidFile = join(dataDir, 'demo.pid');
   const children = new DemoChildren();
-  const tempDirs: string[] = [];
-  const stop = new AbortController();
-  let socketPath: string | undefined;
-  let stopping = false;
-  let firstSignalAt = 0;
-  let ownsPidFile = false;
-
-  const onSignal = (signal: NodeJS.Signals): void => {
-    const now = Date.now();
-    // `npm run demo` forwards the terminal's SIGINT that we also receive directly: only a
-    // second press well after the first one forces.
-    if (stopping && now - firstSignalAt > 1500) {
-      io.out('\nsigil demo: forced stop, killing every child\n');
-      children.killAll();
-      return;
-    }
-    if (stopping) return;
-    stopping = true;
-    firstSignalAt = now;
-    io.out(`\nsigil demo: ${signal} received, stopping (press Ctrl-C again to force)\n`);
-    stop.abort();
-  };
-  process.on('SIGINT', onSignal);
-  process.on('SIGTERM', onSignal);
+  // A forced stop (a second signal) or the stop bound exits at once: nothing the demo started outlives it.
   const lastResort = (): void => children.killAll();
   process.on('exit', lastResort);
+  try {
+    return await runService({ name: 'sigil demo', io, stopTimeoutMs: DEMO_STOP_TIMEOUT_MS, repeatWithinMs: REPEAT_SIGNAL_MS }, (stop) =>
+      runDemo({ io, args, root, dataDir, pidFile, children, ttlMs, shown }, stop),
+    );
+  } finally {
+    process.off('exit', lastResort);
+  }
+}
 
-  let exitCode = 0;
+/** What runDemo works with. */
+interface DemoSetup {
+  readonly io: CommandIo;
+  readonly args: ParsedArgs;
+  readonly root: string;
+  readonly dataDir: string;
+  readonly pidFile: string;
+  readonly children: DemoChildren;
+  readonly ttlMs: number;
+  readonly shown: (path: string) => string;
+}
+
+/** The demo as a service body: starts everything, runs until `signal` aborts or a child dies, then stops it all. */
+async function runDemo(setup: DemoSetup, signal: AbortSignal): Promise<void> {
+  const { io, args, root, dataDir, pidFile, children, ttlMs, shown } = setup;
+  const tempDirs: string[] = [];
+  let socketPath: string | undefined;
+  let ownsPidFile = false;
+  let died: DemoChild | undefined;
   try {
     // One demo per data dir: a second one would wipe the first one's state under it.
     if (existsSync(pidFile)) {
@@ -252,7 +264,7 @@ export async function run(_command: string, args: ParsedArgs, io: CommandIo): Pr
         io,
         'waiting for the server',
         async () => ((await admin.call<{ ready: boolean }>('Server', 'GetInfo', {}, 2000)).ready ? true : undefined),
-        { child: server, timeoutMs: 90_000, signal: stop.signal },
+        { child: server, timeoutMs: 90_000, signal },
       );
       io.out(`  server ready: trust domain ${TRUST_DOMAIN}, agent API 127.0.0.1:${agentPort}\n`);
 
@@ -324,7 +336,7 @@ export async function run(_command: string, args: ParsedArgs, io: CommandIo): Pr
       'waiting for the agent to serve both demo identities',
       async () => {
         if (!existsSync(socketPath as string)) return undefined;
-        const source = await X509Source.create({ address: endpoint, timeoutMs: 3000 }, stop.signal);
+        const source = await X509Source.create({ address: endpoint, timeoutMs: 3000 }, signal);
         try {
           const ids = source.context.svids.map((s) => s.id.toString());
           return wanted.every((w) => ids.includes(w)) ? true : undefined;
@@ -332,7 +344,7 @@ export async function run(_command: string, args: ParsedArgs, io: CommandIo): Pr
           await source.close();
         }
       },
-      { child: agent, timeoutMs: 90_000, signal: stop.signal },
+      { child: agent, timeoutMs: 90_000, signal },
     );
     io.out(`  agent ready: Workload API on ${socketPath}\n`);
 
@@ -361,7 +373,7 @@ export async function run(_command: string, args: ParsedArgs, io: CommandIo): Pr
         },
       },
     });
-    await waitFor(io, 'waiting for greeter-server to listen', () => Promise.race([isListening, Promise.resolve(undefined)]), { child: greeterServer, timeoutMs: 30_000, signal: stop.signal });
+    await waitFor(io, 'waiting for greeter-server to listen', () => Promise.race([isListening, Promise.resolve(undefined)]), { child: greeterServer, timeoutMs: 30_000, signal });
     children.start('greeter-client', process.execPath, [join(root, 'examples/demo/greeter-client.js')], { cwd: root, env: serviceEnv(clientId, serverId), output: { relay: relay('greeter-client') } });
 
     const bin = shown(sigil);
@@ -394,21 +406,17 @@ export async function run(_command: string, args: ParsedArgs, io: CommandIo): Pr
     );
 
     // Runs until a signal, or until a child dies on its own (then the demo is broken: stop).
-    const died = await Promise.race([
-      new Promise<undefined>((r) => stop.signal.addEventListener('abort', () => r(undefined), { once: true })),
-      ...children.all.map((c) => c.exited.then(() => c)),
-    ]);
-    if (died !== undefined && !stop.signal.aborted) {
-      io.err(`sigil demo: ${died.name} (pid ${died.pid}) exited unexpectedly; stopping the rest\n`);
-      exitCode = 1;
-    }
+    died = await Promise.race([untilAborted(signal).then(() => undefined), ...children.all.map((c) => c.exited.then(() => c))]);
+    if (died !== undefined && !signal.aborted) io.err(`sigil demo: ${died.name} (pid ${died.pid}) exited unexpectedly; stopping the rest\n`);
+    else died = undefined;
   } catch (err) {
-    if (!(err instanceof SigilError && err.code === 'ERR_CANCELLED')) {
-      exitCode = reportError(io, err);
+    // A failed start (not a requested stop): what the server and agent said last, before the error line.
+    if (!signal.aborted) {
       for (const c of children.all.filter((x) => x.name === 'server' || x.name === 'agent')) {
         io.err(`--- last lines of ${c.name}.log ---\n${logTail(join(dataDir, `${c.name}.log`))}\n`);
       }
     }
+    throw err;
   } finally {
     if (children.all.length > 0) io.out('sigil demo: stopping the services, then the agent, then the server\n');
     await children.stopAll(STOP_GRACE_MS, (c) => io.out(`  stopping ${c.name} (pid ${c.pid})\n`));
@@ -422,10 +430,7 @@ export async function run(_command: string, args: ParsedArgs, io: CommandIo): Pr
     }
     for (const dir of tempDirs) rmSync(dir, { recursive: true, force: true });
     if (ownsPidFile) rmSync(pidFile, { force: true });
-    process.off('SIGINT', onSignal);
-    process.off('SIGTERM', onSignal);
-    process.off('exit', lastResort);
     if (ownsPidFile) io.out(`sigil demo: stopped; every process exited, socket removed; state kept in ${shown(dataDir)}/\n`);
   }
-  return exitCode;
+  if (died !== undefined) throw new SigilError('ERR_UNAVAILABLE', `${died.name} (pid ${died.pid}) exited unexpectedly`, { reason: 'demo-child-exited' });
 }

@@ -32,7 +32,8 @@ function flagsOf(args: ParsedArgs): ServerFlags {
 async function runServer(args: ParsedArgs, io: CommandIo): Promise<number> {
   const config = loadServerConfig(args.get('config'), flagsOf(args));
   return runService({ name: 'sigil server', io }, async (stop) => {
-    const server = await startServer(config);
+    // the stop signal also ends a start that still waits (for PostgreSQL): exit 0, not a failure
+    const server = await startServer(config, {}, stop);
     io.err(`sigil server: serving ${config.trustDomain.name}, agent API on ${server.agentAddress.host}:${server.agentAddress.port}, admin socket ${server.adminSocketPath}\n`);
     // a stop asked, or the server removed while running (it must not keep issuing): exit 1
     const failure = await Promise.race([untilAborted(stop).then(() => undefined), server.failure]);

@@ -51,7 +51,13 @@ const IDLE_IN_TRANSACTION_TIMEOUT_MS = 60_000;
 const IDLE_CONNECTION_MS = 30_000;
 /** A bare identifier, so it needs no quoting anywhere (search_path, CREATE SCHEMA). */
 const SCHEMA_RE = /^[a-z_][a-z0-9_]{0,62}$/;
-/** SQLSTATE classes that mean the configuration is wrong (auth, missing database, privileges), not a passing outage. */
+/**
+ * SQLSTATE classes that mean the configuration is wrong, not a passing outage: 28 invalid
+ * authorization (wrong password, unknown role, pg_hba refusal), 3D invalid catalog name (no such
+ * database), 42 access rule violation (no privilege on the schema). Waiting does not fix them,
+ * so a starting server exits on them; class 08 (connection), 57P0x (shutting down, starting up)
+ * and 53 (too many connections) are outages it waits out (src/server/open-datastore.ts).
+ */
 const OPEN_FAILED_CLASSES = ['28', '3D', '42'];
 
 /** A Datastore in a PostgreSQL schema, shareable by several servers. */
@@ -129,6 +135,25 @@ function describe(config: pg.PoolConfig, schema: string): Record<string, unknown
 }
 
 /**
+ * Where `options` point (host, port, database, schema), for log lines about reaching it; empty
+ * when the string cannot be parsed (opening reports that). Never the password or the string.
+ */
+export function postgresLocation(options: Pick<PostgresDatastoreOptions, 'connectionString' | 'schema'>): Record<string, unknown> {
+  try {
+    const parsed = parseIntoClientConfig(options.connectionString);
+    return describe({ host: parsed.host ?? '', ...(parsed.port === undefined ? {} : { port: parsed.port }), database: parsed.database ?? '' }, options.schema ?? DEFAULT_SCHEMA);
+  } catch {
+    return {};
+  }
+}
+
+/** PostgreSQL's own words for a refusal (`database "x" does not exist`): its message never carries the password. */
+function refusalOf(err: unknown, code: string): string {
+  const message = err instanceof Error ? err.message.split('\n', 1)[0] ?? '' : '';
+  return message === '' ? `SQLSTATE ${code}` : `${message.slice(0, 200)} (SQLSTATE ${code})`;
+}
+
+/**
  * Opens (creating the schema and migrating as needed) a PostgreSQL datastore. Throws
  * ERR_CONFIG_INVALID for bad options (reason `password-in-connection-string`, …),
  * ERR_UNAVAILABLE (`datastore-unavailable`, `datastore-busy`) when the server cannot be
@@ -171,7 +196,7 @@ export async function openPostgresDatastore(options: PostgresDatastoreOptions, s
     if (isSigilError(err)) throw err;
     const code = (err as { code?: unknown } | null)?.code;
     if (typeof code === 'string' && OPEN_FAILED_CLASSES.some((c) => code.startsWith(c))) {
-      throw new SigilError('ERR_FAILED_PRECONDITION', `cannot open datastore ${String(where['database'])} on ${String(where['host'])}`, {
+      throw new SigilError('ERR_FAILED_PRECONDITION', `cannot open datastore ${String(where['database'])} on ${String(where['host'])}: ${refusalOf(err, code)}`, {
         reason: 'datastore-open-failed',
         cause: err,
       });

@@ -24,6 +24,7 @@ import { createHash } from 'node:crypto';
 import pg from 'pg';
 import { SigilError, isSigilError } from '../../common/errors.js';
 import type { Logger } from '../../common/logger.js';
+import { logRetry } from '../../common/retry-log.js';
 import type { SqlDialect, SqlDriver, SqlExecutor, SqlRow, SqlValue } from '../sql/sql-driver.js';
 import { toPositionalSql } from './positional-sql.js';
 
@@ -400,7 +401,7 @@ export class PostgresDriver implements SqlDriver {
       }
       this.#listenClient = client;
     } catch (err) {
-      this.#log.warn({ err }, 'datastore change listener cannot connect; retrying');
+      logRetry(this.#log, mapStatementError(err), { retryInMs: LISTEN_RETRY_MS }, 'datastore change listener cannot connect; retrying');
       await client.end().catch(() => undefined);
       this.#scheduleListener();
     }

@@ -6,6 +6,7 @@
  */
 import type { SecureContextOptions } from 'node:tls';
 import type { Logger } from '../../common/logger.js';
+import { logRetry } from '../../common/retry-log.js';
 import { readOperatorFileSync } from '../../ca/operator-file.js';
 import { AcmeClient, type AcmeCertificate } from './acme-client.js';
 import type { FederationConfig } from './federation-config.js';
@@ -78,7 +79,7 @@ export class AcmeIdentity {
         (err: unknown) => {
           this.#failures++;
           const retry = Math.min(600_000, 10_000 * 2 ** Math.min(this.#failures - 1, 10));
-          this.#logger.warn({ err, retryInMs: retry }, 'bundle endpoint certificate renewal through ACME failed; keeping the current one');
+          logRetry(this.#logger, err, { retryInMs: retry }, 'bundle endpoint certificate renewal through ACME failed; keeping the current one');
           this.#scheduleRenewal(retry);
         },
       );

@@ -11,6 +11,7 @@ import { readFileSync } from 'node:fs';
 import type { Clock, TimerHandle } from '../../common/clock.js';
 import { SigilError, toSigilError } from '../../common/errors.js';
 import type { Logger } from '../../common/logger.js';
+import { logRetry } from '../../common/retry-log.js';
 import type { AuditFor, Datastore, FederationRelationship, FederationRelationshipFields } from '../../datastore/datastore.js';
 import { Bundle } from '../../spiffe/bundle.js';
 import { SpiffeId, TrustDomain } from '../../spiffe/spiffe-id.js';
@@ -228,7 +229,7 @@ export class FederationRefresher {
       const at = clock.nowMs();
       const cause = se.cause instanceof Error ? `: ${se.cause.message}` : '';
       await ds.recordFederationRefresh(trustDomainId, this.#holder, { at, nextRefreshAt: at + waitMs, error: `${se.message}${cause}` });
-      logger.warn({ trustDomain: td.name, err: se, failures, retryInMs: waitMs }, 'federated bundle refresh failed; keeping the last good bundle');
+      logRetry(logger, se, { trustDomain: td.name, failures, retryInMs: waitMs }, 'federated bundle refresh failed; keeping the last good bundle');
     }
     return true;
   }
