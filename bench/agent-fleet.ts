@@ -12,7 +12,10 @@
  * (an error or a deadline passed) and, apart, calls shed (refused at once with UNAVAILABLE
  * `signing-overloaded` because the signing backlog would outlast their deadline: the load
  * shedding issue 20 asks for, retried with backoff as a real agent does); SVIDs signed but not delivered (the server's ok counter minus what agents received); and,
- * with all N connected, entry create -> that agent holding its SVID, p99.
+ * with all N connected, entry create -> that agent holding its SVID, p99. For context, the
+ * transport floor (support/bare-fleet.ts): the same calls with Sigil's message sizes against a
+ * bare grpc-js server doing no identity work; its CPU per agent plus the signature floor is
+ * the least a Node server can spend per agent, and the context row divides by that.
  *
  * N: 300 by default (a couple of minutes on 2 shared cores), 5,000 with --full (the issue's
  * target), 20 with --quick, or any N with --agents=N.
@@ -25,6 +28,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { BENCH_TRUST_DOMAIN } from './support/ca.js';
 import { makeCsrs } from './support/csr.js';
+import { runBareFleet } from './support/bare-fleet.js';
 import type { FleetAgentsCommand, FleetAgentsReport } from './support/fleet-agents-main.js';
 import type { FleetServerCommand, FleetServerReply } from './support/fleet-server-main.js';
 import { millis, percentile, type Benchmark, type BenchOutcome } from './support/result.js';
@@ -111,6 +115,7 @@ const fleet: Benchmark = {
     const tck = Number(spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).stdout.trim()) || 100;
     const server = new ServerChild();
     const agentProcs: ChildProcess[] = [];
+    let stopped = false;
     try {
       const ready = await server.next();
       if (ready.type !== 'ready') throw new Error(`server: unexpected ${ready.type}`);
@@ -194,6 +199,14 @@ const fleet: Benchmark = {
       const stats = await server.ask({ type: 'stats' });
       if (stats.type !== 'stats') throw new Error(`server: unexpected ${stats.type}`);
       const undelivered = stats.x509Ok - received;
+      const sampled = await server.ask({ type: 'samples', agentId: (made.agents[0] as { agentId: string }).agentId });
+      if (sampled.type !== 'samples') throw new Error(`server: unexpected ${sampled.type}`);
+      // the Sigil server and its agents leave the machine to the transport floor
+      for (const c of agentProcs) c.kill('SIGKILL');
+      await server.ask({ type: 'stop' }).catch(() => server.kill());
+      stopped = true;
+      const bare = await runBareFleet(n, sampled.samples, AGENTS_PER_PROCESS, AGENT_NICE, options.full ? 900_000 : 300_000);
+      log(`bare grpc-js server, same calls and message sizes: ${bare.cpuPerAgentMs.toFixed(2)} ms CPU per agent (all done in ${(bare.allDoneMs / 1000).toFixed(1)} s)`);
       const floorMs = signatureFloorMs();
       const floorPerAgent = floorMs * SVIDS_PER_AGENT;
       const perAgent = serverCpuMs / n;
@@ -221,6 +234,15 @@ const fleet: Benchmark = {
             target: `<= ${CPU_TARGET}`,
             met: perAgent / floorPerAgent <= CPU_TARGET,
           },
+          {
+            bench: 10,
+            what: `${n} agents: server CPU per agent against transport + signatures (context)`,
+            figure: millis(perAgent),
+            floor: millis(bare.cpuPerAgentMs + floorPerAgent, 'bare gRPC + sigs'),
+            ratio: perAgent / (bare.cpuPerAgentMs + floorPerAgent),
+            target: '(context)',
+            met: null,
+          },
           { bench: 10, what: `entry create -> agent has SVID, all ${n} connected, p99`, figure: millis(p99), floor: null, ratio: null, target: '(absolute)', met: null },
         ],
         details: {
@@ -232,6 +254,8 @@ const fleet: Benchmark = {
           serverCpuMs,
           serverCpuPerAgentMs: perAgent,
           signatureFloorMsPerSvid: floorMs,
+          bareTransportCpuPerAgentMs: bare.cpuPerAgentMs,
+          bareTransportAllDoneMs: bare.allDoneMs,
           failedCalls: attachFailures,
           shedCalls: attachShed,
           failedByCall: Object.fromEntries(byCall),
@@ -249,10 +273,12 @@ const fleet: Benchmark = {
       };
     } finally {
       for (const c of agentProcs) c.kill('SIGKILL');
-      try {
-        await server.ask({ type: 'stop' });
-      } catch {
-        server.kill();
+      if (!stopped) {
+        try {
+          await server.ask({ type: 'stop' });
+        } catch {
+          server.kill();
+        }
       }
     }
   },

@@ -9,6 +9,10 @@ import { writeFileSync } from 'node:fs';
 import { Session } from 'node:inspector/promises';
 import { join } from 'node:path';
 import { benchEntry } from './entries.js';
+import { makeCsrs } from './csr.js';
+import type { FleetSamples } from './bare-fleet-wire.js';
+import { bundleToMsg, entryToMsg } from '../../src/server/agent-api/wire.js';
+import { SpiffeId } from '../../src/spiffe/spiffe-id.js';
 import { startBenchServer, type BenchServer } from './bench-server.js';
 import { BENCH_TRUST_DOMAIN } from './ca.js';
 
@@ -17,6 +21,8 @@ export type FleetServerCommand =
   | { readonly type: 'tokens'; readonly count: number; readonly entriesPerAgent: number }
   | { readonly type: 'entry'; readonly parentId: string; readonly n: number }
   | { readonly type: 'stats' }
+  /** Samples of this server's messages for the transport floor (bare-fleet.ts). */
+  | { readonly type: 'samples'; readonly agentId: string }
   | { readonly type: 'stop' };
 
 /** Replies to the driver. */
@@ -25,6 +31,7 @@ export type FleetServerReply =
   | { readonly type: 'tokens'; readonly agents: { readonly token: string; readonly agentId: string }[] }
   | { readonly type: 'entry'; readonly entryId: string; readonly createdAtMs: number }
   | { readonly type: 'stats'; readonly x509Ok: number; readonly x509Error: number; readonly agentOk: number }
+  | { readonly type: 'samples'; readonly samples: FleetSamples }
   | { readonly type: 'stopped' }
   | { readonly type: 'error'; readonly error: string };
 
@@ -95,6 +102,26 @@ async function handle(cmd: FleetServerCommand): Promise<void> {
     const res = r.results[0];
     if (res?.entry === undefined) throw new Error(`entry create failed: ${res?.status.message ?? 'no result'}`);
     reply({ type: 'entry', entryId: res.entry.id, createdAtMs });
+  } else if (cmd.type === 'samples') {
+    const b = bundleToMsg(await s.server.bundles.ownParsed());
+    const csr = (makeCsrs(1)[0] as { der: Buffer }).der;
+    const svid = await s.server.ca.signX509SvidFromCsr({ csr, spiffeId: SpiffeId.parse(`spiffe://${BENCH_TRUST_DOMAIN}/fleet/sample`) });
+    const entries = await s.server.datastore.listEntriesByParentIds([cmd.agentId]);
+    reply({
+      type: 'samples',
+      samples: {
+        bundle: {
+          trust_domain_id: b.trust_domain_id,
+          document: Buffer.from(b.document).toString('base64'),
+          x509_authorities: b.x509_authorities.map((a) => Buffer.from(a).toString('base64')),
+          sequence: b.sequence,
+          refresh_hint_seconds: b.refresh_hint_seconds,
+        },
+        entries: entries.map((e) => ({ ...entryToMsg(e) })),
+        svidChain: svid.chain.map((c) => Buffer.from(c).toString('base64')),
+        csr: csr.toString('base64'),
+      },
+    });
   } else if (cmd.type === 'stats') {
     reply({ type: 'stats', x509Ok: await counter('x509', 'ok'), x509Error: await counter('x509', 'error'), agentOk: await counter('agent', 'ok') });
   } else {
