@@ -68,7 +68,7 @@ test('https_web through ACME: pebble validates http-01 and issues the certificat
   t.true(b.sameAuthorities(s.server.bundles.parse(await s.server.bundles.own())));
   // our openssl test CA (pebble's own TLS) did not sign the endpoint certificate: refused
   const err = await t.throwsAsync(fetchBundle({ url, trustDomain: TrustDomain.parse('other.org'), auth: { profile: 'https_web', caPem: tls.caPem }, now: () => new Date() }), { instanceOf: SigilError });
-  t.is(err?.reason, 'federation-unreachable');
+  t.is(err?.reason, 'federation-untrusted-certificate');
   t.true(s.logLines.some((l) => l.includes('bundle endpoint certificate obtained through ACME')));
   t.false(s.logLines.some((l) => l.includes('PRIVATE KEY')));
 });
