@@ -24,7 +24,8 @@ async function serve(samples: FleetSamples): Promise<void> {
   const chain = samples.svidChain.map((c) => Buffer.from(c, 'base64'));
   const svid = (spiffeId: string): Record<string, unknown> => ({ spiffe_id: spiffeId, cert_chain: chain, serial: '1f2e3d4c5b6a79880011223344556677', expires_at: Math.floor(Date.now() / 1000) + 3600 });
   const page = { kind: 'FULL', entries: samples.entries, deleted_entry_ids: [], bundle, federated_bundles: [], batch_complete: true, batch: 1 };
-  const s = new Server({ 'grpc.max_send_message_length': 8 * 1024 * 1024 });
+  // channelz off, as on Sigil's server: the floor is the least a Node server can spend
+  const s = new Server({ 'grpc.max_send_message_length': 8 * 1024 * 1024, 'grpc.enable_channelz': 0 });
   s.addService(serviceDefinition('sigil/agent/v1/agent.proto', 'sigil.agent.v1.Agent'), {
     AttestAgent(call: ServerDuplexStream<unknown, unknown>) {
       call.once('data', () => {

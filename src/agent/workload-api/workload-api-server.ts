@@ -120,7 +120,8 @@ export async function startWorkloadApiServer(options: WorkloadApiServerOptions):
     factsOf: (peer) => bound.listener?.factsOf(peer),
   });
   // explicit rather than grpc-js's default, so the bound on what a workload can make us buffer is ours
-  const grpcServer = new GrpcServer({ 'grpc.max_receive_message_length': WORKLOAD_API_LIMITS.requestBytes });
+  // channelz off: nothing reads it, and grpc-js counts every call and socket for it
+  const grpcServer = new GrpcServer({ 'grpc.max_receive_message_length': WORKLOAD_API_LIMITS.requestBytes, 'grpc.enable_channelz': 0 });
   grpcServer.addService(withWorkloadCodecs(serviceDefinition(WORKLOAD_PROTO, WORKLOAD_SERVICE)), service.implementation);
 
   const listening = await listenUnixForGrpc<ConnectionFacts>({
