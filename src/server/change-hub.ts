@@ -42,10 +42,20 @@ const EVENT_PAGE = 1000;
 const EVENT_RETENTION_MS = 60 * 60_000;
 const PRUNE_EVERY_MS = 10 * 60_000;
 
-/** Fan-out of change notifications to sync streams. */
+const KINDS: readonly ChangeKind[] = ['entries', 'bundles', 'agents'];
+
+/**
+ * Fan-out of change notifications to sync streams. Listeners are kept by kind, and a stream
+ * hears about its own agent only (`subscribeAgent`): with thousands of agents attesting, telling
+ * every stream about every agent was quadratic.
+ */
 export class ChangeHub {
-  /** Listener → the kinds it wants (undefined: all). */
-  readonly #listeners = new Map<ChangeListener, ReadonlySet<ChangeKind> | undefined>();
+  /** Kind → the listeners that want it. */
+  readonly #byKind = new Map<ChangeKind, Set<ChangeListener>>(KINDS.map((k) => [k, new Set()]));
+  /** Agent ID → the listeners told about changes to that agent only. */
+  readonly #byAgent = new Map<string, Set<ChangeListener>>();
+  /** Every listener of `subscribe`. */
+  readonly #listeners = new Set<ChangeListener>();
   #timer: NodeJS.Timeout | undefined;
   #lastEventId = 0;
   #stopped = false;
@@ -56,9 +66,29 @@ export class ChangeHub {
   #unwatch: (() => void) | undefined;
 
   /** Registers a listener for every kind, or only for `kinds`; returns its unsubscribe function. */
-  subscribe(listener: ChangeListener, kinds?: readonly ChangeKind[]): () => void {
-    this.#listeners.set(listener, kinds === undefined ? undefined : new Set(kinds));
-    return () => this.#listeners.delete(listener);
+  subscribe(listener: ChangeListener, kinds: readonly ChangeKind[] = KINDS): () => void {
+    this.#listeners.add(listener);
+    for (const k of kinds) this.#byKind.get(k)?.add(listener);
+    return () => {
+      this.#listeners.delete(listener);
+      for (const k of KINDS) this.#byKind.get(k)?.delete(listener);
+    };
+  }
+
+  /** Registers a listener for changes to agent `agentId` (and to every agent at once); returns its unsubscribe function. */
+  subscribeAgent(agentId: string, listener: ChangeListener): () => void {
+    let set = this.#byAgent.get(agentId);
+    if (set === undefined) {
+      set = new Set();
+      this.#byAgent.set(agentId, set);
+    }
+    set.add(listener);
+    return () => {
+      const s = this.#byAgent.get(agentId);
+      if (s === undefined) return;
+      s.delete(listener);
+      if (s.size === 0) this.#byAgent.delete(agentId);
+    };
   }
 
   /** Number of subscribers (open sync streams). */
@@ -76,12 +106,17 @@ export class ChangeHub {
   }
 
   #emit(change: Change): void {
-    for (const [l, kinds] of [...this.#listeners]) if (kinds === undefined || kinds.has(change.kind)) l(change);
+    // copied first: a listener may unsubscribe (or subscribe) while it is told
+    const told = [...(this.#byKind.get(change.kind) ?? [])];
+    if (change.kind === 'agents') {
+      if (change.agentId !== undefined) told.push(...(this.#byAgent.get(change.agentId) ?? []));
+      else for (const set of this.#byAgent.values()) told.push(...set);
+    }
+    for (const l of told) l(change);
   }
 
   #wants(kind: ChangeKind): boolean {
-    for (const kinds of this.#listeners.values()) if (kinds === undefined || kinds.has(kind)) return true;
-    return false;
+    return (this.#byKind.get(kind)?.size ?? 0) > 0;
   }
 
   /** Reads new entry events and tells subscribers; concurrent calls are folded into one more read. */
@@ -115,8 +150,10 @@ export class ChangeHub {
       if (last === undefined) return;
       // Checked after the page is read: a stream subscribing from here on reads its set after these commits.
       if (this.#wants('entries')) {
-        const changes: EntryChange[] = [];
-        for (const id of new Set(events.map((e) => e.entryId))) changes.push({ id, entry: await ds.getEntry(id) });
+        const ids = [...new Set(events.map((e) => e.entryId))];
+        // one read for the page: deleted entries are absent from it
+        const read = await ds.getEntries(ids);
+        const changes: EntryChange[] = ids.map((id) => ({ id, entry: read.get(id) }));
         this.#lastEventId = last.eventId;
         this.#emit({ kind: 'entries', changes });
       } else {
@@ -165,5 +202,7 @@ export class ChangeHub {
     this.#unwatch?.();
     if (this.#timer !== undefined) clearTimeout(this.#timer);
     this.#listeners.clear();
+    for (const set of this.#byKind.values()) set.clear();
+    this.#byAgent.clear();
   }
 }

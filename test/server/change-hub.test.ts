@@ -90,3 +90,31 @@ test('listeners get only the kinds they asked for; with none for entries the log
   const last = all.at(-1);
   t.deepEqual(last, { kind: 'entries', changes: [{ id: deleted.id, entry: undefined }] });
 });
+
+test('a listener of one agent hears of that agent and of every agent at once, never of another; unsubscribing ends it (issue 20)', async (t) => {
+  const { hub } = await setup(t);
+  const other = 'spiffe://example.org/sigil/agent/join_token/b';
+  const mine: Change[] = [];
+  const general: Change[] = [];
+  const stopMine = hub.subscribeAgent(AGENT, (c) => mine.push(c));
+  hub.subscribe((c) => general.push(c), ['agents']);
+  hub.notify('agents', other);
+  hub.notify('agents', AGENT);
+  hub.notify('agents');
+  hub.notify('bundles');
+  t.deepEqual(mine, [{ kind: 'agents', agentId: AGENT }, { kind: 'agents' }]);
+  t.deepEqual(general, [{ kind: 'agents', agentId: other }, { kind: 'agents', agentId: AGENT }, { kind: 'agents' }]);
+  stopMine();
+  hub.notify('agents', AGENT);
+  t.is(mine.length, 2);
+  // a listener unsubscribing while it is told does not stop the others being told
+  const told: string[] = [];
+  const stopFirst = hub.subscribeAgent(other, () => {
+    told.push('first');
+    stopFirst();
+  });
+  hub.subscribeAgent(other, () => told.push('second'));
+  hub.notify('agents', other);
+  hub.notify('agents', other);
+  t.deepEqual(told, ['first', 'second', 'second']);
+});

@@ -548,12 +548,14 @@ export function createAgentService(deps: AgentServiceDeps): UntypedServiceImplem
     let expiryAt: number | undefined;
     let draining = false;
     let unsubscribe: () => void = () => undefined;
+    let unsubscribeAgent: () => void = () => undefined;
 
     const close = (err?: unknown): void => {
       if (closed) return;
       closed = true;
       expiryTimer?.cancel();
       unsubscribe();
+      unsubscribeAgent();
       openStreams.delete(forceClose);
       metrics.syncStreams.dec();
       if (err !== undefined) call.emit('error', fail(err, 'entry sync'));
@@ -621,6 +623,11 @@ export function createAgentService(deps: AgentServiceDeps): UntypedServiceImplem
     const round = async (): Promise<void> => {
       if (state === undefined) {
         const c = await caller();
+        if (closed) return;
+        // from now on told about this agent only; a change told before this is not missed:
+        // the next round authenticates again
+        unsubscribeAgent = deps.hub.subscribeAgent(c.agentId, onChange);
+        pendingAgent = true;
         const s = new AgentSyncState({ ds, trustDomain, clock, agent: factsOf(c) });
         // changes seen while this ran are applied next round; stale reads are ignored by revision
         await s.recompute();
@@ -683,12 +690,12 @@ export function createAgentService(deps: AgentServiceDeps): UntypedServiceImplem
       } else if (change.kind === 'bundles') {
         pendingBundles = true;
       } else {
-        if (change.agentId !== undefined && state !== undefined && change.agentId !== state.agentId) return;
+        // only this stream's agent (or every agent) reaches here: see subscribeAgent above
         pendingAgent = true;
       }
       kick();
     };
-    unsubscribe = deps.hub.subscribe(onChange);
+    unsubscribe = deps.hub.subscribe(onChange, ['entries', 'bundles']);
     kick();
   }
 
