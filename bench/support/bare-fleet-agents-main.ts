@@ -49,9 +49,23 @@ async function oneAgent(cmd: BareFleetAgentsCommand): Promise<void> {
   );
 }
 
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+/** One agent, from the start again after a failure (the bare server's accept queue is grpc-js's default: a burst overflows it), as a real agent retries. */
+async function agentWithRetries(cmd: BareFleetAgentsCommand): Promise<void> {
+  for (let attempt = 0; ; attempt++) {
+    try {
+      return await oneAgent(cmd);
+    } catch (err) {
+      if (attempt >= 20) throw err;
+      await sleep(Math.min(5000, 200 * 2 ** attempt) * (0.5 + Math.random()));
+    }
+  }
+}
+
 process.on('message', (m) => {
   const cmd = m as BareFleetAgentsCommand;
-  void Promise.all(Array.from({ length: cmd.agents }, () => oneAgent(cmd))).then(
+  void Promise.all(Array.from({ length: cmd.agents }, () => agentWithRetries(cmd))).then(
     () => report({ type: 'done' }),
     (err: unknown) => report({ type: 'error', error: err instanceof Error ? err.message : String(err) }),
   );
