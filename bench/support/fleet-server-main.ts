@@ -39,7 +39,8 @@ let srv: BenchServer | undefined;
 /**
  * With SIGIL_BENCH_PROFILE=<dir>: the server's main-thread CPU profile over the measured part
  * (from the tokens' reply to the stop), written to <dir>/fleet-server.cpuprofile for
- * Chrome's DevTools or any .cpuprofile reader.
+ * Chrome's DevTools or any .cpuprofile reader, and a sampled profile of everything allocated
+ * meanwhile (collected objects included: what the GC had to do) in fleet-server.heapprofile.
  */
 const PROFILE_DIR = process.env['SIGIL_BENCH_PROFILE'];
 let profiler: Session | undefined;
@@ -50,12 +51,16 @@ async function startProfile(): Promise<void> {
   profiler.connect();
   await profiler.post('Profiler.enable');
   await profiler.post('Profiler.start');
+  await profiler.post('HeapProfiler.enable');
+  await profiler.post('HeapProfiler.startSampling', { samplingInterval: 32768, includeObjectsCollectedByMajorGC: true, includeObjectsCollectedByMinorGC: true });
 }
 
 async function writeProfile(): Promise<void> {
   if (PROFILE_DIR === undefined || profiler === undefined) return;
   const { profile } = await profiler.post('Profiler.stop');
   writeFileSync(join(PROFILE_DIR, 'fleet-server.cpuprofile'), JSON.stringify(profile));
+  const heap = await profiler.post('HeapProfiler.stopSampling');
+  writeFileSync(join(PROFILE_DIR, 'fleet-server.heapprofile'), JSON.stringify(heap.profile));
 }
 
 function reply(r: FleetServerReply): void {
