@@ -4,7 +4,8 @@
  * ("datastore unreachable; retrying", no stack), answers `/live` and not `/ready`, and SIGTERM
  * during the wait ends it with 0. Once a TCP proxy to the test PostgreSQL listens on that port
  * the same process carries on and serves (`/ready` 200). What waiting cannot fix — a database
- * that does not exist, a role PostgreSQL refuses — ends it at once with 1, saying so.
+ * that does not exist, a role PostgreSQL refuses, `sslmode=require` against a PostgreSQL without
+ * TLS — ends it at once with 1, saying so.
  *
  * SIGIL_TEST_BIN runs these against another build (test/process/support/under-test.ts).
  */
@@ -23,10 +24,14 @@ let schemas = 0;
 const DATASTORE_RETRY = /"msg":"datastore unreachable; retrying"/;
 
 /** A server folder whose datastore is PostgreSQL at `url` (the test database unless told), with a health endpoint. */
-async function serverOn(t: ExecutionContext, dbPort: number, options: { database?: string; user?: string } = {}): Promise<{ config: string; health: string; agent: string }> {
+async function serverOn(
+  t: ExecutionContext,
+  dbPort: number,
+  options: { database?: string; user?: string; query?: string } = {},
+): Promise<{ config: string; health: string; agent: string }> {
   const dir = await makeServerDir();
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
-  const url = `postgres://${options.user ?? 'postgres'}@127.0.0.1:${dbPort}/${options.database ?? 'test'}`;
+  const url = `postgres://${options.user ?? 'postgres'}@127.0.0.1:${dbPort}/${options.database ?? 'test'}${options.query ?? ''}`;
   const health = `127.0.0.1:${await freePort()}`;
   const config = await writeServerConfig(dir, `datastore:\n  type: postgres\n  connectionString: ${url}\n  schema: ${schemaPrefix}_${++schemas}\nhealth:\n  address: ${health}\n`);
   return { config, health, agent: `127.0.0.1:${await freePort()}` };
@@ -123,10 +128,13 @@ test('the waiting server carries on once PostgreSQL answers on its port, and ser
   t.deepEqual(await d.closed, { code: 0, signal: null }, d.output.slice(-3000));
 });
 
-test('what waiting cannot fix ends the server at once with 1: a missing database, a role PostgreSQL refuses', async (t) => {
-  const cases: [{ database?: string; user?: string }, RegExp][] = [
+test('what waiting cannot fix ends the server at once with 1: a missing database, a role PostgreSQL refuses, TLS the server does not offer', async (t) => {
+  const cases: [{ database?: string; user?: string; query?: string }, RegExp][] = [
     [{ database: 'sigil_no_such_database' }, /^sigil: cannot open datastore sigil_no_such_database on 127\.0\.0\.1: database "sigil_no_such_database" does not exist \(SQLSTATE 3D000\) \(ERR_FAILED_PRECONDITION\)$/m],
     [{ user: 'sigil_no_such_role' }, /^sigil: cannot open datastore test on 127\.0\.0\.1: .*sigil_no_such_role.* \(SQLSTATE 28[0-9A-Z]{3}\) \(ERR_FAILED_PRECONDITION\)$/m],
+    // the test PostgreSQL has no TLS: pg's "does not support SSL connections" contains "connection",
+    // which an older classification by message text took for an outage and waited on for ever
+    [{ query: '?sslmode=require' }, /^sigil: cannot open datastore test on 127\.0\.0\.1: TLS failed: The server does not support SSL connections .*sslmode.* \(ERR_CONFIG_INVALID\)$/m],
   ];
   for (const [where, says] of cases) {
     const s = await serverOn(t, 5432, where);
