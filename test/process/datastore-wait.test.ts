@@ -1,7 +1,8 @@
 /**
  * `sigil server run` on a PostgreSQL datastore that is not there at start, as a supervisor runs
  * it: a real child pointed at a port where nothing listens stays up, logs one line per attempt
- * ("datastore unreachable; retrying", no stack), answers `/live` and not `/ready`, and SIGTERM
+ * ("datastore unreachable; retrying", no stack), answers `/live` and not `/ready` (whose
+ * `datastore` and `keyManager` checks are false), and SIGTERM
  * during the wait ends it with 0. Once a TCP proxy to the test PostgreSQL listens on that port
  * the same process carries on and serves (`/ready` 200). What waiting cannot fix — a database
  * that does not exist, a role PostgreSQL refuses, `sslmode=require` against a PostgreSQL without
@@ -47,6 +48,12 @@ async function status(health: string, path: string): Promise<number> {
   const r = await fetch(`http://${health}${path}`);
   await r.arrayBuffer();
   return r.status;
+}
+
+/** `/ready`'s status and body. */
+async function readiness(health: string): Promise<{ status: number; body: unknown }> {
+  const r = await fetch(`http://${health}/ready`);
+  return { status: r.status, body: await r.json() };
 }
 
 /** A TCP proxy on `port` to the test PostgreSQL; closes every connection it relayed when closed. */
@@ -97,7 +104,8 @@ test('a server whose PostgreSQL is not there waits, alive and not ready, one lin
   await waitingFor(d, 2);
   t.true(d.running);
   t.is(await status(s.health, '/live'), 200);
-  t.is(await status(s.health, '/ready'), 503);
+  // nothing is up yet: no datastore, and no key loaded (the CA keys are read after the datastore opens)
+  t.deepEqual(await readiness(s.health), { status: 503, body: { ready: false, checks: { serving: false, datastore: false, keyManager: false } } });
 
   const [first] = retryLines(d);
   t.like(first, { level: 40, code: 'ERR_UNAVAILABLE', reason: 'datastore-unavailable', host: '127.0.0.1', port: dbPort, database: 'test', attempt: 1 });
@@ -121,7 +129,7 @@ test('the waiting server carries on once PostgreSQL answers on its port, and ser
 
   await proxyToPostgres(t, dbPort);
   await d.until('the server to serve', () => d.stderr.includes('sigil server: serving'), 90_000);
-  t.is(await status(s.health, '/ready'), 200);
+  t.deepEqual(await readiness(s.health), { status: 200, body: { ready: true, checks: { serving: true, datastore: true, keyManager: true } } });
   t.regex(d.stdout, /"msg":"datastore reached"/);
 
   d.child.kill('SIGTERM');
