@@ -522,8 +522,9 @@ export async function startServer(config: ServerConfig, options: StartServerOpti
     };
     readiness.check = async () => {
       if (!ready) return false;
-      // reads the datastore too; its own check says whether that answers
-      await refreshGauges();
+      // the gauges read the datastore: while it does not answer they keep their last values, and
+      // the `datastore` check (not this one) says so
+      await refreshGauges().catch((err: unknown) => logger.debug({ err }, 'metrics gauges not refreshed'));
       return true;
     };
     signal?.throwIfAborted();

@@ -2,11 +2,11 @@
  * `sigil server run` on a PostgreSQL datastore that is not there at start, as a supervisor runs
  * it: a real child pointed at a port where nothing listens stays up, logs one line per attempt
  * ("datastore unreachable; retrying", no stack), answers `/live` and not `/ready` (whose
- * `datastore` and `keyManager` checks are false), and SIGTERM
- * during the wait ends it with 0. Once a TCP proxy to the test PostgreSQL listens on that port
- * the same process carries on and serves (`/ready` 200). What waiting cannot fix — a database
- * that does not exist, a role PostgreSQL refuses, `sslmode=require` against a PostgreSQL without
- * TLS — ends it at once with 1, saying so.
+ * `datastore` and `keyManager` checks are false), and SIGTERM during the wait ends it with 0.
+ * Once a TCP proxy to the test PostgreSQL listens on that port the same process carries on and
+ * serves (`/ready` 200; 503 naming only `datastore` once the proxy goes away again). What waiting
+ * cannot fix — a database that does not exist, a role PostgreSQL refuses, `sslmode=require`
+ * against a PostgreSQL without TLS — ends it at once with 1, saying so.
  *
  * SIGIL_TEST_BIN runs these against another build (test/process/support/under-test.ts).
  */
@@ -56,8 +56,8 @@ async function readiness(health: string): Promise<{ status: number; body: unknow
   return { status: r.status, body: await r.json() };
 }
 
-/** A TCP proxy on `port` to the test PostgreSQL; closes every connection it relayed when closed. */
-async function proxyToPostgres(t: ExecutionContext, port: number): Promise<Server> {
+/** A TCP proxy on `port` to the test PostgreSQL; `close()` (also the teardown) closes it and every connection it relayed. */
+async function proxyToPostgres(t: ExecutionContext, port: number): Promise<{ server: Server; close(): Promise<void> }> {
   const open = new Set<Socket>();
   const proxy = createServer((client) => {
     const upstream = connect(5432, '127.0.0.1');
@@ -75,14 +75,14 @@ async function proxyToPostgres(t: ExecutionContext, port: number): Promise<Serve
     proxy.once('error', rej);
     proxy.listen(port, '127.0.0.1', () => res());
   });
-  t.teardown(
-    () =>
-      new Promise<void>((res) => {
-        for (const s of open) s.destroy();
-        proxy.close(() => res());
-      }),
-  );
-  return proxy;
+  let closed: Promise<void> | undefined;
+  const close = (): Promise<void> =>
+    (closed ??= new Promise<void>((res) => {
+      for (const s of open) s.destroy();
+      proxy.close(() => res());
+    }));
+  t.teardown(close);
+  return { server: proxy, close };
 }
 
 /** The server's retry lines so far, parsed. */
@@ -127,10 +127,19 @@ test('the waiting server carries on once PostgreSQL answers on its port, and ser
   await waitingFor(d, 2);
   t.is(await status(s.health, '/ready'), 503);
 
-  await proxyToPostgres(t, dbPort);
+  const proxy = await proxyToPostgres(t, dbPort);
   await d.until('the server to serve', () => d.stderr.includes('sigil server: serving'), 90_000);
   t.deepEqual(await readiness(s.health), { status: 200, body: { ready: true, checks: { serving: true, datastore: true, keyManager: true } } });
   t.regex(d.stdout, /"msg":"datastore reached"/);
+
+  // PostgreSQL goes away while it serves: /ready names the datastore, the rest still stands
+  await proxy.close();
+  let down = await readiness(s.health);
+  for (let i = 0; i < 100 && down.status === 200; i++) {
+    await new Promise((res) => setTimeout(res, 100));
+    down = await readiness(s.health);
+  }
+  t.deepEqual(down, { status: 503, body: { ready: false, checks: { serving: true, datastore: false, keyManager: true } } });
 
   d.child.kill('SIGTERM');
   t.deepEqual(await d.closed, { code: 0, signal: null }, d.output.slice(-3000));
