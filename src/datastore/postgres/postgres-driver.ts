@@ -74,8 +74,9 @@ function pgCode(err: unknown): string {
 
 /**
  * Node's socket and resolver codes for a server that cannot be reached now (nothing listens yet,
- * a network or DNS outage, a connection cut): waiting may fix them. ENOENT is a Unix socket path
- * (`host=/run/postgresql`) whose server has not created it yet.
+ * a network or DNS outage, a connection cut, this process out of file descriptors for a while):
+ * waiting may fix them. ENOENT is a Unix socket path (`host=/run/postgresql`) whose server has not
+ * created it yet.
  */
 const UNREACHABLE_CODES = new Set([
   'ECONNREFUSED',
@@ -91,6 +92,8 @@ const UNREACHABLE_CODES = new Set([
   'EADDRNOTAVAIL',
   'EPIPE',
   'ENOENT',
+  'EMFILE',
+  'ENFILE',
   'ERR_STREAM_DESTROYED',
   'ERR_STREAM_WRITE_AFTER_END',
   'ERR_SOCKET_CLOSED',
