@@ -32,7 +32,8 @@ import type { TrustDomain } from '../spiffe/spiffe-id.js';
 
 const AGENT_PROTO = 'sigil/agent/v1/agent.proto';
 const AGENT_SERVICE = 'sigil.agent.v1.Agent';
-const UNARY_DEADLINE_MS = 15_000;
+/** How long a unary call may take unless AgentServerClientOptions.unaryDeadlineMs says otherwise. */
+export const UNARY_DEADLINE_MS = 15_000;
 /** A batch of workload CSRs is bounded by the server (MAX 500 per call). */
 export const MAX_CSRS_PER_CALL = 500;
 
@@ -190,6 +191,11 @@ export interface AgentServerClientOptions {
   readonly trustDomain: TrustDomain;
   /** The CA certificates (DER) that must sign the server's certificate. */
   readonly roots: readonly Buffer[];
+  /**
+   * The deadline of each unary call (renewal, SVID batches, JWT-SVIDs, bundle), in ms from when
+   * it starts; UNARY_DEADLINE_MS by default. The server sheds a batch it cannot sign by then.
+   */
+  readonly unaryDeadlineMs?: number;
 }
 
 /** A channel and the calls running on it; a retired channel closes when its last call ends. */
@@ -214,6 +220,7 @@ export class AgentServerClient {
   readonly #serverId: string;
   readonly #serverName: string;
   #roots: readonly Buffer[];
+  readonly #unaryDeadlineMs: number;
   #identity: ClientIdentity | undefined;
   #mtls: ChannelSlot | undefined;
   #closed = false;
@@ -230,6 +237,11 @@ export class AgentServerClient {
     this.#serverId = `spiffe://${options.trustDomain.name}/sigil/server`;
     this.#serverName = options.trustDomain.name;
     this.#roots = options.roots;
+    const deadline = options.unaryDeadlineMs ?? UNARY_DEADLINE_MS;
+    if (!Number.isSafeInteger(deadline) || deadline <= 0) {
+      throw new SigilError('ERR_CONFIG_INVALID', `unary call deadline must be a positive integer of ms, got ${String(deadline)}`, { reason: 'bad-deadline' });
+    }
+    this.#unaryDeadlineMs = deadline;
   }
 
   /** The server new calls go to. */
@@ -412,7 +424,7 @@ export class AgentServerClient {
         return;
       }
       const end = AgentServerClient.#enter(slot);
-      const call = fn.call(client, request, new Metadata(), { deadline: new Date(Date.now() + UNARY_DEADLINE_MS) }, (err, res) => {
+      const call = fn.call(client, request, new Metadata(), { deadline: new Date(Date.now() + this.#unaryDeadlineMs) }, (err, res) => {
         end();
         signal?.removeEventListener('abort', onAbort);
         if (err) {

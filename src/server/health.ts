@@ -10,17 +10,27 @@ export type HealthServer = ProbeServer;
 export function startHealthServer(options: {
   host: string;
   port: number;
+  /** True once the CA, the APIs and the bundle are up. */
   ready: () => Promise<boolean>;
-  /** False while the key manager's token does not answer: the server serves what it has but cannot sign. */
-  keysAvailable?: () => Promise<boolean>;
+  /** True once the datastore is open and while it answers; false while the server waits for it at start. */
+  datastore: () => Promise<boolean>;
+  /**
+   * True once the CA keys are loaded and while the key manager can use them; false before (the
+   * server is still starting) and while a token does not answer (it serves what it has but cannot sign).
+   */
+  keysAvailable: () => Promise<boolean>;
   metrics: ServerMetrics;
   logger: Logger;
 }): Promise<HealthServer> {
   return startProbeServer({
     host: options.host,
     port: options.port,
-    // one check: the datastore answers and the CA, APIs and bundle are up
-    readiness: async () => ({ serving: await options.ready(), keyManager: (await options.keysAvailable?.()) ?? true }),
+    // each check on its own, a failing one false, so the body always says which holds the server back
+    readiness: async () => {
+      const check = (p: () => Promise<boolean>): Promise<boolean> => p().then((ok) => ok, () => false);
+      const [serving, datastore, keyManager] = await Promise.all([check(options.ready), check(options.datastore), check(options.keysAvailable)]);
+      return { serving, datastore, keyManager };
+    },
     routes: {
       '/metrics': (_req, res) => {
         options.metrics.registry.metrics().then(

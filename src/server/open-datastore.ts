@@ -5,8 +5,9 @@
  * connection refused or lost, timed out, shutting down or starting up, too many connections, or
  * another server's migration outlasting the wait) the server logs one line per attempt and tries
  * again with jittered backoff, capped at 30 s, for as long as it runs; a stop aborts the wait at
- * once. What waiting cannot fix fails at once: a bad connection string or option
- * (ERR_CONFIG_INVALID), a refusal by PostgreSQL by its error class (28 authentication, 3D no such
+ * once. What waiting cannot fix fails at once: a bad connection string or option, TLS that
+ * cannot be agreed (sslmode=require against a server without TLS, a certificate that does not
+ * verify: ERR_CONFIG_INVALID), a refusal by PostgreSQL by its error class (28 authentication, 3D no such
  * database, 42 no privilege: ERR_FAILED_PRECONDITION `datastore-open-failed`), a schema from a
  * newer Sigil, anything unexpected.
  */

@@ -261,8 +261,9 @@ export async function startServer(config: ServerConfig, options: StartServerOpti
 
     // Up before the datastore, which may keep the server waiting: alive, not ready until it serves.
     const metrics = new ServerMetrics();
-    let keysAvailable = (): Promise<boolean> => Promise.resolve(true);
-    // the check is set once everything serves; until then not ready
+    // each check is set once its part is up; until then it is false (waiting for PostgreSQL, loading keys)
+    let keysAvailable = (): Promise<boolean> => Promise.resolve(false);
+    let datastoreAnswers = (): Promise<boolean> => Promise.resolve(false);
     const readiness: { check?: () => Promise<boolean> } = {};
     let health: HealthServer | undefined;
     if (config.health !== undefined) {
@@ -272,6 +273,7 @@ export async function startServer(config: ServerConfig, options: StartServerOpti
         metrics,
         logger,
         keysAvailable: () => keysAvailable(),
+        datastore: () => datastoreAnswers(),
         ready: () => readiness.check?.() ?? Promise.resolve(false),
       });
       const h = health;
@@ -282,6 +284,10 @@ export async function startServer(config: ServerConfig, options: StartServerOpti
     const ds = await openServerDatastore(config, { clock, logger }, signal);
     cleanups.push(() => ds.close());
     signal?.throwIfAborted();
+    datastoreAnswers = async () => {
+      await ds.countEntries();
+      return true;
+    };
 
     // before anything can change: first copy what an earlier run committed but never shipped
     const shipper = new AuditShipper({
@@ -300,10 +306,12 @@ export async function startServer(config: ServerConfig, options: StartServerOpti
     const journalAudit = new JournalAudit();
 
     let keyManager = options.keyManager;
+    // a token's own check once the CA's keys are loaded from it; a key manager handed in has none
+    let keyManagerAvailable = (): Promise<boolean> => Promise.resolve(true);
     if (keyManager === undefined) {
       const opened = await openKeyManager(config.keyManager, logger);
       keyManager = opened.keyManager;
-      keysAvailable = () => opened.available();
+      keyManagerAvailable = () => opened.available();
       // runs after the CA has stopped (cleanups run in reverse)
       cleanups.push(() => opened.close());
     }
@@ -344,6 +352,8 @@ export async function startServer(config: ServerConfig, options: StartServerOpti
       }
       throw err;
     });
+    // the CA's keys are loaded (or made): from here the key manager's own state counts
+    keysAvailable = keyManagerAvailable;
     ca.start();
     cleanups.push(async () => {
       ca.stop();
@@ -514,8 +524,9 @@ export async function startServer(config: ServerConfig, options: StartServerOpti
     };
     readiness.check = async () => {
       if (!ready) return false;
-      await ds.countEntries();
-      await refreshGauges();
+      // the gauges read the datastore: while it does not answer they keep their last values, and
+      // the `datastore` check (not this one) says so
+      await refreshGauges().catch((err: unknown) => logger.debug({ err }, 'metrics gauges not refreshed'));
       return true;
     };
     signal?.throwIfAborted();

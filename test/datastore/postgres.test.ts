@@ -271,6 +271,12 @@ test('an unreachable server is ERR_UNAVAILABLE, a missing database ERR_FAILED_PR
   );
 });
 
+test('TLS the server does not offer is a configuration error at open, not an outage to wait out', async (t) => {
+  // the test PostgreSQL has no TLS; pg says "The server does not support SSL connections", with no code
+  const url = `${URL}${URL.includes('?') ? '&' : '?'}sslmode=require`;
+  await rejects(t, openPostgresDatastore({ connectionString: url, schema: newSchema() }), 'ERR_CONFIG_INVALID', 'datastore-tls');
+});
+
 // ------------------------------------------------------------------ several servers on one schema
 
 test('two servers spending the same join tokens for different agent keys: exactly one wins each', async (t) => {

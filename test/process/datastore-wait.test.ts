@@ -1,10 +1,12 @@
 /**
  * `sigil server run` on a PostgreSQL datastore that is not there at start, as a supervisor runs
  * it: a real child pointed at a port where nothing listens stays up, logs one line per attempt
- * ("datastore unreachable; retrying", no stack), answers `/live` and not `/ready`, and SIGTERM
- * during the wait ends it with 0. Once a TCP proxy to the test PostgreSQL listens on that port
- * the same process carries on and serves (`/ready` 200). What waiting cannot fix — a database
- * that does not exist, a role PostgreSQL refuses — ends it at once with 1, saying so.
+ * ("datastore unreachable; retrying", no stack), answers `/live` and not `/ready` (whose
+ * `datastore` and `keyManager` checks are false), and SIGTERM during the wait ends it with 0.
+ * Once a TCP proxy to the test PostgreSQL listens on that port the same process carries on and
+ * serves (`/ready` 200; 503 naming only `datastore` once the proxy goes away again). What waiting
+ * cannot fix — a database that does not exist, a role PostgreSQL refuses, `sslmode=require`
+ * against a PostgreSQL without TLS — ends it at once with 1, saying so.
  *
  * SIGIL_TEST_BIN runs these against another build (test/process/support/under-test.ts).
  */
@@ -23,10 +25,14 @@ let schemas = 0;
 const DATASTORE_RETRY = /"msg":"datastore unreachable; retrying"/;
 
 /** A server folder whose datastore is PostgreSQL at `url` (the test database unless told), with a health endpoint. */
-async function serverOn(t: ExecutionContext, dbPort: number, options: { database?: string; user?: string } = {}): Promise<{ config: string; health: string; agent: string }> {
+async function serverOn(
+  t: ExecutionContext,
+  dbPort: number,
+  options: { database?: string; user?: string; query?: string } = {},
+): Promise<{ config: string; health: string; agent: string }> {
   const dir = await makeServerDir();
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
-  const url = `postgres://${options.user ?? 'postgres'}@127.0.0.1:${dbPort}/${options.database ?? 'test'}`;
+  const url = `postgres://${options.user ?? 'postgres'}@127.0.0.1:${dbPort}/${options.database ?? 'test'}${options.query ?? ''}`;
   const health = `127.0.0.1:${await freePort()}`;
   const config = await writeServerConfig(dir, `datastore:\n  type: postgres\n  connectionString: ${url}\n  schema: ${schemaPrefix}_${++schemas}\nhealth:\n  address: ${health}\n`);
   return { config, health, agent: `127.0.0.1:${await freePort()}` };
@@ -44,8 +50,14 @@ async function status(health: string, path: string): Promise<number> {
   return r.status;
 }
 
-/** A TCP proxy on `port` to the test PostgreSQL; closes every connection it relayed when closed. */
-async function proxyToPostgres(t: ExecutionContext, port: number): Promise<Server> {
+/** `/ready`'s status and body. */
+async function readiness(health: string): Promise<{ status: number; body: unknown }> {
+  const r = await fetch(`http://${health}/ready`);
+  return { status: r.status, body: await r.json() };
+}
+
+/** A TCP proxy on `port` to the test PostgreSQL; `close()` (also the teardown) closes it and every connection it relayed. */
+async function proxyToPostgres(t: ExecutionContext, port: number): Promise<{ server: Server; close(): Promise<void> }> {
   const open = new Set<Socket>();
   const proxy = createServer((client) => {
     const upstream = connect(5432, '127.0.0.1');
@@ -63,14 +75,14 @@ async function proxyToPostgres(t: ExecutionContext, port: number): Promise<Serve
     proxy.once('error', rej);
     proxy.listen(port, '127.0.0.1', () => res());
   });
-  t.teardown(
-    () =>
-      new Promise<void>((res) => {
-        for (const s of open) s.destroy();
-        proxy.close(() => res());
-      }),
-  );
-  return proxy;
+  let closed: Promise<void> | undefined;
+  const close = (): Promise<void> =>
+    (closed ??= new Promise<void>((res) => {
+      for (const s of open) s.destroy();
+      proxy.close(() => res());
+    }));
+  t.teardown(close);
+  return { server: proxy, close };
 }
 
 /** The server's retry lines so far, parsed. */
@@ -92,7 +104,8 @@ test('a server whose PostgreSQL is not there waits, alive and not ready, one lin
   await waitingFor(d, 2);
   t.true(d.running);
   t.is(await status(s.health, '/live'), 200);
-  t.is(await status(s.health, '/ready'), 503);
+  // nothing is up yet: no datastore, and no key loaded (the CA keys are read after the datastore opens)
+  t.deepEqual(await readiness(s.health), { status: 503, body: { ready: false, checks: { serving: false, datastore: false, keyManager: false } } });
 
   const [first] = retryLines(d);
   t.like(first, { level: 40, code: 'ERR_UNAVAILABLE', reason: 'datastore-unavailable', host: '127.0.0.1', port: dbPort, database: 'test', attempt: 1 });
@@ -114,19 +127,31 @@ test('the waiting server carries on once PostgreSQL answers on its port, and ser
   await waitingFor(d, 2);
   t.is(await status(s.health, '/ready'), 503);
 
-  await proxyToPostgres(t, dbPort);
+  const proxy = await proxyToPostgres(t, dbPort);
   await d.until('the server to serve', () => d.stderr.includes('sigil server: serving'), 90_000);
-  t.is(await status(s.health, '/ready'), 200);
+  t.deepEqual(await readiness(s.health), { status: 200, body: { ready: true, checks: { serving: true, datastore: true, keyManager: true } } });
   t.regex(d.stdout, /"msg":"datastore reached"/);
+
+  // PostgreSQL goes away while it serves: /ready names the datastore, the rest still stands
+  await proxy.close();
+  let down = await readiness(s.health);
+  for (let i = 0; i < 100 && down.status === 200; i++) {
+    await new Promise((res) => setTimeout(res, 100));
+    down = await readiness(s.health);
+  }
+  t.deepEqual(down, { status: 503, body: { ready: false, checks: { serving: true, datastore: false, keyManager: true } } });
 
   d.child.kill('SIGTERM');
   t.deepEqual(await d.closed, { code: 0, signal: null }, d.output.slice(-3000));
 });
 
-test('what waiting cannot fix ends the server at once with 1: a missing database, a role PostgreSQL refuses', async (t) => {
-  const cases: [{ database?: string; user?: string }, RegExp][] = [
+test('what waiting cannot fix ends the server at once with 1: a missing database, a role PostgreSQL refuses, TLS the server does not offer', async (t) => {
+  const cases: [{ database?: string; user?: string; query?: string }, RegExp][] = [
     [{ database: 'sigil_no_such_database' }, /^sigil: cannot open datastore sigil_no_such_database on 127\.0\.0\.1: database "sigil_no_such_database" does not exist \(SQLSTATE 3D000\) \(ERR_FAILED_PRECONDITION\)$/m],
     [{ user: 'sigil_no_such_role' }, /^sigil: cannot open datastore test on 127\.0\.0\.1: .*sigil_no_such_role.* \(SQLSTATE 28[0-9A-Z]{3}\) \(ERR_FAILED_PRECONDITION\)$/m],
+    // the test PostgreSQL has no TLS: pg's "does not support SSL connections" contains "connection",
+    // which an older classification by message text took for an outage and waited on for ever
+    [{ query: '?sslmode=require' }, /^sigil: cannot open datastore test on 127\.0\.0\.1: TLS failed: The server does not support SSL connections .*sslmode.* \(ERR_CONFIG_INVALID\)$/m],
   ];
   for (const [where, says] of cases) {
     const s = await serverOn(t, 5432, where);

@@ -252,7 +252,7 @@ test.serial('the token removed mid-run (sign mode): the agent keeps serving its 
   };
   const server = await hm.start();
   running.push(server);
-  t.deepEqual(await ready(), { status: 200, body: { ready: true, checks: { serving: true, keyManager: true } } } as never);
+  t.deepEqual(await ready(), { status: 200, body: { ready: true, checks: { serving: true, datastore: true, keyManager: true } } } as never);
   const agent = await agentHome(hm);
   t.teardown(() => rmSync(agent.dir, { recursive: true, force: true }));
   t.is((await hm.admin(['entry', 'create', '--parent-id', agent.agentId, '--spiffe-id', WORKLOAD_ID, '--selector', `unix:uid:${UID}`])).code, 0);
@@ -270,7 +270,7 @@ test.serial('the token removed mid-run (sign mode): the agent keeps serving its 
   t.regex(mint.stderr, /unavailable/i);
   const down = await ready();
   t.is(down.status, 503);
-  t.deepEqual(down.body.checks, { serving: true, keyManager: false });
+  t.deepEqual(down.body.checks, { serving: true, datastore: true, keyManager: false });
   // cached state keeps being served: the agent's SVID and the bundle
   await fetchInto(agent.socket, join(agent.dir, 'during'));
   t.is(readFileSync(join(agent.dir, 'during', 'svid.0.pem'), 'utf8'), readFileSync(join(agent.dir, 'before', 'svid.0.pem'), 'utf8'));
@@ -285,7 +285,7 @@ test.serial('the token removed mid-run (sign mode): the agent keeps serving its 
     await new Promise((res) => setTimeout(res, 200));
     up = await ready();
   }
-  t.deepEqual(up.body.checks, { serving: true, keyManager: true });
+  t.deepEqual(up.body.checks, { serving: true, datastore: true, keyManager: true });
   const again = await hm.admin(['x509', 'mint', '--spiffe-id', 'spiffe://example.org/p11/minted', '--write', join(hm.dir, 'minted')]);
   t.is(again.code, 0, again.stderr);
   t.is(await terminate(a), 0);

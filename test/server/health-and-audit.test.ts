@@ -17,7 +17,7 @@ test('health endpoints answer and metrics expose issuance, entries and CA expiry
   await s.createEntry({ spiffeId: 'spiffe://example.org/m', parentId: 'spiffe://example.org/p', selectors: ['unix:uid:1'] });
   const ready = await fetch(`${base}/ready`);
   t.is(ready.status, 200);
-  t.deepEqual(await ready.json(), { ready: true, checks: { serving: true, keyManager: true } });
+  t.deepEqual(await ready.json(), { ready: true, checks: { serving: true, datastore: true, keyManager: true } });
   // One agent attests: its SVID is the labelled sample the counter must show.
   const tok = await s.createJoinToken();
   await attest(s.agentTarget, s.server.x509Authorities(), 'example.org', new JoinTokenAgentAttestor(tok.token));

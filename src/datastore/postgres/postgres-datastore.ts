@@ -56,7 +56,8 @@ const SCHEMA_RE = /^[a-z_][a-z0-9_]{0,62}$/;
  * authorization (wrong password, unknown role, pg_hba refusal), 3D invalid catalog name (no such
  * database), 42 access rule violation (no privilege on the schema). Waiting does not fix them,
  * so a starting server exits on them; class 08 (connection), 57P0x (shutting down, starting up)
- * and 53 (too many connections) are outages it waits out (src/server/open-datastore.ts).
+ * and 53300 (too many connections), like Node's socket codes (ECONNREFUSED, ETIMEDOUT, …), are
+ * outages it waits out (src/server/open-datastore.ts); a TLS failure is not (see the driver).
  */
 const OPEN_FAILED_CLASSES = ['28', '3D', '42'];
 
@@ -153,13 +154,23 @@ function refusalOf(err: unknown, code: string): string {
   return message === '' ? `SQLSTATE ${code}` : `${message.slice(0, 200)} (SQLSTATE ${code})`;
 }
 
+/** The TLS failure's own words (pg's, or OpenSSL's verdict as Node gives it): neither carries a secret. */
+function tlsProblemOf(cause: unknown): string {
+  const message = cause instanceof Error ? cause.message.split('\n', 1)[0] ?? '' : '';
+  const code = (cause as { code?: unknown } | null)?.code;
+  const text = message === '' ? 'unknown TLS error' : message.slice(0, 200);
+  return typeof code === 'string' && code !== '' ? `${text} (${code})` : text;
+}
+
 /**
  * Opens (creating the schema and migrating as needed) a PostgreSQL datastore. Throws
  * ERR_CONFIG_INVALID for bad options (reason `password-in-connection-string`, …),
  * ERR_UNAVAILABLE (`datastore-unavailable`, `datastore-busy`) when the server cannot be
  * reached or another server's migration outlasts the wait, ERR_FAILED_PRECONDITION with
  * reason `schema-too-new` for a schema written by a newer Sigil and `datastore-open-failed`
- * when PostgreSQL refuses (authentication, missing database, privileges).
+ * when PostgreSQL refuses (authentication, missing database, privileges), and
+ * ERR_CONFIG_INVALID `datastore-tls` when TLS cannot be agreed (sslmode=require against a
+ * server without TLS, a certificate that does not verify).
  */
 export async function openPostgresDatastore(options: PostgresDatastoreOptions, signal?: AbortSignal): Promise<PostgresDatastore> {
   const clock = options.clock ?? systemClock;
@@ -193,6 +204,10 @@ export async function openPostgresDatastore(options: PostgresDatastoreOptions, s
     return new PostgresDatastore(schema, driver, { clock, logger, schemaVersion: to });
   } catch (err) {
     await driver.close();
+    if (isSigilError(err, 'ERR_UNAVAILABLE') && err.reason === 'datastore-tls') {
+      // sslmode or the certificates disagree with the server: waiting for it cannot fix that
+      throw configInvalid('datastore-tls', `cannot open datastore ${String(where['database'])} on ${String(where['host'])}: TLS failed: ${tlsProblemOf(err.cause)} (check sslmode and the ssl settings of connectionString)`, err.cause);
+    }
     if (isSigilError(err)) throw err;
     const code = (err as { code?: unknown } | null)?.code;
     if (typeof code === 'string' && OPEN_FAILED_CLASSES.some((c) => code.startsWith(c))) {

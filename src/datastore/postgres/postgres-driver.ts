@@ -72,25 +72,96 @@ function pgCode(err: unknown): string {
   return typeof code === 'string' ? code : '';
 }
 
-/** A SQLSTATE is five characters of [0-9A-Z]; node's socket errors have E-codes instead. */
-function isSqlState(code: string): boolean {
-  return /^[0-9A-Z]{5}$/.test(code);
-}
+/**
+ * Node's socket and resolver codes for a server that cannot be reached now (nothing listens yet,
+ * a network or DNS outage, a connection cut, this process out of file descriptors for a while):
+ * waiting may fix them. ENOENT is a Unix socket path (`host=/run/postgresql`) whose server has not
+ * created it yet.
+ */
+const UNREACHABLE_CODES = new Set([
+  'ECONNREFUSED',
+  'ECONNRESET',
+  'ECONNABORTED',
+  'ETIMEDOUT',
+  'EHOSTUNREACH',
+  'EHOSTDOWN',
+  'ENETUNREACH',
+  'ENETDOWN',
+  'ENOTFOUND',
+  'EAI_AGAIN',
+  'EADDRNOTAVAIL',
+  'EPIPE',
+  'ENOENT',
+  'EMFILE',
+  'ENFILE',
+  'ERR_STREAM_DESTROYED',
+  'ERR_STREAM_WRITE_AFTER_END',
+  'ERR_SOCKET_CLOSED',
+]);
 
-/** Errors pg raises itself (no SQLSTATE) when the socket fails, closes or cannot be opened in time. */
-function isClientConnectionError(err: unknown): boolean {
-  if (!(err instanceof Error)) return false;
-  if (/^E[A-Z]+$/.test(pgCode(err))) return true;
-  return /connection|terminated|timeout|not queryable|ended/i.test(err.message);
+/**
+ * What pg and pg-pool raise, with no code at all, when the socket closes or an attempt times
+ * out: their own fixed texts (node-postgres gives these errors no code to tell them by).
+ */
+const PG_UNREACHABLE_MESSAGES =
+  /^(?:Connection terminated(?: unexpectedly| due to connection timeout)?|timeout expired|timeout exceeded when trying to connect|Query read timeout|Client has encountered a connection error and is not queryable|Client was closed and is not queryable)$/;
+
+/** OpenSSL's certificate verdicts as Node reports them in `code` (node:tls). */
+const TLS_VERIFY_CODES = new Set([
+  'UNABLE_TO_GET_ISSUER_CERT',
+  'UNABLE_TO_GET_ISSUER_CERT_LOCALLY',
+  'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
+  'DEPTH_ZERO_SELF_SIGNED_CERT',
+  'SELF_SIGNED_CERT_IN_CHAIN',
+  'CERT_HAS_EXPIRED',
+  'CERT_NOT_YET_VALID',
+  'CERT_UNTRUSTED',
+  'CERT_REJECTED',
+  'CERT_REVOKED',
+  'CERT_SIGNATURE_FAILURE',
+  'HOSTNAME_MISMATCH',
+  'EPROTO',
+]);
+
+/** pg's own texts (no code) when the server answers the SSL request with no, or the handshake fails. */
+const PG_TLS_MESSAGES = /^(?:The server does not support SSL connections|There was an error establishing an SSL connection)$/;
+
+/** How a connection attempt failed: an outage waiting may fix, a TLS mismatch it cannot, or neither. */
+function connectionFailure(err: unknown): 'unreachable' | 'tls' | undefined {
+  if (!(err instanceof Error)) return undefined;
+  const code = pgCode(err);
+  // a name with several addresses, each tried in turn (autoSelectFamily): judged by what they all did
+  if (code === '' && err instanceof AggregateError && err.errors.length > 0) {
+    const each = err.errors.map(connectionFailure);
+    if (each.includes('tls')) return 'tls';
+    return each.every((f) => f === 'unreachable') ? 'unreachable' : undefined;
+  }
+  if (code !== '') {
+    if (UNREACHABLE_CODES.has(code)) return 'unreachable';
+    if (TLS_VERIFY_CODES.has(code) || code.startsWith('ERR_SSL_') || code.startsWith('ERR_TLS_')) return 'tls';
+    return undefined;
+  }
+  if (PG_TLS_MESSAGES.test(err.message)) return 'tls';
+  if (PG_UNREACHABLE_MESSAGES.test(err.message)) return 'unreachable';
+  return undefined;
 }
 
 /** True when a (mapped) error means the connection, not the statement, failed. */
 function isConnectionError(err: unknown): boolean {
-  return isSigilError(err) && err.reason === 'datastore-unavailable';
+  return isSigilError(err) && (err.reason === 'datastore-unavailable' || err.reason === 'datastore-tls');
 }
 
 function unavailable(err: unknown): SigilError {
   return new SigilError('ERR_UNAVAILABLE', 'datastore is unavailable', { reason: 'datastore-unavailable', cause: err });
+}
+
+/**
+ * A connection PostgreSQL and this server could not agree on TLS for (sslmode=require against a
+ * server without TLS, an untrusted or mismatched certificate). To a caller it is an outage like any
+ * other; opening turns it into a configuration error (postgres-datastore.ts), since waiting cannot fix it.
+ */
+function tlsFailed(err: unknown): SigilError {
+  return new SigilError('ERR_UNAVAILABLE', 'datastore is unavailable: TLS failed', { reason: 'datastore-tls', cause: err });
 }
 
 function busy(err: unknown): SigilError {
@@ -107,7 +178,9 @@ function mapStatementError(err: unknown): unknown {
   const code = pgCode(err);
   if (BUSY_CODES.has(code)) return busy(err);
   if (code.startsWith('08') || GONE_CODES.has(code)) return unavailable(err);
-  if (!isSqlState(code) && isClientConnectionError(err)) return unavailable(err);
+  const failure = connectionFailure(err);
+  if (failure === 'unreachable') return unavailable(err);
+  if (failure === 'tls') return tlsFailed(err);
   return err;
 }
 

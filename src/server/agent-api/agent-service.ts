@@ -103,6 +103,14 @@ function errStatus(err: SigilError): StatusMsg {
 export function createAgentService(deps: AgentServiceDeps): UntypedServiceImplementation & { closeStreams(): void } {
   const { ds, ca, trustDomain, clock, logger, audit, metrics, connections } = deps;
   const openStreams = new Set<() => void>();
+  /**
+   * CSRs of X.509 batches admitted by the shedding check and not yet handed to the signing
+   * threads (their entries are being read). The pool counts a batch only once its signatures are
+   * queued, so without these a burst of calls arriving together was admitted whole against the
+   * same backlog: sixteen batches past a check that had room for three, signing for callers that
+   * gave up before their turn.
+   */
+  let admittedCsrs = 0;
   // Subscribed before any stream: a stream re-authenticating on an agent change must not find
   // the agent remembered from before it.
   const unsubscribeAgents = deps.hub.subscribe((change) => {
@@ -375,7 +383,7 @@ export function createAgentService(deps: AgentServiceDeps): UntypedServiceImplem
     const { signal } = life;
     // Shed what cannot finish in time: refused now, the agent retries with backoff, instead of
     // signing for a caller that will have given up.
-    if (life.deadlineMs !== undefined && ca.signingBacklogMs(params.length) > life.deadlineMs - Date.now()) {
+    if (life.deadlineMs !== undefined && ca.signingBacklogMs(admittedCsrs + params.length) > life.deadlineMs - Date.now()) {
       metrics.svidsIssued.inc({ kind: 'x509', result: 'error' }, params.length);
       logger.info({ agentId: caller.agentId, csrs: params.length }, 'X509-SVID batch shed: the signing backlog would outlast its deadline');
       throw new SigilError('ERR_UNAVAILABLE', 'the server is signing at capacity; retry later', { reason: 'signing-overloaded' });
@@ -392,29 +400,35 @@ export function createAgentService(deps: AgentServiceDeps): UntypedServiceImplem
         return { err: toSigilError(err) };
       }
     });
-    // every entry of the batch in one datastore read, however often the batch names it
-    const allowed = await authorizerFor(caller).entries(checked.flatMap((c) => ('err' in c ? [] : [c.entryId])));
     const items: Item[] = [];
-    // Every signature is started before any is awaited, so the CA's signing threads get the
-    // whole batch at once; outcomes are then reported in request order.
-    for (const c of checked) {
-      if (signal.aborted) break;
-      if ('err' in c) {
-        items.push({ kind: 'invalid', err: c.err });
-        continue;
+    admittedCsrs += params.length;
+    try {
+      // every entry of the batch in one datastore read, however often the batch names it
+      const allowed = await authorizerFor(caller).entries(checked.flatMap((c) => ('err' in c ? [] : [c.entryId])));
+      // Every signature is started before any is awaited, so the CA's signing threads get the
+      // whole batch at once; outcomes are then reported in request order.
+      for (const c of checked) {
+        if (signal.aborted) break;
+        if ('err' in c) {
+          items.push({ kind: 'invalid', err: c.err });
+          continue;
+        }
+        const entry = allowed.get(c.entryId);
+        if (entry === undefined) {
+          items.push({ kind: 'denied', entryId: c.entryId });
+          continue;
+        }
+        const ttlMs = entry.x509SvidTtlSeconds > 0 ? entry.x509SvidTtlSeconds * 1000 : deps.defaultX509SvidTtlMs;
+        // settled at once into a value: a rejection must not sit unhandled while later items are started
+        const signed = sign('x509', entry.spiffeId, c.csr, ttlMs, [...entry.dnsNames], signal).then(
+          (svid): Signed => ({ svid }),
+          (err: unknown): Signed => ({ err }),
+        );
+        items.push({ kind: 'sign', entry, signed });
       }
-      const entry = allowed.get(c.entryId);
-      if (entry === undefined) {
-        items.push({ kind: 'denied', entryId: c.entryId });
-        continue;
-      }
-      const ttlMs = entry.x509SvidTtlSeconds > 0 ? entry.x509SvidTtlSeconds * 1000 : deps.defaultX509SvidTtlMs;
-      // settled at once into a value: a rejection must not sit unhandled while later items are started
-      const signed = sign('x509', entry.spiffeId, c.csr, ttlMs, [...entry.dnsNames], signal).then(
-        (svid): Signed => ({ svid }),
-        (err: unknown): Signed => ({ err }),
-      );
-      items.push({ kind: 'sign', entry, signed });
+    } finally {
+      // queued on the signing threads (which count them from here on) or refused
+      admittedCsrs -= params.length;
     }
     const results = [];
     const records: AuditRecord[] = [];
