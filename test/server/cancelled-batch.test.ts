@@ -112,4 +112,7 @@ test('cancelled batches: queued CSRs are never signed, and nothing undelivered i
   t.true(ok < BATCHES * PER_BATCH, `the server answered all ${BATCHES} batches before it saw the cancel`);
   const answered = ok / PER_BATCH;
   t.true(undelivered < (BATCHES - answered) * PER_BATCH, `${undelivered} signatures for cancelled calls`);
+  // nothing secret in what the server wrote
+  const written = server.output + readFileSync(auditPath, 'utf8');
+  for (const secret of ['PRIVATE KEY', 'eyJ', token]) t.false(written.includes(secret), `the server's logs and audit file hold no ${secret === token ? 'join token' : secret}`);
 });
