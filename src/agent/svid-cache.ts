@@ -5,9 +5,11 @@
  * state on every change. It implements the Workload API's WorkloadIdentitySource.
  *
  * This module holds the policy (which SVIDs to hold, what each workload is told, entry sync
- * and outage semantics, JWT-SVIDs); its parts live beside it: the entry data model and
- * selector index in entry-index.ts, the minting, holding and rotation of X.509-SVIDs in
- * svid-minter.ts, the served trust bundles in workload-bundles.ts.
+ * and outage semantics, which entries a JWT-SVID is for and which bundles validate one); its
+ * parts live beside it: the entry data model and selector index in entry-index.ts, the
+ * minting, holding and rotation of X.509-SVIDs in svid-minter.ts, the minting and caching of
+ * JWT-SVIDs in jwt-svid-minter.ts (over jwt-cache.ts), the served trust bundles in
+ * workload-bundles.ts.
  *
  * Memory policy (docs/agent.md): entries matched by a connected workload are always minted
  * (at once when the workload or the entry appears) and kept rotated; up to `maxSize` other
@@ -20,9 +22,8 @@
  * matched by counting its selectors' postings, never by scanning every entry.
  */
 import type { Clock, TimerHandle } from '../common/clock.js';
-import { SigilError, toSigilError } from '../common/errors.js';
+import { SigilError } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
-import { Secret } from '../common/secret.js';
 import type { Bundle } from '../spiffe/bundle.js';
 import { BundleSet } from '../spiffe/bundle-set.js';
 import { parseAndValidateJwtSvid } from '../spiffe/jwt-svid.js';
@@ -38,19 +39,16 @@ import type {
   WorkloadUpdate,
   WorkloadX509Svid,
 } from './workload-api/identity-source.js';
-import { isAgentRejected } from './agent-identity.js';
 import type { SyncBatch } from './entry-sync.js';
-import { audienceKey, JwtSvidCache } from './jwt-cache.js';
+import { JwtSvidMinter, type JwtSvidIssuer } from './jwt-svid-minter.js';
 import { taintJitterMs, taintedIdsOf } from './tainted-authorities.js';
-import type { WireEntry, WireJwtSvid } from './server-client.js';
+import type { WireEntry } from './server-client.js';
 import { WorkloadBundles } from './workload-bundles.js';
 import { sameMintForm, SvidMinter, type X509SvidIssuer } from './svid-minter.js';
 import { EntryIndex, groupOf, NONE, sortedMatches, toEntryState, type EntryState, type Subscriber } from './entry-index.js';
 
 /** What the cache needs from the server. */
-export interface SvidIssuer extends X509SvidIssuer {
-  newJwtSvid(entryId: string, audience: readonly string[], signal?: AbortSignal): Promise<WireJwtSvid>;
-}
+export interface SvidIssuer extends X509SvidIssuer, JwtSvidIssuer {}
 
 /** Options of an SvidCache. */
 export interface SvidCacheOptions {
@@ -134,13 +132,12 @@ export class SvidCache implements WorkloadIdentitySource {
   /** The SVIDs held, their minting and rotation. */
   readonly #svids: SvidMinter<EntryState>;
   readonly #subscribers = new Set<Subscriber>();
-  readonly #jwt = new JwtSvidCache();
-  readonly #jwtInFlight = new Map<string, Promise<IssuedJwtSvid>>();
+  /** The JWT-SVIDs minted for workloads and their cache. */
+  readonly #jwt: JwtSvidMinter;
   /** The own and federated bundles workloads are served. */
   readonly #bundles: WorkloadBundles;
   /** The tainted authority IDs last acted on, sorted and joined: a repeat of the same set costs nothing. */
   #tainted = '';
-  #taintedJwt = '';
   #synced = false;
   /** Why the first entry sync has not come yet, once it failed (cleared by the first batch). */
   #syncFailure: SigilError | undefined;
@@ -166,6 +163,12 @@ export class SvidCache implements WorkloadIdentitySource {
       ...(options.afterMinting ? { afterMinting: options.afterMinting } : {}),
       entryOf: (id) => this.#entries.get(id),
       onChanged: (ids) => this.#notifyEntries(ids),
+    });
+    this.#jwt = new JwtSvidMinter({
+      issuer: options.issuer,
+      clock: options.clock,
+      logger: options.logger,
+      ...(options.onRejected ? { onRejected: options.onRejected } : {}),
     });
     this.#bundles = new WorkloadBundles(options);
   }
@@ -237,18 +240,8 @@ export class SvidCache implements WorkloadIdentitySource {
     this.#scheduleExpiry();
     if (batch.bundles !== undefined) {
       this.#applyTainted(taintedIdsOf(batch.bundles.own.tainted_x509_subject_key_ids), now);
-      this.#applyTaintedJwt(new Set(batch.bundles.own.tainted_jwt_key_ids ?? []));
+      this.#jwt.applyTainted(new Set(batch.bundles.own.tainted_jwt_key_ids ?? []));
     }
-  }
-
-  /** Drops cached JWT-SVIDs signed by a newly tainted key: the next fetch gets one from the active key. */
-  #applyTaintedJwt(kids: ReadonlySet<string>): void {
-    const key = [...kids].sort().join(',');
-    if (key === this.#taintedJwt) return;
-    this.#taintedJwt = key;
-    if (kids.size === 0) return;
-    const dropped = this.#jwt.dropSignedBy(kids);
-    this.#o.logger.warn({ taintedJwtKeys: [...kids], jwtSvids: dropped }, 'JWT signing key tainted; dropped the cached JWT-SVIDs it signed');
   }
 
   /**
@@ -575,40 +568,7 @@ export class SvidCache implements WorkloadIdentitySource {
       seen.add(e.spiffeId);
       picked.push(e);
     }
-    return Promise.all(picked.map((e) => this.#jwtFor(e, audience, signal)));
-  }
-
-  #jwtFor(e: EntryState, audience: readonly string[], signal?: AbortSignal): Promise<IssuedJwtSvid> {
-    const key = audienceKey(e.id, audience);
-    const cached = this.#jwt.get(key, this.#o.clock.nowMs());
-    if (cached !== undefined) return Promise.resolve({ spiffeId: cached.spiffeId, token: cached.token, hint: e.hint });
-    let pending = this.#jwtInFlight.get(key);
-    if (pending === undefined) {
-      pending = (async () => {
-        try {
-          const wire = await this.#o.issuer.newJwtSvid(e.id, audience, signal);
-          const token = new Secret(wire.token);
-          const issuedAtMs = Number(wire.issued_at) * 1000 || this.#o.clock.nowMs();
-          this.#jwt.put(key, { token, spiffeId: wire.spiffe_id, issuedAtMs, expiresAtMs: Number(wire.expires_at) * 1000, receivedAtMs: this.#o.clock.nowMs() });
-          this.#o.logger.info({ entryId: e.id, spiffeId: wire.spiffe_id, expiresAt: new Date(Number(wire.expires_at) * 1000).toISOString() }, 'JWT-SVID minted');
-          return { spiffeId: wire.spiffe_id, token, hint: e.hint };
-        } catch (err) {
-          if (isAgentRejected(err)) {
-            void this.#o.onRejected?.();
-            throw new SigilError('ERR_UNAVAILABLE', 'agent is re-attesting; try again', { reason: 'reattesting', cause: err });
-          }
-          const se = toSigilError(err);
-          if (se.code === 'ERR_INTERNAL' || se.code === 'ERR_DEADLINE_EXCEEDED' || se.code === 'ERR_CANCELLED') {
-            throw new SigilError('ERR_UNAVAILABLE', 'could not mint a JWT-SVID now', { reason: 'jwt-mint-failed', cause: err });
-          }
-          throw se;
-        } finally {
-          this.#jwtInFlight.delete(key);
-        }
-      })();
-      this.#jwtInFlight.set(key, pending);
-    }
-    return pending;
+    return Promise.all(picked.map((e) => this.#jwt.fetch(e, audience, signal)));
   }
 
   async validateJwtSvid(selectors: readonly Selector[], token: string, audience: string): Promise<ValidatedJwtSvid> {

@@ -207,6 +207,14 @@ export interface Datastore extends AuditTrailStore {
    * and their children, not the size of the table (an agent's authorised set, level by level).
    */
   listEntriesByParentIds(parentIds: readonly string[]): Promise<RegistrationEntry[]>;
+  /**
+   * Every entry whose SPIFFE ID starts with `prefix` (compared byte for byte, case-sensitive),
+   * unpaged and in no set order, read in one statement through the SPIFFE ID index: the cost
+   * follows the matching entries, not the size of the table (the start-up scan for reserved
+   * IDs). `prefix` is 1 to 2048 printable ASCII characters (SPIFFE IDs are ASCII), else
+   * ERR_INVALID_ARGUMENT `invalid-filter`.
+   */
+  listEntriesBySpiffeIdPrefix(prefix: string): Promise<RegistrationEntry[]>;
   countEntries(filter?: EntryFilter): Promise<number>;
   /** Events with eventId > afterEventId, oldest first, at most `limit`. */
   listEntryEvents(afterEventId: number, limit?: number): Promise<EntryEvent[]>;

@@ -39,6 +39,23 @@ export function isReservedIdText(text: string, trustDomain: TrustDomain): boolea
   return rest === '' || rest === `/${RESERVED_SEGMENT}` || rest.startsWith(`/${RESERVED_SEGMENT}/`);
 }
 
+/** The reserved IDs of a trust domain as text a datastore can look up through its SPIFFE ID index. */
+export interface ReservedIdTexts {
+  /** Reserved IDs named exactly: the trust domain ID and `spiffe://<td>/sigil`. */
+  readonly exact: readonly string[];
+  /** Every other reserved ID starts with one of these: `spiffe://<td>/sigil/`. */
+  readonly prefixes: readonly string[];
+}
+
+/**
+ * The rule of {@link isReservedIdText} as exact IDs and prefixes: a text is reserved exactly
+ * when it is one of `exact` or starts with one of `prefixes` (test/spiffe/reserved-id.test.ts).
+ */
+export function reservedIdTexts(trustDomain: TrustDomain): ReservedIdTexts {
+  const base = trustDomain.idString;
+  return { exact: [base, `${base}/${RESERVED_SEGMENT}`], prefixes: [`${base}/${RESERVED_SEGMENT}/`] };
+}
+
 /**
  * Why `id` may not be a registration entry's SPIFFE ID (or a workload SVID's), naming the
  * rule; undefined when it may. IDs outside `trustDomain` are not this rule's business.

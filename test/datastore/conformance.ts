@@ -354,6 +354,38 @@ export function datastoreConformance(name: string, open: (options: ConformanceOp
     await rejects(t, ds.listEntriesByParentIds('x' as unknown as string[]), 'ERR_INVALID_ARGUMENT', 'invalid-filter');
   });
 
+  it('listEntriesBySpiffeIdPrefix returns whole every entry whose ID starts with the prefix, byte for byte', async (t, ds) => {
+    const make = (spiffeId: string, uid: number): Promise<RegistrationEntry> =>
+      ds.createEntry(newEntry({ spiffeId, sel: [`unix:uid:${uid}`], hint: `h${uid}`, dnsNames: ['a.example.org'] }));
+    const under = await make(`${TD}/sigil/server`, 1);
+    const deep = await make(`${TD}/sigil/agent/join_token/x`, 2);
+    const bare = await make(`${TD}/sigil`, 3);
+    const lookalikes = await Promise.all([
+      make(`${TD}/sigilx/a`, 4),
+      make(`${TD}/Sigil/a`, 5),
+      make(`${TD}/sigil.d/a`, 6),
+      make(`${TD}/app/sigil/server`, 7),
+      make(`${TD}/sigil0`, 8),
+      make('spiffe://example.orgx/sigil/server', 9),
+      make('spiffe://example_org.test/sigil/a', 10),
+    ]);
+    const sorted = (es: readonly RegistrationEntry[]): RegistrationEntry[] => [...es].sort((x, y) => (x.id < y.id ? -1 : 1));
+    const cases: [string, string, RegistrationEntry[]][] = [
+      ['under a slash', `${TD}/sigil/`, [under, deep]],
+      ['without the slash, siblings too', `${TD}/sigil`, [under, deep, bare, lookalikes[0]!, lookalikes[2]!, lookalikes[4]!]],
+      ['case matters', `${TD}/Sigil/`, [lookalikes[1]!]],
+      ['a trust domain prefix', 'spiffe://example.org', [under, deep, bare, ...lookalikes.slice(0, 6)]],
+      // `_` and `.` are literal, never wildcards
+      ['underscore is literal', 'spiffe://example_org.', [lookalikes[6]!]],
+      ['no match', `${TD}/nothing/`, []],
+      ['last printable character', `${TD}/sigil~`, []],
+    ];
+    for (const [label, prefix, expected] of cases) t.deepEqual(sorted(await ds.listEntriesBySpiffeIdPrefix(prefix)), sorted(expected), label);
+    for (const bad of ['', 1, 'spiffe://example.org/é', 'with space', 'x'.repeat(2049)]) {
+      await rejects(t, ds.listEntriesBySpiffeIdPrefix(bad as string), 'ERR_INVALID_ARGUMENT', 'invalid-filter');
+    }
+  });
+
   it('getEntries returns the named entries whole, by ID, across statement chunks; unknown IDs are absent', async (t, ds) => {
     const e1 = await ds.createEntry(newEntry({ sel: ['unix:uid:1'], hint: 'h1', federatesWith: ['spiffe://a.org'], dnsNames: ['a.example.org'] }));
     const e2 = await ds.createEntry(newEntry({ sel: ['unix:uid:2'] }));

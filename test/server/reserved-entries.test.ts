@@ -12,6 +12,7 @@ import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { JoinTokenAgentAttestor } from '../../attestors/node/join_token/agent.js';
 import { openSqliteDatastore } from '../../src/datastore/sqlite/sqlite-datastore.js';
+import { entryRefusalReason } from '../../src/server/reserved-entries.js';
 import { generateKeyAndCsr } from '../../src/server/server-svid.js';
 import { Bundle } from '../../src/spiffe/bundle.js';
 import { TrustDomain } from '../../src/spiffe/spiffe-id.js';
@@ -244,4 +245,53 @@ test('a reserved entry written past the admin API while an agent syncs is never 
   await watch.holds([after], [asAgentB.id, bsEntry], 10_000);
   t.false(watch.everSent().has(asAgentB.id));
   t.false(watch.everSent().has(bsEntry));
+});
+
+test('the start-up scan reports exactly the reserved entries, in entry ID order; IDs that merely contain the reserved words are not reported', async (t) => {
+  const dir = await makeServerDir();
+  let s = await startTestServer({ dir });
+  t.teardown(() => s.destroy());
+  await s.stop();
+
+  const ds = await openSqliteDatastore({ path: s.config.datastore.sqlitePath });
+  const base = { parentId: 'spiffe://example.org/some/parent', x509SvidTtlSeconds: 0, jwtSvidTtlSeconds: 0, dnsNames: [], federatesWith: [], admin: false, downstream: false, hint: '', entryExpiresAt: 0 };
+  const write = (spiffeId: string, i: number): Promise<{ id: string; spiffeId: string }> => ds.createEntry({ ...base, spiffeId, selectors: [{ type: 'unix', value: `uid:${i}` }] });
+  const reserved = [
+    'spiffe://example.org',
+    'spiffe://example.org/sigil',
+    'spiffe://example.org/sigil/server',
+    'spiffe://example.org/sigil/agent/join_token/x',
+    'spiffe://example.org/sigil/later/deeper',
+  ];
+  const ordinary = [
+    'spiffe://example.org/app/sigil/server',
+    'spiffe://example.org/team/sigil',
+    'spiffe://example.org/sigilx/agent',
+    'spiffe://example.org/sigil-agent',
+    'spiffe://example.org/sigil.d/server',
+    'spiffe://example.org/Sigil/server',
+    'spiffe://example.org/web',
+    'spiffe://example.orgx/sigil/server',
+    'spiffe://other.org/sigil/server',
+    'spiffe://other.org',
+  ];
+  const made = new Map<string, string>();
+  for (const [i, id] of [...reserved, ...ordinary].entries()) made.set(id, (await write(id, i)).id);
+  await ds.close();
+
+  s = await startTestServer({ dir });
+  const lines = s.logLines
+    .map((l) => JSON.parse(l) as Record<string, unknown>)
+    .filter((l) => typeof l.msg === 'string' && l.msg.startsWith('registration entry claims a reserved SPIFFE ID'));
+  const td = TrustDomain.parse('example.org');
+  const expected = reserved
+    .map((spiffeId) => ({ entryId: made.get(spiffeId)!, spiffeId }))
+    .sort((a, b) => (a.entryId < b.entryId ? -1 : 1))
+    .map((e) => ({ ...e, reason: entryRefusalReason(e, td) }));
+  t.deepEqual(
+    lines.map((l) => ({ entryId: l.entryId, spiffeId: l.spiffeId, reason: l.reason })),
+    expected,
+    'one error line per reserved entry, with the rule, in entry ID order, and none for the others',
+  );
+  t.true(lines.every((l) => l.level === 50 || l.level === 'error'));
 });

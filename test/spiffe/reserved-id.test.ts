@@ -1,6 +1,6 @@
 /** The one rule of reserved identities: the trust domain ID and everything under /sigil/ of the own trust domain. */
 import test from 'ava';
-import { isReservedIdText, reservedIdKind, reservedIdReason, type ReservedIdKind } from '../../src/spiffe/reserved-id.js';
+import { isReservedIdText, reservedIdKind, reservedIdReason, reservedIdTexts, type ReservedIdKind } from '../../src/spiffe/reserved-id.js';
 import { SpiffeId, TrustDomain } from '../../src/spiffe/spiffe-id.js';
 
 const TD = TrustDomain.parse('example.org');
@@ -29,6 +29,8 @@ for (const [text, kind] of CASES) {
     const id = SpiffeId.parse(text);
     t.is(reservedIdKind(id, TD), kind);
     t.is(isReservedIdText(text, TD), kind !== undefined, 'the text form of the rule agrees');
+    const { exact, prefixes } = reservedIdTexts(TD);
+    t.is(exact.includes(text) || prefixes.some((p) => text.startsWith(p)), kind !== undefined, 'the lookup form (exact IDs and prefixes) agrees');
     const reason = reservedIdReason(id, TD);
     if (kind === undefined) {
       t.is(reason, undefined);
@@ -43,4 +45,8 @@ for (const [text, kind] of CASES) {
 test('the text form does not match a longer trust domain name', (t) => {
   t.false(isReservedIdText('spiffe://example.orgx/sigil/server', TD));
   t.false(isReservedIdText('spiffe://example.orgx', TD));
+  const { exact, prefixes } = reservedIdTexts(TD);
+  for (const text of ['spiffe://example.orgx/sigil/server', 'spiffe://example.orgx', 'spiffe://example.orgx/sigil']) {
+    t.false(exact.includes(text) || prefixes.some((p) => text.startsWith(p)), text);
+  }
 });

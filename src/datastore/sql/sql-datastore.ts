@@ -415,6 +415,16 @@ export class SqlDatastore implements Datastore {
     });
   }
 
+  async listEntriesBySpiffeIdPrefix(prefix: string): Promise<RegistrationEntry[]> {
+    if (typeof prefix !== 'string' || !/^[\x21-\x7e]{1,2048}$/.test(prefix)) {
+      throw invalidFilter('spiffe id prefix must be 1 to 2048 printable ASCII characters');
+    }
+    // The first string after every one starting with the prefix: its last character plus one
+    // (ASCII only, so UTF-16 order, UTF-8 byte order and both collations agree; at most 0x7f).
+    const upper = prefix.slice(0, -1) + String.fromCharCode(prefix.charCodeAt(prefix.length - 1) + 1);
+    return this.#tx('single', async (tx) => (await tx.rows(SQL.entriesBySpiffeIdRange, [prefix, upper])).map(decodeEntry));
+  }
+
   async countEntries(filter?: EntryFilter): Promise<number> {
     const where = this.#entryWhere(filter);
     if (where.none) return 0;

@@ -31,6 +31,11 @@ export const SQL = {
   entryById: `SELECT ${ENTRY_COLUMNS} FROM registered_entries e WHERE e.id = ?`,
   entryIdentity: `SELECT ${ENTRY_COLUMNS} FROM registered_entries e WHERE e.spiffe_id = ? AND e.parent_id = ? AND e.selectors_hash = ?`,
   entryMeta: 'SELECT revision, created_at FROM registered_entries WHERE id = ?',
+  // A prefix as a range (lower bound inclusive, upper exclusive): both dialects compare these
+  // columns byte-wise (SQLite BINARY, PostgreSQL COLLATE "C") and walk the identity index,
+  // whose first column is spiffe_id. LIKE would not do: SQLite's is case-insensitive and uses
+  // no index, and `_` (allowed in trust domain names) is one of its wildcards.
+  entriesBySpiffeIdRange: `SELECT ${ENTRY_COLUMNS} FROM registered_entries e WHERE e.spiffe_id >= ? AND e.spiffe_id < ?`,
   insertEntry:
     'INSERT INTO registered_entries (id, spiffe_id, parent_id, selectors_hash, selector_count, selectors_json, dns_names_json, federates_with_json, x509_svid_ttl, jwt_svid_ttl, admin, downstream, hint, expires_at, revision, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)',
   updateEntry:
