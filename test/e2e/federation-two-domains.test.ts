@@ -197,10 +197,15 @@ test.serial('two trust domains federated both ways over https_spiffe: mTLS, a JW
   // B's CA rotation: prepare, and the new root reaches A's workload before B signs with it
   const before = new Set(contexts.at(-1)!.bundles.getBundleForTrustDomain(OTHER)!.x509AuthoritiesDer().map((d) => Buffer.from(d).toString('hex')));
   t.is((await b.admin(['localauthority', 'x509', 'prepare'])).code, 0);
+  const preparedAt = Date.now();
   const ctx = await eventually('the prepared root of B in A', () => contexts.find((c) => (c.bundles.getBundleForTrustDomain(OTHER)?.x509AuthoritiesDer().length ?? 0) > before.size));
   const newRoot = ctx.bundles.getBundleForTrustDomain(OTHER)!.x509AuthoritiesDer().find((d) => !before.has(Buffer.from(d).toString('hex')))!;
   t.truthy(newRoot);
-  t.is((await b.admin(['localauthority', 'x509', 'activate'])).code, 0);
+  // activation is refused until ca.propagationMargin (1s here) has passed since the prepare,
+  // and the root can reach A sooner than that
+  await new Promise((resolve) => setTimeout(resolve, Math.max(0, 1500 - (Date.now() - preparedAt))));
+  const activated = await b.admin(['localauthority', 'x509', 'activate']);
+  t.is(activated.code, 0, activated.stderr);
   // B's workload moves to an SVID signed by the new root
   const bApi = new WorkloadApiClient({ address: `unix://${b.socket}`, backoff: { initialMs: 50, maxMs: 500 } });
   t.teardown(() => bApi.close());
