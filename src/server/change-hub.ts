@@ -36,6 +36,43 @@ export type Change =
 /** A subscriber callback. */
 export type ChangeListener = (change: Change) => void;
 
+/**
+ * A sync stream's subscription to entry changes, told only the changes that can touch it: those
+ * of entries it holds, of entries whose parent it reaches, and of node aliases (which may match
+ * any agent). While `everything` is on it is told every change: a stream turns it on while it
+ * reads or changes its set and sets its interest again before turning it off, so no change
+ * falls between what it read and what it registered.
+ */
+export interface EntryInterest {
+  setEverything(on: boolean): void;
+  /** The SPIFFE IDs whose children can touch the stream, and the IDs of the entries it holds. */
+  setInterest(parents: Iterable<string>, entryIds: Iterable<string>): void;
+  close(): void;
+}
+
+interface Routed {
+  readonly listener: ChangeListener;
+  everything: boolean;
+  parents: Set<string>;
+  entryIds: Set<string>;
+}
+
+function addTo(index: Map<string, Set<Routed>>, key: string, r: Routed): void {
+  let set = index.get(key);
+  if (set === undefined) {
+    set = new Set();
+    index.set(key, set);
+  }
+  set.add(r);
+}
+
+function removeFrom(index: Map<string, Set<Routed>>, key: string, r: Routed): void {
+  const set = index.get(key);
+  if (set === undefined) return;
+  set.delete(r);
+  if (set.size === 0) index.delete(key);
+}
+
 /** Events read per datastore call. */
 const EVENT_PAGE = 1000;
 /** Events older than this are pruned (far longer than any poll gap). */
@@ -56,6 +93,17 @@ export class ChangeHub {
   readonly #byAgent = new Map<string, Set<ChangeListener>>();
   /** Every listener of `subscribe`. */
   readonly #listeners = new Set<ChangeListener>();
+  /** Routed entry subscriptions (`subscribeEntries`), and their indexes by parent and by entry ID. */
+  readonly #routed = new Set<Routed>();
+  readonly #everything = new Set<Routed>();
+  readonly #byParent = new Map<string, Set<Routed>>();
+  readonly #byEntry = new Map<string, Set<Routed>>();
+  /** The parent of node-alias entries (the server's SPIFFE ID); undefined: every routed subscription is told everything. */
+  readonly #aliasParent: string | undefined;
+
+  constructor(options: { readonly nodeAliasParent?: string } = {}) {
+    this.#aliasParent = options.nodeAliasParent;
+  }
   #timer: NodeJS.Timeout | undefined;
   #lastEventId = 0;
   #stopped = false;
@@ -72,6 +120,43 @@ export class ChangeHub {
     return () => {
       this.#listeners.delete(listener);
       for (const k of KINDS) this.#byKind.get(k)?.delete(listener);
+    };
+  }
+
+  /** A routed subscription to entry changes (see EntryInterest); it starts told everything. */
+  subscribeEntries(listener: ChangeListener): EntryInterest {
+    const r: Routed = { listener, everything: true, parents: new Set(), entryIds: new Set() };
+    this.#routed.add(r);
+    this.#everything.add(r);
+    const clear = (): void => {
+      for (const p of r.parents) removeFrom(this.#byParent, p, r);
+      for (const id of r.entryIds) removeFrom(this.#byEntry, id, r);
+      r.parents = new Set();
+      r.entryIds = new Set();
+    };
+    return {
+      setEverything: (on) => {
+        if (!this.#routed.has(r)) return;
+        r.everything = on || this.#aliasParent === undefined;
+        if (r.everything) this.#everything.add(r);
+        else this.#everything.delete(r);
+      },
+      setInterest: (parents, entryIds) => {
+        if (!this.#routed.has(r)) return;
+        const nextParents = new Set(parents);
+        const nextIds = new Set(entryIds);
+        for (const p of r.parents) if (!nextParents.has(p)) removeFrom(this.#byParent, p, r);
+        for (const p of nextParents) if (!r.parents.has(p)) addTo(this.#byParent, p, r);
+        for (const id of r.entryIds) if (!nextIds.has(id)) removeFrom(this.#byEntry, id, r);
+        for (const id of nextIds) if (!r.entryIds.has(id)) addTo(this.#byEntry, id, r);
+        r.parents = nextParents;
+        r.entryIds = nextIds;
+      },
+      close: () => {
+        clear();
+        this.#routed.delete(r);
+        this.#everything.delete(r);
+      },
     };
   }
 
@@ -115,8 +200,29 @@ export class ChangeHub {
     for (const l of told) l(change);
   }
 
+  /** Tells entry changes: every `entries` listener all of them, every routed subscription those that can touch it. */
+  #emitEntries(changes: readonly EntryChange[]): void {
+    const general = [...(this.#byKind.get('entries') ?? [])];
+    const told = new Map<Routed, EntryChange[]>();
+    const add = (r: Routed, ch: EntryChange): void => {
+      const list = told.get(r);
+      if (list === undefined) told.set(r, [ch]);
+      else if (list[list.length - 1] !== ch) list.push(ch);
+    };
+    for (const ch of changes) {
+      for (const r of this.#everything) add(r, ch);
+      for (const r of this.#byEntry.get(ch.id) ?? []) add(r, ch);
+      const parent = ch.entry?.parentId;
+      if (parent === undefined) continue;
+      if (parent === this.#aliasParent) for (const r of this.#routed) add(r, ch);
+      else for (const r of this.#byParent.get(parent) ?? []) add(r, ch);
+    }
+    for (const l of general) l({ kind: 'entries', changes });
+    for (const [r, list] of told) if (this.#routed.has(r)) r.listener({ kind: 'entries', changes: list });
+  }
+
   #wants(kind: ChangeKind): boolean {
-    return (this.#byKind.get(kind)?.size ?? 0) > 0;
+    return (this.#byKind.get(kind)?.size ?? 0) > 0 || (kind === 'entries' && this.#routed.size > 0);
   }
 
   /** Reads new entry events and tells subscribers; concurrent calls are folded into one more read. */
@@ -155,7 +261,7 @@ export class ChangeHub {
         const read = await ds.getEntries(ids);
         const changes: EntryChange[] = ids.map((id) => ({ id, entry: read.get(id) }));
         this.#lastEventId = last.eventId;
-        this.#emit({ kind: 'entries', changes });
+        this.#emitEntries(changes);
       } else {
         this.#lastEventId = last.eventId;
       }
@@ -204,5 +310,9 @@ export class ChangeHub {
     this.#listeners.clear();
     for (const set of this.#byKind.values()) set.clear();
     this.#byAgent.clear();
+    this.#routed.clear();
+    this.#everything.clear();
+    this.#byParent.clear();
+    this.#byEntry.clear();
   }
 }

@@ -325,7 +325,8 @@ export async function startServer(config: ServerConfig, options: StartServerOpti
           });
     const td = config.trustDomain;
     const serverId = resolveServerId(config.dataDir, config.serverId, logger);
-    const hub = new ChangeHub();
+    // node aliases hang from the server's ID: their changes may concern every agent
+    const hub = new ChangeHub({ nodeAliasParent: serverSpiffeId(td).toString() });
     cleanups.push(() => hub.stop());
     const bundles = new BundleManager({ ds, trustDomain: td, refreshHintSeconds: Math.round(config.bundleRefreshHintMs / 1000), hub, logger, now: () => clock.nowMs() });
     await adoptLegacyCaJournal(ds, td, serverId, keyManager, logger);

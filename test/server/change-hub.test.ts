@@ -33,10 +33,12 @@ function entry(i: number): NewRegistrationEntry {
   };
 }
 
+const SERVER = 'spiffe://example.org/sigil/server';
+
 async function setup(t: ExecutionContext): Promise<{ ds: SqliteDatastore; hub: ChangeHub }> {
   const dir = await mkdtemp(join(tmpdir(), 'sigil-hub-'));
   const ds = await openSqliteDatastore({ path: join(dir, 'db.sqlite3'), clock: new ManualClock(Date.UTC(2026, 0, 1)) });
-  const hub = new ChangeHub();
+  const hub = new ChangeHub({ nodeAliasParent: SERVER });
   t.teardown(async () => {
     hub.stop();
     await ds.close();
@@ -117,4 +119,45 @@ test('a listener of one agent hears of that agent and of every agent at once, ne
   hub.notify('agents', other);
   hub.notify('agents', other);
   t.deepEqual(told, ['first', 'second', 'second']);
+});
+
+test('a routed entry subscription is told changes of entries it holds, under parents it reaches, and of node aliases; all of them while everything is on (issue 20)', async (t) => {
+  const { ds, hub } = await setup(t);
+  const other = 'spiffe://example.org/sigil/agent/join_token/other';
+  const told: string[][] = [];
+  const interest = hub.subscribeEntries((c) => {
+    if (c.kind === 'entries') told.push(c.changes.map((x) => x.entry?.spiffeId ?? `deleted:${x.id}`));
+  });
+  const generalTold: number[] = [];
+  hub.subscribe((c) => generalTold.push(c.kind === 'entries' ? c.changes.length : -1), ['entries']);
+  // everything at first: a stream reading its set must miss nothing
+  const held = await ds.createEntry(entry(1));
+  const elsewhere = await ds.createEntry({ ...entry(2), parentId: other });
+  await hub.pollNow();
+  t.deepEqual(told, [[held.spiffeId, elsewhere.spiffeId]]);
+  // routed: it holds `held` and reaches AGENT and held's SPIFFE ID
+  interest.setInterest([AGENT, held.spiffeId], [held.id]);
+  interest.setEverything(false);
+  told.length = 0;
+  const child = await ds.createEntry({ ...entry(3), parentId: held.spiffeId });
+  await ds.createEntry({ ...entry(4), parentId: other });
+  const alias = await ds.createEntry({ ...entry(5), spiffeId: 'spiffe://example.org/node/group', parentId: SERVER });
+  // `held` moved under another parent: still told, since it holds it
+  await ds.updateEntry({ ...held, parentId: other });
+  await ds.deleteEntry(elsewhere.id);
+  await hub.pollNow();
+  t.deepEqual(told, [[child.spiffeId, alias.spiffeId, held.spiffeId]]);
+  t.deepEqual(generalTold.at(-1), 5, 'a general listener is still told every change');
+  // a deletion of what it holds arrives as such
+  told.length = 0;
+  await ds.deleteEntry(held.id);
+  await ds.deleteEntry(child.id);
+  await hub.pollNow();
+  t.deepEqual(told, [[`deleted:${held.id}`]]);
+  // closed: told nothing more
+  interest.close();
+  told.length = 0;
+  await ds.createEntry(entry(6));
+  await hub.pollNow();
+  t.deepEqual(told, []);
 });

@@ -21,7 +21,7 @@ import { SpiffeId, type TrustDomain } from '../../spiffe/spiffe-id.js';
 import type { AuditLog, AuditRecord } from '../audit-log.js';
 import { EntryAuthorizer, type AgentFacts } from '../authorized-entries.js';
 import type { BundleManager } from '../bundle-manager.js';
-import type { Change, ChangeHub, EntryChange } from '../change-hub.js';
+import type { Change, ChangeHub, EntryChange, EntryInterest } from '../change-hub.js';
 import type { ServerMetrics } from '../metrics.js';
 import { csrPublicKeyInfo } from '../../ca/csr.js';
 import type { ReservedIssuance } from '../../ca/reserved-issuance.js';
@@ -563,6 +563,8 @@ export function createAgentService(deps: AgentServiceDeps): UntypedServiceImplem
     let draining = false;
     let unsubscribe: () => void = () => undefined;
     let unsubscribeAgent: () => void = () => undefined;
+    // entry changes routed to this stream (change-hub.ts); told everything until its first round ends
+    const entryInterest: EntryInterest = deps.hub.subscribeEntries((change) => onChange(change));
 
     const close = (err?: unknown): void => {
       if (closed) return;
@@ -570,6 +572,7 @@ export function createAgentService(deps: AgentServiceDeps): UntypedServiceImplem
       expiryTimer?.cancel();
       unsubscribe();
       unsubscribeAgent();
+      entryInterest.close();
       openStreams.delete(forceClose);
       metrics.syncStreams.dec();
       if (err !== undefined) call.emit('error', fail(err, 'entry sync'));
@@ -687,13 +690,19 @@ export function createAgentService(deps: AgentServiceDeps): UntypedServiceImplem
     const kick = (): void => {
       if (draining || closed) return;
       draining = true;
+      // told every entry change while a round reads or changes the set (see EntryInterest)
+      entryInterest.setEverything(true);
       (async () => {
         while (!closed && hasWork()) await round();
       })()
         .catch((err: unknown) => close(err))
         .finally(() => {
           draining = false;
-          if (!closed && hasWork()) kick();
+          if (closed) return;
+          if (hasWork()) return kick();
+          // the interest of the set as it now is, registered before the rest is routed away
+          if (state !== undefined) entryInterest.setInterest(state.reachedParents(), state.heldEntryIds());
+          entryInterest.setEverything(false);
         });
     };
 
@@ -709,7 +718,7 @@ export function createAgentService(deps: AgentServiceDeps): UntypedServiceImplem
       }
       kick();
     };
-    unsubscribe = deps.hub.subscribe(onChange, ['entries', 'bundles']);
+    unsubscribe = deps.hub.subscribe(onChange, ['bundles']);
     kick();
   }
 

@@ -68,6 +68,16 @@ export class AgentSyncState {
     return this.#agent.agentId;
   }
 
+  /** The SPIFFE IDs whose children can join the set (the change hub routes by them). */
+  reachedParents(): Iterable<string> {
+    return this.#reach.keys();
+  }
+
+  /** The IDs of the entries and node aliases held (a change to one always concerns this state). */
+  heldEntryIds(): string[] {
+    return [...this.#entries.keys(), ...this.#aliases.keys()];
+  }
+
   /** Number of entries held. */
   get size(): number {
     return this.#entries.size;
