@@ -10,6 +10,7 @@
  *
  * SIGIL_TEST_BIN runs these against another build (test/process/support/under-test.ts).
  */
+import { get as httpGet } from 'node:http';
 import test, { type ExecutionContext } from 'ava';
 import { rmSync } from 'node:fs';
 import { connect, createServer, type Server, type Socket } from 'node:net';
@@ -44,16 +45,32 @@ function start(t: ExecutionContext, s: { config: string; agent: string }): Daemo
   return d;
 }
 
+/**
+ * GET over a new connection each time: a kept-alive one can be closed by the server's idle
+ * timer while this process is starved on a loaded machine, and reusing it then fails with
+ * "other side closed" though the server answers.
+ */
+function get(health: string, path: string): Promise<{ status: number; text: string }> {
+  return new Promise((resolve, reject) => {
+    const req = httpGet(`http://${health}${path}`, { agent: false }, (res) => {
+      let text = '';
+      res.setEncoding('utf8');
+      res.on('data', (c: string) => (text += c));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, text }));
+      res.on('error', reject);
+    });
+    req.on('error', reject);
+  });
+}
+
 async function status(health: string, path: string): Promise<number> {
-  const r = await fetch(`http://${health}${path}`);
-  await r.arrayBuffer();
-  return r.status;
+  return (await get(health, path)).status;
 }
 
 /** `/ready`'s status and body. */
 async function readiness(health: string): Promise<{ status: number; body: unknown }> {
-  const r = await fetch(`http://${health}/ready`);
-  return { status: r.status, body: await r.json() };
+  const r = await get(health, '/ready');
+  return { status: r.status, body: JSON.parse(r.text) as unknown };
 }
 
 /** A TCP proxy on `port` to the test PostgreSQL; `close()` (also the teardown) closes it and every connection it relayed. */
@@ -134,10 +151,15 @@ test('the waiting server carries on once PostgreSQL answers on its port, and ser
 
   // PostgreSQL goes away while it serves: /ready names the datastore, the rest still stands
   await proxy.close();
-  let down = await readiness(s.health);
+  // a health endpoint that stops answering is the failure here: say what the server did
+  const ready = (): Promise<{ status: number; body: unknown }> =>
+    readiness(s.health).catch((err: unknown) => {
+      throw new Error(`/ready did not answer (${String(err)}; server running: ${d.running}): ${d.output.slice(-4000)}`);
+    });
+  let down = await ready();
   for (let i = 0; i < 100 && down.status === 200; i++) {
     await new Promise((res) => setTimeout(res, 100));
-    down = await readiness(s.health);
+    down = await ready();
   }
   t.deepEqual(down, { status: 503, body: { ready: false, checks: { serving: true, datastore: false, keyManager: true } } });
 
