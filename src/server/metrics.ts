@@ -6,7 +6,7 @@ export class ServerMetrics {
   readonly registry = new Registry();
   readonly svidsIssued = new Counter({
     name: 'sigil_server_svids_issued_total',
-    help: 'SVIDs issued, by kind (x509, jwt, agent) and result',
+    help: 'SVIDs issued, by kind (x509, jwt, agent) and result (ok, error, denied; shed: refused at once, the signing backlog would outlast the call)',
     labelNames: ['kind', 'result'] as const,
     registers: [this.registry],
   });

@@ -43,10 +43,12 @@ function outcomeOf(o: PromiseSettledResult<X509SvidItemResult[]>): Outcome | str
 }
 
 /** The server's count of X.509-SVIDs signed (`sigil_server_svids_issued_total{kind="x509",result="ok"}`). */
-async function signedCount(s: TestServer): Promise<number> {
+async function issuedCount(s: TestServer, result: string): Promise<number> {
   const m = await s.server.metrics.svidsIssued.get();
-  return m.values.filter((v) => v.labels['kind'] === 'x509' && v.labels['result'] === 'ok').reduce((n, v) => n + v.value, 0);
+  return m.values.filter((v) => v.labels['kind'] === 'x509' && v.labels['result'] === result).reduce((n, v) => n + v.value, 0);
 }
+
+const signedCount = (s: TestServer): Promise<number> => issuedCount(s, 'ok');
 
 function x509Audit(s: TestServer, from: number): AuditLine[] {
   return s.auditLines
@@ -107,6 +109,7 @@ test('a flood of batches on a short deadline: later ones are shed unsigned, the 
   flood.setIdentity(identity);
   t.teardown(() => flood.close());
   const signedBefore = await signedCount(s);
+  const shedBefore = await issuedCount(s, 'shed');
   const auditFrom = s.auditLines.length;
   const outcomes = (await Promise.allSettled(floodEntries.map((e) => flood.batchNewX509Svid(batchFor(e))))).map(outcomeOf);
 
@@ -126,6 +129,8 @@ test('a flood of batches on a short deadline: later ones are shed unsigned, the 
     'every call succeeded whole, was shed, or hit its deadline',
   );
   t.true(count('shed') >= 1, 'at least one call was shed as signing-overloaded');
+  // the metric counts shed CSRs apart from failed ones: every CSR of every shed call, nothing else
+  t.is((await issuedCount(s, 'shed')) - shedBefore, count('shed') * PER_CALL + after.shed, 'shed CSRs in sigil_server_svids_issued_total{result="shed"}');
 
   let withSerial = 0;
   let received = 0;

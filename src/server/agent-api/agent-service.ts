@@ -384,7 +384,8 @@ export function createAgentService(deps: AgentServiceDeps): UntypedServiceImplem
     // Shed what cannot finish in time: refused now, the agent retries with backoff, instead of
     // signing for a caller that will have given up.
     if (life.deadlineMs !== undefined && ca.signingBacklogMs(admittedCsrs + params.length) > life.deadlineMs - Date.now()) {
-      metrics.svidsIssued.inc({ kind: 'x509', result: 'error' }, params.length);
+      // counted apart from failures: nothing was tried, and the agent retries
+      metrics.svidsIssued.inc({ kind: 'x509', result: 'shed' }, params.length);
       logger.info({ agentId: caller.agentId, csrs: params.length }, 'X509-SVID batch shed: the signing backlog would outlast its deadline');
       throw new SigilError('ERR_UNAVAILABLE', 'the server is signing at capacity; retry later', { reason: 'signing-overloaded' });
     }
