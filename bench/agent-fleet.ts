@@ -20,15 +20,15 @@
  * N: 300 by default (a couple of minutes on 2 shared cores), 5,000 with --full (the issue's
  * target), 20 with --quick, or any N with --agents=N.
  */
-import { fork, spawnSync, type ChildProcess } from 'node:child_process';
+import { fork, type ChildProcess } from 'node:child_process';
 import { randomBytes, createPublicKey, generateKeyPairSync, sign, verify } from 'node:crypto';
-import { readFileSync } from 'node:fs';
 import { setPriority } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { BENCH_TRUST_DOMAIN } from './support/ca.js';
 import { makeCsrs } from './support/csr.js';
 import { runBareFleet } from './support/bare-fleet.js';
+import { processCpuSeconds } from './support/proc-cpu.js';
 import type { FleetAgentsCommand, FleetAgentsReport } from './support/fleet-agents-main.js';
 import type { FleetServerCommand, FleetServerReply } from './support/fleet-server-main.js';
 import { millis, percentile, type Benchmark, type BenchOutcome } from './support/result.js';
@@ -79,14 +79,6 @@ class ServerChild {
   }
 }
 
-/** CPU ms (user + system) a process has used, from /proc/<pid>/stat. */
-function cpuMs(pid: number, ticksPerSecond: number): number {
-  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-  // fields after the ")" that closes the command name: state is field 3, utime 14, stime 15
-  const rest = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  return ((Number(rest[11]) + Number(rest[12])) * 1000) / ticksPerSecond;
-}
-
 /** CPU ms of the raw crypto for one SVID: CSR key from DER, CSR verify, one P-256 signature over a leaf-sized TBS. */
 function signatureFloorMs(): number {
   const csrs = makeCsrs(500);
@@ -112,7 +104,6 @@ const fleet: Benchmark = {
   name: 'many agents attach to one server',
   async run(options, log): Promise<BenchOutcome> {
     const n = options.agents ?? (options.full ? 5000 : options.quick ? 20 : 300);
-    const tck = Number(spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).stdout.trim()) || 100;
     const server = new ServerChild();
     const agentProcs: ChildProcess[] = [];
     let stopped = false;
@@ -159,7 +150,7 @@ const fleet: Benchmark = {
         agentProcs.push(child);
         if (child.pid !== undefined) setPriority(child.pid, AGENT_NICE);
       }
-      const cpu0 = cpuMs(server.pid, tck);
+      const cpu0 = processCpuSeconds(server.pid) * 1000;
       const t0 = Date.now();
       agentProcs.forEach((child, k) => {
         const agents = made.agents.slice(k * AGENTS_PER_PROCESS, (k + 1) * AGENTS_PER_PROCESS);
@@ -179,7 +170,7 @@ const fleet: Benchmark = {
         options.full ? 1_500_000 : 600_000,
       );
       const allSyncedMs = Math.max(...synced.values()) - t0;
-      const serverCpuMs = cpuMs(server.pid, tck) - cpu0;
+      const serverCpuMs = processCpuSeconds(server.pid) * 1000 - cpu0;
       const attachFailures = failures.length;
       const attachShed = shed;
       log(`all ${n} synced in ${(allSyncedMs / 1000).toFixed(1)} s; server CPU ${(serverCpuMs / 1000).toFixed(1)} s; ${attachFailures} failed calls; ${attachShed} shed`);

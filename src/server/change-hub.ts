@@ -91,8 +91,6 @@ export class ChangeHub {
   readonly #byKind = new Map<ChangeKind, Set<ChangeListener>>(KINDS.map((k) => [k, new Set()]));
   /** Agent ID → the listeners told about changes to that agent only. */
   readonly #byAgent = new Map<string, Set<ChangeListener>>();
-  /** Every listener of `subscribe`. */
-  readonly #listeners = new Set<ChangeListener>();
   /** Routed entry subscriptions (`subscribeEntries`), and their indexes by parent and by entry ID. */
   readonly #routed = new Set<Routed>();
   readonly #everything = new Set<Routed>();
@@ -115,10 +113,8 @@ export class ChangeHub {
 
   /** Registers a listener for every kind, or only for `kinds`; returns its unsubscribe function. */
   subscribe(listener: ChangeListener, kinds: readonly ChangeKind[] = KINDS): () => void {
-    this.#listeners.add(listener);
     for (const k of kinds) this.#byKind.get(k)?.add(listener);
     return () => {
-      this.#listeners.delete(listener);
       for (const k of KINDS) this.#byKind.get(k)?.delete(listener);
     };
   }
@@ -174,11 +170,6 @@ export class ChangeHub {
       s.delete(listener);
       if (s.size === 0) this.#byAgent.delete(agentId);
     };
-  }
-
-  /** Number of subscribers (open sync streams). */
-  get size(): number {
-    return this.#listeners.size;
   }
 
   /** Tells subscribers that `kind` changed; for entries, reads the event log now. */
@@ -307,7 +298,6 @@ export class ChangeHub {
     this.#stopped = true;
     this.#unwatch?.();
     if (this.#timer !== undefined) clearTimeout(this.#timer);
-    this.#listeners.clear();
     for (const set of this.#byKind.values()) set.clear();
     this.#byAgent.clear();
     this.#routed.clear();

@@ -6,6 +6,7 @@
  */
 import { X509Certificate } from 'node:crypto';
 import { AgentServerClient, type X509SvidItemResult } from '../../src/agent/server-client.js';
+import { SigilError } from '../../src/common/errors.js';
 import { Secret } from '../../src/common/secret.js';
 import { toPem } from '../../src/common/x509.js';
 import type { NodeAttestorAgent } from '../../src/plugin/node-attestor.js';
@@ -63,4 +64,20 @@ export function uriOf(der: Buffer): string | undefined {
 /** Each item's refusal code, '' for an issued SVID (as the wire's `sigil_code`). */
 export function itemCodes(results: readonly X509SvidItemResult[]): string[] {
   return results.map((r) => r.error?.code ?? (r.svid === undefined ? 'no SVID' : ''));
+}
+
+/**
+ * Calls `fn` until the server no longer sheds it as `signing-overloaded` (work of a flood or of
+ * cancelled calls is still being cleared), 100 ms apart, at most `maxShed` times; returns its
+ * value and how often it was shed.
+ */
+export async function untilNotShed<T>(fn: () => Promise<T>, maxShed = 100): Promise<{ value: T; shed: number }> {
+  for (let shed = 0; ; shed++) {
+    try {
+      return { value: await fn(), shed };
+    } catch (err) {
+      if (shed >= maxShed || !(err instanceof SigilError) || err.reason !== 'signing-overloaded') throw err;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
 }

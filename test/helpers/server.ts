@@ -226,3 +226,21 @@ export async function writeServerConfig(dir: string, extra = ''): Promise<string
   );
   return path;
 }
+
+/**
+ * Servers sharing one datastore, one per server ID, in order (each with
+ * `ca.propagationMargin: 1s`, so a prepared authority may be activated a second later);
+ * destroyed in reverse order at the test's teardown.
+ */
+export async function startServersOn(
+  t: { teardown(fn: () => Promise<void>): void },
+  datastore: Record<string, unknown>,
+  serverIds: readonly string[],
+): Promise<TestServer[]> {
+  const started: TestServer[] = [];
+  t.teardown(async () => {
+    for (const s of [...started].reverse()) await s.destroy();
+  });
+  for (const serverId of serverIds) started.push(await startTestServer({ config: { datastore, serverId, ca: { propagationMargin: '1s' } } }));
+  return started;
+}

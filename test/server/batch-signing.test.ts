@@ -10,16 +10,10 @@ import type { WireX509Svid } from '../../src/agent/server-client.js';
 import { toPem } from '../../src/common/x509.js';
 import { generateKeyAndCsr } from '../../src/server/server-svid.js';
 import { agentClient, attest, itemCodes } from '../helpers/agent-client.js';
+import { x509IssueRecords } from '../helpers/audit.js';
 import { opensslVerify } from '../helpers/openssl.js';
 import { startTestServer } from '../helpers/server.js';
 
-interface AuditLine {
-  readonly action: string;
-  readonly result: string;
-  readonly entryId?: string;
-  readonly serial?: string;
-  readonly reason?: string;
-}
 
 test('a mixed batch on the signing threads: results and audit in request order, leaves verify', async (t) => {
   const s = await startTestServer();
@@ -71,7 +65,7 @@ test('a mixed batch on the signing threads: results and audit in request order, 
   }
   t.is(new Set(ok.map((svid) => svid.serial)).size, 3);
 
-  const lines = s.auditLines.slice(auditBefore).map((l) => JSON.parse(l) as AuditLine).filter((l) => l.action === 'x509svid.issue');
+  const lines = x509IssueRecords(s.auditLines.slice(auditBefore));
   t.deepEqual(
     lines.map((l) => [l.entryId, l.result]),
     [

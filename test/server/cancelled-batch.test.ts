@@ -17,44 +17,16 @@ import { readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { JoinTokenAgentAttestor } from '../../attestors/node/join_token/agent.js';
 import { generateKeyAndCsr } from '../../src/agent/csr.js';
-import { SigilError } from '../../src/common/errors.js';
 import { Secret } from '../../src/common/secret.js';
 import { pemBlocks } from '../../src/common/x509.js';
 import { AgentServerClient } from '../../src/agent/server-client.js';
 import { TrustDomain } from '../../src/spiffe/spiffe-id.js';
 import { serverHome } from '../process/support/under-test.js';
-
-interface AuditLine {
-  readonly action: string;
-  readonly result: string;
-  readonly reason?: string;
-}
+import { untilNotShed } from '../helpers/agent-client.js';
+import { x509IssueRecords } from '../helpers/audit.js';
 
 const BATCHES = 10;
 const PER_BATCH = 500;
-
-/** Calls `fn` until it is not shed as overloaded (the cancelled work is still being dropped). */
-async function afterBacklog<T>(fn: () => Promise<T>): Promise<T> {
-  for (let i = 0; ; i++) {
-    try {
-      return await fn();
-    } catch (err) {
-      if (i >= 50 || !(err instanceof SigilError) || err.reason !== 'signing-overloaded') throw err;
-      await new Promise((r) => setTimeout(r, 100));
-    }
-  }
-}
-
-/** The x509svid.issue records of the server's audit file, from byte `from` on. */
-function issueRecords(path: string, from: number): AuditLine[] {
-  return readFileSync(path)
-    .subarray(from)
-    .toString('utf8')
-    .split('\n')
-    .filter((l) => l.trim() !== '')
-    .map((l) => JSON.parse(l) as AuditLine)
-    .filter((a) => a.action === 'x509svid.issue');
-}
 
 test('cancelled batches: queued CSRs are never signed, and nothing undelivered is audited as issued', async (t) => {
   const home = await serverHome();
@@ -94,9 +66,9 @@ test('cancelled batches: queued CSRs are never signed, and nothing undelivered i
   const delivered = outcomes.filter((o) => o.status === 'fulfilled').length;
   // The signing threads are FIFO: once a later call is answered, all earlier work has settled,
   // and its audit lines are in the file (SVID records are written before the caller is answered).
-  const after = await afterBacklog(() => client.batchNewX509Svid([{ entryId, csrDer }]));
+  const after = (await untilNotShed(() => client.batchNewX509Svid([{ entryId, csrDer }]))).value;
   t.truthy(after[0]?.svid, 'the call after the cancelled ones gets its SVID');
-  const issued = issueRecords(auditPath, auditFrom);
+  const issued = x509IssueRecords(readFileSync(auditPath).subarray(auditFrom).toString('utf8'));
   const ok = issued.filter((a) => a.result === 'ok').length - 1;
   const undelivered = issued.filter((a) => a.reason?.startsWith('not-delivered') === true).length;
 

@@ -13,16 +13,10 @@ import { SigilError } from '../../src/common/errors.js';
 import { Secret } from '../../src/common/secret.js';
 import { generateKeyAndCsr } from '../../src/server/server-svid.js';
 import { TrustDomain } from '../../src/spiffe/spiffe-id.js';
-import { attest } from '../helpers/agent-client.js';
+import { attest, untilNotShed } from '../helpers/agent-client.js';
+import { x509IssueRecords } from '../helpers/audit.js';
 import { startTestServer, type TestServer } from '../helpers/server.js';
 
-interface AuditLine {
-  readonly action: string;
-  readonly result: string;
-  readonly entryId?: string;
-  readonly serial?: string;
-  readonly reason?: string;
-}
 
 const CALLS = 40;
 const PER_CALL = 500;
@@ -49,27 +43,6 @@ async function issuedCount(s: TestServer, result: string): Promise<number> {
 }
 
 const signedCount = (s: TestServer): Promise<number> => issuedCount(s, 'ok');
-
-function x509Audit(s: TestServer, from: number): AuditLine[] {
-  return s.auditLines
-    .slice(from)
-    .flatMap((l) => l.split('\n'))
-    .filter((l) => l.trim() !== '')
-    .map((l) => JSON.parse(l) as AuditLine)
-    .filter((a) => a.action === 'x509svid.issue');
-}
-
-/** Calls `fn` until it is not shed (the flood's backlog, and its dropped work, is still being cleared). */
-async function afterBacklog<T>(fn: () => Promise<T>): Promise<{ value: T; shed: number }> {
-  for (let shed = 0; ; shed++) {
-    try {
-      return { value: await fn(), shed };
-    } catch (err) {
-      if (shed >= 100 || !(err instanceof SigilError) || err.reason !== 'signing-overloaded') throw err;
-      await new Promise((r) => setTimeout(r, 100));
-    }
-  }
-}
 
 test('a flood of batches on a short deadline: later ones are shed unsigned, the rest succeed whole or are audited as not delivered', async (t) => {
   const s = await startTestServer({ config: { ca: { signingThreads: 1 } } });
@@ -115,11 +88,11 @@ test('a flood of batches on a short deadline: later ones are shed unsigned, the 
 
   // After the flood a normal call succeeds. The pool's single thread is FIFO: once this call is
   // answered, everything admitted before it has been signed or dropped, and audited.
-  const after = await afterBacklog(() => normal.batchNewX509Svid([{ entryId: afterEntry, csrDer: csrs[0] as Buffer }]));
+  const after = await untilNotShed(() => normal.batchNewX509Svid([{ entryId: afterEntry, csrDer: csrs[0] as Buffer }]));
   t.truthy(after.value[0]?.svid, 'the call after the flood got its SVID');
   const signed = (await signedCount(s)) - signedBefore - 1;
   const floodIds = new Set(floodEntries);
-  const audit = x509Audit(s, auditFrom).filter((a) => a.entryId !== undefined && floodIds.has(a.entryId));
+  const audit = x509IssueRecords(s.auditLines.slice(auditFrom)).filter((a) => a.entryId !== undefined && floodIds.has(a.entryId));
 
   const count = (o: Outcome): number => outcomes.filter((x) => x === o).length;
   t.log(`${count('ok')} succeeded, ${count('shed')} shed, ${count('deadline')} hit their deadline; ${signed} signed; the call after was shed ${after.shed} times first`);

@@ -13,7 +13,7 @@ import { parseCertificate, x509 } from '../../src/common/x509.js';
 import { Bundle } from '../../src/spiffe/bundle.js';
 import { SpiffeId, TrustDomain } from '../../src/spiffe/spiffe-id.js';
 import { agentClient, attest, type SyncMessage } from '../helpers/agent-client.js';
-import { startTestServer, type TestServer } from '../helpers/server.js';
+import { startServersOn, type TestServer } from '../helpers/server.js';
 import { rejectionOf } from './support/rejection.js';
 import { SyncWatch } from './support/sync-watch.js';
 import { POSTGRES_URL, testSchemaPrefix } from '../helpers/postgres.js';
@@ -79,14 +79,7 @@ async function rotate(s: TestServer, kind: 'x509' | 'jwt'): Promise<string> {
 
 test('taint and revoke of server A\'s authorities through server B reach the agents of both and A itself', async (t) => {
   const datastore = { type: 'postgres', connectionString: URL, schema: SCHEMA, maxConnections: 4 };
-  const started: TestServer[] = [];
-  t.teardown(async () => {
-    for (const s of started.reverse()) await s.destroy();
-  });
-  const a = await startTestServer({ config: { datastore, serverId: 'srv-a', ca: { propagationMargin: '1s' } } });
-  started.push(a);
-  const b = await startTestServer({ config: { datastore, serverId: 'srv-b', ca: { propagationMargin: '1s' } } });
-  started.push(b);
+  const [a, b] = (await startServersOn(t, datastore, ['srv-a', 'srv-b'])) as [TestServer, TestServer];
 
   // A's old CA and JWT key (an old JWT key is kept only while something it signed is valid)
   await a.server.ca.mintJwtSvid({ spiffeId: SpiffeId.parse('spiffe://example.org/w/any'), audience: ['db'] });

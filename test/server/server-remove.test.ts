@@ -17,7 +17,7 @@ import { parseCertificate, x509 } from '../../src/common/x509.js';
 import { Bundle } from '../../src/spiffe/bundle.js';
 import { SpiffeId, TrustDomain } from '../../src/spiffe/spiffe-id.js';
 import { sigil } from '../helpers/cli.js';
-import { makeServerDir, startTestServer, type TestServer } from '../helpers/server.js';
+import { makeServerDir, startServersOn, startTestServer, type TestServer } from '../helpers/server.js';
 import { POSTGRES_URL, testSchemaPrefix } from '../helpers/postgres.js';
 
 const URL = POSTGRES_URL;
@@ -104,16 +104,7 @@ test('a server gone for good is removed through another: its authorities leave t
 
 test('a server removed while it runs halts: not ready, no signature, no change, its journal never written back', async (t) => {
   const datastore = { type: 'postgres', connectionString: URL, schema: `${SCHEMA}_live`, maxConnections: 4 };
-  const started: TestServer[] = [];
-  t.teardown(async () => {
-    for (const s of started.reverse()) await s.destroy();
-  });
-  const a = await startTestServer({ config: { datastore, serverId: 'srv-a', ca: { propagationMargin: '1s' } } });
-  started.push(a);
-  const b = await startTestServer({ config: { datastore, serverId: 'srv-b', ca: { propagationMargin: '1s' } } });
-  started.push(b);
-  const c = await startTestServer({ config: { datastore, serverId: 'srv-c', ca: { propagationMargin: '1s' } } });
-  started.push(c);
+  const [a, b, c] = (await startServersOn(t, datastore, ['srv-a', 'srv-b', 'srv-c'])) as [TestServer, TestServer, TestServer];
   const workload = SpiffeId.parse('spiffe://example.org/workload');
   const { publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
   t.truthy(await b.server.ca.mintJwtSvid({ spiffeId: workload, audience: ['x'] }), 'B signs before its removal');
